@@ -1,0 +1,129 @@
+"""The storage interface every memory backend implements.
+
+A backend persists three things for one judge: its definition, the principles
+checkpoint (semantic memory plus the ledger of aligned records), and the
+episodes' vector store. One call to :meth:`MemoryBackend.commit` makes a new
+version visible atomically: readers see the old version or the new one, never
+a mix. The file backend is the default; a server backend (PostgreSQL) plugs in
+behind the same interface without touching the graph.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import Any, NotRequired, TypedDict
+
+from langchain_core.embeddings import Embeddings
+from langchain_core.vectorstores import VectorStore
+
+from memalign_graph.semantic import Principle
+
+FORMAT_VERSION = 1
+
+
+class LedgerEntry(TypedDict):
+    """What memory knows of one aligned feedback record.
+
+    Attributes:
+        hash: :func:`memalign_graph.spec.record_hash` of the record when aligned.
+        distilled: whether its distillation succeeded (``False``: retried by the next alignment).
+        salient: whether it was sent to distillation at all.
+    """
+
+    hash: str
+    distilled: bool
+    salient: NotRequired[bool]
+
+
+class PrinciplesCheckpoint(TypedDict):
+    """One version of semantic memory, with the ledger of aligned records.
+
+    Attributes:
+        version: 1, 2, ...; each commit adds one.
+        created_at: ISO-8601 UTC.
+        author: who made the change.
+        reason: one line on why.
+        principles: the principles at this version.
+        records: record id -> ledger entry.
+        usage: tokens spent by the alignment that made this version.
+    """
+
+    version: int
+    created_at: str
+    author: str
+    reason: str
+    principles: list[Principle]
+    records: dict[str, LedgerEntry]
+    usage: NotRequired[dict[str, int]]
+
+
+@dataclass
+class LoadedMemory:
+    """What :meth:`MemoryBackend.load` returns."""
+
+    spec: dict[str, Any]
+    checkpoint: PrinciplesCheckpoint
+    vectorstore: VectorStore
+    embeddings_info: dict[str, Any]
+
+
+class MemoryBackend(ABC):
+    """Persistence for one judge's memory (see the module docstring).
+
+    Implementations must make :meth:`commit` atomic and must not execute code
+    found in stored data (no pickle).
+    """
+
+    location: str
+
+    @abstractmethod
+    def exists(self) -> bool:
+        """Whether a judge's memory is stored here."""
+
+    @abstractmethod
+    def create(self, spec: dict[str, Any], embeddings: Embeddings, embeddings_info: dict[str, Any]) -> None:
+        """Store a new, empty memory for the judge ``spec`` (version 0).
+
+        Raises:
+            FileExistsError: if a memory is already stored here.
+        """
+
+    @abstractmethod
+    def load(self, embeddings: Embeddings) -> LoadedMemory:
+        """Load the current version.
+
+        Raises:
+            MemoryFormatError: if nothing (valid) is stored here or it needs a newer format.
+        """
+
+    @abstractmethod
+    def current_version(self) -> int:
+        """The committed version number, read cheaply (used to refresh caches)."""
+
+    @abstractmethod
+    def commit(
+        self, checkpoint: PrinciplesCheckpoint, vectorstore: VectorStore | None, *, embeddings_changed: bool
+    ) -> int:
+        """Atomically make ``checkpoint`` (and ``vectorstore`` if episodes changed) the current version.
+
+        Args:
+            checkpoint: the new principles checkpoint; its ``version`` must be current + 1.
+            vectorstore: the episodes' store, saved only when ``embeddings_changed``.
+            embeddings_changed: whether episodes were added, replaced or deleted.
+
+        Returns:
+            The new version number.
+
+        Raises:
+            RuntimeError: if another writer committed in the meantime (lost update refused).
+        """
+
+    @abstractmethod
+    def versions(self) -> list[dict[str, Any]]:
+        """Every stored principles version: ``{"version", "created_at", "author", "reason", "principles"}``, oldest first."""
+
+    @abstractmethod
+    def lock(self) -> AbstractContextManager[None]:
+        """Exclusive writer lock across processes, held for a whole read-modify-commit."""

@@ -1,0 +1,258 @@
+"""File backend: a judge's memory in a local directory (the default).
+
+Layout of ``DIR``::
+
+    memalign.json            manifest: format, judge, embeddings, current version (the commit point)
+    principles/v000003.json  one principles checkpoint per version (all versions kept)
+    episodes/e000003/        FAISS index (index.faiss) and episodes as JSON (episodes.json)
+    .lock                    writer lock (fcntl)
+
+Every file is written to a temporary name, flushed to disk and renamed; the
+manifest is replaced last, so a crash at any point leaves the previous version
+current. Loading never unpickles: the FAISS index is read with
+``faiss.read_index`` and the episodes from JSON (LangChain's
+``FAISS.load_local`` would unpickle the docstore, which can execute code).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import re
+import shutil
+import tempfile
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from langchain_core.documents import Document
+from langchain_core.embeddings import Embeddings
+from langchain_core.vectorstores import VectorStore
+
+from memalign_graph.backends.base import FORMAT_VERSION, LoadedMemory, MemoryBackend, PrinciplesCheckpoint
+from memalign_graph.errors import MemoryFormatError
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", DeprecationWarning)
+    from langchain_community.docstore.in_memory import InMemoryDocstore
+    from langchain_community.vectorstores import FAISS
+    from langchain_community.vectorstores.utils import DistanceStrategy
+
+MANIFEST = "memalign.json"
+
+
+def new_faiss(embeddings: Embeddings, dim: int) -> FAISS:
+    """An empty FAISS store scored by inner product (cosine: :class:`EpisodicMemory` stores unit vectors)."""
+    import faiss
+
+    return FAISS(
+        embedding_function=embeddings,
+        index=faiss.IndexFlatIP(dim),
+        docstore=InMemoryDocstore({}),
+        index_to_docstore_id={},
+        normalize_L2=False,
+        distance_strategy=DistanceStrategy.MAX_INNER_PRODUCT,
+    )
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write_json(path: Path, data: Any) -> None:
+    """Write JSON to ``path`` atomically (temp file, fsync, rename, fsync dir)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(data, fh, ensure_ascii=False, indent=1)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(path.parent)
+
+
+class FileBackend(MemoryBackend):
+    """Memory in a local directory (see the module docstring for the layout).
+
+    Args:
+        path: the memory directory; created by :meth:`create`.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path).expanduser().resolve()
+        self.location = str(self.path)
+
+    def exists(self) -> bool:  # noqa: D102
+        return (self.path / MANIFEST).is_file()
+
+    def _manifest(self) -> dict[str, Any]:
+        file = self.path / MANIFEST
+        if not self.path.is_dir():
+            raise MemoryFormatError(f"{self.path}: no such memory directory (create it with `memalign init`)")
+        if not file.is_file():
+            raise MemoryFormatError(f"{self.path}: not a memalign memory directory ({MANIFEST} is missing)")
+        try:
+            manifest = json.loads(file.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise MemoryFormatError(f"{file}: unreadable manifest ({exc})") from None
+        if not isinstance(manifest, dict) or manifest.get("format") != "memalign-graph":
+            raise MemoryFormatError(f"{file}: not a memalign-graph manifest")
+        version = manifest.get("format_version")
+        if not isinstance(version, int) or version > FORMAT_VERSION:
+            raise MemoryFormatError(
+                f"{file}: written by a newer memalign-graph (format {version}, this one reads {FORMAT_VERSION}); upgrade"
+            )
+        return manifest
+
+    def create(self, spec: dict[str, Any], embeddings: Embeddings, embeddings_info: dict[str, Any]) -> None:  # noqa: D102
+        if self.exists():
+            raise FileExistsError(f"{self.path}: a memory already exists here")
+        self.path.mkdir(parents=True, exist_ok=True)
+        checkpoint = PrinciplesCheckpoint(
+            version=0, created_at=_now(), author="memalign init", reason="created", principles=[], records={}
+        )
+        atomic_write_json(self.path / "principles" / "v000000.json", checkpoint)
+        self._write_episodes(new_faiss(embeddings, int(embeddings_info["dim"])), 0)
+        atomic_write_json(
+            self.path / MANIFEST,
+            {
+                "format": "memalign-graph",
+                "format_version": FORMAT_VERSION,
+                "judge": spec,
+                "embeddings": embeddings_info,
+                "version": 0,
+                "principles": "principles/v000000.json",
+                "episodes": "episodes/e000000",
+            },
+        )
+
+    def current_version(self) -> int:  # noqa: D102
+        return int(self._manifest()["version"])
+
+    def load(self, embeddings: Embeddings) -> LoadedMemory:  # noqa: D102
+        import faiss
+
+        manifest = self._manifest()
+        principles_file = self.path / manifest["principles"]
+        episodes_dir = self.path / manifest["episodes"]
+        try:
+            checkpoint = json.loads(principles_file.read_text(encoding="utf-8"))
+            docs = json.loads((episodes_dir / "episodes.json").read_text(encoding="utf-8"))
+            index = faiss.read_index(str(episodes_dir / "index.faiss"))
+        except (OSError, RuntimeError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise MemoryFormatError(f"{self.path}: version {manifest['version']} is unreadable ({exc})") from None
+        ids = docs["ids"]
+        if index.ntotal != len(ids):
+            raise MemoryFormatError(f"{episodes_dir}: index holds {index.ntotal} vectors but {len(ids)} episodes")
+        store = InMemoryDocstore(
+            {i: Document(id=i, page_content=t, metadata=m) for i, t, m in zip(ids, docs["texts"], docs["metadata"])}
+        )
+        vectorstore = FAISS(
+            embedding_function=embeddings,
+            index=index,
+            docstore=store,
+            index_to_docstore_id=dict(enumerate(ids)),
+            normalize_L2=False,
+            distance_strategy=DistanceStrategy.MAX_INNER_PRODUCT,
+        )
+        return LoadedMemory(
+            spec=manifest["judge"], checkpoint=checkpoint, vectorstore=vectorstore, embeddings_info=manifest["embeddings"]
+        )
+
+    def _write_episodes(self, vectorstore: VectorStore, version: int) -> str:
+        import faiss
+
+        assert isinstance(vectorstore, FAISS), "the file backend stores episodes in FAISS"
+        root = self.path / "episodes"
+        root.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=root))
+        mapping = vectorstore.index_to_docstore_id
+        ids = [mapping[i] for i in range(len(mapping))]
+        docs = [vectorstore.docstore.search(i) for i in ids]
+        faiss.write_index(vectorstore.index, str(tmp / "index.faiss"))
+        with open(tmp / "episodes.json", "w", encoding="utf-8") as fh:
+            json.dump(
+                {"ids": ids, "texts": [d.page_content for d in docs], "metadata": [d.metadata for d in docs]},
+                fh,
+                ensure_ascii=False,
+            )
+            fh.flush()
+            os.fsync(fh.fileno())
+        for name in ("index.faiss",):
+            fd = os.open(tmp / name, os.O_RDONLY)
+            os.fsync(fd)
+            os.close(fd)
+        name = f"e{version:06d}"
+        target = root / name
+        if target.exists():  # left by a crash after this step but before the manifest
+            shutil.rmtree(target)
+        os.rename(tmp, target)
+        _fsync_dir(root)
+        return f"episodes/{name}"
+
+    def commit(  # noqa: D102
+        self, checkpoint: PrinciplesCheckpoint, vectorstore: VectorStore | None, *, embeddings_changed: bool
+    ) -> int:
+        manifest = self._manifest()
+        version = int(checkpoint["version"])
+        if version != manifest["version"] + 1:
+            raise RuntimeError(
+                f"{self.path}: memory moved to version {manifest['version']} while this change was prepared "
+                f"from version {version - 1}; reload and retry"
+            )
+        principles_rel = f"principles/v{version:06d}.json"
+        episodes_rel = manifest["episodes"]
+        if embeddings_changed:
+            assert vectorstore is not None
+            episodes_rel = self._write_episodes(vectorstore, version)
+        atomic_write_json(self.path / principles_rel, {**checkpoint, "episodes": episodes_rel})
+        atomic_write_json(self.path / MANIFEST, {**manifest, "version": version, "principles": principles_rel, "episodes": episodes_rel})
+        self._collect_garbage(keep={episodes_rel, manifest["episodes"]})
+        return version
+
+    def _collect_garbage(self, keep: set[str]) -> None:
+        """Delete episode snapshots other than the current and the previous one, and stale temp dirs."""
+        root = self.path / "episodes"
+        for child in root.iterdir():
+            rel = f"episodes/{child.name}"
+            if rel in keep:
+                continue
+            if child.name.startswith(".tmp-") or re.fullmatch(r"e\d{6}", child.name):
+                shutil.rmtree(child, ignore_errors=True)
+
+    def versions(self) -> list[dict[str, Any]]:  # noqa: D102
+        current = self.current_version()
+        out = []
+        for file in sorted((self.path / "principles").glob("v*.json")):
+            data = json.loads(file.read_text(encoding="utf-8"))
+            if data["version"] <= current:
+                out.append(data)
+        return out
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:  # noqa: D102
+        self.path.mkdir(parents=True, exist_ok=True)
+        with open(self.path / ".lock", "a+") as fh:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
+def _now() -> str:
+    from memalign_graph.semantic import now_iso
+
+    return now_iso()

@@ -1,0 +1,88 @@
+"""What the caller configures for the judge and alignment graphs (LangGraph ``context_schema``).
+
+Pass it as ``graph.invoke(input, context=Context(...))``. When the judge graph
+runs as a subgraph it receives the *parent's* context (or none): fields it
+does not find there fall back to the defaults below, which read environment
+variables (``MEMALIGN_MEMORY_DIR``, ``MEMALIGN_MODEL``, ``MEMALIGN_BASE_URL``,
+``MEMALIGN_EMBEDDINGS``) so a deployment can configure them without code.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+
+def _env(name: str, default: str | None = None) -> Any:
+    return lambda: os.environ.get(name, default)
+
+
+@dataclass(kw_only=True)
+class Context:
+    """Configuration of the MemAlign graphs."""
+
+    memory_dir: str = field(
+        default_factory=_env("MEMALIGN_MEMORY_DIR", ".memalign"),
+        metadata={"description": "Directory of the judge's memory (created with `memalign init`)."},
+    )
+    model: Any = field(
+        default_factory=_env("MEMALIGN_MODEL"),
+        metadata={
+            "description": "Judge/distillation chat model: a LangChain chat model instance, 'embedded' (default, "
+            "offline SmolLM2-135M), 'provider:model' such as 'openai:gpt-4.1-mini', or 'llamacpp:/path.gguf'."
+        },
+    )
+    base_url: str | None = field(
+        default_factory=_env("MEMALIGN_BASE_URL"),
+        metadata={"description": "Base URL of an OpenAI-compatible server; `model` is then its model name."},
+    )
+    embeddings: Any = field(
+        default_factory=_env("MEMALIGN_EMBEDDINGS"),
+        metadata={"description": "Embeddings: an instance, 'embedded' (default, offline e5-small) or 'provider:model'."},
+    )
+    k: int = field(default=5, metadata={"description": "Episodes retrieved into working memory (MemAlign uses 5)."})
+    precedent: str = field(
+        default="exact",
+        metadata={
+            "description": "Expert-precedent rule: 'exact' (same case returns the expert's value), 'similar' "
+            "(also cosine >= precedent_threshold), or 'off'."
+        },
+    )
+    precedent_threshold: float = field(
+        default=0.98, metadata={"description": "Cosine similarity for precedent='similar'."}
+    )
+    use_principles: bool = field(default=True, metadata={"description": "Include semantic memory (principles)."})
+    use_episodes: bool = field(default=True, metadata={"description": "Include episodic memory (episodes)."})
+    max_retries: int = field(default=2, metadata={"description": "Repair-and-retry rounds for an unusable answer."})
+    structured_output: str = field(
+        default="auto",
+        metadata={"description": "'auto' (JSON-schema decoding where supported), 'json_schema', or 'prompt'."},
+    )
+    rationale_max_chars: int = field(default=300, metadata={"description": "Cap on the rationale's length."})
+    batch_size: int = field(default=50, metadata={"description": "Most feedback records per distillation call."})
+    token_budget: int = field(
+        default=6000, metadata={"description": "Most estimated prompt tokens of records per distillation call."}
+    )
+    concurrency: int = field(default=8, metadata={"description": "Most distillation calls in flight."})
+
+
+CONTEXT_FIELDS = {f.name for f in fields(Context)}
+
+
+def resolve_context(value: Any) -> Context:
+    """The :class:`Context` to use, whatever the graph was given.
+
+    Accepts a :class:`Context`, ``None`` (all defaults), a mapping, or any object
+    (e.g. a parent graph's context dataclass); fields it lacks take defaults,
+    fields this graph does not know are ignored.
+    """
+    if isinstance(value, Context):
+        return value
+    if value is None:
+        return Context()
+    if isinstance(value, dict):
+        found = {k: v for k, v in value.items() if k in CONTEXT_FIELDS}
+    else:
+        found = {k: getattr(value, k) for k in CONTEXT_FIELDS if hasattr(value, k)}
+    return Context(**found)

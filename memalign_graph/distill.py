@@ -1,0 +1,239 @@
+"""Distillation: expert feedback in, general principles out (semantic memory).
+
+Records are packed into batches (at most ``batch_size`` records and at most
+``token_budget`` estimated prompt tokens per LLM call; tokens are estimated as
+characters / 4, the usual rule of thumb for English with BPE tokenisers) and
+the batches run concurrently (at most ``concurrency`` calls at once). A batch
+that fails is retried with exponential backoff; if it still fails, its record
+ids are reported and the records stay undistilled for the next alignment.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
+
+from memalign_graph import prompts
+from memalign_graph.judge import _clip, add_usage, bind_structured, empty_usage, extract_json, format_case
+from memalign_graph.models import model_name
+from memalign_graph.semantic import Principle, new_principle
+from memalign_graph.spec import FeedbackRecord, JudgeSpec
+
+log = logging.getLogger(__name__)
+
+CHARS_PER_TOKEN = 4
+
+
+def is_salient(record: FeedbackRecord) -> bool:
+    """Whether a record can teach a principle.
+
+    Salient: it has feedback text, or the expert's value differs from the
+    judge's (or the judge's is unknown). A bare agreement teaches nothing new;
+    it is still stored as an episode.
+    """
+    if record.get("feedback"):
+        return True
+    if "value" not in record:
+        return False
+    return record.get("judge_value") != record["value"]
+
+
+def format_record(record: FeedbackRecord, chars: int = 600) -> str:
+    """One feedback record as it appears in the distillation prompt."""
+    return prompts.DISTILL_RECORD.format(
+        id=record["id"],
+        case=format_case(record, chars),  # type: ignore[arg-type]
+        judge_value=record.get("judge_value", "unknown"),
+        value=record.get("value", "not given"),
+        feedback=_clip(record.get("feedback", "none"), chars * 2),
+    )
+
+
+def estimate_tokens(text: str) -> int:
+    """Rough token count: ``ceil(len(text) / 4)``."""
+    return -(-len(text) // CHARS_PER_TOKEN)
+
+
+def plan_batches(records: list[FeedbackRecord], batch_size: int = 50, token_budget: int = 6000) -> list[list[FeedbackRecord]]:
+    """Split records into batches of at most ``batch_size`` records and ``token_budget`` estimated tokens.
+
+    A single record above the budget gets a batch of its own.
+
+    Raises:
+        ValueError: if ``batch_size`` or ``token_budget`` is not positive.
+    """
+    if batch_size < 1 or token_budget < 1:
+        raise ValueError("batch_size and token_budget must be positive")
+    batches: list[list[FeedbackRecord]] = []
+    current: list[FeedbackRecord] = []
+    used = 0
+    for record in records:
+        cost = estimate_tokens(format_record(record))
+        if current and (len(current) >= batch_size or used + cost > token_budget):
+            batches.append(current)
+            current, used = [], 0
+        current.append(record)
+        used += cost
+    if current:
+        batches.append(current)
+    return batches
+
+
+def distill_schema(ids: list[str], max_principles: int = 3, max_chars: int = 200) -> dict[str, Any]:
+    """JSON schema of a distillation answer; sources may only name ids of the batch."""
+    return {
+        "type": "object",
+        "properties": {
+            "principles": {
+                "type": "array",
+                "maxItems": max_principles,
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        "text": {"type": "string", "minLength": 8, "maxLength": max_chars},
+                        "sources": {"type": "array", "items": {"enum": ids}, "minItems": 1},
+                    },
+                    "required": ["text", "sources"],
+                    "additionalProperties": False,
+                },
+            }
+        },
+        "required": ["principles"],
+        "additionalProperties": False,
+    }
+
+
+def build_distill_messages(
+    spec: JudgeSpec, batch: list[FeedbackRecord], known: list[Principle], max_principles: int = 3
+) -> list[BaseMessage]:
+    """The distillation prompt for one batch."""
+    known_text = ""
+    if known:
+        known_text = prompts.DISTILL_KNOWN.format(principles="\n".join(f"- {p['text']}" for p in known))
+    system = prompts.DISTILL_SYSTEM.format(
+        criterion=spec.criterion, values=spec.describe_values(), max_principles=max_principles, known=known_text
+    )
+    user = prompts.DISTILL_USER.format(records="\n\n".join(format_record(r) for r in batch))
+    return [SystemMessage(system), HumanMessage(user)]
+
+
+def parse_principles(text: str, batch_ids: list[str]) -> list[tuple[str, list[str]]]:
+    """``[(text, sources)]`` from a distillation answer.
+
+    Sources outside the batch are dropped; a principle left with no source is
+    attributed to the whole batch (it came from this batch's feedback).
+
+    Raises:
+        ValueError: if the answer has no ``principles`` list.
+    """
+    obj = extract_json(text)
+    items = obj.get("principles")
+    if not isinstance(items, list):
+        raise ValueError("the answer has no 'principles' list")
+    out = []
+    for item in items:
+        if not isinstance(item, dict) or not isinstance(item.get("text"), str) or not item["text"].strip():
+            continue
+        sources = [s for s in item.get("sources") or [] if s in batch_ids]
+        out.append((item["text"].strip(), sorted(set(sources or batch_ids))))
+    return out
+
+
+@dataclass
+class DistillResult:
+    """What a distillation run produced.
+
+    Attributes:
+        principles: new candidate principles (before de-duplication).
+        distilled: ids of records whose batch succeeded.
+        failed: record id -> error message, for batches that failed after retries.
+        calls: LLM calls made (retries included).
+        usage: tokens spent.
+    """
+
+    principles: list[Principle] = field(default_factory=list)
+    distilled: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+    calls: int = 0
+    usage: dict[str, int] = field(default_factory=lambda: dict(empty_usage()))
+
+
+async def adistill(
+    model: BaseChatModel,
+    spec: JudgeSpec,
+    records: list[FeedbackRecord],
+    known: list[Principle],
+    *,
+    batch_size: int = 50,
+    token_budget: int = 6000,
+    concurrency: int = 8,
+    max_retries: int = 2,
+    backoff_s: float = 0.5,
+    max_principles: int = 3,
+    principle_chars: int = 200,
+    progress: Any = None,
+) -> DistillResult:
+    """Distill principles from ``records`` in concurrent batches.
+
+    Args:
+        model: any LangChain chat model.
+        spec: the judge.
+        records: salient feedback records (see :func:`is_salient`).
+        known: principles already in memory, shown so they are not repeated.
+        batch_size: most records per call.
+        token_budget: most estimated prompt tokens of records per call.
+        concurrency: most calls in flight.
+        max_retries: retries per batch after the first failure.
+        backoff_s: first retry delay in seconds, doubled each retry.
+        max_principles: most principles one call may return.
+        principle_chars: most characters per principle.
+        progress: optional object with ``update(n)`` (e.g. a tqdm bar), advanced per record.
+
+    Returns:
+        A :class:`DistillResult`; failures are reported in it, not raised.
+    """
+    result = DistillResult()
+    if not records:
+        return result
+    semaphore = asyncio.Semaphore(max(1, concurrency))
+    author = f"distill:{model_name(model)}"
+
+    async def run(batch: list[FeedbackRecord]) -> None:
+        ids = [r["id"] for r in batch]
+        bound = bind_structured(
+            model,
+            distill_schema(ids, max_principles, principle_chars),
+            "principles",
+            logprobs=False,
+            max_tokens=max_principles * (principle_chars + 16 * len(ids) + 24) + 32,
+        )
+        messages = build_distill_messages(spec, batch, known, max_principles)
+        error = ""
+        async with semaphore:
+            for attempt in range(max_retries + 1):
+                if attempt:
+                    await asyncio.sleep(backoff_s * 2 ** (attempt - 1))
+                result.calls += 1
+                try:
+                    answer = await bound.ainvoke(messages)
+                    add_usage(result.usage, answer)  # type: ignore[arg-type]
+                    found = parse_principles(answer.text, ids)
+                except Exception as exc:  # noqa: BLE001 - any provider error is retried, then reported
+                    error = f"{type(exc).__name__}: {exc}"
+                    log.warning("distillation batch %s failed (attempt %d): %s", ids[:3], attempt + 1, error)
+                    continue
+                result.principles.extend(new_principle(text, sources, author) for text, sources in found)
+                result.distilled.extend(ids)
+                break
+            else:
+                result.failed.update(dict.fromkeys(ids, error))
+        if progress is not None:
+            progress.update(len(batch))
+
+    await asyncio.gather(*(run(b) for b in plan_batches(records, batch_size, token_budget)))
+    return result

@@ -1,0 +1,152 @@
+"""Episodic memory: concrete past cases with the expert's verdict, in a LangChain vector store.
+
+An episode is a case (inputs, outputs, expectations) plus the expert's value
+and feedback and what the judge itself had said. Episodes are embedded by the
+case text and the ``k`` most similar are retrieved into working memory for each
+judgment (MemAlign, Databricks 2025, uses k=5).
+"""
+
+from __future__ import annotations
+
+from typing import Any, NotRequired, TypedDict
+
+import numpy as np
+
+from langchain_core.documents import Document
+from langchain_core.embeddings import Embeddings
+from langchain_core.vectorstores import VectorStore
+
+from memalign_graph.spec import FeedbackRecord, Value, case_hash, case_text
+
+
+class Episode(TypedDict):
+    """One past case in episodic memory (JSON-like).
+
+    Attributes:
+        id: the feedback record's id.
+        inputs, outputs, expectations: the case.
+        value: the expert's value, if given.
+        feedback: the expert's words, if given.
+        judge_value: what the judge said before the expert's verdict, if known.
+        case_hash: normalised hash of the case (see :func:`memalign_graph.spec.case_hash`).
+        score: similarity to the case being judged (only on retrieved episodes).
+    """
+
+    id: str
+    inputs: Any
+    outputs: Any
+    expectations: NotRequired[Any]
+    value: NotRequired[Value]
+    feedback: NotRequired[str]
+    judge_value: NotRequired[Value]
+    case_hash: str
+    score: NotRequired[float]
+
+
+def unit(vectors: list[list[float]]) -> list[list[float]]:
+    """Scale each vector to unit L2 norm, so inner product is cosine similarity."""
+    array = np.asarray(vectors, dtype=np.float32)
+    norms = np.linalg.norm(array, axis=1, keepdims=True)
+    return (array / np.where(norms == 0, 1.0, norms)).tolist()
+
+
+def episode_from_record(record: FeedbackRecord) -> Episode:
+    """The episode stored for a feedback record (the record's id becomes the episode's id)."""
+    episode: dict[str, Any] = {"id": record["id"], "inputs": record["inputs"], "outputs": record["outputs"]}
+    for key in ("expectations", "value", "feedback", "judge_value"):
+        if key in record:
+            episode[key] = record[key]  # type: ignore[literal-required]
+    episode["case_hash"] = case_hash(record)
+    return episode  # type: ignore[return-value]
+
+
+class EpisodicMemory:
+    """Episodes in any LangChain ``VectorStore`` that supports ids and deletion.
+
+    Args:
+        vectorstore: the store; documents hold the case text as ``page_content``
+            and the episode as ``metadata``.
+        embeddings: used to embed cases for search (``embed_query``) and
+            episodes for storage (``embed_documents``).
+    """
+
+    def __init__(self, vectorstore: VectorStore, embeddings: Embeddings) -> None:
+        self.vectorstore = vectorstore
+        self.embeddings = embeddings
+        self._ids: set[str] = set()
+        docstore = getattr(vectorstore, "docstore", None)
+        mapping = getattr(vectorstore, "index_to_docstore_id", None)
+        if docstore is not None and mapping is not None:
+            self._ids = set(mapping.values())
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def __contains__(self, episode_id: object) -> bool:
+        return episode_id in self._ids
+
+    @property
+    def ids(self) -> set[str]:
+        """Ids of all stored episodes."""
+        return set(self._ids)
+
+    def get(self, ids: list[str]) -> list[Episode]:
+        """The stored episodes with these ids (unknown ids are skipped)."""
+        docs = self.vectorstore.get_by_ids([i for i in ids if i in self._ids])
+        return [doc.metadata["episode"] for doc in docs]
+
+    def upsert(self, episodes: list[Episode]) -> None:
+        """Store episodes; an episode whose id exists replaces the old one.
+
+        Raises:
+            ValueError: if two episodes share an id.
+        """
+        if not episodes:
+            return
+        ids = [e["id"] for e in episodes]
+        if len(set(ids)) != len(ids):
+            raise ValueError("episodes to store share an id")
+        self.delete([i for i in ids if i in self._ids])
+        texts = [case_text(e) for e in episodes]
+        vectors = unit(self.embeddings.embed_documents(texts))
+        docs_meta = [{"episode": dict(e)} for e in episodes]
+        add_embeddings = getattr(self.vectorstore, "add_embeddings", None)
+        if add_embeddings is not None:
+            add_embeddings(list(zip(texts, vectors)), metadatas=docs_meta, ids=ids)
+        else:
+            self.vectorstore.add_documents(
+                [Document(page_content=t, metadata=m, id=i) for t, m, i in zip(texts, docs_meta, ids)], ids=ids
+            )
+        self._ids.update(ids)
+
+    def delete(self, ids: list[str]) -> list[str]:
+        """Delete episodes by id; returns the ids that were present."""
+        present = [i for i in ids if i in self._ids]
+        if present:
+            self.vectorstore.delete(present)
+            self._ids.difference_update(present)
+        return present
+
+    def _to_episodes(self, hits: list[tuple[Document, float]]) -> list[Episode]:
+        episodes = []
+        for doc, score in hits:
+            episode = dict(doc.metadata["episode"])
+            episode["score"] = round(float(score), 4)
+            episodes.append(episode)
+        return episodes  # type: ignore[return-value]
+
+    def search(self, case: dict[str, Any], k: int = 5) -> list[Episode]:
+        """The ``k`` episodes most similar to ``case``, most similar first, with ``score`` (cosine)."""
+        if k <= 0 or not self._ids:
+            return []
+        vector = unit([self.embeddings.embed_query(case_text(case))])[0]
+        hits = self.vectorstore.similarity_search_with_score_by_vector(vector, k=min(k, len(self._ids)))
+        return self._to_episodes(hits)
+
+    async def asearch(self, case: dict[str, Any], k: int = 5) -> list[Episode]:
+        """Async :meth:`search`; the embedding and the index search run in a worker thread."""
+        if k <= 0 or not self._ids:
+            return []
+        vector = unit([await self.embeddings.aembed_query(case_text(case))])[0]
+        hits = await self.vectorstore.asimilarity_search_with_score_by_vector(vector, k=min(k, len(self._ids)))
+        return self._to_episodes(hits)

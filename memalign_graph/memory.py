@@ -1,0 +1,396 @@
+"""A judge's memory: semantic (principles) + episodic (episodes), and alignment.
+
+:class:`Memory` is the one object that holds a judge's definition, its
+principles and its episodes, loads them from a backend and commits changes
+as new versions. :meth:`Memory.aalign` is MemAlign's alignment step: expert
+feedback becomes episodes and, through distillation, principles.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from langchain_core.embeddings import Embeddings
+from langchain_core.language_models import BaseChatModel
+
+from memalign_graph.backends.base import LedgerEntry, MemoryBackend, PrinciplesCheckpoint
+from memalign_graph.backends.file import FileBackend
+from memalign_graph.distill import adistill, is_salient
+from memalign_graph.episodic import Episode, EpisodicMemory, episode_from_record
+from memalign_graph.errors import MemoryFormatError, RecordError
+from memalign_graph.models import embeddings_name, resolve_chat_model, resolve_embeddings
+from memalign_graph.prompts import PROMPT_VERSION
+from memalign_graph.semantic import Principle, drop_sources, merge_principles, now_iso
+from memalign_graph.spec import FeedbackRecord, JudgeSpec, parse_record, record_hash
+
+
+@dataclass
+class AlignmentReport:
+    """What one alignment did.
+
+    Attributes:
+        version: memory version after it (unchanged if it was a no-op).
+        added: ids of new episodes.
+        replaced: ids whose content changed (episode replaced, principles re-derived).
+        unchanged: ids already aligned with the same content (no-op).
+        distilled: ids whose feedback went through distillation successfully.
+        failed: id -> error, for records whose distillation failed (retried next time).
+        new_principles: ids of principles added.
+        merged_principles: candidate id -> id of the existing principle it repeated.
+        removed_principles: ids of principles whose only sources were replaced.
+        llm_calls: distillation calls made.
+        usage: tokens spent on distillation.
+        seconds: wall time of the alignment.
+    """
+
+    version: int
+    added: list[str] = field(default_factory=list)
+    replaced: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+    distilled: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+    new_principles: list[str] = field(default_factory=list)
+    merged_principles: dict[str, str] = field(default_factory=dict)
+    removed_principles: list[str] = field(default_factory=list)
+    llm_calls: int = 0
+    usage: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return asdict(self)
+
+
+def _backend(location: str | Path | MemoryBackend) -> MemoryBackend:
+    return location if isinstance(location, MemoryBackend) else FileBackend(location)
+
+
+class Memory:
+    """One judge's definition, principles and episodes, loaded from a backend.
+
+    Create with :meth:`create` or :meth:`open`, not the constructor.
+
+    Attributes:
+        spec: the judge definition.
+        backend: where memory is persisted.
+        embeddings: the embeddings used for episodes and principle de-duplication.
+        episodes: the :class:`EpisodicMemory`.
+    """
+
+    def __init__(self, backend: MemoryBackend, embeddings: Embeddings) -> None:
+        self.backend = backend
+        self.embeddings = embeddings
+        self._write_lock = threading.Lock()
+        self._load()
+
+    def _load(self) -> None:
+        loaded = self.backend.load(self.embeddings)
+        name = embeddings_name(self.embeddings)
+        if loaded.embeddings_info.get("name") != name:
+            raise MemoryFormatError(
+                f"{self.backend.location}: episodes were embedded with {loaded.embeddings_info.get('name')!r}, "
+                f"but {name!r} was given; use the same embeddings"
+            )
+        try:
+            self.spec = JudgeSpec.from_dict(loaded.spec)
+        except ValueError as exc:
+            raise MemoryFormatError(f"{self.backend.location}: invalid judge definition ({exc})") from None
+        self.checkpoint: PrinciplesCheckpoint = loaded.checkpoint
+        self.episodes = EpisodicMemory(loaded.vectorstore, self.embeddings)
+
+    @classmethod
+    def create(
+        cls, location: str | Path | MemoryBackend, spec: JudgeSpec, *, embeddings: str | Embeddings | None = None
+    ) -> Memory:
+        """Create an empty memory for ``spec`` and open it.
+
+        Args:
+            location: a directory path (file backend) or a :class:`MemoryBackend`.
+            spec: the judge definition.
+            embeddings: see :func:`memalign_graph.models.resolve_embeddings`.
+
+        Raises:
+            FileExistsError: if a memory already exists there.
+        """
+        backend = _backend(location)
+        emb = resolve_embeddings(embeddings)
+        dim = len(emb.embed_query("dimension probe"))
+        backend.create(spec.to_dict(), emb, {"name": embeddings_name(emb), "dim": dim})
+        return cls(backend, emb)
+
+    @classmethod
+    def open(cls, location: str | Path | MemoryBackend, *, embeddings: str | Embeddings | None = None) -> Memory:
+        """Open an existing memory.
+
+        Raises:
+            MemoryFormatError: if there is no valid memory there, or it was embedded
+                with other embeddings.
+        """
+        return cls(_backend(location), resolve_embeddings(embeddings))
+
+    @property
+    def version(self) -> int:
+        """The loaded version number."""
+        return int(self.checkpoint["version"])
+
+    @property
+    def principles(self) -> list[Principle]:
+        """All principles at the loaded version."""
+        return list(self.checkpoint["principles"])
+
+    @property
+    def records(self) -> dict[str, LedgerEntry]:
+        """The ledger: aligned record id -> ``{"hash", "distilled"}``."""
+        return dict(self.checkpoint["records"])
+
+    def refresh(self) -> bool:
+        """Reload if another writer committed a newer version; returns whether it reloaded."""
+        if self.backend.current_version() != self.version:
+            self._load()
+            return True
+        return False
+
+    def retrieve_episodes(self, case: dict[str, Any], k: int = 5) -> list[Episode]:
+        """The ``k`` most similar episodes to ``case`` (with ``score``)."""
+        return self.episodes.search(case, k)
+
+    async def aretrieve_episodes(self, case: dict[str, Any], k: int = 5) -> list[Episode]:
+        """Async :meth:`retrieve_episodes`."""
+        return await self.episodes.asearch(case, k)
+
+    def validate_feedback(self, records: list[dict[str, Any]]) -> list[FeedbackRecord]:
+        """Validate a batch of feedback records against this judge (all before any write).
+
+        Raises:
+            RecordError: naming the record (``"record N"`` or its id) and the problem,
+                including duplicate ids within the batch.
+        """
+        out: list[FeedbackRecord] = []
+        seen: set[str] = set()
+        for n, raw in enumerate(records):
+            record = parse_record(raw, self.spec, where=f"record {n}", feedback=True, require_id=True)
+            if record["id"] in seen:
+                raise RecordError(f"record {n}", f"duplicate id {record['id']!r} in this batch")
+            seen.add(record["id"])
+            out.append(record)
+        return out
+
+    def align(self, records: list[dict[str, Any]], **kwargs: Any) -> AlignmentReport:
+        """Synchronous :meth:`aalign` (same arguments, result and errors).
+
+        Runs the coroutine in a fresh event loop (in a worker thread when called
+        from inside a running loop).
+        """
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return asyncio.run(self.aalign(records, **kwargs))
+        box: dict[str, Any] = {}
+
+        def target() -> None:
+            try:
+                box["result"] = asyncio.run(self.aalign(records, **kwargs))
+            except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
+                box["error"] = exc
+
+        thread = threading.Thread(target=target)
+        thread.start()
+        thread.join()
+        if "error" in box:
+            raise box["error"]
+        return box["result"]
+
+    async def aalign(
+        self,
+        records: list[dict[str, Any]],
+        *,
+        model: str | BaseChatModel | None = None,
+        batch_size: int = 50,
+        token_budget: int = 6000,
+        concurrency: int = 8,
+        max_retries: int = 2,
+        dedup_threshold: float = 0.95,
+        author: str = "expert",
+        reason: str | None = None,
+        progress: Any = None,
+    ) -> AlignmentReport:
+        """Align the judge to a batch of expert feedback (MemAlign's alignment step).
+
+        Every record becomes an episode (replacing any episode with its id);
+        salient records (see :func:`memalign_graph.distill.is_salient`) are
+        distilled into principles, de-duplicated against existing ones; one new
+        version is committed. A record already aligned with identical content
+        is a no-op; one aligned with different content replaces the old
+        episode, and principles that came from it alone are removed and
+        re-derived from the new content. Records whose distillation failed
+        stay marked undistilled and are retried by the next call.
+
+        Args:
+            records: feedback records (see :mod:`memalign_graph.spec`), each with an ``id``.
+            model: chat model for distillation (see :func:`resolve_chat_model`).
+            batch_size: most records per distillation call.
+            token_budget: most estimated prompt tokens of records per call.
+            concurrency: most distillation calls in flight.
+            max_retries: retries per failed distillation batch.
+            dedup_threshold: cosine similarity at which two principles are the same.
+            author: recorded with the new version.
+            reason: one line recorded with the new version.
+            progress: optional ``update(n)`` sink advanced per distilled record.
+
+        Returns:
+            An :class:`AlignmentReport`.
+
+        Raises:
+            RecordError: for an invalid record; nothing is written.
+            RuntimeError: if another process committed during this alignment.
+        """
+        started = time.perf_counter()
+        valid = self.validate_feedback(records)
+        chat = resolve_chat_model(model)
+        lock = self.backend.lock()
+        await asyncio.to_thread(self._write_lock.acquire)
+        try:
+            await asyncio.to_thread(lock.__enter__)
+            try:
+                await asyncio.to_thread(self.refresh)
+                report = await self._aalign_locked(
+                    valid, chat, batch_size, token_budget, concurrency, max_retries, dedup_threshold, author, reason, progress
+                )
+            finally:
+                await asyncio.to_thread(lock.__exit__, None, None, None)
+        finally:
+            self._write_lock.release()
+        report.seconds = round(time.perf_counter() - started, 3)
+        return report
+
+    async def _aalign_locked(  # noqa: PLR0913
+        self,
+        records: list[FeedbackRecord],
+        chat: BaseChatModel,
+        batch_size: int,
+        token_budget: int,
+        concurrency: int,
+        max_retries: int,
+        dedup_threshold: float,
+        author: str,
+        reason: str | None,
+        progress: Any,
+    ) -> AlignmentReport:
+        ledger = self.records
+        report = AlignmentReport(version=self.version)
+        fresh: list[FeedbackRecord] = []
+        retry: list[FeedbackRecord] = []
+        for record in records:
+            digest = record_hash(record)
+            entry = ledger.get(record["id"])
+            if entry is None:
+                report.added.append(record["id"])
+                fresh.append(record)
+            elif entry["hash"] != digest:
+                report.replaced.append(record["id"])
+                fresh.append(record)
+            elif not entry["distilled"]:
+                retry.append(record)
+            else:
+                report.unchanged.append(record["id"])
+        if not fresh and not retry:
+            return report
+
+        principles = self.principles
+        if report.replaced:
+            principles, report.removed_principles = drop_sources(principles, set(report.replaced))
+        to_distill = [r for r in fresh + retry if is_salient(r)]
+        result = await adistill(
+            chat,
+            self.spec,
+            to_distill,
+            principles,
+            batch_size=batch_size,
+            token_budget=token_budget,
+            concurrency=concurrency,
+            max_retries=max_retries,
+            progress=progress,
+        )
+        report.distilled, report.failed = result.distilled, result.failed
+        report.llm_calls, report.usage = result.calls, result.usage
+
+        def commit() -> int:
+            merged, added, absorbed = merge_principles(
+                principles, result.principles, self.embeddings, threshold=dedup_threshold
+            )
+            report.new_principles, report.merged_principles = added, absorbed
+            vectorstore = self.episodes.vectorstore
+            try:
+                self.episodes.upsert([episode_from_record(r) for r in fresh])
+                for record in fresh + retry:
+                    salient = is_salient(record)
+                    ledger[record["id"]] = LedgerEntry(
+                        hash=record_hash(record),
+                        distilled=(not salient) or record["id"] not in result.failed,
+                        salient=salient,
+                    )
+                checkpoint = PrinciplesCheckpoint(
+                    version=self.version + 1,
+                    created_at=now_iso(),
+                    author=author,
+                    reason=reason or _default_reason(report),
+                    principles=merged,
+                    records=ledger,
+                    usage=dict(result.usage),
+                    prompt_version=PROMPT_VERSION,  # type: ignore[typeddict-unknown-key]
+                )
+                version = self.backend.commit(checkpoint, vectorstore, embeddings_changed=bool(fresh))
+            except BaseException:
+                self._load()  # in-memory episodes were touched: go back to what is committed
+                raise
+            self.checkpoint = checkpoint
+            return version
+
+        report.version = await asyncio.to_thread(commit)
+        return report
+
+
+def _default_reason(report: AlignmentReport) -> str:
+    parts = [f"aligned {len(report.added)} new"]
+    if report.replaced:
+        parts.append(f"{len(report.replaced)} replaced")
+    parts.append(f"{len(report.distilled)} distilled")
+    if report.failed:
+        parts.append(f"{len(report.failed)} failed")
+    return ", ".join(parts) + " feedback records"
+
+
+_registry: dict[tuple[str, int], Memory] = {}
+_registry_lock = threading.Lock()
+
+
+def open_memory(location: str | Path, embeddings: str | Embeddings | None = None) -> Memory:
+    """A process-wide shared :class:`Memory` for ``location``, refreshed if another writer committed.
+
+    Graph nodes use this so that judging does not reload memory from disk on
+    every call, yet sees every committed alignment.
+
+    Raises:
+        MemoryFormatError: if there is no valid memory at ``location``.
+    """
+    emb = resolve_embeddings(embeddings)
+    key = (str(Path(location).expanduser().resolve()), id(emb))
+    with _registry_lock:
+        memory = _registry.get(key)
+        if memory is None:
+            memory = Memory.open(location, embeddings=emb)
+            _registry[key] = memory
+            return memory
+    with contextlib.suppress(MemoryFormatError):
+        if not memory._write_lock.locked():
+            memory.refresh()
+    return memory
+
+
+__all__ = ["AlignmentReport", "Memory", "open_memory"]

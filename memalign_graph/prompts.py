@@ -1,0 +1,75 @@
+"""Every prompt memalign-graph sends, as named constants (prompts are data).
+
+Bump ``PROMPT_VERSION`` when a prompt changes; it is stored with each judgment
+and each principles version so results can be traced to the wording used.
+"""
+
+PROMPT_VERSION = "2026-11-21.1"
+
+# The judge's system message: who it is, the criterion, and semantic memory.
+# Principles sit here, before anything case-specific, so that model servers
+# can reuse the cached prefix across judgments.
+JUDGE_SYSTEM = """You are "{name}", an expert judge. Judge the case by this criterion:
+{criterion}
+
+The value of a judgment is {values}.{kind_note}{principles}"""
+
+KIND_NOTES = {
+    "categorical": "",
+    "numeric": " Higher is better.",
+    "pairwise": " Say A if output A is better, B if output B is better, tie if neither is.",
+}
+
+# Semantic memory: the principles experts taught, all of them, in every judgment.
+PRINCIPLES_SECTION = """
+
+Principles our experts taught you. They override general best practice:
+{principles}"""
+
+# Episodic memory: similar past cases with the expert's verdict.
+EPISODES_SECTION = """Similar past cases and what the expert decided:
+{episodes}
+
+"""
+
+EPISODE = """[{n}] {case}
+Judge said: {judge_value} | Expert value: {value}
+Expert feedback: {feedback}"""
+
+# The case at hand and the answer format.
+JUDGE_USER = """{episodes}Case to judge:
+{case}
+
+Answer with a JSON object {{"rationale": "<one or two sentences>", "value": <{values}>}}."""
+
+# Sent back when an answer could not be read as a judgment (repair-and-retry).
+JUDGE_REPAIR = """That answer could not be used: {error}.
+Reply with only a JSON object {{"rationale": "<one or two sentences>", "value": <{values}>}}."""
+
+# Distillation: turn a batch of expert feedback into general principles.
+DISTILL_SYSTEM = """You turn expert feedback on an AI judge into general principles for judging.
+The judge's task: {criterion}
+The judge's values: {values}.
+
+A principle is one short, general rule that would help judge future, different cases the way
+this expert does (for example "Prefer the certified view over raw tables"). Do not restate a
+single case. Do not repeat a principle that is already known. Cite the ids of the feedback each
+principle comes from. Return at most {max_principles} principles; return none if the feedback
+teaches nothing general.{known}"""
+
+DISTILL_KNOWN = """
+
+Principles already known:
+{principles}"""
+
+DISTILL_USER = """Expert feedback:
+
+{records}
+
+Answer with a JSON object {{"principles": [{{"text": "<rule>", "sources": ["<feedback id>", ...]}}]}}."""
+
+DISTILL_RECORD = """<feedback id="{id}">
+{case}
+Judge said: {judge_value} | Expert value: {value}
+Expert feedback: {feedback}
+</feedback>"""

@@ -1,0 +1,52 @@
+"""What flows through the graphs: plain JSON-like TypedDicts (safe in any checkpointer)."""
+
+from __future__ import annotations
+
+from typing import Any, NotRequired, TypedDict
+
+from memalign_graph.episodic import Episode
+from memalign_graph.judge import Judgment
+from memalign_graph.semantic import Principle
+
+
+class JudgeInput(TypedDict):
+    """A case: ``outputs`` is a two-item list ``[A, B]`` for pairwise judges."""
+
+    inputs: Any
+    outputs: Any
+    expectations: NotRequired[Any]
+    id: NotRequired[str]
+
+
+class JudgeOutput(TypedDict):
+    """The judge graph's output: the judgment."""
+
+    judgment: Judgment
+
+
+class JudgeState(JudgeInput, total=False):
+    """Working memory as it is assembled node by node."""
+
+    principles: list[Principle]
+    episodes: list[Episode]
+    judgment: Judgment
+
+
+class AlignInput(TypedDict):
+    """Feedback records to align the judge to (see :mod:`memalign_graph.spec`)."""
+
+    feedback: list[dict[str, Any]]
+    author: NotRequired[str]
+    reason: NotRequired[str]
+
+
+class AlignOutput(TypedDict):
+    """What alignment did (``AlignmentReport.to_dict()``)."""
+
+    report: dict[str, Any]
+
+
+class AlignState(AlignInput, total=False):
+    """Alignment state."""
+
+    report: dict[str, Any]
