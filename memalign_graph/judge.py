@@ -114,7 +114,7 @@ def build_messages(
     episodes: list[Episode],
     *,
     case_chars: int = 2000,
-    episode_chars: int = 400,
+    episode_chars: int = 240,
 ) -> list[BaseMessage]:
     """Assemble working memory as chat messages.
 
@@ -359,7 +359,7 @@ class JudgeSettings(TypedDict, total=False):
 
 
 DEFAULT_SETTINGS: JudgeSettings = JudgeSettings(
-    max_retries=2, structured_output="auto", rationale_max_chars=300, case_chars=2000, episode_chars=400
+    max_retries=2, structured_output="auto", rationale_max_chars=300, case_chars=2000, episode_chars=240
 )
 
 

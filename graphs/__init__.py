@@ -1,0 +1,1 @@
+"""Entry points for ``langgraph.json`` (LangGraph Studio / ``langgraph dev`` / LangGraph Server)."""
