@@ -1,0 +1,147 @@
+"""A deterministic stand-in chat model for tests and benchmarks (no network, no weights).
+
+``StubChatModel`` answers judge prompts with a valid judgment and distillation
+prompts with one principle per feedback record (the first sentence of the
+expert's words), or with whatever a custom ``responder`` returns. It can sleep
+a fixed latency per call (for throughput benchmarks), fail its first calls (for
+retry tests), and reports token usage like a real provider.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage, BaseMessage
+from langchain_core.messages.ai import UsageMetadata
+from langchain_core.outputs import ChatGeneration, ChatResult
+from pydantic import PrivateAttr
+
+Responder = Callable[[list[BaseMessage], dict[str, Any]], str]
+
+_FEEDBACK = re.compile(r'<feedback id="([^"]+)">.*?Expert feedback: (.*?)\n</feedback>', re.S)
+
+
+def default_responder(messages: list[BaseMessage], kwargs: dict[str, Any]) -> str:
+    """Answer a judge prompt with the first allowed value, a distillation prompt with one principle per record."""
+    prompt = "\n".join(m.text for m in messages)
+    if "<feedback id=" in prompt:
+        principles = []
+        for rid, feedback in _FEEDBACK.findall(prompt):
+            if feedback.strip() and feedback.strip() != "none":
+                first = re.split(r"(?<=[.!?])\s", feedback.strip())[0]
+                principles.append({"text": first, "sources": [rid]})
+        return json.dumps({"principles": principles})
+    schema = ((kwargs.get("response_format") or {}).get("json_schema") or {}).get("schema") or {}
+    values = schema.get("properties", {}).get("value", {}).get("enum")
+    if not values:
+        numeric = re.search(r"The value of a judgment is an integer from (-?\d+) to", prompt)
+        labels = re.search(r"The value of a judgment is one of: ([^.\n]+)", prompt)
+        if numeric:
+            values = [int(numeric.group(1))]
+        else:
+            values = [v.strip() for v in labels.group(1).split(",")] if labels else ["pass"]
+    return json.dumps({"rationale": "stub judgment", "value": values[0]})
+
+
+class StubChatModel(BaseChatModel):
+    """Deterministic chat model.
+
+    Args:
+        responder: ``(messages, call_kwargs) -> answer text``; default :func:`default_responder`.
+        latency_s: seconds slept per call (``asyncio.sleep`` under ``ainvoke``).
+        fail_first: number of first calls that raise ``RuntimeError`` (retry tests).
+
+    Attributes:
+        calls: number of calls made so far.
+        max_in_flight: most calls running at once (to check bounded concurrency).
+        prompts: the messages of every call, in order.
+    """
+
+    responder: Responder | None = None
+    latency_s: float = 0.0
+    fail_first: int = 0
+    model_name: str = "stub"
+    _calls: int = PrivateAttr(default=0)
+    _prompts: list[list[BaseMessage]] = PrivateAttr(default_factory=list)
+    _lock: Any = PrivateAttr(default_factory=threading.Lock)
+    _in_flight: int = PrivateAttr(default=0)
+    _max_in_flight: int = PrivateAttr(default=0)
+
+    @property
+    def _llm_type(self) -> str:
+        return "stub"
+
+    @property
+    def calls(self) -> int:  # noqa: D102
+        return self._calls
+
+    @property
+    def max_in_flight(self) -> int:
+        """Most calls that were running at the same time."""
+        return self._max_in_flight
+
+    def _enter(self) -> None:
+        with self._lock:
+            self._in_flight += 1
+            self._max_in_flight = max(self._max_in_flight, self._in_flight)
+
+    def _leave(self) -> None:
+        with self._lock:
+            self._in_flight -= 1
+
+    @property
+    def prompts(self) -> list[list[BaseMessage]]:  # noqa: D102
+        return self._prompts
+
+    def _answer(self, messages: list[BaseMessage], kwargs: dict[str, Any]) -> ChatResult:
+        with self._lock:
+            self._calls += 1
+            number = self._calls
+            self._prompts.append(list(messages))
+        if number <= self.fail_first:
+            raise RuntimeError(f"stub failure on call {number}")
+        text = (self.responder or default_responder)(messages, kwargs)
+        prompt_chars = sum(len(m.text) for m in messages)
+        usage = UsageMetadata(
+            input_tokens=prompt_chars // 4, output_tokens=len(text) // 4, total_tokens=prompt_chars // 4 + len(text) // 4
+        )
+        message = AIMessage(content=text, usage_metadata=usage, response_metadata={"model_name": self.model_name})
+        return ChatResult(generations=[ChatGeneration(message=message)])
+
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        self._enter()
+        try:
+            if self.latency_s:
+                time.sleep(self.latency_s)
+            return self._answer(messages, kwargs)
+        finally:
+            self._leave()
+
+    async def _agenerate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        self._enter()
+        try:
+            if self.latency_s:
+                await asyncio.sleep(self.latency_s)
+            return self._answer(messages, kwargs)
+        finally:
+            self._leave()

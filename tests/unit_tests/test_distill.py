@@ -1,0 +1,72 @@
+import json
+import math
+
+import pytest
+
+from memalign_graph.distill import adistill, estimate_tokens, format_record, is_salient, parse_principles, plan_batches
+from memalign_graph.testing import StubChatModel
+from tests.conftest import CATEGORICAL, feedback
+
+
+def records(n, text="Use the certified view."):
+    return [feedback(f"r{i}", f"SELECT {i}", text=text) for i in range(n)]
+
+
+def test_plan_batches_respects_size_and_budget():
+    batches = plan_batches(records(120), batch_size=50, token_budget=10**6)
+    assert [len(b) for b in batches] == [50, 50, 20]
+    cost = estimate_tokens(format_record(records(1)[0]))
+    batches = plan_batches(records(10), batch_size=50, token_budget=cost * 3)
+    assert [len(b) for b in batches] == [3, 3, 3, 1]
+    huge = [feedback("big", "x" * 10_000, text="long")]
+    assert [len(b) for b in plan_batches(huge + records(2), batch_size=50, token_budget=100)] == [1, 2]
+    with pytest.raises(ValueError):
+        plan_batches(records(1), batch_size=0)
+
+
+def test_salience():
+    assert is_salient(feedback("a", "x", value="pass", text="Good, but cite the view."))
+    assert is_salient(feedback("a", "x", value="fail", judge_value="pass"))
+    assert is_salient(feedback("a", "x", value="fail"))
+    assert not is_salient(feedback("a", "x", value="pass", judge_value="pass"))
+
+
+def test_parse_principles_keeps_only_batch_sources():
+    text = json.dumps({"principles": [
+        {"text": "Prefer certified views.", "sources": ["r1", "zz"]},
+        {"text": "Filter cancelled orders.", "sources": ["nope"]},
+        {"text": "  ", "sources": ["r1"]},
+    ]})
+    assert parse_principles(text, ["r1", "r2"]) == [
+        ("Prefer certified views.", ["r1"]),
+        ("Filter cancelled orders.", ["r1", "r2"]),
+    ]
+    with pytest.raises(ValueError):
+        parse_principles('{"rules": []}', ["r1"])
+
+
+async def test_adistill_batches_concurrently_and_counts_calls():
+    model = StubChatModel(latency_s=0.05)
+    result = await adistill(model, CATEGORICAL, records(100), [], batch_size=10, token_budget=10**6, concurrency=4)
+    assert result.calls == math.ceil(100 / 10) == model.calls
+    assert sorted(result.distilled) == sorted(f"r{i}" for i in range(100)) and not result.failed
+    assert len(result.principles) == 100 and result.principles[0]["sources"] == ["r0"]
+    assert result.usage["total_tokens"] > 0
+    assert model.max_in_flight == 4  # batches overlap, bounded by the concurrency
+
+
+async def test_adistill_retries_then_reports_failed_ids():
+    flaky = StubChatModel(fail_first=1)
+    result = await adistill(flaky, CATEGORICAL, records(3), [], max_retries=1, backoff_s=0)
+    assert result.calls == 2 and not result.failed and len(result.distilled) == 3
+    broken = StubChatModel(responder=lambda m, k: "not json")
+    result = await adistill(broken, CATEGORICAL, records(3), [], max_retries=2, backoff_s=0)
+    assert result.calls == 3 and result.distilled == []
+    assert sorted(result.failed) == ["r0", "r1", "r2"] and "no JSON object" in result.failed["r0"]
+
+
+async def test_known_principles_are_shown_to_the_distiller():
+    model = StubChatModel()
+    known = [{"id": "p-1", "text": "Prefer certified views.", "sources": [], "created_at": "", "author": "x"}]
+    await adistill(model, CATEGORICAL, records(1), known)
+    assert "- Prefer certified views." in model.prompts[0][0].text

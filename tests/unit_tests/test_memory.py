@@ -1,0 +1,169 @@
+import json
+
+import pytest
+
+from memalign_graph import Memory, MemoryFormatError, RecordError
+from memalign_graph.backends import file as file_backend
+from memalign_graph.testing import StubChatModel
+from tests.conftest import CATEGORICAL, NUMERIC, feedback, tree_bytes
+
+
+def test_create_and_reopen_empty(memory, embeddings):
+    assert memory.version == 0 and memory.principles == [] and len(memory.episodes) == 0
+    again = Memory.open(memory.backend.location, embeddings=embeddings)
+    assert again.spec == CATEGORICAL
+    with pytest.raises(FileExistsError):
+        Memory.create(memory.backend.location, CATEGORICAL, embeddings=embeddings)
+
+
+def test_align_stores_episodes_and_principles_with_sources(memory, stub, embeddings):
+    report = memory.align(
+        [
+            feedback("r1", "SELECT * FROM raw.orders", text="Prefer the certified view over raw tables. It is audited."),
+            feedback("r2", "SELECT 1", value="pass", judge_value="pass"),
+        ],
+        model=stub,
+    )
+    assert report.version == 1 == memory.version
+    assert sorted(report.added) == ["r1", "r2"]
+    assert report.distilled == ["r1"]  # r2 agrees with the judge and says nothing: not salient
+    assert report.llm_calls == 1 and report.usage["total_tokens"] > 0
+    assert [(p["text"], p["sources"]) for p in memory.principles] == [
+        ("Prefer the certified view over raw tables.", ["r1"])
+    ]
+    assert memory.episodes.ids == {"r1", "r2"}
+    reopened = Memory.open(memory.backend.location, embeddings=embeddings)
+    assert reopened.principles == memory.principles
+    assert reopened.episodes.ids == {"r1", "r2"}
+    episode = reopened.retrieve_episodes({"inputs": "request r1", "outputs": "SELECT * FROM raw.orders"}, k=1)[0]
+    assert episode["id"] == "r1" and episode["value"] == "fail" and episode["score"] == pytest.approx(1.0, abs=1e-4)
+    assert reopened.records["r1"]["distilled"] and reopened.records["r2"]["salient"] is False
+
+
+def test_realigning_identical_records_is_a_noop(memory, stub):
+    batch = [feedback("r1", "x", text="Never use SELECT star.")]
+    memory.align(batch, model=stub)
+    before = tree_bytes(memory.backend.path)
+    report = memory.align(batch, model=stub)
+    assert report.unchanged == ["r1"] and report.version == 1 and report.llm_calls == 0
+    assert tree_bytes(memory.backend.path) == before
+
+
+def test_duplicate_principles_merge_sources(memory, stub):
+    memory.align([feedback("r1", "x", text="Never use SELECT star.")], model=stub)
+    report = memory.align([feedback("r2", "y", text="never use select STAR!")], model=stub)
+    assert report.new_principles == [] and len(report.merged_principles) == 1
+    assert [(p["text"], p["sources"]) for p in memory.principles] == [("Never use SELECT star.", ["r1", "r2"])]
+
+
+def test_changed_record_overwrites_episode_and_rederives_principles(memory, stub):
+    memory.align([feedback("r1", "x", text="Never use SELECT star.")], model=stub)
+    old_id = memory.principles[0]["id"]
+    report = memory.align([feedback("r1", "x", value="pass", text="Raw tables are fine for audits.")], model=stub)
+    assert report.replaced == ["r1"] and report.removed_principles == [old_id]
+    assert [p["text"] for p in memory.principles] == ["Raw tables are fine for audits."]
+    assert memory.episodes.get(["r1"])[0]["value"] == "pass"
+    assert len(memory.episodes) == 1
+
+
+def test_failed_distillation_is_retried_by_next_alignment(memory):
+    broken = StubChatModel(responder=lambda m, k: "garbage")
+    report = memory.align([feedback("r1", "x", text="Never use SELECT star.")], model=broken, max_retries=0)
+    assert report.failed.keys() == {"r1"} and memory.records["r1"]["distilled"] is False
+    assert memory.episodes.ids == {"r1"}  # the episode is stored; only distillation is pending
+    report = memory.align([feedback("r1", "x", text="Never use SELECT star.")], model=StubChatModel())
+    assert report.distilled == ["r1"] and not report.failed and memory.records["r1"]["distilled"]
+    assert len(memory.principles) == 1
+
+
+def test_invalid_batch_writes_nothing(memory, stub):
+    memory.align([feedback("r1", "x", text="Never use SELECT star.")], model=stub)
+    before = tree_bytes(memory.backend.path)
+    with pytest.raises(RecordError, match="record 1.*value 'maybe'"):
+        memory.align([feedback("r2", "y"), feedback("r3", "z", value="maybe")], model=stub)
+    with pytest.raises(RecordError, match="duplicate id 'r2'"):
+        memory.align([feedback("r2", "y"), feedback("r2", "z")], model=stub)
+    with pytest.raises(RecordError, match="field 'id'"):
+        memory.align([{"inputs": "q", "outputs": "a", "value": "pass"}], model=stub)
+    assert tree_bytes(memory.backend.path) == before and stub.calls == 1
+
+
+def test_crash_before_manifest_keeps_previous_version(memory, stub, embeddings, monkeypatch):
+    memory.align([feedback("r1", "x", text="Never use SELECT star.")], model=stub)
+    real = file_backend.atomic_write_json
+
+    def crash_on_manifest(path, data):
+        if path.name == file_backend.MANIFEST:
+            raise OSError("disk full")
+        real(path, data)
+
+    monkeypatch.setattr(file_backend, "atomic_write_json", crash_on_manifest)
+    with pytest.raises(OSError, match="disk full"):
+        memory.align([feedback("r2", "y", text="Always filter cancelled orders.")], model=stub)
+    assert memory.version == 1 and memory.episodes.ids == {"r1"}  # in-process view rolled back too
+    monkeypatch.setattr(file_backend, "atomic_write_json", real)
+    reopened = Memory.open(memory.backend.location, embeddings=embeddings)
+    assert reopened.version == 1 and reopened.episodes.ids == {"r1"} and len(reopened.principles) == 1
+    report = reopened.align([feedback("r2", "y", text="Always filter cancelled orders.")], model=stub)
+    assert report.version == 2 and reopened.episodes.ids == {"r1", "r2"}
+
+
+def test_every_alignment_is_a_version(memory, stub):
+    for i in range(3):
+        memory.align([feedback(f"r{i}", f"x{i}", text=f"Rule number {i} applies.")], model=stub, author="ana", reason=f"batch {i}")
+    versions = memory.backend.versions()
+    assert [v["version"] for v in versions] == [0, 1, 2, 3]
+    assert [len(v["principles"]) for v in versions] == [0, 1, 2, 3]
+    assert versions[-1]["author"] == "ana" and versions[-1]["reason"] == "batch 2"
+
+
+def test_stale_writer_is_refused(memory, stub, embeddings):
+    other = Memory.open(memory.backend.location, embeddings=embeddings)
+    memory.align([feedback("r1", "x", text="Never use SELECT star.")], model=stub)
+    # `other` still holds version 0, but align refreshes under the lock instead of losing r1.
+    other.align([feedback("r2", "y", text="Always filter cancelled orders.")], model=stub)
+    assert Memory.open(memory.backend.location, embeddings=embeddings).episodes.ids == {"r1", "r2"}
+    stale = dict(other.checkpoint, version=other.version)  # prepared from an old version
+    with pytest.raises(RuntimeError, match="moved to version"):
+        other.backend.commit(stale, None, embeddings_changed=False)
+
+
+def test_no_pickles_and_plain_json(memory, stub):
+    memory.align([feedback("r1", "x", text="Never use SELECT star.")], model=stub)
+    files = [p for p in memory.backend.path.rglob("*") if p.is_file()]
+    assert not [p for p in files if p.suffix in {".pkl", ".pickle"}]
+    for p in files:
+        if p.suffix == ".json":
+            json.loads(p.read_text())
+
+
+def test_open_errors(tmp_path, embeddings, memory):
+    with pytest.raises(MemoryFormatError, match="no such memory directory"):
+        Memory.open(tmp_path / "nowhere", embeddings=embeddings)
+    (tmp_path / "foreign").mkdir()
+    (tmp_path / "foreign" / "memalign.json").write_text('{"hello": 1}')
+    with pytest.raises(MemoryFormatError, match="not a memalign-graph manifest"):
+        Memory.open(tmp_path / "foreign", embeddings=embeddings)
+    manifest = memory.backend.path / "memalign.json"
+    data = json.loads(manifest.read_text())
+    manifest.write_text(json.dumps({**data, "format_version": 99}))
+    with pytest.raises(MemoryFormatError, match="newer memalign-graph"):
+        Memory.open(memory.backend.location, embeddings=embeddings)
+
+
+def test_embeddings_mismatch_is_refused(memory):
+    from langchain_core.embeddings import DeterministicFakeEmbedding
+
+    class Other(DeterministicFakeEmbedding):
+        name: str = "other-embedder"
+
+    with pytest.raises(MemoryFormatError, match="embedded with"):
+        Memory.open(memory.backend.location, embeddings=Other(size=32))
+
+
+def test_numeric_memory_round_trip(tmp_path, embeddings, stub):
+    memory = Memory.create(tmp_path / "n", NUMERIC, embeddings=embeddings)
+    memory.align([{"id": "t1", "inputs": "My order is late", "outputs": "Check the tracking page.", "value": 2,
+                   "feedback": "Open with reassurance before instructions."}], model=stub)
+    episode = Memory.open(tmp_path / "n", embeddings=embeddings).episodes.get(["t1"])[0]
+    assert episode["value"] == 2
