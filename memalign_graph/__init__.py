@@ -7,7 +7,7 @@ Quick start::
     memory = Memory.create("my-judge", JudgeSpec.categorical("qa", "Is the answer correct?", ["pass", "fail"]))
     graph = build_judge_graph().compile()
     out = graph.invoke({"inputs": "2+2?", "outputs": "5"}, context=Context(memory_dir="my-judge"))
-    memory.align([{"id": "fb-1", "inputs": "2+2?", "outputs": "5", "value": "fail", "feedback": "Arithmetic is wrong."}])
+    memory.align([{"id": "fb-1", "inputs": "2+2?", "outputs": "5", "value": "fail", "feedback": "Wrong sum."}])
 """
 
 from memalign_graph.context import Context

@@ -14,16 +14,23 @@ from rich.table import Table
 
 from memalign_graph.errors import MemAlignError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="MemAlign: align an LLM judge to experts through memory.")
+app = typer.Typer(
+    add_completion=False, no_args_is_help=True, help="MemAlign: align an LLM judge to experts through memory."
+)
 console = Console()
 err = Console(stderr=True)
 
 ModelOpt = Annotated[
     Optional[str],
-    typer.Option("--model", help="Chat model: 'embedded' (default), 'provider:model', 'llamacpp:/path.gguf', or a name with --base-url."),
+    typer.Option(
+        "--model",
+        help="Chat model: 'embedded' (default), 'provider:model', 'llamacpp:/path.gguf', or a name with --base-url.",
+    ),
 ]
 BaseUrlOpt = Annotated[Optional[str], typer.Option("--base-url", help="OpenAI-compatible server URL.")]
-EmbOpt = Annotated[Optional[str], typer.Option("--embeddings", help="Embeddings: 'embedded' (default) or 'provider:model'.")]
+EmbOpt = Annotated[
+    Optional[str], typer.Option("--embeddings", help="Embeddings: 'embedded' (default) or 'provider:model'.")
+]
 
 
 def _fail(exc: BaseException) -> None:
@@ -68,7 +75,9 @@ def init(
 def judge(
     directory: Annotated[Path, typer.Argument(help="Memory directory.")],
     cases: Annotated[Path, typer.Argument(help="JSONL file of cases.")],
-    output: Annotated[Optional[Path], typer.Option("-o", "--output", help="Write judgments here (default: stdout).")] = None,
+    output: Annotated[
+        Optional[Path], typer.Option("-o", "--output", help="Write judgments here (default: stdout).")
+    ] = None,
     model: ModelOpt = None,
     base_url: BaseUrlOpt = None,
     embeddings: EmbOpt = None,
@@ -88,7 +97,9 @@ def judge(
     try:
         memory = open_memory(directory, embeddings)
         records = read_jsonl(cases, memory.spec)
-        context = Context(memory_dir=str(directory), model=model, base_url=base_url, embeddings=embeddings, k=k, precedent=precedent)
+        context = Context(
+            memory_dir=str(directory), model=model, base_url=base_url, embeddings=embeddings, k=k, precedent=precedent
+        )
         with tqdm(total=len(records), desc="judging", unit="case", file=sys.stderr) as bar:
             judgments = judge_cases(build_judge_graph().compile(), records, context, concurrency, lambda: bar.update(1))
     except (OSError, MemAlignError) as exc:
@@ -128,8 +139,14 @@ def align(
         chat = resolve_chat_model(model, base_url=base_url)
         with tqdm(total=len(records), desc="distilling", unit="record", file=sys.stderr) as bar:
             report = memory.align(
-                records, model=chat, batch_size=batch_size, token_budget=token_budget, concurrency=concurrency,
-                author=author, reason=reason, progress=bar,
+                records,
+                model=chat,
+                batch_size=batch_size,
+                token_budget=token_budget,
+                concurrency=concurrency,
+                author=author,
+                reason=reason,
+                progress=bar,
             )
     except (OSError, MemAlignError) as exc:
         _fail(exc)
@@ -155,7 +172,9 @@ def principles(
     if as_json:
         console.print_json(json.dumps(checkpoint))
         return
-    table = Table(title=f"principles, version {checkpoint['version']} ({checkpoint['created_at']}, {checkpoint['reason']})")
+    table = Table(
+        title=f"principles, version {checkpoint['version']} ({checkpoint['created_at']}, {checkpoint['reason']})"
+    )
     for column in ("id", "principle", "sources", "author"):
         table.add_column(column, overflow="fold")
     for p in checkpoint["principles"]:
@@ -172,7 +191,16 @@ def _fmt(value: Any) -> str:
 def curve_table(rows: list[dict[str, Any]], title: str) -> Table:
     """The learning-curve table as the demo prints it (all figures are also in curve.json)."""
     table = Table(title=title)
-    for header in ("feedback", "seen EM (n)", "unseen EM (n)", "principles", "episodes", "precedent", "align s", "tokens"):
+    for header in (
+        "feedback",
+        "seen EM (n)",
+        "unseen EM (n)",
+        "principles",
+        "episodes",
+        "precedent",
+        "align s",
+        "tokens",
+    ):
         table.add_column(header, justify="right")
     for row in rows:
         table.add_row(
@@ -205,17 +233,33 @@ def demo(
     started = time.perf_counter()
     try:
         step_list = [int(s) for s in steps.split(",") if s.strip()]
-        result = run_demo(out, limit=limit, train_size=train_size, steps=step_list, model=model, seed=seed,
-                          concurrency=concurrency, precedent=precedent)
+        result = run_demo(
+            out,
+            limit=limit,
+            train_size=train_size,
+            steps=step_list,
+            model=model,
+            seed=seed,
+            concurrency=concurrency,
+            precedent=precedent,
+        )
     except (ValueError, OSError, MemAlignError) as exc:
         _fail(exc)
     cfg = result["config"]
-    console.print(curve_table(result["steps"], f"MemAlign on {cfg['dataset']}: train {cfg['train']}, test {cfg['test']}, model {cfg['model']}"))
+    console.print(
+        curve_table(
+            result["steps"],
+            f"MemAlign on {cfg['dataset']}: train {cfg['train']}, test {cfg['test']}, model {cfg['model']}",
+        )
+    )
     console.print(
         "EM = exact match with the expert. 'seen' = train cases aligned so far (step 0: the whole train shard before "
         f"alignment); 'precedent' = judgments answered by the expert-precedent rule ({precedent}), not the model."
     )
-    console.print(f"wrote {out / 'curve.json'}, {out / 'judgments.jsonl'}; memory in {out / 'memory'}; {time.perf_counter() - started:.0f} s")
+    console.print(
+        f"wrote {out / 'curve.json'}, {out / 'judgments.jsonl'}; memory in {out / 'memory'}; "
+        f"{time.perf_counter() - started:.0f} s"
+    )
 
 
 def main() -> None:

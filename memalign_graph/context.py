@@ -39,7 +39,9 @@ class Context:
     )
     embeddings: Any = field(
         default_factory=_env("MEMALIGN_EMBEDDINGS"),
-        metadata={"description": "Embeddings: an instance, 'embedded' (default, offline e5-small) or 'provider:model'."},
+        metadata={
+            "description": "Embeddings: an instance, 'embedded' (default, offline e5-small) or 'provider:model'."
+        },
     )
     k: int = field(default=5, metadata={"description": "Episodes retrieved into working memory (MemAlign uses 5)."})
     precedent: str = field(

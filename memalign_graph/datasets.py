@@ -73,11 +73,11 @@ def load_halueval_qa(limit: int, seed: int = 0) -> list[dict[str, Any]]:
         answer = item["hallucinated_answer"] if hallucinated else item["right_answer"]
         if hallucinated:
             feedback = (
-                f"Fail: \"{answer}\" is not supported by the knowledge; the knowledge supports "
-                f"\"{item['right_answer']}\" as the answer."
+                f'Fail: "{answer}" is not supported by the knowledge; the knowledge supports '
+                f'"{item["right_answer"]}" as the answer.'
             )
         else:
-            feedback = f"Pass: \"{answer}\" is the answer the knowledge supports."
+            feedback = f'Pass: "{answer}" is the answer the knowledge supports.'
         records.append(
             {
                 "id": f"halueval-qa-{index + 1}",

@@ -27,7 +27,11 @@ DEFAULT_STEPS = (0, 2, 5, 10, 20, 50)
 
 
 def judge_cases(
-    graph: Any, cases: list[dict[str, Any]], context: Context, concurrency: int, on_done: Callable[[], None] | None = None
+    graph: Any,
+    cases: list[dict[str, Any]],
+    context: Context,
+    concurrency: int,
+    on_done: Callable[[], None] | None = None,
 ) -> list[dict[str, Any]]:
     """Judge ``cases`` with the compiled judge graph, ``concurrency`` at a time; judgments in input order."""
     inputs = [{k: c[k] for k in ("id", "inputs", "outputs", "expectations") if k in c} for c in cases]
@@ -91,7 +95,7 @@ def run_demo(
     memory = Memory.create(memory_dir, HALUEVAL_SPEC)
     graph = build_judge_graph().compile()
     context = Context(memory_dir=str(memory_dir), model=model, precedent=precedent)
-    total = len(train) + sum(len(test) + s for s in steps if s)  + len(test)
+    total = len(train) + sum(len(test) + s for s in steps if s) + len(test)
     bar = tqdm(total=total, desc="judging", unit="judgment", disable=not progress)
     rows: list[dict[str, Any]] = []
     log_lines: list[str] = []
@@ -113,7 +117,9 @@ def run_demo(
         for split, cases, judgments in (("unseen", test, unseen), ("seen", seen_cases, seen)):
             for case, judgment in zip(cases, judgments):
                 log_lines.append(
-                    json.dumps({"step": step, "split": split, "id": case["id"], "expert_value": case["value"], **judgment})
+                    json.dumps(
+                        {"step": step, "split": split, "id": case["id"], "expert_value": case["value"], **judgment}
+                    )
                 )
         rows.append(
             {

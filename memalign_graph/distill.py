@@ -59,7 +59,9 @@ def estimate_tokens(text: str) -> int:
     return -(-len(text) // CHARS_PER_TOKEN)
 
 
-def plan_batches(records: list[FeedbackRecord], batch_size: int = 50, token_budget: int = 6000) -> list[list[FeedbackRecord]]:
+def plan_batches(
+    records: list[FeedbackRecord], batch_size: int = 50, token_budget: int = 6000
+) -> list[list[FeedbackRecord]]:
     """Split records into batches of at most ``batch_size`` records and ``token_budget`` estimated tokens.
 
     A single record above the budget gets a batch of its own.

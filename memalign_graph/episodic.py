@@ -11,7 +11,6 @@ from __future__ import annotations
 from typing import Any, NotRequired, TypedDict
 
 import numpy as np
-
 from langchain_core.documents import Document
 from langchain_core.embeddings import Embeddings
 from langchain_core.vectorstores import VectorStore

@@ -1,4 +1,6 @@
-"""The MemAlign graphs: judging (``retrieve_principles`` → ``retrieve_episodes`` → ``judge``) and alignment (``distill``).
+"""The MemAlign graphs: judging and alignment.
+
+Judging: ``retrieve_principles`` → ``retrieve_episodes`` → ``judge``. Alignment: ``distill``.
 
 Both are plain ``StateGraph`` s with JSON-like state and a :class:`Context`
 ``context_schema``; compile them with any checkpointer, or use them as a node

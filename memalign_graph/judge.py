@@ -131,9 +131,7 @@ def build_messages(
     """
     principles_text = ""
     if principles:
-        principles_text = prompts.PRINCIPLES_SECTION.format(
-            principles="\n".join(f"- {p['text']}" for p in principles)
-        )
+        principles_text = prompts.PRINCIPLES_SECTION.format(principles="\n".join(f"- {p['text']}" for p in principles))
     system = prompts.JUDGE_SYSTEM.format(
         name=spec.name,
         criterion=spec.criterion,
@@ -325,6 +323,9 @@ def bind_structured(
     """``model`` bound to answer in ``schema`` where it can (see module docstring).
 
     Args:
+        model: any LangChain chat model.
+        schema: JSON schema of the answer.
+        name: the schema's name (OpenAI's ``json_schema.name``).
         structured_output: ``"auto"`` (use ``response_format`` where supported),
             ``"json_schema"`` (always pass it), or ``"prompt"`` (never; rely on the prompt).
         logprobs: ask the embedded model for log-probabilities.
@@ -386,7 +387,11 @@ def _finish(spec, message, value, rationale, principles, episodes, model, usage,
 
 
 def _repair(spec: JudgeSpec, messages: list[BaseMessage], answer: BaseMessage, error: str) -> list[BaseMessage]:
-    return [*messages, AIMessage(answer.text), HumanMessage(prompts.JUDGE_REPAIR.format(error=error, values=spec.describe_values()))]
+    return [
+        *messages,
+        AIMessage(answer.text),
+        HumanMessage(prompts.JUDGE_REPAIR.format(error=error, values=spec.describe_values())),
+    ]
 
 
 def run_judge(

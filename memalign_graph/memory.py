@@ -260,7 +260,16 @@ class Memory:
             try:
                 await asyncio.to_thread(self.refresh)
                 report = await self._aalign_locked(
-                    valid, chat, batch_size, token_budget, concurrency, max_retries, dedup_threshold, author, reason, progress
+                    valid,
+                    chat,
+                    batch_size,
+                    token_budget,
+                    concurrency,
+                    max_retries,
+                    dedup_threshold,
+                    author,
+                    reason,
+                    progress,
                 )
             finally:
                 await asyncio.to_thread(lock.__exit__, None, None, None)

@@ -77,7 +77,9 @@ def _cached_embeddings(spec: str) -> Embeddings:
 
         return E5Embeddings()
     if ":" not in spec:
-        raise ValueError(f"embeddings {spec!r}: use 'embedded' or 'provider:model' (e.g. 'openai:text-embedding-3-small')")
+        raise ValueError(
+            f"embeddings {spec!r}: use 'embedded' or 'provider:model' (e.g. 'openai:text-embedding-3-small')"
+        )
     from langchain.embeddings import init_embeddings
 
     return init_embeddings(spec)

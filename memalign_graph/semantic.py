@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import NotRequired, TypedDict
 
 from langchain_core.embeddings import Embeddings
@@ -38,7 +38,7 @@ class Principle(TypedDict):
 
 def now_iso() -> str:
     """Current UTC time as ISO-8601 with seconds."""
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def new_principle(text: str, sources: list[str], author: str) -> Principle:
@@ -50,7 +50,9 @@ def new_principle(text: str, sources: list[str], author: str) -> Principle:
     text = " ".join(text.split())
     if not text:
         raise ValueError("a principle's text must not be empty")
-    return Principle(id=f"p-{uuid.uuid4().hex[:8]}", text=text, sources=sorted(set(sources)), created_at=now_iso(), author=author)
+    return Principle(
+        id=f"p-{uuid.uuid4().hex[:8]}", text=text, sources=sorted(set(sources)), created_at=now_iso(), author=author
+    )
 
 
 def _normalise(text: str) -> str:

@@ -111,7 +111,9 @@ class StubChatModel(BaseChatModel):
         text = (self.responder or default_responder)(messages, kwargs)
         prompt_chars = sum(len(m.text) for m in messages)
         usage = UsageMetadata(
-            input_tokens=prompt_chars // 4, output_tokens=len(text) // 4, total_tokens=prompt_chars // 4 + len(text) // 4
+            input_tokens=prompt_chars // 4,
+            output_tokens=len(text) // 4,
+            total_tokens=prompt_chars // 4 + len(text) // 4,
         )
         message = AIMessage(content=text, usage_metadata=usage, response_metadata={"model_name": self.model_name})
         return ChatResult(generations=[ChatGeneration(message=message)])

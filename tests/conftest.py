@@ -49,7 +49,9 @@ def feedback(rid: str, outputs: str, value: str = "fail", text: str | None = Non
 
 def tree_bytes(root: Path) -> dict[str, bytes]:
     """Every file under ``root`` and its bytes (to prove nothing changed)."""
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file() and p.name != ".lock"}
+    return {
+        str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file() and p.name != ".lock"
+    }
 
 
 def value_from_principles(messages: list, kwargs: dict) -> str:

@@ -122,7 +122,10 @@ class MemoryBackend(ABC):
 
     @abstractmethod
     def versions(self) -> list[dict[str, Any]]:
-        """Every stored principles version: ``{"version", "created_at", "author", "reason", "principles"}``, oldest first."""
+        """Every stored principles checkpoint, oldest first.
+
+        Each is ``{"version", "created_at", "author", "reason", "principles", "records"}``.
+        """
 
     @abstractmethod
     def lock(self) -> AbstractContextManager[None]:

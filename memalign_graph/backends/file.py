@@ -112,7 +112,8 @@ class FileBackend(MemoryBackend):
         version = manifest.get("format_version")
         if not isinstance(version, int) or version > FORMAT_VERSION:
             raise MemoryFormatError(
-                f"{file}: written by a newer memalign-graph (format {version}, this one reads {FORMAT_VERSION}); upgrade"
+                f"{file}: written by a newer memalign-graph (format {version}, "
+                f"this one reads {FORMAT_VERSION}); upgrade memalign-graph"
             )
         return manifest
 
@@ -168,7 +169,10 @@ class FileBackend(MemoryBackend):
             distance_strategy=DistanceStrategy.MAX_INNER_PRODUCT,
         )
         return LoadedMemory(
-            spec=manifest["judge"], checkpoint=checkpoint, vectorstore=vectorstore, embeddings_info=manifest["embeddings"]
+            spec=manifest["judge"],
+            checkpoint=checkpoint,
+            vectorstore=vectorstore,
+            embeddings_info=manifest["embeddings"],
         )
 
     def _write_episodes(self, vectorstore: VectorStore, version: int) -> str:
@@ -218,7 +222,10 @@ class FileBackend(MemoryBackend):
             assert vectorstore is not None
             episodes_rel = self._write_episodes(vectorstore, version)
         atomic_write_json(self.path / principles_rel, {**checkpoint, "episodes": episodes_rel})
-        atomic_write_json(self.path / MANIFEST, {**manifest, "version": version, "principles": principles_rel, "episodes": episodes_rel})
+        atomic_write_json(
+            self.path / MANIFEST,
+            {**manifest, "version": version, "principles": principles_rel, "episodes": episodes_rel},
+        )
         self._collect_garbage(keep={episodes_rel, manifest["episodes"]})
         return version
 

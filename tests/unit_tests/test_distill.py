@@ -32,11 +32,15 @@ def test_salience():
 
 
 def test_parse_principles_keeps_only_batch_sources():
-    text = json.dumps({"principles": [
-        {"text": "Prefer certified views.", "sources": ["r1", "zz"]},
-        {"text": "Filter cancelled orders.", "sources": ["nope"]},
-        {"text": "  ", "sources": ["r1"]},
-    ]})
+    text = json.dumps(
+        {
+            "principles": [
+                {"text": "Prefer certified views.", "sources": ["r1", "zz"]},
+                {"text": "Filter cancelled orders.", "sources": ["nope"]},
+                {"text": "  ", "sources": ["r1"]},
+            ]
+        }
+    )
     assert parse_principles(text, ["r1", "r2"]) == [
         ("Prefer certified views.", ["r1"]),
         ("Filter cancelled orders.", ["r1", "r2"]),

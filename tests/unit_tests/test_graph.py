@@ -15,7 +15,13 @@ CASE = {"inputs": "List this week's orders", "outputs": "SELECT * FROM raw.order
 
 def test_nodes_in_order():
     graph = build_judge_graph().compile()
-    assert list(graph.get_graph().nodes) == ["__start__", "retrieve_principles", "retrieve_episodes", "judge", "__end__"]
+    assert list(graph.get_graph().nodes) == [
+        "__start__",
+        "retrieve_principles",
+        "retrieve_episodes",
+        "judge",
+        "__end__",
+    ]
     assert list(build_align_graph().compile().get_graph().nodes) == ["__start__", "distill", "__end__"]
 
 
@@ -26,10 +32,18 @@ def test_alignment_changes_the_judgment(memory, context, embeddings):
     before = judge.invoke(CASE, context=ctx)["judgment"]
     assert before["value"] == "pass" and before["principle_ids"] == [] and before["episode_ids"] == []
 
-    report = build_align_graph().compile().invoke(
-        {"feedback": [feedback("r1", "SELECT * FROM raw.orders", text="Never use raw tables; use the certified view.")]},
-        context=ctx,
-    )["report"]
+    report = (
+        build_align_graph()
+        .compile()
+        .invoke(
+            {
+                "feedback": [
+                    feedback("r1", "SELECT * FROM raw.orders", text="Never use raw tables; use the certified view.")
+                ]
+            },
+            context=ctx,
+        )["report"]
+    )
     assert report["version"] == 1 and report["added"] == ["r1"]
 
     after = judge.invoke(CASE, context=ctx)["judgment"]
@@ -75,7 +89,9 @@ def test_context_from_environment_when_none_given(memory, monkeypatch, embedding
     monkeypatch.setenv("MEMALIGN_MEMORY_DIR", memory.backend.location)
     from memalign_graph import models
 
-    monkeypatch.setattr(models, "_cached_chat_model", lambda spec, base_url: StubChatModel(model_name=f"from-env:{spec}"))
+    monkeypatch.setattr(
+        models, "_cached_chat_model", lambda spec, base_url: StubChatModel(model_name=f"from-env:{spec}")
+    )
     monkeypatch.setattr(models, "_cached_embeddings", lambda spec: embeddings)
     monkeypatch.setenv("MEMALIGN_MODEL", "openai:gpt-4.1-mini")
     out = build_judge_graph().compile().invoke(CASE)["judgment"]

@@ -6,12 +6,12 @@ from langchain_core.messages import AIMessage
 
 from memalign_graph import JudgmentParseError
 from memalign_graph.judge import (
+    arun_judge,
     build_messages,
     find_precedent,
     judgment_schema,
     parse_judgment,
     run_judge,
-    arun_judge,
     value_scores,
 )
 from memalign_graph.spec import case_hash
@@ -19,7 +19,13 @@ from memalign_graph.testing import StubChatModel
 from tests.conftest import CATEGORICAL, NUMERIC, PAIRWISE
 
 CASE = {"inputs": "List orders", "outputs": "SELECT * FROM raw.orders"}
-PRINCIPLE = {"id": "p-1", "text": "Prefer the certified view over raw tables.", "sources": ["r1"], "created_at": "", "author": "x"}
+PRINCIPLE = {
+    "id": "p-1",
+    "text": "Prefer the certified view over raw tables.",
+    "sources": ["r1"],
+    "created_at": "",
+    "author": "x",
+}
 EPISODE = {
     "id": "r1",
     "inputs": "Count orders",
@@ -110,11 +116,16 @@ async def test_unusable_answer_raises_with_model_and_raw_text():
 
 
 def _logprob_message(text, position_token, alternatives):
-    tokens, content = [], ""
+    tokens = []
     for piece in ['{"', "rationale", '":', ' "', "x", '",', ' "', "value", '":', ' "']:
         tokens.append({"token": piece, "logprob": 0.0})
-    tokens.append({"token": position_token, "logprob": math.log(alternatives[position_token]),
-                   "top_logprobs": [{"token": t, "logprob": math.log(p)} for t, p in alternatives.items()]})
+    tokens.append(
+        {
+            "token": position_token,
+            "logprob": math.log(alternatives[position_token]),
+            "top_logprobs": [{"token": t, "logprob": math.log(p)} for t, p in alternatives.items()],
+        }
+    )
     return AIMessage(text, response_metadata={"logprobs": {"content": tokens}})
 
 

@@ -19,7 +19,9 @@ def test_create_and_reopen_empty(memory, embeddings):
 def test_align_stores_episodes_and_principles_with_sources(memory, stub, embeddings):
     report = memory.align(
         [
-            feedback("r1", "SELECT * FROM raw.orders", text="Prefer the certified view over raw tables. It is audited."),
+            feedback(
+                "r1", "SELECT * FROM raw.orders", text="Prefer the certified view over raw tables. It is audited."
+            ),
             feedback("r2", "SELECT 1", value="pass", judge_value="pass"),
         ],
         model=stub,
@@ -110,7 +112,12 @@ def test_crash_before_manifest_keeps_previous_version(memory, stub, embeddings, 
 
 def test_every_alignment_is_a_version(memory, stub):
     for i in range(3):
-        memory.align([feedback(f"r{i}", f"x{i}", text=f"Rule number {i} applies.")], model=stub, author="ana", reason=f"batch {i}")
+        memory.align(
+            [feedback(f"r{i}", f"x{i}", text=f"Rule number {i} applies.")],
+            model=stub,
+            author="ana",
+            reason=f"batch {i}",
+        )
     versions = memory.backend.versions()
     assert [v["version"] for v in versions] == [0, 1, 2, 3]
     assert [len(v["principles"]) for v in versions] == [0, 1, 2, 3]
@@ -163,7 +170,17 @@ def test_embeddings_mismatch_is_refused(memory):
 
 def test_numeric_memory_round_trip(tmp_path, embeddings, stub):
     memory = Memory.create(tmp_path / "n", NUMERIC, embeddings=embeddings)
-    memory.align([{"id": "t1", "inputs": "My order is late", "outputs": "Check the tracking page.", "value": 2,
-                   "feedback": "Open with reassurance before instructions."}], model=stub)
+    memory.align(
+        [
+            {
+                "id": "t1",
+                "inputs": "My order is late",
+                "outputs": "Check the tracking page.",
+                "value": 2,
+                "feedback": "Open with reassurance before instructions.",
+            }
+        ],
+        model=stub,
+    )
     episode = Memory.open(tmp_path / "n", embeddings=embeddings).episodes.get(["t1"])[0]
     assert episode["value"] == 2

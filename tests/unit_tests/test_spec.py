@@ -50,7 +50,9 @@ def test_parse_record_requirements():
         parse_record({"inputs": "q", "outputs": "a", "score": 1}, CATEGORICAL, where="r")
     with pytest.raises(RecordError, match="'inputs' is missing"):
         parse_record({"outputs": "a"}, CATEGORICAL, where="r")
-    record = parse_record({"id": 7, "inputs": {"q": 1}, "outputs": "a", "feedback": "too terse"}, CATEGORICAL, where="r", feedback=True)
+    record = parse_record(
+        {"id": 7, "inputs": {"q": 1}, "outputs": "a", "feedback": "too terse"}, CATEGORICAL, where="r", feedback=True
+    )
     assert record == {"id": "7", "inputs": {"q": 1}, "outputs": "a", "feedback": "too terse"}
 
 
@@ -59,7 +61,10 @@ def test_read_jsonl_names_file_and_line(tmp_path):
     path.write_text('{"id": "a", "inputs": "q", "outputs": "x", "value": "pass"}\n\n{"id": "b", "inputs": "q"\n')
     with pytest.raises(RecordError, match=r"fb.jsonl:3: not valid JSON"):
         read_jsonl(path, CATEGORICAL, feedback=True)
-    path.write_text('{"id": "a", "inputs": "q", "outputs": "x", "value": "pass"}\n{"id": "a", "inputs": "q", "outputs": "y", "value": "fail"}\n')
+    path.write_text(
+        '{"id": "a", "inputs": "q", "outputs": "x", "value": "pass"}\n'
+        '{"id": "a", "inputs": "q", "outputs": "y", "value": "fail"}\n'
+    )
     with pytest.raises(RecordError, match=r"fb.jsonl:2.*duplicate id 'a' \(first on line 1\)"):
         read_jsonl(path, CATEGORICAL, feedback=True)
     path.write_bytes(b'{"id": "a", "inputs": "q\xff", "outputs": "x", "value": "pass"}\n')
