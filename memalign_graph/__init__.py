@@ -13,7 +13,13 @@ Quick start::
 from memalign_graph.context import Context
 from memalign_graph.episodic import Episode, EpisodicMemory
 from memalign_graph.errors import DistillationError, JudgmentParseError, MemAlignError, MemoryFormatError, RecordError
-from memalign_graph.graph import build_align_graph, build_judge_graph
+from memalign_graph.graph import (
+    build_align_graph,
+    build_batch_review_graph,
+    build_judge_graph,
+    build_review_graph,
+    evaluator_node,
+)
 from memalign_graph.judge import Judgment
 from memalign_graph.memory import AlignmentReport, Memory, open_memory
 from memalign_graph.models import resolve_chat_model, resolve_embeddings
@@ -35,7 +41,10 @@ __all__ = [
     "Principle",
     "RecordError",
     "build_align_graph",
+    "build_batch_review_graph",
     "build_judge_graph",
+    "build_review_graph",
+    "evaluator_node",
     "open_memory",
     "read_jsonl",
     "resolve_chat_model",

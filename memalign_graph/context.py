@@ -67,6 +67,20 @@ class Context:
         default=6000, metadata={"description": "Most estimated prompt tokens of records per distillation call."}
     )
     concurrency: int = field(default=8, metadata={"description": "Most distillation calls in flight."})
+    review: str = field(
+        default="all",
+        metadata={
+            "description": "Review policy of the review graph: 'all', 'none', 'unsure' (low margin between value "
+            "scores) or 'sample' (a deterministic random share of cases)."
+        },
+    )
+    review_margin: float = field(
+        default=0.2, metadata={"description": "'unsure' when the top two value probabilities differ by less."}
+    )
+    review_sample_rate: float = field(default=0.1, metadata={"description": "Share of cases reviewed under 'sample'."})
+    store_accepted: bool = field(
+        default=False, metadata={"description": "Store accepted judgments as confirming episodes."}
+    )
 
 
 CONTEXT_FIELDS = {f.name for f in fields(Context)}

@@ -1,6 +1,7 @@
-"""The MemAlign graphs: judging and alignment.
+"""The MemAlign graphs: judging, alignment, and judging with expert review.
 
-Judging: ``retrieve_principles`` → ``retrieve_episodes`` → ``judge``. Alignment: ``distill``.
+Judging: ``retrieve_principles`` → ``retrieve_episodes`` → ``judge``. Alignment:
+``distill``. Review: judging → ``collect_feedback`` (``interrupt``) → ``distill``.
 
 Both are plain ``StateGraph`` s with JSON-like state and a :class:`Context`
 ``context_schema``; compile them with any checkpointer, or use them as a node
@@ -11,17 +12,31 @@ in a worker thread, so no blocking I/O reaches the event loop.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
+from langgraph.types import Send, interrupt
 
 from memalign_graph.context import Context, resolve_context
 from memalign_graph.judge import find_precedent, precedent_judgment, run_judge
 from memalign_graph.memory import open_memory
 from memalign_graph.models import resolve_chat_model
+from memalign_graph.review import needs_review, record_from_review, review_answer_model, review_payload
 from memalign_graph.spec import parse_record
-from memalign_graph.state import AlignInput, AlignOutput, AlignState, JudgeInput, JudgeOutput, JudgeState
+from memalign_graph.state import (
+    AlignInput,
+    AlignOutput,
+    AlignState,
+    BatchReviewInput,
+    BatchReviewState,
+    JudgeInput,
+    JudgeOutput,
+    JudgeState,
+    ReviewOutput,
+    ReviewState,
+)
 
 
 def _memory(runtime: Runtime[Context]) -> tuple[Context, Any]:
@@ -116,3 +131,137 @@ def build_align_graph() -> StateGraph:
     builder.add_edge(START, "distill")
     builder.add_edge("distill", END)
     return builder
+
+
+def route_review(state: ReviewState, runtime: Runtime[Context]) -> str:
+    """Send the judgment to ``collect_feedback`` if the review policy selects it, else finish."""
+    ctx, memory = _memory(runtime)
+    selected = needs_review(
+        state["judgment"],
+        memory.spec,
+        _case(state, memory),
+        ctx.review,
+        min_margin=ctx.review_margin,
+        sample_rate=ctx.review_sample_rate,
+    )
+    return "collect_feedback" if selected else END
+
+
+def collect_feedback(state: ReviewState, runtime: Runtime[Context]) -> dict[str, Any]:
+    """Pause for the expert (``interrupt``) and return their validated answer.
+
+    Nothing before the ``interrupt()`` has side effects, so LangGraph's re-run
+    of this node on resume is safe.
+    """
+    _, memory = _memory(runtime)
+    payload = review_payload(
+        memory.spec, _case(state, memory), state["judgment"], state.get("principles", []), state.get("episodes", [])
+    )
+    answer = interrupt(payload, response_schema=review_answer_model(memory.spec))
+    return {"review": answer.model_dump(exclude_none=True)}
+
+
+def distill_review(state: ReviewState, runtime: Runtime[Context]) -> dict[str, Any]:
+    """Write the expert's correction into memory through the same path as batch alignment.
+
+    Re-running it is harmless: aligning an identical record again is a no-op.
+    """
+    ctx, memory = _memory(runtime)
+    review = state["review"] or {}
+    record = record_from_review(_case(state, memory), state["judgment"], review, store_accepted=ctx.store_accepted)
+    if record is None:
+        return {"report": None}
+    report = memory.align(
+        [record],
+        model=resolve_chat_model(ctx.model, base_url=ctx.base_url),
+        batch_size=ctx.batch_size,
+        token_budget=ctx.token_budget,
+        author=review.get("reviewer") or "expert",
+        reason=f"review of {record['id']}: {review['action']}",
+    )
+    return {"report": report.to_dict()}
+
+
+def build_review_graph() -> StateGraph:
+    """The judge graph with interrupt-driven expert review, uncompiled.
+
+    ``retrieve_principles → retrieve_episodes → judge → [collect_feedback → distill] → END``;
+    the review policy (``Context.review``) decides whether a judgment goes to the
+    expert. Compile with a checkpointer to pause and resume. Output:
+    ``{"judgment", "review", "report"}``.
+    """
+    builder = StateGraph(ReviewState, context_schema=Context, input_schema=JudgeInput, output_schema=ReviewOutput)
+    builder.add_node("retrieve_principles", retrieve_principles)
+    builder.add_node("retrieve_episodes", retrieve_episodes)
+    builder.add_node("judge", judge)
+    builder.add_node("collect_feedback", collect_feedback)
+    builder.add_node("distill", distill_review)
+    builder.add_edge(START, "retrieve_principles")
+    builder.add_edge("retrieve_principles", "retrieve_episodes")
+    builder.add_edge("retrieve_episodes", "judge")
+    builder.add_conditional_edges("judge", route_review, ["collect_feedback", END])
+    builder.add_edge("collect_feedback", "distill")
+    builder.add_edge("distill", END)
+    return builder
+
+
+_review_subgraph = None
+
+
+def _review_graph() -> Any:
+    global _review_subgraph
+    if _review_subgraph is None:
+        _review_subgraph = build_review_graph().compile()
+    return _review_subgraph
+
+
+def fan_out(state: BatchReviewState) -> list[Send]:
+    """One ``review_case`` branch per case."""
+    return [Send("review_case", {"case": case}) for case in state["cases"]]
+
+
+def review_case(state: dict[str, Any], runtime: Runtime[Context]) -> dict[str, Any]:
+    """Judge and (if the policy says so) review one case; runs the review graph as a subgraph."""
+    case = state["case"]
+    out = _review_graph().invoke(case, context=runtime.context)
+    return {"results": [{"id": case.get("id"), **out}]}
+
+
+def build_batch_review_graph() -> StateGraph:
+    """Judge and review many cases in one run, uncompiled.
+
+    Each case gets its own branch (``Send``), so several reviews can be pending
+    at once; resume them one at a time with ``Command(resume={interrupt_id: answer})``.
+    Input ``{"cases": [...]}``; output ``{"results": [{"id", "judgment", "review", "report"}]}``.
+    """
+    builder = StateGraph(BatchReviewState, context_schema=Context, input_schema=BatchReviewInput)
+    builder.add_node("review_case", review_case)
+    builder.add_conditional_edges(START, fan_out, ["review_case"])
+    builder.add_edge("review_case", END)
+    return builder
+
+
+def evaluator_node(
+    to_input: Callable[[Any], dict[str, Any]], *, output_key: str = "judgment", review: bool = False
+) -> Callable[..., dict[str, Any]]:
+    """A node for any agent graph that judges part of its state.
+
+    Args:
+        to_input: maps the parent's state to the judge's input
+            ``{"inputs", "outputs", "expectations"?, "id"?}``.
+        output_key: parent state key that receives the judgment.
+        review: run the review graph (may pause for an expert; the parent
+            then needs a checkpointer) instead of the plain judge graph.
+
+    Returns:
+        A node function ``(state, runtime) -> {output_key: judgment}``. The judge's
+        own state never reaches the parent, so no parent key is duplicated. It
+        uses the parent's context (fields it lacks take defaults).
+    """
+    graph = build_review_graph().compile() if review else build_judge_graph().compile()
+
+    def evaluate(state: Any, runtime: Runtime[Any]) -> dict[str, Any]:
+        out = graph.invoke(to_input(state), context=runtime.context)
+        return {output_key: out["judgment"]}
+
+    return evaluate

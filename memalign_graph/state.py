@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, NotRequired, TypedDict
+import operator
+from typing import Annotated, Any, NotRequired, TypedDict
 
 from memalign_graph.episodic import Episode
 from memalign_graph.judge import Judgment
@@ -30,6 +31,33 @@ class JudgeState(JudgeInput, total=False):
     principles: list[Principle]
     episodes: list[Episode]
     judgment: Judgment
+
+
+class ReviewOutput(TypedDict, total=False):
+    """The review graph's output: the judgment, the expert's answer (if reviewed) and the alignment report."""
+
+    judgment: Judgment
+    review: dict[str, Any] | None
+    report: dict[str, Any] | None
+
+
+class ReviewState(JudgeState, total=False):
+    """Judge state plus the expert's answer and what alignment did with it."""
+
+    review: dict[str, Any] | None
+    report: dict[str, Any] | None
+
+
+class BatchReviewInput(TypedDict):
+    """Several cases to judge and review in one run (one review branch each)."""
+
+    cases: list[dict[str, Any]]
+
+
+class BatchReviewState(BatchReviewInput, total=False):
+    """Per-case results, gathered from the parallel branches."""
+
+    results: Annotated[list[dict[str, Any]], operator.add]
 
 
 class AlignInput(TypedDict):
