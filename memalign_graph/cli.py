@@ -1,4 +1,4 @@
-"""The ``memalign`` command line: init, judge, align, principles, demo."""
+"""The ``memalign`` command line: init, judge, align, review, principles, demo."""
 
 from __future__ import annotations
 
@@ -180,6 +180,132 @@ def principles(
     for p in checkpoint["principles"]:
         table.add_row(p["id"], p["text"], ", ".join(p["sources"]) or "(hand-written)", p["author"])
     console.print(table)
+
+
+def _show_review(payload: dict[str, Any]) -> None:
+    judgment = payload["judgment"]
+    case = payload["case"]
+    console.rule(f"case {case.get('id', '')}")
+    console.print(f"[bold]input[/]: {case['inputs']}", highlight=False)
+    console.print(f"[bold]output[/]: {case['outputs']}", highlight=False)
+    if case.get("expectations") is not None:
+        console.print(f"[bold]expected[/]: {case['expectations']}", highlight=False)
+    how = f"expert precedent {judgment['precedent']}" if judgment.get("precedent") else judgment["model"]
+    console.print(f"[bold]judgment[/]: [cyan]{judgment['value']}[/] ({how}) - {judgment['rationale']}", highlight=False)
+    if judgment.get("scores"):
+        console.print(f"  scores: {judgment['scores']}", highlight=False)
+    for p in payload["principles"]:
+        console.print(f"  principle {p['id']}: {p['text']}", highlight=False)
+    for e in payload["episodes"]:
+        console.print(
+            f"  episode {e['id']} (similarity {e['score']}): expert value {e.get('value')}; {e.get('feedback') or ''}",
+            highlight=False,
+        )
+
+
+def _ask_review(values: list[Any]) -> dict[str, Any]:
+    choice = typer.prompt("[a]ccept, [c]orrect, [s]kip, [q]uit", default="a").strip().lower()[:1]
+    if choice == "q":
+        raise KeyboardInterrupt
+    if choice == "s":
+        return {"action": "skip"}
+    if choice != "c":
+        return {"action": "accept"}
+    answer: dict[str, Any] = {"action": "correct"}
+    value = typer.prompt(f"correct value {values} (empty: none)", default="", show_default=False).strip()
+    if value:
+        answer["value"] = (
+            int(value) if value.lstrip("-").isdigit() and all(isinstance(v, int) for v in values) else value
+        )
+    feedback = typer.prompt("feedback (empty: none)", default="", show_default=False).strip()
+    if feedback:
+        answer["feedback"] = feedback
+    return answer
+
+
+@app.command()
+def review(
+    directory: Annotated[Path, typer.Argument(help="Memory directory.")],
+    cases: Annotated[Path, typer.Argument(help="JSONL file of cases (each with an id, or line ids are used).")],
+    model: ModelOpt = None,
+    base_url: BaseUrlOpt = None,
+    embeddings: EmbOpt = None,
+    policy: Annotated[str, typer.Option(help="Which judgments to review: all, none, unsure, sample.")] = "all",
+    store_accepted: Annotated[bool, typer.Option(help="Store accepted judgments as episodes.")] = False,
+    reviewer: Annotated[Optional[str], typer.Option(help="Your name, recorded with each correction.")] = None,
+) -> None:
+    """Judge each case and ask the expert to accept, correct or skip it; corrections align the judge at once.
+
+    Progress is checkpointed in DIRECTORY/review-checkpoints.sqlite (one thread per case id), so
+    Ctrl-C is safe and a later run continues where this one stopped.
+    """
+    import sqlite3
+
+    from langgraph.checkpoint.sqlite import SqliteSaver
+    from langgraph.types import Command
+    from pydantic import ValidationError
+
+    from memalign_graph.context import Context
+    from memalign_graph.graph import build_review_graph
+    from memalign_graph.memory import open_memory
+    from memalign_graph.spec import read_jsonl
+
+    try:
+        memory = open_memory(directory, embeddings)
+        records = read_jsonl(cases, memory.spec)
+    except (OSError, MemAlignError) as exc:
+        _fail(exc)
+    context = Context(
+        memory_dir=str(directory),
+        model=model,
+        base_url=base_url,
+        embeddings=embeddings,
+        review=policy,
+        store_accepted=store_accepted,
+    )
+    conn = sqlite3.connect(Path(directory) / "review-checkpoints.sqlite", check_same_thread=False)
+    graph = build_review_graph().compile(checkpointer=SqliteSaver(conn))
+    counts = {"reviewed": 0, "done before": 0, "not selected": 0}
+    try:
+        for record in records:
+            config = {"configurable": {"thread_id": f"review:{record['id']}"}}
+            state = graph.get_state(config)
+            if state.values.get("judgment") and not state.next:
+                counts["done before"] += 1
+                continue
+            if not state.next:
+                case = {k: record[k] for k in ("id", "inputs", "outputs", "expectations") if k in record}
+                out = graph.invoke(case, config, context=context)
+                if "__interrupt__" not in out:
+                    counts["not selected"] += 1
+                    continue
+                state = graph.get_state(config)
+            payload = state.interrupts[0].value
+            _show_review(payload)
+            while True:
+                answer = _ask_review(payload["judge"]["values"])
+                if reviewer and answer["action"] == "correct":
+                    answer["reviewer"] = reviewer
+                try:
+                    out = graph.invoke(Command(resume=answer), config, context=context)
+                    break
+                except ValidationError as exc:
+                    err.print(f"[red]answer rejected:[/] {exc.errors()[0]['msg']}; try again")
+            counts["reviewed"] += 1
+            if out.get("report"):
+                rep = out["report"]
+                console.print(
+                    f"memory version {rep['version']}: {len(rep['new_principles'])} new principle(s), "
+                    f"episode {', '.join(rep['added'] + rep['replaced']) or 'unchanged'}"
+                )
+    except (KeyboardInterrupt, typer.Abort, EOFError):
+        err.print("\nstopped; memory is consistent. Run the same command again to continue.")
+        raise typer.Exit(130) from None
+    except MemAlignError as exc:
+        _fail(exc)
+    finally:
+        conn.close()
+    console.print(", ".join(f"{n} {k}" for k, n in counts.items()))
 
 
 def _fmt(value: Any) -> str:

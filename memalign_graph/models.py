@@ -5,6 +5,7 @@ Chat model (``resolve_chat_model``):
 * a LangChain ``BaseChatModel`` instance: used as is;
 * ``None`` or ``"embedded"``: SmolLM2-135M-Instruct in-process (offline default);
 * ``"llamacpp:/path/to/model.gguf"``: any local GGUF file, in-process;
+* ``"stub"``: :class:`memalign_graph.testing.StubChatModel`, deterministic, for tests and benchmarks;
 * ``"provider:model"``, e.g. ``"openai:gpt-4.1-mini"``: ``langchain.chat_models.init_chat_model``;
 * a model name plus ``base_url``: an OpenAI-compatible server (vLLM, llama.cpp
   server, Ollama, LM Studio) through ``langchain_openai.ChatOpenAI``.
@@ -32,6 +33,10 @@ def _cached_chat_model(spec: str, base_url: str | None) -> BaseChatModel:
         from memalign_graph.llamacpp import ChatLlamaCpp
 
         return ChatLlamaCpp()
+    if spec == "stub":
+        from memalign_graph.testing import StubChatModel
+
+        return StubChatModel()
     if spec.startswith("llamacpp:"):
         from memalign_graph.llamacpp import ChatLlamaCpp
 

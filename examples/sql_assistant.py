@@ -1,0 +1,111 @@
+"""A text-to-SQL assistant whose answers are judged by a MemAlign judge on house rules.
+
+The assistant drafts SQL, an evaluator node judges it (with expert review through
+an interrupt), and the graph routes on the judgment: finish on pass, revise on
+fail. The expert corrects the judge once; the next similar request is judged
+with the new principle and episode in working memory.
+
+Run offline on the embedded defaults: ``.venv/bin/python examples/sql_assistant.py``
+(``--model openai:gpt-4.1-mini`` for a hosted judge).
+"""
+
+from __future__ import annotations
+
+import argparse
+import operator
+import tempfile
+from typing import Annotated, Any, TypedDict
+
+from _expert import report_change, run_with_expert
+from langgraph.checkpoint.memory import InMemorySaver
+from langgraph.graph import END, START, StateGraph
+
+from memalign_graph import Context, JudgeSpec, Memory, build_judge_graph, evaluator_node
+
+SPEC = JudgeSpec.categorical(
+    "sql-house-rules",
+    "Judge whether the SQL correctly answers the analytics request.",
+    ["pass", "fail"],
+)
+
+
+class AgentState(TypedDict, total=False):
+    request: str
+    sql: str
+    attempts: Annotated[list[str], operator.add]
+    verdict: dict[str, Any]
+
+
+def write_sql(state: AgentState) -> dict:
+    """A deliberately naive drafter: reads raw tables (what the house rules forbid)."""
+    table = "orders" if "order" in state["request"].lower() else "payments"
+    return {"sql": f"SELECT * FROM raw.{table} -- {state['request']}", "attempts": ["draft"]}
+
+
+def revise(state: AgentState) -> dict:
+    """Follow the house rules on the second try: certified view, no cancelled orders, EUR."""
+    sql = (
+        state["sql"]
+        .replace("raw.orders", "analytics.orders_certified")
+        .replace("raw.payments", "analytics.payments_certified")
+    )
+    return {
+        "sql": sql.replace("SELECT *", "SELECT *, amount * fx_eur AS amount_eur") + " WHERE status <> 'cancelled'",
+        "attempts": ["revision"],
+    }
+
+
+def route(state: AgentState) -> str:
+    return "finish" if state["verdict"]["value"] == "pass" or len(state["attempts"]) >= 2 else "revise"
+
+
+def build_agent() -> Any:
+    builder = StateGraph(AgentState, context_schema=Context)
+    builder.add_node("write_sql", write_sql)
+    builder.add_node(
+        "evaluate",
+        evaluator_node(lambda s: {"inputs": s["request"], "outputs": s["sql"]}, output_key="verdict", review=True),
+    )
+    builder.add_node("revise", revise)
+    builder.add_node("finish", lambda s: {})
+    builder.add_edge(START, "write_sql")
+    builder.add_edge("write_sql", "evaluate")
+    builder.add_conditional_edges("evaluate", route, ["finish", "revise"])
+    builder.add_edge("revise", "evaluate")
+    builder.add_edge("finish", END)
+    return builder.compile(checkpointer=InMemorySaver())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default=None, help="judge model (default: embedded)")
+    parser.add_argument("--memory-dir", default=None, help="memory directory (default: a temporary one)")
+    args = parser.parse_args()
+    memory_dir = args.memory_dir or tempfile.mkdtemp(prefix="memalign-sql-")
+    memory = Memory.create(memory_dir, SPEC)
+    context = Context(memory_dir=memory_dir, model=args.model, review="all")
+    judge = build_judge_graph().compile()
+    next_case = {"inputs": "Weekly order count", "outputs": "SELECT * FROM raw.orders -- Weekly order count"}
+    before = judge.invoke(next_case, context=Context(memory_dir=memory_dir, model=args.model))["judgment"]
+
+    agent = build_agent()
+    print("request 1: Monthly revenue by order")
+    correction = {
+        "action": "correct",
+        "value": "fail",
+        "feedback": "Never query raw tables: use the certified view analytics.orders_certified, "
+        "filter out cancelled orders and convert amounts to EUR.",
+        "reviewer": "data-team",
+    }
+    out = run_with_expert(
+        agent, {"request": "Monthly revenue by order"}, {"configurable": {"thread_id": "req-1"}}, context, correction
+    )
+    print(f"  final SQL after {len(out['attempts'])} attempt(s): {out['sql']}")
+
+    after = judge.invoke(next_case, context=Context(memory_dir=memory_dir, model=args.model))["judgment"]
+    report_change(before, after, memory)
+    print(f"\nmemory: {memory_dir} (version {memory.version})")
+
+
+if __name__ == "__main__":
+    main()
