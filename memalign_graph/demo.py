@@ -74,7 +74,8 @@ def run_demo(
     Returns:
         ``{"steps": [row, ...], "config": {...}}``; each row has ``step``, ``seen_em``,
         ``seen_n``, ``unseen_em``, ``unseen_n``, ``principles``, ``episodes``,
-        ``align_s``, ``align_llm_calls``, ``align_tokens``, ``judge_tokens``, ``precedent_used``.
+        ``align_s``, ``align_llm_calls``, ``align_failed`` (records whose distillation failed; retried by
+        the next step), ``align_tokens``, ``judge_tokens``, ``precedent_used``.
 
     Raises:
         ValueError: for sizes that leave no test shard.
@@ -132,6 +133,7 @@ def run_demo(
                 "episodes": len(memory.episodes),
                 "align_s": report.seconds if report else 0.0,
                 "align_llm_calls": report.llm_calls if report else 0,
+                "align_failed": len(report.failed) if report else 0,
                 "align_tokens": report.usage.get("total_tokens", 0) if report else 0,
                 "judge_tokens": sum(j["usage"]["total_tokens"] for j in seen + unseen),
                 "precedent_used": sum(j["precedent"] is not None for j in seen + unseen),

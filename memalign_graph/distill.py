@@ -27,6 +27,20 @@ from memalign_graph.spec import FeedbackRecord, JudgeSpec
 log = logging.getLogger(__name__)
 
 CHARS_PER_TOKEN = 4
+MAX_SOURCES = 8
+
+
+def context_window(model: BaseChatModel) -> int | None:
+    """Tokens one call to ``model`` may use (prompt + answer), where known.
+
+    Known for the in-process llama.cpp model (its context divided among its
+    slots); ``None`` for others, whose limits the caller's ``token_budget`` respects.
+    """
+    from memalign_graph.llamacpp import ChatLlamaCpp
+
+    if isinstance(model, ChatLlamaCpp):
+        return model.n_ctx // max(1, model.n_parallel)
+    return None
 
 
 def is_salient(record: FeedbackRecord) -> bool:
@@ -98,7 +112,7 @@ def distill_schema(ids: list[str], max_principles: int = 3, max_chars: int = 200
                     "type": "object",
                     "properties": {
                         "text": {"type": "string", "minLength": 8, "maxLength": max_chars},
-                        "sources": {"type": "array", "items": {"enum": ids}, "minItems": 1},
+                        "sources": {"type": "array", "items": {"enum": ids}, "minItems": 1, "maxItems": MAX_SOURCES},
                     },
                     "required": ["text", "sources"],
                     "additionalProperties": False,
@@ -188,7 +202,8 @@ async def adistill(
         records: salient feedback records (see :func:`is_salient`).
         known: principles already in memory, shown so they are not repeated.
         batch_size: most records per call.
-        token_budget: most estimated prompt tokens of records per call.
+        token_budget: most estimated prompt tokens of records per call; lowered
+            to fit the model's context window where it is known (:func:`context_window`).
         concurrency: most calls in flight.
         max_retries: retries per batch after the first failure.
         backoff_s: first retry delay in seconds, doubled each retry.
@@ -212,7 +227,7 @@ async def adistill(
             distill_schema(ids, max_principles, principle_chars),
             "principles",
             logprobs=False,
-            max_tokens=max_principles * (principle_chars + 16 * len(ids) + 24) + 32,
+            max_tokens=answer_tokens,
         )
         messages = build_distill_messages(spec, batch, known, max_principles)
         error = ""
@@ -237,5 +252,17 @@ async def adistill(
         if progress is not None:
             progress.update(len(batch))
 
+    # Longest answer the schema allows, counting one token per character of text (worst case).
+    longest_id = max(len(r["id"]) for r in records)
+    answer_tokens = max_principles * (principle_chars + MAX_SOURCES * (longest_id + 4) + 24) + 32
+    window = context_window(model)
+    if window is not None:
+        fixed = sum(estimate_tokens(m.text) for m in build_distill_messages(spec, [], known, max_principles))
+        token_budget = min(token_budget, window - answer_tokens - fixed - 256)
+        if token_budget < 256:
+            raise ValueError(
+                f"model {model_name(model)!r}: its {window}-token context leaves no room for feedback records "
+                f"after {len(known)} known principles; use a model with a larger context"
+            )
     await asyncio.gather(*(run(b) for b in plan_batches(records, batch_size, token_budget)))
     return result

