@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -316,29 +317,25 @@ def _fmt(value: Any) -> str:
 
 def curve_table(rows: list[dict[str, Any]], title: str) -> Table:
     """The learning-curve table as the demo prints it (all figures are also in curve.json)."""
-    table = Table(title=title)
-    for header in (
-        "feedback",
-        "seen EM (n)",
-        "unseen EM (n)",
-        "principles",
-        "episodes",
-        "precedent",
-        "align s",
-        "tokens",
-    ):
-        table.add_column(header, justify="right")
+    table = Table(
+        title=title,
+        caption="seen n = feedback count (step 0: the whole train shard); unseen n = test shard",
+        box=box.SIMPLE_HEAD,
+    )
+    columns = [
+        ("feedback", "step"),
+        ("seen EM", "seen_em"),
+        ("unseen EM", "unseen_em"),
+        ("principles", "principles"),
+        ("episodes", "episodes"),
+        ("precedent", "precedent_used"),
+        ("align s", "align_s"),
+        ("failed", "align_failed"),
+    ]
+    for header, _ in columns:
+        table.add_column(header, justify="right", no_wrap=True)
     for row in rows:
-        table.add_row(
-            str(row["step"]),
-            f"{_fmt(row['seen_em'])} ({row['seen_n']})",
-            f"{_fmt(row['unseen_em'])} ({row['unseen_n']})",
-            str(row["principles"]),
-            str(row["episodes"]),
-            str(row["precedent_used"]),
-            _fmt(row["align_s"]),
-            str(row["align_tokens"] + row["judge_tokens"]),
-        )
+        table.add_row(*(_fmt(row.get(key)) for _, key in columns))
     return table
 
 
@@ -380,7 +377,8 @@ def demo(
     )
     console.print(
         "EM = exact match with the expert. 'seen' = train cases aligned so far (step 0: the whole train shard before "
-        f"alignment); 'precedent' = judgments answered by the expert-precedent rule ({precedent}), not the model."
+        f"alignment); 'precedent' = judgments answered by the expert-precedent rule ({precedent}), not the model; "
+        "'failed' = records whose distillation failed (retried by the next alignment)."
     )
     console.print(
         f"wrote {out / 'curve.json'}, {out / 'judgments.jsonl'}; memory in {out / 'memory'}; "
