@@ -15,7 +15,7 @@ from langchain_core.documents import Document
 from langchain_core.embeddings import Embeddings
 from langchain_core.vectorstores import VectorStore
 
-from memalign_graph.spec import FeedbackRecord, Value, case_hash, case_text
+from memalign_graph.spec import FeedbackRecord, Value, case_hash, case_text, record_hash
 
 
 class Episode(TypedDict):
@@ -28,6 +28,7 @@ class Episode(TypedDict):
         feedback: the expert's words, if given.
         judge_value: what the judge said before the expert's verdict, if known.
         case_hash: normalised hash of the case (see :func:`memalign_graph.spec.case_hash`).
+        record_hash: hash of the feedback record it came from (see :func:`memalign_graph.spec.record_hash`).
         score: similarity to the case being judged (only on retrieved episodes).
     """
 
@@ -39,6 +40,7 @@ class Episode(TypedDict):
     feedback: NotRequired[str]
     judge_value: NotRequired[Value]
     case_hash: str
+    record_hash: NotRequired[str]
     score: NotRequired[float]
 
 
@@ -56,6 +58,7 @@ def episode_from_record(record: FeedbackRecord) -> Episode:
         if key in record:
             episode[key] = record[key]  # type: ignore[literal-required]
     episode["case_hash"] = case_hash(record)
+    episode["record_hash"] = record_hash(record)
     return episode  # type: ignore[return-value]
 
 
@@ -116,6 +119,27 @@ class EpisodicMemory:
             self.vectorstore.add_documents(
                 [Document(page_content=t, metadata=m, id=i) for t, m, i in zip(texts, docs_meta, ids)], ids=ids
             )
+        self._ids.update(ids)
+
+    def vectors(self, ids: list[str]) -> dict[str, list[float]]:
+        """Stored (unit) vectors of these episodes, for re-use without re-embedding (FAISS stores only)."""
+        index = getattr(self.vectorstore, "index", None)
+        mapping = getattr(self.vectorstore, "index_to_docstore_id", None)
+        if index is None or mapping is None:
+            return {}
+        position = {episode_id: i for i, episode_id in mapping.items()}
+        return {i: index.reconstruct(position[i]).tolist() for i in ids if i in position}
+
+    def upsert_with_vectors(self, episodes: list[Episode], vectors: list[list[float]]) -> None:
+        """Store episodes with known unit vectors (replacing episodes with the same ids)."""
+        if not episodes:
+            return
+        ids = [e["id"] for e in episodes]
+        self.delete([i for i in ids if i in self._ids])
+        texts = [case_text(e) for e in episodes]
+        self.vectorstore.add_embeddings(  # type: ignore[attr-defined]
+            list(zip(texts, vectors)), metadatas=[{"episode": dict(e)} for e in episodes], ids=ids
+        )
         self._ids.update(ids)
 
     def delete(self, ids: list[str]) -> list[str]:

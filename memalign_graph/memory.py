@@ -26,7 +26,7 @@ from memalign_graph.episodic import Episode, EpisodicMemory, episode_from_record
 from memalign_graph.errors import MemoryFormatError, RecordError
 from memalign_graph.models import embeddings_name, resolve_chat_model, resolve_embeddings
 from memalign_graph.prompts import PROMPT_VERSION
-from memalign_graph.semantic import Principle, drop_sources, merge_principles, now_iso
+from memalign_graph.semantic import Principle, drop_sources, merge_principles, new_principle, now_iso
 from memalign_graph.spec import FeedbackRecord, JudgeSpec, parse_record, record_hash
 
 
@@ -335,8 +335,9 @@ class Memory:
             )
             report.new_principles, report.merged_principles = added, absorbed
             vectorstore = self.episodes.vectorstore
+            new_episodes = [episode_from_record(r) for r in fresh]
             try:
-                self.episodes.upsert([episode_from_record(r) for r in fresh])
+                self.episodes.upsert(new_episodes)
                 for record in fresh + retry:
                     salient = is_salient(record)
                     ledger[record["id"]] = LedgerEntry(
@@ -354,7 +355,9 @@ class Memory:
                     usage=dict(result.usage),
                     prompt_version=PROMPT_VERSION,  # type: ignore[typeddict-unknown-key]
                 )
-                version = self.backend.commit(checkpoint, vectorstore, embeddings_changed=bool(fresh))
+                version = self.backend.commit(
+                    checkpoint, vectorstore, embeddings_changed=bool(fresh), new_episodes=new_episodes
+                )
             except BaseException:
                 self._load()  # in-memory episodes were touched: go back to what is committed
                 raise
@@ -363,6 +366,247 @@ class Memory:
 
         report.version = await asyncio.to_thread(commit)
         return report
+
+    @contextlib.contextmanager
+    def _writing(self) -> Any:
+        """Hold the process and backend writer locks and work on the latest committed version."""
+        with self._write_lock, self.backend.lock():
+            self.refresh()
+            try:
+                yield
+            except BaseException:
+                self._load()
+                raise
+
+    def _commit(
+        self,
+        principles: list[Principle],
+        records: dict[str, LedgerEntry],
+        *,
+        author: str,
+        reason: str,
+        episodes_changed: bool,
+        new_episodes: list[Episode] | None = None,
+    ) -> int:
+        checkpoint = PrinciplesCheckpoint(
+            version=self.version + 1,
+            created_at=now_iso(),
+            author=author,
+            reason=reason,
+            principles=principles,
+            records=records,
+        )
+        version = self.backend.commit(
+            checkpoint,
+            self.episodes.vectorstore,
+            embeddings_changed=episodes_changed,
+            new_episodes=list(new_episodes or []),  # type: ignore[arg-type]
+        )
+        self.checkpoint = checkpoint
+        return version
+
+    def forget(self, record_ids: list[str], *, author: str = "expert", reason: str | None = None) -> ChangeReport:
+        """Delete records for good: their episodes, their ledger entries, and what was derived from them alone.
+
+        Principles whose every source is forgotten are removed; principles with
+        remaining sources lose the forgotten ids; hand-written principles (no
+        sources) stay. This is a privacy deletion: after the new version is
+        committed, the records are also erased from every older version, the
+        episode history, older index snapshots and cached review threads, so a
+        rollback cannot bring them back.
+
+        Raises:
+            KeyError: naming the ids that are in no version of this memory; nothing is changed.
+        """
+        wanted = set(record_ids)
+        with self._writing():
+            known = set(self.records)
+            for entry in self.backend.versions():
+                known.update(entry["records"])
+            unknown = sorted(wanted - known)
+            if unknown:
+                raise KeyError(f"{self.backend.location}: no record with id {', '.join(unknown)} in any version")
+            principles, removed = drop_sources(self.principles, wanted)
+            records = {k: v for k, v in self.records.items() if k not in wanted}
+            gone = self.episodes.delete(sorted(wanted))
+            version = self._commit(
+                principles,
+                records,
+                author=author,
+                reason=reason or f"forgot {len(wanted)} record(s)",
+                episodes_changed=bool(gone),
+            )
+            self.backend.purge(wanted)
+        return ChangeReport(version=version, episodes_removed=gone, principles_removed=removed)
+
+    def rollback(self, version: int, *, author: str = "expert", reason: str | None = None) -> ChangeReport:
+        """Restore principles and episodes as they were at ``version``, as a new version.
+
+        Records forgotten since stay forgotten (they were erased from history).
+
+        Raises:
+            KeyError: if ``version`` does not exist.
+            MemoryFormatError: if an episode of that version is missing from the history.
+        """
+        with self._writing():
+            target = self.backend.checkpoint(version)
+            current = self.records
+            want = {rid: entry["hash"] for rid, entry in target["records"].items()}
+            remove = [rid for rid in current if want.get(rid) != current[rid]["hash"]]
+            restore = [rid for rid, digest in want.items() if current.get(rid, {}).get("hash") != digest]
+            history = self.backend.episode_history({(rid, want[rid]) for rid in restore})
+            missing = [rid for rid in restore if (rid, want[rid]) not in history]
+            if missing:
+                raise MemoryFormatError(f"{self.backend.location}: episodes {missing} of version {version} are lost")
+            self.episodes.delete(remove)
+            episodes = [history[(rid, want[rid])] for rid in restore]
+            self.episodes.upsert(episodes)  # type: ignore[arg-type]
+            before = {p["id"] for p in self.principles}
+            after = {p["id"] for p in target["principles"]}
+            new_version = self._commit(
+                list(target["principles"]),
+                dict(target["records"]),
+                author=author,
+                reason=reason or f"rollback to version {version}",
+                episodes_changed=bool(remove or restore),
+            )
+        return ChangeReport(
+            version=new_version,
+            episodes_removed=sorted(set(remove) - set(restore)),
+            episodes_restored=sorted(restore),
+            principles_removed=sorted(before - after),
+            principles_added=sorted(after - before),
+        )
+
+    def add_principle(self, text: str, *, author: str = "expert", reason: str | None = None) -> Principle:
+        """Add a hand-written principle (no sources: never removed implicitly).
+
+        Raises:
+            ValueError: if ``text`` is blank or repeats an existing principle.
+        """
+        with self._writing():
+            principle = new_principle(text, [], author)
+            merged, added, _ = merge_principles(self.principles, [principle])
+            if not added:
+                raise ValueError(f"principle {text!r} repeats an existing one")
+            self._commit(
+                merged, self.records, author=author, reason=reason or "added a principle", episodes_changed=False
+            )
+        return principle
+
+    def edit_principle(
+        self, principle_id: str, text: str, *, author: str = "expert", reason: str | None = None
+    ) -> None:
+        """Replace a principle's text (keeps its id and sources; the old text stays in its history).
+
+        Raises:
+            KeyError: if there is no principle ``principle_id``.
+            ValueError: if ``text`` is blank.
+        """
+        text = " ".join(text.split())
+        if not text:
+            raise ValueError("a principle's text must not be empty")
+        with self._writing():
+            principles = self.principles
+            for i, p in enumerate(principles):
+                if p["id"] == principle_id:
+                    old = {
+                        "id": p["id"],
+                        "text": p["text"],
+                        "sources": list(p["sources"]),
+                        "created_at": p["created_at"],
+                        "author": p["author"],
+                    }
+                    principles[i] = Principle(
+                        **{
+                            **p,
+                            "text": text,
+                            "updated_at": now_iso(),  # type: ignore[typeddict-item]
+                            "history": [*p.get("history", []), old],
+                        }
+                    )
+                    break
+            else:
+                raise KeyError(f"no principle {principle_id!r}")
+            self._commit(
+                principles,
+                self.records,
+                author=author,
+                reason=reason or f"edited {principle_id}",
+                episodes_changed=False,
+            )
+
+    def delete_principle(self, principle_id: str, *, author: str = "expert", reason: str | None = None) -> None:
+        """Delete a principle (its sources' episodes stay).
+
+        Raises:
+            KeyError: if there is no principle ``principle_id``.
+        """
+        with self._writing():
+            principles = [p for p in self.principles if p["id"] != principle_id]
+            if len(principles) == len(self.checkpoint["principles"]):
+                raise KeyError(f"no principle {principle_id!r}")
+            self._commit(
+                principles,
+                self.records,
+                author=author,
+                reason=reason or f"deleted {principle_id}",
+                episodes_changed=False,
+            )
+
+    def diff(self, old: int, new: int) -> dict[str, Any]:
+        """What changed between two versions.
+
+        Returns:
+            ``{"principles": {"added", "removed", "changed"}, "episodes": {"added", "removed", "changed"}}``;
+            principles as ``{"id", "text"}`` (``changed``: ``{"id", "old", "new"}``), episodes as ids.
+
+        Raises:
+            KeyError: if a version does not exist.
+        """
+        a, b = self.backend.checkpoint(old), self.backend.checkpoint(new)
+        pa = {p["id"]: p for p in a["principles"]}
+        pb = {p["id"]: p for p in b["principles"]}
+        ra, rb = a["records"], b["records"]
+        return {
+            "principles": {
+                "added": [{"id": i, "text": pb[i]["text"]} for i in pb if i not in pa],
+                "removed": [{"id": i, "text": pa[i]["text"]} for i in pa if i not in pb],
+                "changed": [
+                    {"id": i, "old": pa[i]["text"], "new": pb[i]["text"]}
+                    for i in pb
+                    if i in pa and (pa[i]["text"], pa[i]["sources"]) != (pb[i]["text"], pb[i]["sources"])
+                ],
+            },
+            "episodes": {
+                "added": sorted(set(rb) - set(ra)),
+                "removed": sorted(set(ra) - set(rb)),
+                "changed": sorted(i for i in set(ra) & set(rb) if ra[i]["hash"] != rb[i]["hash"]),
+            },
+        }
+
+
+@dataclass
+class ChangeReport:
+    """What a forget, rollback or principle edit did.
+
+    Attributes:
+        version: memory version after it.
+        episodes_removed: ids of episodes deleted.
+        episodes_restored: ids of episodes put back (rollback).
+        principles_removed: ids of principles deleted.
+        principles_added: ids of principles added.
+    """
+
+    version: int
+    episodes_removed: list[str] = field(default_factory=list)
+    episodes_restored: list[str] = field(default_factory=list)
+    principles_removed: list[str] = field(default_factory=list)
+    principles_added: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return asdict(self)
 
 
 def _default_reason(report: AlignmentReport) -> str:

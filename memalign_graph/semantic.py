@@ -26,6 +26,8 @@ class Principle(TypedDict):
             written by hand.
         created_at: ISO-8601 UTC timestamp.
         author: who or what wrote it (``"distill:<model>"`` or a person).
+        updated_at: when its text or sources last changed.
+        history: earlier forms it replaced (edited texts, principles it superseded), oldest first.
     """
 
     id: str
@@ -34,6 +36,7 @@ class Principle(TypedDict):
     created_at: str
     author: str
     updated_at: NotRequired[str]
+    history: NotRequired[list[dict]]
 
 
 def now_iso() -> str:

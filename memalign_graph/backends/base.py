@@ -104,7 +104,12 @@ class MemoryBackend(ABC):
 
     @abstractmethod
     def commit(
-        self, checkpoint: PrinciplesCheckpoint, vectorstore: VectorStore | None, *, embeddings_changed: bool
+        self,
+        checkpoint: PrinciplesCheckpoint,
+        vectorstore: VectorStore | None,
+        *,
+        embeddings_changed: bool,
+        new_episodes: list[dict[str, Any]] | None = None,
     ) -> int:
         """Atomically make ``checkpoint`` (and ``vectorstore`` if episodes changed) the current version.
 
@@ -112,6 +117,8 @@ class MemoryBackend(ABC):
             checkpoint: the new principles checkpoint; its ``version`` must be current + 1.
             vectorstore: the episodes' store, saved only when ``embeddings_changed``.
             embeddings_changed: whether episodes were added, replaced or deleted.
+            new_episodes: episodes added or replaced by this version, kept in the
+                episode history so a later rollback can restore them.
 
         Returns:
             The new version number.
@@ -125,6 +132,28 @@ class MemoryBackend(ABC):
         """Every stored principles checkpoint, oldest first.
 
         Each is ``{"version", "created_at", "author", "reason", "principles", "records"}``.
+        """
+
+    @abstractmethod
+    def checkpoint(self, version: int) -> PrinciplesCheckpoint:
+        """The principles checkpoint of one committed version.
+
+        Raises:
+            KeyError: if that version does not exist.
+        """
+
+    @abstractmethod
+    def episode_history(self, wanted: set[tuple[str, str]]) -> dict[tuple[str, str], dict[str, Any]]:
+        """Episodes from the history, by ``(record id, record hash)``; pairs not found are absent."""
+
+    @abstractmethod
+    def purge(self, record_ids: set[str]) -> None:
+        """Erase every trace of these records from history and caches (privacy deletion).
+
+        Called after a commit that removed them from the current version: removes
+        them from every stored version's ledger and principles' sources (dropping
+        principles left with no source), from the episode history, from older
+        index snapshots and from cached review threads.
         """
 
     @abstractmethod

@@ -3,8 +3,11 @@
 Layout of ``DIR``::
 
     memalign.json            manifest: format, judge, embeddings, current version (the commit point)
-    principles/v000003.json  one principles checkpoint per version (all versions kept)
-    episodes/e000003/        FAISS index (index.faiss) and episodes as JSON (episodes.json)
+    principles/v000003.json  one principles checkpoint per version (all versions kept), with the ledger
+    episodes/e000003/        FAISS index (index.faiss) and episodes as JSON (episodes.json); the current
+                             snapshot and the one before it are kept
+    episodes/log/v000003.jsonl  episodes added or replaced by version 3 (history, for rollback)
+    review-checkpoints.sqlite   LangGraph checkpoints of `memalign review` (a cache; purged on forget)
     .lock                    writer lock (fcntl)
 
 Every file is written to a temporary name, flushed to disk and renamed; the
@@ -207,7 +210,12 @@ class FileBackend(MemoryBackend):
         return f"episodes/{name}"
 
     def commit(  # noqa: D102
-        self, checkpoint: PrinciplesCheckpoint, vectorstore: VectorStore | None, *, embeddings_changed: bool
+        self,
+        checkpoint: PrinciplesCheckpoint,
+        vectorstore: VectorStore | None,
+        *,
+        embeddings_changed: bool,
+        new_episodes: list[dict[str, Any]] | None = None,
     ) -> int:
         manifest = self._manifest()
         version = int(checkpoint["version"])
@@ -218,6 +226,11 @@ class FileBackend(MemoryBackend):
             )
         principles_rel = f"principles/v{version:06d}.json"
         episodes_rel = manifest["episodes"]
+        if new_episodes:
+            _atomic_write_lines(
+                self.path / "episodes" / "log" / f"v{version:06d}.jsonl",
+                [json.dumps(e, ensure_ascii=False) for e in new_episodes],
+            )
         if embeddings_changed:
             assert vectorstore is not None
             episodes_rel = self._write_episodes(vectorstore, version)
@@ -238,6 +251,71 @@ class FileBackend(MemoryBackend):
                 continue
             if child.name.startswith(".tmp-") or re.fullmatch(r"e\d{6}", child.name):
                 shutil.rmtree(child, ignore_errors=True)
+        for child in self.path.glob("principles/.*.tmp"):
+            child.unlink(missing_ok=True)
+
+    def checkpoint(self, version: int) -> PrinciplesCheckpoint:  # noqa: D102
+        if version > self.current_version():
+            raise KeyError(f"{self.path}: no version {version} (current is {self.current_version()})")
+        file = self.path / "principles" / f"v{version:06d}.json"
+        if not file.is_file():
+            raise KeyError(f"{self.path}: no version {version}")
+        return json.loads(file.read_text(encoding="utf-8"))
+
+    def episode_history(self, wanted: set[tuple[str, str]]) -> dict[tuple[str, str], dict[str, Any]]:  # noqa: D102
+        found: dict[tuple[str, str], dict[str, Any]] = {}
+        for file in sorted((self.path / "episodes" / "log").glob("v*.jsonl"), reverse=True):
+            for line in file.read_text(encoding="utf-8").splitlines():
+                episode = json.loads(line)
+                key = (episode["id"], episode.get("record_hash", ""))
+                if key in wanted and key not in found:
+                    found[key] = episode
+            if len(found) == len(wanted):
+                break
+        return found
+
+    def purge(self, record_ids: set[str]) -> None:  # noqa: D102
+        from memalign_graph.semantic import drop_sources
+
+        for file in sorted((self.path / "principles").glob("v*.json")):
+            data = json.loads(file.read_text(encoding="utf-8"))
+            ledger = {k: v for k, v in data["records"].items() if k not in record_ids}
+            principles, _ = drop_sources(data["principles"], record_ids)
+            for p in principles:
+                if p.get("history"):
+                    p["history"], _ = drop_sources(p["history"], record_ids)
+            if ledger != data["records"] or principles != data["principles"]:
+                atomic_write_json(file, {**data, "records": ledger, "principles": principles})
+        for file in sorted((self.path / "episodes" / "log").glob("v*.jsonl")):
+            lines = file.read_text(encoding="utf-8").splitlines()
+            kept = [line for line in lines if json.loads(line)["id"] not in record_ids]
+            if len(kept) != len(lines):
+                if kept:
+                    _atomic_write_lines(file, kept)
+                else:
+                    file.unlink()
+        self._collect_garbage(keep={self._manifest()["episodes"]})
+        self._purge_review_threads(record_ids)
+
+    def _purge_review_threads(self, record_ids: set[str]) -> None:
+        """Delete `memalign review` threads of these records and VACUUM so their bytes are gone."""
+        import sqlite3
+
+        db = self.path / "review-checkpoints.sqlite"
+        if not db.exists():
+            return
+        from langgraph.checkpoint.sqlite import SqliteSaver
+
+        conn = sqlite3.connect(db)
+        try:
+            saver = SqliteSaver(conn)
+            for rid in record_ids:
+                saver.delete_thread(f"review:{rid}")
+            conn.commit()
+            conn.execute("VACUUM")
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        finally:
+            conn.close()
 
     def versions(self) -> list[dict[str, Any]]:  # noqa: D102
         current = self.current_version()
@@ -257,6 +335,22 @@ class FileBackend(MemoryBackend):
                 yield
             finally:
                 fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
+def _atomic_write_lines(path: Path, lines: list[str]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write("\n".join(lines) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(path.parent)
 
 
 def _now() -> str:

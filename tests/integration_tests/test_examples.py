@@ -20,7 +20,9 @@ pytestmark = pytest.mark.skipif(
 def test_example_runs_and_memory_changes(script, tmp_path):
     result = subprocess.run(
         [sys.executable, str(EXAMPLES / script), "--memory-dir", str(tmp_path / "mem")],
-        capture_output=True, text=True, timeout=300,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     out = result.stdout
