@@ -1,4 +1,4 @@
-"""The ``memalign`` command line: init, judge, align, review, principles, demo."""
+"""The ``memalign`` command line: init, judge, align, review, principles, forget, demo."""
 
 from __future__ import annotations
 
@@ -161,26 +161,93 @@ def align(
 def principles(
     directory: Annotated[Path, typer.Argument(help="Memory directory.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    add: Annotated[Optional[str], typer.Option("--add", help="Add a hand-written principle.")] = None,
+    edit: Annotated[
+        Optional[tuple[str, str]], typer.Option("--edit", help="Replace principle ID's text: --edit ID TEXT.")
+    ] = None,
+    delete: Annotated[Optional[str], typer.Option("--delete", help="Delete principle ID.")] = None,
+    versions: Annotated[bool, typer.Option("--versions", help="List every version of memory.")] = False,
+    diff: Annotated[Optional[tuple[int, int]], typer.Option("--diff", help="What changed: --diff V1 V2.")] = None,
+    rollback: Annotated[Optional[int], typer.Option("--rollback", help="Restore memory as it was at V.")] = None,
+    author: Annotated[str, typer.Option(help="Recorded with a change.")] = "expert",
+    reason: Annotated[Optional[str], typer.Option(help="One line recorded with a change.")] = None,
+    embeddings: EmbOpt = None,
 ) -> None:
-    """List the current principles with their sources and version."""
+    """List the current principles (with sources and version), or change them, or inspect and roll back versions."""
     from memalign_graph.backends.file import FileBackend
+    from memalign_graph.memory import Memory, diff_versions
 
+    changes = any(x is not None for x in (add, edit, delete, rollback))
     try:
         backend = FileBackend(directory)
-        checkpoint = backend.versions()[-1]
-    except (OSError, MemAlignError) as exc:
+        if not changes:
+            checkpoint = backend.checkpoint(backend.current_version())
+            if diff:
+                console.print_json(json.dumps(diff_versions(backend, *diff)))
+                return
+            if versions:
+                table = Table(title=f"versions of {backend.location}", box=box.SIMPLE_HEAD)
+                for column in ("version", "created", "author", "reason", "principles", "episodes"):
+                    table.add_column(column)
+                for v in backend.versions():
+                    table.add_row(
+                        str(v["version"]),
+                        v["created_at"],
+                        v["author"],
+                        v["reason"],
+                        str(len(v["principles"])),
+                        str(len(v["records"])),
+                    )
+                console.print(table)
+                return
+        else:
+            memory = Memory.open(directory, embeddings=embeddings)
+        if add is not None:
+            principle = memory.add_principle(add, author=author, reason=reason)
+            console.print(f"added {principle['id']} (version {memory.version})")
+            return
+        if edit is not None:
+            memory.edit_principle(edit[0], edit[1], author=author, reason=reason)
+            console.print(f"edited {edit[0]} (version {memory.version})")
+            return
+        if delete is not None:
+            memory.delete_principle(delete, author=author, reason=reason)
+            console.print(f"deleted {delete} (version {memory.version})")
+            return
+        if rollback is not None:
+            report = memory.rollback(rollback, author=author, reason=reason)
+            console.print_json(json.dumps(report.to_dict()))
+            return
+    except (OSError, KeyError, ValueError, MemAlignError) as exc:
         _fail(exc)
     if as_json:
         console.print_json(json.dumps(checkpoint))
         return
-    table = Table(
-        title=f"principles, version {checkpoint['version']} ({checkpoint['created_at']}, {checkpoint['reason']})"
-    )
+    title = f"principles, version {checkpoint['version']} ({checkpoint['created_at']}, {checkpoint['reason']})"
+    table = Table(title=title)
     for column in ("id", "principle", "sources", "author"):
         table.add_column(column, overflow="fold")
     for p in checkpoint["principles"]:
         table.add_row(p["id"], p["text"], ", ".join(p["sources"]) or "(hand-written)", p["author"])
     console.print(table)
+
+
+@app.command()
+def forget(
+    directory: Annotated[Path, typer.Argument(help="Memory directory.")],
+    record: Annotated[list[str], typer.Option("--record", help="Record id to forget (repeat for several).")],
+    author: Annotated[str, typer.Option(help="Recorded with the new version.")] = "expert",
+    reason: Annotated[Optional[str], typer.Option(help="One line recorded with the new version.")] = None,
+    embeddings: EmbOpt = None,
+) -> None:
+    """Delete records for good (privacy): episodes, what was derived from them alone, and every trace in DIRECTORY."""
+    from memalign_graph.memory import Memory
+
+    try:
+        report = Memory.open(directory, embeddings=embeddings).forget(record, author=author, reason=reason)
+    except (OSError, KeyError, MemAlignError) as exc:
+        _fail(exc)
+    console.print_json(json.dumps(report.to_dict()))
 
 
 def _show_review(payload: dict[str, Any]) -> None:

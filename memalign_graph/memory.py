@@ -555,35 +555,8 @@ class Memory:
             )
 
     def diff(self, old: int, new: int) -> dict[str, Any]:
-        """What changed between two versions.
-
-        Returns:
-            ``{"principles": {"added", "removed", "changed"}, "episodes": {"added", "removed", "changed"}}``;
-            principles as ``{"id", "text"}`` (``changed``: ``{"id", "old", "new"}``), episodes as ids.
-
-        Raises:
-            KeyError: if a version does not exist.
-        """
-        a, b = self.backend.checkpoint(old), self.backend.checkpoint(new)
-        pa = {p["id"]: p for p in a["principles"]}
-        pb = {p["id"]: p for p in b["principles"]}
-        ra, rb = a["records"], b["records"]
-        return {
-            "principles": {
-                "added": [{"id": i, "text": pb[i]["text"]} for i in pb if i not in pa],
-                "removed": [{"id": i, "text": pa[i]["text"]} for i in pa if i not in pb],
-                "changed": [
-                    {"id": i, "old": pa[i]["text"], "new": pb[i]["text"]}
-                    for i in pb
-                    if i in pa and (pa[i]["text"], pa[i]["sources"]) != (pb[i]["text"], pb[i]["sources"])
-                ],
-            },
-            "episodes": {
-                "added": sorted(set(rb) - set(ra)),
-                "removed": sorted(set(ra) - set(rb)),
-                "changed": sorted(i for i in set(ra) & set(rb) if ra[i]["hash"] != rb[i]["hash"]),
-            },
-        }
+        """What changed between two versions (see :func:`diff_versions`)."""
+        return diff_versions(self.backend, old, new)
 
 
 @dataclass
@@ -607,6 +580,38 @@ class ChangeReport:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
         return asdict(self)
+
+
+def diff_versions(backend: MemoryBackend, old: int, new: int) -> dict[str, Any]:
+    """What changed between two versions.
+
+    Returns:
+        ``{"principles": {"added", "removed", "changed"}, "episodes": {"added", "removed", "changed"}}``;
+        principles as ``{"id", "text"}`` (``changed``: ``{"id", "old", "new"}``), episodes as ids.
+
+    Raises:
+        KeyError: if a version does not exist.
+    """
+    a, b = backend.checkpoint(old), backend.checkpoint(new)
+    pa = {p["id"]: p for p in a["principles"]}
+    pb = {p["id"]: p for p in b["principles"]}
+    ra, rb = a["records"], b["records"]
+    return {
+        "principles": {
+            "added": [{"id": i, "text": pb[i]["text"]} for i in pb if i not in pa],
+            "removed": [{"id": i, "text": pa[i]["text"]} for i in pa if i not in pb],
+            "changed": [
+                {"id": i, "old": pa[i]["text"], "new": pb[i]["text"]}
+                for i in pb
+                if i in pa and (pa[i]["text"], pa[i]["sources"]) != (pb[i]["text"], pb[i]["sources"])
+            ],
+        },
+        "episodes": {
+            "added": sorted(set(rb) - set(ra)),
+            "removed": sorted(set(ra) - set(rb)),
+            "changed": sorted(i for i in set(ra) & set(rb) if ra[i]["hash"] != rb[i]["hash"]),
+        },
+    }
 
 
 def _default_reason(report: AlignmentReport) -> str:

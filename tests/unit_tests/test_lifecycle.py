@@ -4,7 +4,7 @@ import sqlite3
 import pytest
 from langgraph.checkpoint.sqlite import SqliteSaver
 
-from memalign_graph import Memory, build_review_graph, Context
+from memalign_graph import Memory, build_review_graph
 from tests.conftest import feedback
 
 SECRET = "patient-7731 lives at 12 Elm Street"
@@ -65,7 +65,7 @@ def test_forgotten_text_is_nowhere_in_the_directory(aligned, context):
     assert SECRET.encode() in all_bytes(aligned.backend.path)
     aligned.forget(["secret"])
     assert SECRET.encode() not in all_bytes(aligned.backend.path)
-    assert "patient-7731".encode() not in all_bytes(aligned.backend.path)
+    assert b"patient-7731" not in all_bytes(aligned.backend.path)
 
 
 def test_rollback_restores_principles_and_episodes_as_a_new_version(aligned, embeddings):
