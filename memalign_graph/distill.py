@@ -266,3 +266,79 @@ async def adistill(
             )
     await asyncio.gather(*(run(b) for b in plan_batches(records, batch_size, token_budget)))
     return result
+
+
+def classify_schema(n: int) -> dict[str, Any]:
+    """JSON schema of a consolidation answer for ``n`` pairs."""
+    return {
+        "type": "object",
+        "properties": {
+            "verdicts": {
+                "type": "array",
+                "minItems": n,
+                "maxItems": n,
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        "pair": {"type": "integer", "minimum": 1, "maximum": n},
+                        "relation": {"enum": ["same", "contradicts", "different"]},
+                    },
+                    "required": ["pair", "relation"],
+                    "additionalProperties": False,
+                },
+            }
+        },
+        "required": ["verdicts"],
+        "additionalProperties": False,
+    }
+
+
+async def aclassify_pairs(
+    model: BaseChatModel,
+    pairs: list[tuple[str, str, str, str]],
+    *,
+    max_retries: int = 2,
+    backoff_s: float = 0.5,
+    usage: dict[str, int] | None = None,
+) -> dict[str, tuple[str, str]]:
+    """Ask the LLM whether each new principle repeats or contradicts a similar existing one.
+
+    Args:
+        model: any LangChain chat model.
+        pairs: ``(candidate id, candidate text, existing id, existing text)``.
+        max_retries: retries after a failed call.
+        backoff_s: first retry delay in seconds, doubled each retry.
+        usage: token counts are added here.
+
+    Returns:
+        candidate id -> (existing id, ``"same"``/``"contradicts"``/``"different"``);
+        empty if the model never gave a usable answer (the candidates are then
+        added as new principles, and a warning is logged).
+    """
+    if not pairs:
+        return {}
+    text = "\n".join(
+        prompts.CONSOLIDATE_PAIR.format(n=n, old=old, new=new) for n, (_, new, _, old) in enumerate(pairs, start=1)
+    )
+    messages = [SystemMessage(prompts.CONSOLIDATE_SYSTEM), HumanMessage(prompts.CONSOLIDATE_USER.format(pairs=text))]
+    bound = bind_structured(
+        model, classify_schema(len(pairs)), "verdicts", logprobs=False, max_tokens=24 * len(pairs) + 32
+    )
+    for attempt in range(max_retries + 1):
+        if attempt:
+            await asyncio.sleep(backoff_s * 2 ** (attempt - 1))
+        try:
+            answer = await bound.ainvoke(messages)
+            if usage is not None:
+                add_usage(usage, answer)  # type: ignore[arg-type]
+            verdicts = extract_json(answer.text)["verdicts"]
+            out: dict[str, tuple[str, str]] = {}
+            for verdict in verdicts:
+                n, relation = int(verdict["pair"]), verdict["relation"]
+                if 1 <= n <= len(pairs) and relation in ("same", "contradicts", "different"):
+                    cand_id, _, existing_id, _ = pairs[n - 1]
+                    out[cand_id] = (existing_id, relation)
+            return out
+        except Exception as exc:  # noqa: BLE001 - any provider or format error is retried, then logged
+            log.warning("principle consolidation failed (attempt %d): %s", attempt + 1, exc)
+    return {}

@@ -21,13 +21,21 @@ from langchain_core.language_models import BaseChatModel
 
 from memalign_graph.backends.base import LedgerEntry, MemoryBackend, PrinciplesCheckpoint
 from memalign_graph.backends.file import FileBackend
-from memalign_graph.distill import adistill, is_salient
-from memalign_graph.episodic import Episode, EpisodicMemory, episode_from_record
+from memalign_graph.distill import aclassify_pairs, adistill, is_salient
+from memalign_graph.episodic import Episode, EpisodicMemory, episode_from_record, unit
 from memalign_graph.errors import MemoryFormatError, RecordError
 from memalign_graph.models import embeddings_name, resolve_chat_model, resolve_embeddings
 from memalign_graph.prompts import PROMPT_VERSION
-from memalign_graph.semantic import Principle, drop_sources, merge_principles, new_principle, now_iso
-from memalign_graph.spec import FeedbackRecord, JudgeSpec, parse_record, record_hash
+from memalign_graph.semantic import (
+    Principle,
+    PrincipleVectors,
+    drop_sources,
+    merge_principles,
+    new_principle,
+    now_iso,
+    related_pairs,
+)
+from memalign_graph.spec import FeedbackRecord, JudgeSpec, case_text, parse_record, record_hash
 
 
 @dataclass
@@ -44,8 +52,11 @@ class AlignmentReport:
         new_principles: ids of principles added.
         merged_principles: candidate id -> id of the existing principle it repeated.
         removed_principles: ids of principles whose only sources were replaced.
-        llm_calls: distillation calls made.
-        usage: tokens spent on distillation.
+        llm_calls: LLM calls made (distillation and consolidation, retries included).
+        usage: tokens spent.
+        consolidation: pairs of similar principles sent to the LLM and its verdicts.
+        timings: seconds per phase: ``distill_s`` (LLM, overlapped with ``embed_s``),
+            ``embed_s``, ``consolidate_embed_s``, ``merge_s``, ``index_s``, ``persist_s``.
         seconds: wall time of the alignment.
     """
 
@@ -60,6 +71,8 @@ class AlignmentReport:
     removed_principles: list[str] = field(default_factory=list)
     llm_calls: int = 0
     usage: dict[str, int] = field(default_factory=dict)
+    consolidation: dict[str, int] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
     seconds: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
@@ -86,6 +99,7 @@ class Memory:
     def __init__(self, backend: MemoryBackend, embeddings: Embeddings) -> None:
         self.backend = backend
         self.embeddings = embeddings
+        self._vectors = PrincipleVectors(embeddings)
         self._write_lock = threading.Lock()
         self._load()
 
@@ -216,6 +230,7 @@ class Memory:
         concurrency: int = 8,
         max_retries: int = 2,
         dedup_threshold: float = 0.95,
+        consolidate_threshold: float = 0.85,
         author: str = "expert",
         reason: str | None = None,
         progress: Any = None,
@@ -238,7 +253,12 @@ class Memory:
             token_budget: most estimated prompt tokens of records per call.
             concurrency: most distillation calls in flight.
             max_retries: retries per failed distillation batch.
-            dedup_threshold: cosine similarity at which two principles are the same.
+            dedup_threshold: cosine similarity at or above which two principles are the
+                same without asking the LLM.
+            consolidate_threshold: cosine similarity from which a new principle and
+                its most similar existing one go to the LLM, which says whether they
+                are the same (merged: union of sources), contradict (the newer
+                replaces the older, which is kept in its ``history``) or differ.
             author: recorded with the new version.
             reason: one line recorded with the new version.
             progress: optional ``update(n)`` sink advanced per distilled record.
@@ -267,6 +287,7 @@ class Memory:
                     concurrency,
                     max_retries,
                     dedup_threshold,
+                    consolidate_threshold,
                     author,
                     reason,
                     progress,
@@ -287,6 +308,7 @@ class Memory:
         concurrency: int,
         max_retries: int,
         dedup_threshold: float,
+        consolidate_threshold: float,
         author: str,
         reason: str | None,
         progress: Any,
@@ -314,7 +336,20 @@ class Memory:
         principles = self.principles
         if report.replaced:
             principles, report.removed_principles = drop_sources(principles, set(report.replaced))
+        new_episodes = [episode_from_record(r) for r in fresh]
         to_distill = [r for r in fresh + retry if is_salient(r)]
+
+        def embed() -> list[list[float]]:
+            started = time.perf_counter()
+            vectors = (
+                unit(self.embeddings.embed_documents([case_text(e) for e in new_episodes])) if new_episodes else []
+            )
+            report.timings["embed_s"] = round(time.perf_counter() - started, 3)
+            return vectors
+
+        # Episodes are embedded in a worker thread while the LLM distills: the two overlap.
+        started = time.perf_counter()
+        embedding = asyncio.create_task(asyncio.to_thread(embed))
         result = await adistill(
             chat,
             self.spec,
@@ -326,18 +361,37 @@ class Memory:
             max_retries=max_retries,
             progress=progress,
         )
+        report.timings["distill_s"] = round(time.perf_counter() - started, 3)
         report.distilled, report.failed = result.distilled, result.failed
         report.llm_calls, report.usage = result.calls, result.usage
 
+        started = time.perf_counter()
+        pairs = await asyncio.to_thread(
+            related_pairs, principles, result.principles, self._vectors, low=consolidate_threshold, high=dedup_threshold
+        )
+        report.timings["consolidate_embed_s"] = round(time.perf_counter() - started, 3)
+        texts = {p["id"]: p["text"] for p in principles + result.principles}
+        relations = await aclassify_pairs(
+            chat, [(c, texts[c], e, texts[e]) for c, e, _ in pairs], max_retries=max_retries, usage=report.usage
+        )
+        report.llm_calls += 1 if pairs else 0
+        report.consolidation = {
+            "pairs": len(pairs),
+            **{kind: sum(r == kind for _, r in relations.values()) for kind in ("same", "contradicts", "different")},
+        }
+        vectors = await embedding
+
         def commit() -> int:
+            started = time.perf_counter()
             merged, added, absorbed = merge_principles(
-                principles, result.principles, self.embeddings, threshold=dedup_threshold
+                principles, result.principles, self._vectors, threshold=dedup_threshold, relations=relations
             )
             report.new_principles, report.merged_principles = added, absorbed
+            report.timings["merge_s"] = round(time.perf_counter() - started, 3)
             vectorstore = self.episodes.vectorstore
-            new_episodes = [episode_from_record(r) for r in fresh]
             try:
-                self.episodes.upsert(new_episodes)
+                started = time.perf_counter()
+                self.episodes.upsert_with_vectors(new_episodes, vectors)
                 for record in fresh + retry:
                     salient = is_salient(record)
                     ledger[record["id"]] = LedgerEntry(
@@ -345,6 +399,8 @@ class Memory:
                         distilled=(not salient) or record["id"] not in result.failed,
                         salient=salient,
                     )
+                report.timings["index_s"] = round(time.perf_counter() - started, 3)
+                started = time.perf_counter()
                 checkpoint = PrinciplesCheckpoint(
                     version=self.version + 1,
                     created_at=now_iso(),
@@ -352,12 +408,13 @@ class Memory:
                     reason=reason or _default_reason(report),
                     principles=merged,
                     records=ledger,
-                    usage=dict(result.usage),
+                    usage=dict(report.usage),
                     prompt_version=PROMPT_VERSION,  # type: ignore[typeddict-unknown-key]
                 )
                 version = self.backend.commit(
                     checkpoint, vectorstore, embeddings_changed=bool(fresh), new_episodes=new_episodes
                 )
+                report.timings["persist_s"] = round(time.perf_counter() - started, 3)
             except BaseException:
                 self._load()  # in-memory episodes were touched: go back to what is committed
                 raise

@@ -73,3 +73,15 @@ DISTILL_RECORD = """<feedback id="{id}">
 Judge said: {judge_value} | Expert value: {value}
 Expert feedback: {feedback}
 </feedback>"""
+
+# Consolidation: does a new principle repeat or overturn an existing, similar one?
+CONSOLIDATE_SYSTEM = """You compare rules an AI judge follows. For each numbered pair, say whether the NEW rule
+says the same thing as the OLD rule in other words ("same"), reverses or contradicts it because
+the expert changed their mind ("contradicts"), or is about something else ("different")."""
+
+CONSOLIDATE_USER = """{pairs}
+
+Answer with a JSON object {{"verdicts": [{{"pair": <number>, "relation": "same" | "contradicts" | "different"}}]}}."""
+
+CONSOLIDATE_PAIR = """[{n}] OLD: {old}
+    NEW: {new}"""

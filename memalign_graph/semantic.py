@@ -8,11 +8,11 @@ what it caused. All principles go into every judgment (MemAlign, Databricks 2025
 
 from __future__ import annotations
 
-import math
 import uuid
 from datetime import UTC, datetime
-from typing import NotRequired, TypedDict
+from typing import Literal, NotRequired, TypedDict
 
+import numpy as np
 from langchain_core.embeddings import Embeddings
 
 
@@ -62,59 +62,116 @@ def _normalise(text: str) -> str:
     return " ".join("".join(c for c in text.lower() if c.isalnum() or c.isspace()).split())
 
 
-def _cosine(a: list[float], b: list[float]) -> float:
-    dot = sum(x * y for x, y in zip(a, b))
-    na = math.sqrt(sum(x * x for x in a)) or 1.0
-    nb = math.sqrt(sum(y * y for y in b)) or 1.0
-    return dot / (na * nb)
+Relation = Literal["same", "contradicts", "different"]
+
+
+def _unit(vectors: list[list[float]]) -> np.ndarray:
+    array = np.asarray(vectors, dtype=np.float32).reshape(len(vectors), -1)
+    norms = np.linalg.norm(array, axis=1, keepdims=True)
+    return array / np.where(norms == 0, 1.0, norms)
+
+
+class PrincipleVectors:
+    """Embeddings of principle texts, cached by text (principles are embedded once per process)."""
+
+    def __init__(self, embeddings: Embeddings) -> None:
+        self.embeddings = embeddings
+        self._cache: dict[str, np.ndarray] = {}
+
+    def __call__(self, texts: list[str]) -> np.ndarray:
+        """Unit vectors for ``texts``, shape ``(len(texts), dim)``."""
+        missing = sorted({t for t in texts if t not in self._cache})
+        if missing:
+            for text, vector in zip(missing, _unit(self.embeddings.embed_documents(missing))):
+                self._cache[text] = vector
+        if not texts:
+            return np.zeros((0, 0), dtype=np.float32)
+        return np.stack([self._cache[t] for t in texts])
+
+
+def related_pairs(
+    existing: list[Principle], candidates: list[Principle], vectors: PrincipleVectors, *, low: float, high: float
+) -> list[tuple[str, str, float]]:
+    """Pairs (candidate id, existing id, cosine) whose similarity lies in ``[low, high)``.
+
+    These may say the same thing in other words, or contradict each other; an
+    LLM decides (see :func:`memalign_graph.distill.aclassify_pairs`). At most one
+    pair per candidate: its most similar existing principle.
+    """
+    if not existing or not candidates:
+        return []
+    sims = vectors([c["text"] for c in candidates]) @ vectors([p["text"] for p in existing]).T
+    pairs = []
+    for i, cand in enumerate(candidates):
+        j = int(np.argmax(sims[i]))
+        if low <= float(sims[i, j]) < high:
+            pairs.append((cand["id"], existing[j]["id"], round(float(sims[i, j]), 4)))
+    return pairs
 
 
 def merge_principles(
     existing: list[Principle],
     candidates: list[Principle],
-    embeddings: Embeddings | None = None,
+    vectors: PrincipleVectors | None = None,
     *,
     threshold: float = 0.95,
+    relations: dict[str, tuple[str, Relation]] | None = None,
 ) -> tuple[list[Principle], list[str], dict[str, str]]:
     """Add ``candidates`` to ``existing`` without repeating a principle.
 
     A candidate repeats a principle when their texts are equal after lower-casing
-    and dropping punctuation, or (with ``embeddings``) when the cosine similarity
-    of their embeddings is at least ``threshold``. A repeat is not added; its
-    sources are merged into the principle it repeats.
+    and dropping punctuation, when (with ``vectors``) the cosine similarity of
+    their embeddings is at least ``threshold``, or when ``relations`` says it is
+    the ``same`` as one: it is not added, and its sources are merged into the
+    principle it repeats. A candidate that ``contradicts`` an existing principle
+    (the expert changed the rule) replaces it: the newer feedback wins, and the
+    replaced principle is kept in the new one's ``history``.
 
     Args:
         existing: current principles (not modified).
-        candidates: new principles from distillation.
-        embeddings: used for near-duplicate detection; ``None`` for exact only.
-        threshold: cosine similarity in [0, 1] at or above which two principles
-            count as the same.
+        candidates: new principles from distillation, newer than ``existing``.
+        vectors: embeddings for near-duplicate detection; ``None`` for exact only.
+        threshold: cosine similarity in [0, 1] at or above which two principles are the same.
+        relations: candidate id -> (existing id, ``same``/``contradicts``/``different``),
+            as confirmed by an LLM.
 
     Returns:
-        ``(principles, added_ids, merged)`` where ``merged`` maps each dropped
-        candidate's id to the id of the principle that absorbed it.
+        ``(principles, added_ids, merged)`` where ``merged`` maps each dropped or
+        superseding candidate's id to the id of the existing principle concerned.
     """
     result = [Principle(**p) for p in existing]  # type: ignore[typeddict-item]
     for p in result:
         p["sources"] = list(p["sources"])
     added: list[str] = []
     merged: dict[str, str] = {}
-    if not candidates:
-        return result, added, merged
-    vectors: dict[str, list[float]] = {}
-    if embeddings is not None:
-        texts = [p["text"] for p in result] + [c["text"] for c in candidates]
-        for p, vec in zip(result + list(candidates), embeddings.embed_documents(texts)):
-            vectors[p["id"]] = vec
+    relations = relations or {}
     for cand in candidates:
+        by_id = {p["id"]: p for p in result}
         twin = None
-        for p in result:
-            if _normalise(p["text"]) == _normalise(cand["text"]):
-                twin = p
-                break
-            if vectors and _cosine(vectors[p["id"]], vectors[cand["id"]]) >= threshold:
-                twin = p
-                break
+        other_id, relation = relations.get(cand["id"], ("", "different"))
+        if relation == "same" and other_id in by_id:
+            twin = by_id[other_id]
+        elif relation == "contradicts" and other_id in by_id:
+            old = by_id[other_id]
+            result = [p for p in result if p["id"] != other_id]
+            history = [
+                *old.get("history", []),
+                {**{k: v for k, v in old.items() if k != "history"}, "superseded_at": now_iso()},
+            ]
+            result.append(Principle(**{**cand, "history": history}))  # type: ignore[typeddict-item]
+            added.append(cand["id"])
+            merged[cand["id"]] = other_id
+            continue
+        if twin is None:
+            for p in result:
+                if _normalise(p["text"]) == _normalise(cand["text"]):
+                    twin = p
+                    break
+        if twin is None and vectors is not None and result:
+            sims = vectors([cand["text"]]) @ vectors([p["text"] for p in result]).T
+            j = int(np.argmax(sims[0]))
+            if float(sims[0, j]) >= threshold:
+                twin = result[j]
         if twin is None:
             result.append(Principle(**cand))  # type: ignore[typeddict-item]
             added.append(cand["id"])

@@ -30,8 +30,15 @@ _FEEDBACK = re.compile(r'<feedback id="([^"]+)">.*?Expert feedback: (.*?)\n</fee
 
 
 def default_responder(messages: list[BaseMessage], kwargs: dict[str, Any]) -> str:
-    """Answer a judge prompt with the first allowed value, a distillation prompt with one principle per record."""
+    """Answer judge, distillation and consolidation prompts deterministically.
+
+    Judges with the first allowed value; distills one principle per record (the
+    first sentence of its feedback); calls every consolidation pair ``different``.
+    """
     prompt = "\n".join(m.text for m in messages)
+    if '"verdicts"' in prompt:
+        pairs = re.findall(r"^\[(\d+)\] OLD:", prompt, re.M)
+        return json.dumps({"verdicts": [{"pair": int(n), "relation": "different"} for n in pairs]})
     if "<feedback id=" in prompt:
         principles = []
         for rid, feedback in _FEEDBACK.findall(prompt):

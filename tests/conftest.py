@@ -63,3 +63,23 @@ def value_from_principles(messages: list, kwargs: dict) -> str:
     output = user.split("Case to judge:")[-1]
     value = "fail" if any(rule in output for rule in rules) else "pass"
     return json.dumps({"rationale": f"rules {rules}", "value": value})
+
+
+class KeywordEmbeddings(DeterministicFakeEmbedding):
+    """Bag-of-words hashing: texts sharing words are similar (paraphrase tests need that)."""
+
+    name: str = "keyword-test-embeddings"
+
+    def _vector(self, text: str) -> list[float]:
+        import hashlib
+
+        vec = [0.0] * self.size
+        for word in re.findall(r"[a-z]+", text.lower()):
+            vec[int(hashlib.md5(word.encode()).hexdigest(), 16) % self.size] += 1.0
+        return vec
+
+    def embed_documents(self, texts: list[str]) -> list[list[float]]:
+        return [self._vector(t) for t in texts]
+
+    def embed_query(self, text: str) -> list[float]:
+        return self._vector(text)
