@@ -55,6 +55,13 @@ class Context:
         default=0.98, metadata={"description": "Cosine similarity for precedent='similar'."}
     )
     use_principles: bool = field(default=True, metadata={"description": "Include semantic memory (principles)."})
+    principles_token_budget: int = field(
+        default=2000,
+        metadata={
+            "description": "Estimated tokens of principles in working memory; past it, the most relevant and "
+            "best-supported principles are kept and the judgment lists the ones left out."
+        },
+    )
     use_episodes: bool = field(default=True, metadata={"description": "Include episodic memory (episodes)."})
     max_retries: int = field(default=2, metadata={"description": "Repair-and-retry rounds for an unusable answer."})
     structured_output: str = field(

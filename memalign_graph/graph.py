@@ -50,10 +50,16 @@ def _case(state: JudgeState, memory: Any) -> dict[str, Any]:
 
 
 def retrieve_principles(state: JudgeState, runtime: Runtime[Context]) -> dict[str, Any]:
-    """Semantic memory: every principle (none if ``use_principles`` is off). Validates the case first."""
+    """Semantic memory: every principle, or the most relevant that fit ``principles_token_budget``.
+
+    None if ``use_principles`` is off. Validates the case first.
+    """
     ctx, memory = _memory(runtime)
-    _case(state, memory)
-    return {"principles": memory.principles if ctx.use_principles else []}
+    case = _case(state, memory)
+    if not ctx.use_principles:
+        return {"principles": [], "principles_omitted": []}
+    selected, omitted = memory.select_principles(case, ctx.principles_token_budget)
+    return {"principles": selected, "principles_omitted": omitted}
 
 
 def retrieve_episodes(state: JudgeState, runtime: Runtime[Context]) -> dict[str, Any]:
@@ -85,6 +91,7 @@ def judge(state: JudgeState, runtime: Runtime[Context]) -> dict[str, Any]:
                 "rationale_max_chars": ctx.rationale_max_chars,
             },
         )
+    judgment["principles_omitted"] = state.get("principles_omitted", [])
     if "id" in case:
         judgment["id"] = case["id"]
     return {"judgment": judgment}

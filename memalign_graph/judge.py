@@ -58,6 +58,7 @@ class Judgment(TypedDict):
         value: the allowed value chosen (label, integer, or ``A``/``B``/``tie``).
         rationale: why, in the judge's words.
         principle_ids: principles in working memory.
+        principles_omitted: principles left out because all did not fit the token budget.
         episode_ids: episodes in working memory, most similar first.
         precedent: id of the episode whose expert value was returned, or ``None``.
         scores: probability per allowed value (``str(value)`` keys), when the model gave log-probabilities.
@@ -75,6 +76,7 @@ class Judgment(TypedDict):
     model: str
     usage: Usage
     attempts: int
+    principles_omitted: NotRequired[list[str]]
     id: NotRequired[str]
 
 

@@ -21,7 +21,7 @@ from langchain_core.language_models import BaseChatModel
 
 from memalign_graph.backends.base import LedgerEntry, MemoryBackend, PrinciplesCheckpoint
 from memalign_graph.backends.file import FileBackend
-from memalign_graph.distill import aclassify_pairs, adistill, is_salient
+from memalign_graph.distill import aclassify_pairs, adistill, estimate_tokens, is_salient
 from memalign_graph.episodic import Episode, EpisodicMemory, episode_from_record, unit
 from memalign_graph.errors import MemoryFormatError, RecordError
 from memalign_graph.models import embeddings_name, resolve_chat_model, resolve_embeddings
@@ -169,6 +169,52 @@ class Memory:
             self._load()
             return True
         return False
+
+    def select_principles(
+        self, case: dict[str, Any], token_budget: int | None = None, *, support_weight: float = 0.25
+    ) -> tuple[list[Principle], list[str]]:
+        """The principles for working memory, within ``token_budget`` estimated tokens.
+
+        All principles when they fit (MemAlign's default: all of them in every
+        judgment). Otherwise the most useful ones that fit: ranked by cosine
+        similarity to the case plus ``support_weight`` times their support
+        (``log(1 + sources)`` relative to the best-supported principle; hand-written
+        principles count as the best supported), kept in their stored order.
+
+        Args:
+            case: the case at hand.
+            token_budget: estimated tokens (characters / 4) for principle texts; ``None``: no limit.
+            support_weight: weight of support against similarity, in [0, 1].
+
+        Returns:
+            ``(selected principles, ids of principles left out)``.
+        """
+        principles = self.principles
+        costs = [estimate_tokens(p["text"]) + 2 for p in principles]
+        if token_budget is None or sum(costs) <= token_budget:
+            return principles, []
+        import math
+
+        import numpy as np
+
+        similarity = self._vectors([p["text"] for p in principles]) @ np.asarray(
+            unit([self.embeddings.embed_query(case_text(case))])[0], dtype=np.float32
+        )
+        supports = [math.log1p(len(p["sources"])) if p["sources"] else None for p in principles]
+        best = max([s for s in supports if s is not None], default=1.0) or 1.0
+        scores = [
+            float(sim) + support_weight * ((s if s is not None else best) / best)
+            for sim, s in zip(similarity, supports)
+        ]
+        chosen: set[int] = set()
+        used = 0
+        for i in sorted(range(len(principles)), key=lambda i: -scores[i]):
+            if used + costs[i] <= token_budget:
+                chosen.add(i)
+                used += costs[i]
+        return [p for i, p in enumerate(principles) if i in chosen], [
+            p["id"] for i, p in enumerate(principles) if i not in chosen
+        ]
 
     def retrieve_episodes(self, case: dict[str, Any], k: int = 5) -> list[Episode]:
         """The ``k`` most similar episodes to ``case`` (with ``score``)."""

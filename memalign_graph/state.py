@@ -29,6 +29,7 @@ class JudgeState(JudgeInput, total=False):
     """Working memory as it is assembled node by node."""
 
     principles: list[Principle]
+    principles_omitted: list[str]
     episodes: list[Episode]
     judgment: Judgment
 

@@ -76,3 +76,25 @@ def test_consolidation_failure_falls_back_to_adding(kw_memory):
         max_retries=0,
     )
     assert report.consolidation["pairs"] == 1 and len(kw_memory.principles) == 2 and not report.failed
+
+
+def test_principles_beyond_the_token_budget_are_selected_by_relevance(kw_memory, tmp_path):
+    from memalign_graph import Context, build_judge_graph
+
+    rules = ["Never use raw tables.", "Convert amounts to EUR.", "Greet the customer warmly.", "Cite the dashboard."]
+    for i, rule in enumerate(rules):
+        kw_memory.align([feedback(f"r{i}", f"out {i}", text=rule)], model=StubChatModel())
+    case = {"inputs": "revenue", "outputs": "SELECT amount FROM raw tables"}
+    selected, omitted = kw_memory.select_principles(case, token_budget=8)
+    assert [p["text"] for p in selected] == ["Never use raw tables."] and len(omitted) == 3
+    assert kw_memory.select_principles(case, token_budget=10_000) == (kw_memory.principles, [])
+
+    ctx = Context(
+        memory_dir=kw_memory.backend.location,
+        model=StubChatModel(),
+        embeddings=kw_memory.embeddings,
+        principles_token_budget=8,
+        precedent="off",
+    )
+    judgment = build_judge_graph().compile().invoke(case, context=ctx)["judgment"]
+    assert len(judgment["principle_ids"]) == 1 and sorted(judgment["principles_omitted"]) == sorted(omitted)
