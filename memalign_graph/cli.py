@@ -436,12 +436,8 @@ def demo(
     except (ValueError, OSError, MemAlignError) as exc:
         _fail(exc)
     cfg = result["config"]
-    console.print(
-        curve_table(
-            result["steps"],
-            f"MemAlign on {cfg['dataset']}: train {cfg['train']}, test {cfg['test']}, model {cfg['model']}",
-        )
-    )
+    title = f"MemAlign on {cfg['dataset']}: train {cfg['train']}, test {cfg['test']}, model {cfg['model']}"
+    Console(width=max(console.width, 100)).print(curve_table(result["steps"], title))
     console.print(
         "EM = exact match with the expert. 'seen' = train cases aligned so far (step 0: the whole train shard before "
         f"alignment); 'precedent' = judgments answered by the expert-precedent rule ({precedent}), not the model; "

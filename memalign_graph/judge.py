@@ -93,7 +93,11 @@ def add_usage(total: Usage | dict[str, int], message: BaseMessage) -> None:
 
 
 def _clip(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    """``text`` cut to ``limit`` characters, keeping its start and its end (a question often comes last)."""
+    if len(text) <= limit:
+        return text
+    head = (limit - 1) * 3 // 5
+    return text[:head] + "…" + text[len(text) - (limit - 1 - head) :]
 
 
 def format_case(case: dict[str, Any], limit: int) -> str:
@@ -116,7 +120,7 @@ def build_messages(
     episodes: list[Episode],
     *,
     case_chars: int = 2000,
-    episode_chars: int = 240,
+    episode_chars: int = 200,
 ) -> list[BaseMessage]:
     """Assemble working memory as chat messages.
 
@@ -362,7 +366,7 @@ class JudgeSettings(TypedDict, total=False):
 
 
 DEFAULT_SETTINGS: JudgeSettings = JudgeSettings(
-    max_retries=2, structured_output="auto", rationale_max_chars=300, case_chars=2000, episode_chars=240
+    max_retries=2, structured_output="auto", rationale_max_chars=300, case_chars=2000, episode_chars=200
 )
 
 

@@ -86,9 +86,11 @@ def test_working_memory_without_memory_has_no_sections():
 
 
 def test_working_memory_clips_long_fields():
-    long_case = {"inputs": "x" * 5000, "outputs": "y"}
+    long_case = {"inputs": "Knowledge: " + "x" * 5000 + " Question: who?", "outputs": "y"}
     _, user = build_messages(CATEGORICAL, long_case, [], [], case_chars=100)
-    assert "x" * 99 + "…" in user.text and "x" * 101 not in user.text
+    clipped = user.text.split("Input: ")[1].split("\n")[0]
+    assert len(clipped) == 100 and clipped.startswith("Knowledge: x") and clipped.endswith("Question: who?")
+    assert "…" in clipped
 
 
 def test_schema_enumerates_values():
