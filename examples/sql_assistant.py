@@ -39,7 +39,7 @@ class AgentState(TypedDict, total=False):
 def write_sql(state: AgentState) -> dict:
     """A deliberately naive drafter: reads raw tables (what the house rules forbid)."""
     table = "orders" if "order" in state["request"].lower() else "payments"
-    return {"sql": f"SELECT * FROM raw.{table} -- {state['request']}", "attempts": ["draft"]}
+    return {"sql": f"SELECT * FROM raw.{table}", "attempts": ["draft"]}
 
 
 def revise(state: AgentState) -> dict:
@@ -85,7 +85,7 @@ def main() -> None:
     memory = Memory.create(memory_dir, SPEC)
     context = Context(memory_dir=memory_dir, model=args.model, review="all")
     judge = build_judge_graph().compile()
-    next_case = {"inputs": "Weekly order count", "outputs": "SELECT * FROM raw.orders -- Weekly order count"}
+    next_case = {"inputs": "Weekly order count", "outputs": "SELECT count(*) FROM raw.orders GROUP BY week"}
     before = judge.invoke(next_case, context=Context(memory_dir=memory_dir, model=args.model))["judgment"]
 
     agent = build_agent()

@@ -23,7 +23,13 @@ from memalign_graph.context import Context, resolve_context
 from memalign_graph.judge import find_precedent, precedent_judgment, run_judge
 from memalign_graph.memory import open_memory
 from memalign_graph.models import resolve_chat_model
-from memalign_graph.review import needs_review, record_from_review, review_answer_model, review_payload
+from memalign_graph.review import (
+    corrected_judgment,
+    needs_review,
+    record_from_review,
+    review_answer_model,
+    review_payload,
+)
 from memalign_graph.spec import parse_record
 from memalign_graph.state import (
     AlignInput,
@@ -176,8 +182,11 @@ def distill_review(state: ReviewState, runtime: Runtime[Context]) -> dict[str, A
     ctx, memory = _memory(runtime)
     review = state["review"] or {}
     record = record_from_review(_case(state, memory), state["judgment"], review, store_accepted=ctx.store_accepted)
+    update: dict[str, Any] = {"report": None}
+    if review.get("action") == "correct" and review.get("value") is not None:
+        update["judgment"] = corrected_judgment(state["judgment"], review)
     if record is None:
-        return {"report": None}
+        return update
     report = memory.align(
         [record],
         model=resolve_chat_model(ctx.model, base_url=ctx.base_url),
@@ -186,7 +195,7 @@ def distill_review(state: ReviewState, runtime: Runtime[Context]) -> dict[str, A
         author=review.get("reviewer") or "expert",
         reason=f"review of {record['id']}: {review['action']}",
     )
-    return {"report": report.to_dict()}
+    return {**update, "report": report.to_dict()}
 
 
 def build_review_graph() -> StateGraph:
@@ -195,7 +204,8 @@ def build_review_graph() -> StateGraph:
     ``retrieve_principles → retrieve_episodes → judge → [collect_feedback → distill] → END``;
     the review policy (``Context.review``) decides whether a judgment goes to the
     expert. Compile with a checkpointer to pause and resume. Output:
-    ``{"judgment", "review", "report"}``.
+    ``{"judgment", "review", "report"}``; when the expert corrected the value,
+    ``judgment`` carries the expert's value (see :func:`corrected_judgment`).
     """
     builder = StateGraph(ReviewState, context_schema=Context, input_schema=JudgeInput, output_schema=ReviewOutput)
     builder.add_node("retrieve_principles", retrieve_principles)

@@ -176,3 +176,20 @@ def record_from_review(
         if (answer.get("feedback") or "").strip():
             record["feedback"] = answer["feedback"].strip()
     return record
+
+
+def corrected_judgment(judgment: Judgment, answer: dict[str, Any]) -> Judgment:
+    """The judgment after an expert corrected its value: the expert's value is the final word.
+
+    ``judge_value`` keeps what the judge said, ``corrected_by`` who corrected it.
+    """
+    said = (answer.get("feedback") or "").strip()
+    return Judgment(  # type: ignore[typeddict-item]
+        **{
+            **judgment,
+            "value": answer["value"],
+            "rationale": f"Expert correction: {said}" if said else "Expert correction.",
+            "judge_value": judgment["value"],
+            "corrected_by": answer.get("reviewer") or "expert",
+        }
+    )

@@ -89,6 +89,8 @@ def test_interrupt_payload_and_correction_changes_memory(memory, review_ctx):
     }
     done = graph.invoke(Command(resume=answer), cfg(), context=review_ctx)
     assert done["review"] == answer and done["report"]["added"] == ["q-1"]
+    assert done["judgment"]["value"] == "fail" and done["judgment"]["judge_value"] == "pass"  # the expert's word
+    assert done["judgment"]["corrected_by"] == "ana" and "certified view" in done["judgment"]["rationale"]
     memory.refresh()
     assert memory.version == 1 and memory.episodes.get(["q-1"])[0]["value"] == "fail"
     assert memory.backend.versions()[-1]["author"] == "ana"
