@@ -22,8 +22,11 @@ def run_with_expert(
     return out
 
 
-def report_change(before: dict[str, Any], after: dict[str, Any], memory: Any) -> None:
-    """Print how the judgment of the same new case changed, and the memory behind it."""
+def report_change(before: dict[str, Any], after: dict[str, Any], memory: Any, expected: Any) -> None:
+    """Print how the judgment of the same new case changed, and the memory behind it.
+
+    ``expected`` is the value the expert's rule implies for that case.
+    """
     memory.refresh()
     print(f"\nnext similar case, judged before the correction: {before['value']!r} ({before['rationale']})")
     print(f"next similar case, judged after the correction:  {after['value']!r} ({after['rationale']})")
@@ -33,10 +36,15 @@ def report_change(before: dict[str, Any], after: dict[str, Any], memory: Any) ->
     for eid in after["episode_ids"][:1]:
         episode = memory.episodes.get([eid])[0]
         print(f"  most similar episode: {eid}, expert value {episode.get('value')!r}: {episode.get('feedback')}")
-    if before["value"] == after["value"]:
-        print(
-            "  The judgment did not change: the embedded 135M model does not reliably follow retrieved memory. "
-            "With a capable model (--model openai:gpt-4.1-mini) the principle and episode above are what it reads."
-        )
+    caveat = (
+        "the embedded 135M model does not reliably follow retrieved memory; with a capable model "
+        "(--model openai:gpt-4.1-mini) the principle and episode above are what it reads."
+    )
+    if after["value"] == expected and before["value"] != expected:
+        print(f"  After one correction the judge agrees with the expert's rule ({expected!r}).")
+    elif after["value"] == expected:
+        print(f"  The judge said {expected!r} before and after; this case does not show the correction's effect.")
+    elif after["value"] == before["value"]:
+        print(f"  The judgment did not change (the rule implies {expected!r}): {caveat}")
     else:
-        print("  The judgment changed after one correction.")
+        print(f"  The judgment changed, but not to {expected!r}, what the rule implies: {caveat}")

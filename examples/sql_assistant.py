@@ -103,7 +103,7 @@ def main() -> None:
     print(f"  final SQL after {len(out['attempts'])} attempt(s): {out['sql']}")
 
     after = judge.invoke(next_case, context=Context(memory_dir=memory_dir, model=args.model))["judgment"]
-    report_change(before, after, memory)
+    report_change(before, after, memory, expected="fail")
     print(f"\nmemory: {memory_dir} (version {memory.version})")
 
 

@@ -80,7 +80,7 @@ def main() -> None:
     print(f"  tone {out['tone']['value']}; escalated: {out.get('escalated', False)}")
 
     after = judge.invoke(next_case, context=Context(memory_dir=memory_dir, model=args.model))["judgment"]
-    report_change(before, after, memory)
+    report_change(before, after, memory, expected=2)
     print(f"\nmemory: {memory_dir} (version {memory.version})")
 
 
