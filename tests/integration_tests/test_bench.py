@@ -16,3 +16,9 @@ def test_bench_align_counts_calls_and_phases():
     assert figures["align_tokens_sent_60"] > 0
     assert figures["align_non_llm_s_60"] >= figures["align_embed_s_60"] > 0
     assert len({r["id"] for r in synthetic_records(60)}) == 60
+
+
+@pytest.mark.skipif(importlib.util.find_spec("sentence_transformers") is None, reason="make minilm not run")
+def test_bench_align_with_minilm():
+    figures = bench_align(30, latency_s=0.0, embeddings="minilm")
+    assert figures["align_llm_calls_30"] == 1 and figures["align_embed_s_30"] > 0
