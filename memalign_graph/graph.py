@@ -118,18 +118,23 @@ def distill(state: AlignState, runtime: Runtime[Context]) -> dict[str, Any]:
     return {"report": report.to_dict()}
 
 
-def build_judge_graph() -> StateGraph:
-    """The judge graph, uncompiled: ``START → retrieve_principles → retrieve_episodes → judge → END``.
-
-    Input: :class:`JudgeInput`; output: ``{"judgment": Judgment}``.
-    """
-    builder = StateGraph(JudgeState, context_schema=Context, input_schema=JudgeInput, output_schema=JudgeOutput)
+def _add_judging(builder: StateGraph) -> None:
+    """``START → retrieve_principles → retrieve_episodes → judge``, shared by the judge and review graphs."""
     builder.add_node("retrieve_principles", retrieve_principles)
     builder.add_node("retrieve_episodes", retrieve_episodes)
     builder.add_node("judge", judge)
     builder.add_edge(START, "retrieve_principles")
     builder.add_edge("retrieve_principles", "retrieve_episodes")
     builder.add_edge("retrieve_episodes", "judge")
+
+
+def build_judge_graph() -> StateGraph:
+    """The judge graph, uncompiled: ``START → retrieve_principles → retrieve_episodes → judge → END``.
+
+    Input: :class:`JudgeInput`; output: ``{"judgment": Judgment}``.
+    """
+    builder = StateGraph(JudgeState, context_schema=Context, input_schema=JudgeInput, output_schema=JudgeOutput)
+    _add_judging(builder)
     builder.add_edge("judge", END)
     return builder
 
@@ -208,14 +213,9 @@ def build_review_graph() -> StateGraph:
     ``judgment`` carries the expert's value (see :func:`corrected_judgment`).
     """
     builder = StateGraph(ReviewState, context_schema=Context, input_schema=JudgeInput, output_schema=ReviewOutput)
-    builder.add_node("retrieve_principles", retrieve_principles)
-    builder.add_node("retrieve_episodes", retrieve_episodes)
-    builder.add_node("judge", judge)
+    _add_judging(builder)
     builder.add_node("collect_feedback", collect_feedback)
     builder.add_node("distill", distill_review)
-    builder.add_edge(START, "retrieve_principles")
-    builder.add_edge("retrieve_principles", "retrieve_episodes")
-    builder.add_edge("retrieve_episodes", "judge")
     builder.add_conditional_edges("judge", route_review, ["collect_feedback", END])
     builder.add_edge("collect_feedback", "distill")
     builder.add_edge("distill", END)

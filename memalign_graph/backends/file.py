@@ -69,13 +69,13 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def atomic_write_json(path: Path, data: Any) -> None:
-    """Write JSON to ``path`` atomically (temp file, fsync, rename, fsync dir)."""
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` atomically (temp file, fsync, rename, fsync dir)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, ensure_ascii=False, indent=1)
+            fh.write(text)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -84,6 +84,11 @@ def atomic_write_json(path: Path, data: Any) -> None:
             os.unlink(tmp)
         raise
     _fsync_dir(path.parent)
+
+
+def atomic_write_json(path: Path, data: Any) -> None:
+    """Write JSON to ``path`` atomically (see :func:`atomic_write_text`)."""
+    atomic_write_text(path, json.dumps(data, ensure_ascii=False, indent=1))
 
 
 class FileBackend(MemoryBackend):
@@ -227,9 +232,9 @@ class FileBackend(MemoryBackend):
         principles_rel = f"principles/v{version:06d}.json"
         episodes_rel = manifest["episodes"]
         if new_episodes:
-            _atomic_write_lines(
+            atomic_write_text(
                 self.path / "episodes" / "log" / f"v{version:06d}.jsonl",
-                [json.dumps(e, ensure_ascii=False) for e in new_episodes],
+                "".join(json.dumps(e, ensure_ascii=False) + "\n" for e in new_episodes),
             )
         if embeddings_changed:
             assert vectorstore is not None
@@ -291,7 +296,7 @@ class FileBackend(MemoryBackend):
             kept = [line for line in lines if json.loads(line)["id"] not in record_ids]
             if len(kept) != len(lines):
                 if kept:
-                    _atomic_write_lines(file, kept)
+                    atomic_write_text(file, "".join(line + "\n" for line in kept))
                 else:
                     file.unlink()
         self._collect_garbage(keep={self._manifest()["episodes"]})
@@ -335,22 +340,6 @@ class FileBackend(MemoryBackend):
                 yield
             finally:
                 fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
-
-
-def _atomic_write_lines(path: Path, lines: list[str]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write("\n".join(lines) + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(path.parent)
 
 
 def _now() -> str:
