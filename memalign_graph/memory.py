@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from langchain_core.embeddings import Embeddings
 from langchain_core.language_models import BaseChatModel
 
@@ -193,10 +196,6 @@ class Memory:
         costs = [estimate_tokens(p["text"]) + 2 for p in principles]
         if token_budget is None or sum(costs) <= token_budget:
             return principles, []
-        import math
-
-        import numpy as np
-
         similarity = self._vectors([p["text"] for p in principles]) @ np.asarray(
             unit([self.embeddings.embed_query(case_text(case))])[0], dtype=np.float32
         )
@@ -251,20 +250,8 @@ class Memory:
             asyncio.get_running_loop()
         except RuntimeError:
             return asyncio.run(self.aalign(records, **kwargs))
-        box: dict[str, Any] = {}
-
-        def target() -> None:
-            try:
-                box["result"] = asyncio.run(self.aalign(records, **kwargs))
-            except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
-                box["error"] = exc
-
-        thread = threading.Thread(target=target)
-        thread.start()
-        thread.join()
-        if "error" in box:
-            raise box["error"]
-        return box["result"]
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            return pool.submit(asyncio.run, self.aalign(records, **kwargs)).result()
 
     async def aalign(
         self,
