@@ -12,6 +12,7 @@ import random
 import statistics
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -90,6 +91,132 @@ def bench_align(
                 }
             )
     return {key: round(statistics.median(r[key] for r in results), 3) for key in results[0]}
+
+
+def _synthetic_memory(path: Path, n: int, seed: int = 0) -> Any:
+    """A memory of ``n`` episodes with random unit vectors (so 100 000 take seconds, not an hour of embedding)."""
+    import numpy as np
+
+    from memalign_graph.backends.base import PrinciplesCheckpoint
+    from memalign_graph.episodic import episode_from_record
+    from memalign_graph.memory import Memory
+    from memalign_graph.semantic import new_principle, now_iso
+
+    memory = Memory.create(path, SPEC)
+    dim = memory.backend.load(memory.embeddings).embeddings_info["dim"]
+    rng = np.random.default_rng(seed)
+    records = synthetic_records(n, seed)
+    for start in range(0, n, 20_000):
+        chunk = records[start : start + 20_000]
+        vectors = rng.standard_normal((len(chunk), dim)).astype(np.float32)
+        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+        memory.episodes.upsert_with_vectors([episode_from_record(r) for r in chunk], vectors.tolist())
+    principles = [new_principle(rule, [f"bench-{i}"], "bench") for i, rule in enumerate(_RULES)]
+    ledger = {r["id"]: {"hash": episode_from_record(r)["record_hash"], "distilled": True} for r in records}
+    checkpoint = PrinciplesCheckpoint(
+        version=1,
+        created_at=now_iso(),
+        author="bench",
+        reason=f"{n} synthetic episodes",
+        principles=principles,
+        records=ledger,  # type: ignore[typeddict-item]
+    )
+    memory.backend.commit(checkpoint, memory.episodes.vectorstore, embeddings_changed=True)
+    return memory
+
+
+def _cases(count: int, seed: int = 1) -> list[dict[str, Any]]:
+    return [{"inputs": r["inputs"], "outputs": r["outputs"]} for r in synthetic_records(count, seed)]
+
+
+def bench_retrieval(sizes: Sequence[int] = (100, 10_000, 100_000), *, queries: int = 50) -> dict[str, float]:
+    """Working-memory assembly per judgment: embed the case (for real), vector search (k=5), load principles.
+
+    Also the load time of a memory from disk (median of 3) and the resident memory of a
+    fresh process that loads it, at the largest size.
+
+    Returns:
+        ``retrieval_p50_ms_N``, ``retrieval_p95_ms_N`` per size; ``load_s_N``, ``rss_mib_N`` at the largest.
+    """
+    import subprocess
+    import sys
+
+    from memalign_graph.memory import Memory
+
+    figures: dict[str, float] = {}
+    cases = _cases(queries)
+    for size in sizes:
+        with tempfile.TemporaryDirectory() as tmp:
+            _synthetic_memory(Path(tmp) / "mem", size)
+            memory = Memory.open(Path(tmp) / "mem")
+            memory.retrieve_episodes(cases[0], 5)  # warm the embedder
+            times = []
+            for case in cases:
+                started = time.perf_counter()
+                memory.select_principles(case, 2000)
+                memory.retrieve_episodes(case, 5)
+                times.append((time.perf_counter() - started) * 1000)
+            times.sort()
+            figures[f"retrieval_p50_ms_{size}"] = round(statistics.median(times), 2)
+            figures[f"retrieval_p95_ms_{size}"] = round(times[int(0.95 * (len(times) - 1))], 2)
+            if size == max(sizes):
+                loads = []
+                for _ in range(3):
+                    started = time.perf_counter()
+                    Memory.open(Path(tmp) / "mem")
+                    loads.append(time.perf_counter() - started)
+                figures[f"load_s_{size}"] = round(statistics.median(loads), 3)
+                code = (
+                    "import resource, sys; from memalign_graph.memory import Memory; "
+                    "m = Memory.open(sys.argv[1]); m.retrieve_episodes({'inputs': 'q', 'outputs': 'a'}, 5); "
+                    "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
+                )
+                out = subprocess.run(
+                    [sys.executable, "-c", code, str(Path(tmp) / "mem")], capture_output=True, text=True, check=True
+                )
+                figures[f"rss_mib_{size}"] = round(int(out.stdout.strip().splitlines()[-1]) / 1024, 1)
+    return figures
+
+
+def bench_judge_batch(
+    n: int = 100, *, latency_s: float = 0.2, concurrency: int = 10, runs: int = 3
+) -> dict[str, float]:
+    """``n`` judgments through the judge graph (``abatch``, ``max_concurrency``) with a stub of fixed latency.
+
+    Returns:
+        ``judge_batch_s_N`` (median wall seconds) and ``judge_batch_ideal_s_N``
+        (``ceil(n / concurrency) * latency``, the floor set by the model alone).
+    """
+    import asyncio
+    import math
+
+    from memalign_graph.context import Context
+    from memalign_graph.graph import build_judge_graph
+
+    graph = build_judge_graph().compile()
+    cases = _cases(n, seed=7)
+    walls = []
+    with tempfile.TemporaryDirectory() as tmp:
+        _synthetic_memory(Path(tmp) / "mem", 1000)
+        context = Context(memory_dir=str(Path(tmp) / "mem"), model=StubChatModel(latency_s=latency_s), precedent="off")
+        graph.invoke(cases[0], context=context)  # warm up: memory load, embedder
+        for _ in range(runs):
+            started = time.perf_counter()
+            asyncio.run(graph.abatch(cases, {"max_concurrency": concurrency}, context=context))
+            walls.append(time.perf_counter() - started)
+    return {
+        f"judge_batch_s_{n}": round(statistics.median(walls), 3),
+        f"judge_batch_ideal_s_{n}": round(math.ceil(n / concurrency) * latency_s, 3),
+    }
+
+
+def run_all(quick: bool = False) -> dict[str, float]:
+    """Every figure of ``memalign bench`` (``quick``: smaller sizes, one run)."""
+    figures: dict[str, float] = {}
+    figures.update(bench_retrieval((100, 1000) if quick else (100, 10_000, 100_000), queries=20 if quick else 50))
+    figures.update(bench_judge_batch(100, runs=1 if quick else 3))
+    figures.update(bench_align(200 if quick else 1000, latency_s=1.0))
+    return figures
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -449,6 +449,102 @@ def demo(
     )
 
 
+@app.command("eval")
+def evaluate(
+    data: Annotated[Path, typer.Argument(help="JSONL (project format), LLMBar JSON or Prometheus JSON.")],
+    labels: Annotated[Optional[str], typer.Option(help="Categorical judge: comma-separated labels.")] = None,
+    scale: Annotated[Optional[str], typer.Option(help="Numeric judge: LO-HI.")] = None,
+    pairwise: Annotated[bool, typer.Option("--pairwise", help="Pairwise judge.")] = False,
+    criterion: Annotated[Optional[str], typer.Option(help="The judge's criterion (default: the data's).")] = None,
+    model: ModelOpt = None,
+    embeddings: EmbOpt = None,
+    train_size: Annotated[int, typer.Option(help="Train cases (feedback); the rest is the test set.")] = 50,
+    steps: Annotated[str, typer.Option(help="Feedback counts to measure after.")] = "0,2,5,10,20,50",
+    runs: Annotated[int, typer.Option(help="Seeded runs (different splits).")] = 3,
+    ablation: Annotated[
+        str, typer.Option(help="Memory ablations: both,semantic,episodic,none.")
+    ] = "both,semantic,episodic,none",
+    signal: Annotated[str, typer.Option(help="Learning signals: both,value,feedback.")] = "both",
+    limit: Annotated[Optional[int], typer.Option(help="Use N cases in all (seeded sample).")] = None,
+    k: Annotated[int, typer.Option(help="Episodes per judgment.")] = 5,
+    precedent: Annotated[
+        str, typer.Option(help="Expert precedent: off (default: measure the model), exact, similar.")
+    ] = "off",
+    seed: Annotated[int, typer.Option(help="Base seed.")] = 0,
+    concurrency: Annotated[int, typer.Option(help="Judgments in flight.")] = 2,
+    out: Annotated[Path, typer.Option(help="Output directory.")] = Path("eval-output"),
+) -> None:
+    """Reproduce the method's experiment on DATA: progressive alignment, agreement on seen and unseen cases."""
+    import random
+
+    from memalign_graph.evaluation import EvalConfig, markdown_table, run_eval
+    from memalign_graph.loaders import load_dataset
+    from memalign_graph.spec import JudgeSpec
+
+    try:
+        chosen = [given for given in (labels, scale, pairwise) if given]
+        if len(chosen) > 1:
+            raise ValueError("give at most one of --labels, --scale, --pairwise")
+        name = data.stem
+        spec = None
+        if labels:
+            spec = JudgeSpec.categorical(name, criterion or "Judge the output.", [x.strip() for x in labels.split(",")])
+        elif scale:
+            low, _, high = scale.partition("-")
+            spec = JudgeSpec.numeric(name, criterion or "Score the output.", int(low), int(high))
+        elif pairwise:
+            spec = JudgeSpec.pairwise(name, criterion or "Which output is better?")
+        records, spec = load_dataset(data, spec)
+        if criterion and spec.criterion != criterion:
+            spec = JudgeSpec.from_dict({**spec.to_dict(), "criterion": criterion})
+        if limit is not None:
+            if limit < 2:
+                raise ValueError("--limit must be at least 2")
+            records = random.Random(seed).sample(records, min(limit, len(records)))
+        config = EvalConfig(
+            train_size=min(train_size, len(records) - 1),
+            steps=[int(s) for s in steps.split(",") if s.strip()],
+            runs=runs,
+            ablations=[a.strip() for a in ablation.split(",") if a.strip()],
+            signals=[s.strip() for s in signal.split(",") if s.strip()],
+            model=model,
+            embeddings=embeddings,
+            k=k,
+            precedent=precedent,
+            seed=seed,
+            concurrency=concurrency,
+        )
+        result = run_eval(records, spec, config, out)
+    except (ValueError, OSError, MemAlignError) as exc:
+        _fail(exc)
+    print(markdown_table(result["rows"], result["metric"]))
+    console.print(
+        f"wrote {out / 'summary.csv'}, {out / 'summary.json'}, {out / 'predictions.jsonl'}, {out / 'curves.png'}"
+    )
+
+
+@app.command()
+def bench(
+    out: Annotated[Optional[Path], typer.Option(help="Write the figures here as JSON.")] = None,
+    quick: Annotated[
+        bool, typer.Option("--quick", help="Smaller sizes and one run (a minute instead of several).")
+    ] = False,
+) -> None:
+    """Performance figures on this machine (offline embedder, stub LLM of fixed latency); medians over runs."""
+    from memalign_graph.bench import run_all
+
+    figures = run_all(quick=quick)
+    table = Table(title="memalign bench", box=box.SIMPLE_HEAD)
+    table.add_column("figure")
+    table.add_column("value", justify="right")
+    for name, value in figures.items():
+        table.add_row(name, f"{value:g}")
+    console.print(table)
+    if out:
+        out.write_text(json.dumps(figures, indent=1) + "\n", encoding="utf-8")
+        console.print(f"wrote {out}")
+
+
 def main() -> None:
     """Console-script entry point."""
     app()

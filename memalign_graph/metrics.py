@@ -2,6 +2,7 @@
 
 * Exact match: share of cases where the judge's value equals the expert's
   (categorical and pairwise judgments).
+* Cohen's kappa and the confusion matrix (categorical and pairwise), via scikit-learn.
 * Concordance correlation coefficient, CCC (Lin, 1989, *A concordance
   correlation coefficient to evaluate reproducibility*, Biometrics 45:255-268):
   ``2 cov(x, y) / (var(x) + var(y) + (mean(x) - mean(y))^2)`` with population
@@ -49,6 +50,30 @@ def ccc(predicted: Sequence[float], expected: Sequence[float]) -> float | None:
     if denominator == 0.0:
         return 1.0 if np.array_equal(x, y) else 0.0
     return 2.0 * cov / denominator
+
+
+def cohen_kappa(predicted: Sequence[Any], expected: Sequence[Any], labels: Sequence[Any]) -> float | None:
+    """Cohen's kappa (Cohen, 1960): agreement beyond chance, in [-1, 1]; ``None`` for no cases.
+
+    Computed with scikit-learn's ``cohen_kappa_score``. 1.0 when both sides give
+    the same single label throughout (perfect, if degenerate, agreement).
+    """
+    if not expected:
+        return None
+    from sklearn.metrics import cohen_kappa_score
+
+    if len(set(predicted) | set(expected)) == 1:
+        return 1.0
+    return float(cohen_kappa_score(list(expected), list(predicted), labels=list(labels)))
+
+
+def confusion(predicted: Sequence[Any], expected: Sequence[Any], labels: Sequence[Any]) -> list[list[int]]:
+    """Confusion matrix (scikit-learn): rows are the expert's values, columns the judge's, in ``labels`` order."""
+    from sklearn.metrics import confusion_matrix
+
+    if not expected:
+        return [[0] * len(labels) for _ in labels]
+    return confusion_matrix(list(expected), list(predicted), labels=list(labels)).tolist()
 
 
 def agreement(kind: str, predicted: Sequence[Any], expected: Sequence[Any]) -> float | None:

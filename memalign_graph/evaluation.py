@@ -1,0 +1,391 @@
+"""The MemAlign authors' experiment as a library call: progressive alignment, agreement on seen and unseen cases.
+
+Protocol (after the MemAlign authors: train 50, progressive shards, 3 runs, k=5):
+for each run, a seeded shuffle splits the data into a train set (the first
+``train_size``) and a test set (the rest). A fresh judge is aligned step by
+step on the next shard of train feedback; before a shard is aligned the judge
+judges it (that is the judge's own earlier value stored in the episode); after
+each step it judges the train cases seen so far and the whole test set.
+Test cases never enter memory. Ablations switch semantic and episodic memory;
+the learning signal keeps the expert's value, their feedback text, or both.
+The expert-precedent rule is off by default so the figures are the model's own.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import random
+import shutil
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from memalign_graph.context import Context
+from memalign_graph.graph import build_judge_graph
+from memalign_graph.memory import Memory
+from memalign_graph.metrics import ccc, cohen_kappa, confusion, exact_match
+from memalign_graph.spec import FeedbackRecord, JudgeSpec
+
+ABLATIONS: dict[str, tuple[bool, bool]] = {
+    "both": (True, True),
+    "semantic": (True, False),
+    "episodic": (False, True),
+    "none": (False, False),
+}
+SIGNALS = ("both", "value", "feedback")
+
+
+@dataclass
+class EvalConfig:
+    """Settings of one evaluation (defaults follow the MemAlign authors' protocol).
+
+    Attributes:
+        train_size: cases in the train set (the rest is the test set).
+        steps: feedback counts after which agreement is measured; 0 is the unaligned judge.
+        runs: seeded repetitions (different splits); results are mean and standard deviation.
+        ablations: subset of ``both``, ``semantic``, ``episodic``, ``none``.
+        signals: subset of ``both``, ``value``, ``feedback``.
+        model: chat model spec or instance (see :func:`memalign_graph.models.resolve_chat_model`).
+        embeddings: embeddings spec or instance.
+        k: episodes retrieved per judgment.
+        precedent: expert-precedent mode (``off`` by default: measure the model).
+        seed: base seed; run ``r`` uses ``seed + r``.
+        concurrency: judgments in flight.
+    """
+
+    train_size: int = 50
+    steps: Sequence[int] = (0, 2, 5, 10, 20, 50)
+    runs: int = 3
+    ablations: Sequence[str] = ("both", "semantic", "episodic", "none")
+    signals: Sequence[str] = ("both",)
+    model: Any = None
+    embeddings: Any = None
+    k: int = 5
+    precedent: str = "off"
+    seed: int = 0
+    concurrency: int = 2
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming the first bad setting."""
+        if unknown := set(self.ablations) - set(ABLATIONS):
+            raise ValueError(f"unknown ablation(s) {sorted(unknown)}; use {', '.join(ABLATIONS)}")
+        if unknown := set(self.signals) - set(SIGNALS):
+            raise ValueError(f"unknown signal(s) {sorted(unknown)}; use {', '.join(SIGNALS)}")
+        if self.runs < 1 or self.train_size < 1:
+            raise ValueError("runs and train_size must be at least 1")
+        if any(s < 0 for s in self.steps):
+            raise ValueError("steps must be non-negative feedback counts")
+
+
+def split(
+    records: list[FeedbackRecord], train_size: int, seed: int
+) -> tuple[list[FeedbackRecord], list[FeedbackRecord]]:
+    """Seeded shuffle, then the first ``train_size`` records are train and the rest test.
+
+    Raises:
+        ValueError: if no test case would remain.
+    """
+    if train_size >= len(records):
+        raise ValueError(f"train size {train_size} leaves no test case among {len(records)} records")
+    order = list(records)
+    random.Random(seed).shuffle(order)
+    return order[:train_size], order[train_size:]
+
+
+def with_signal(record: FeedbackRecord, signal: str) -> FeedbackRecord | None:
+    """The record as the learning signal allows: ``value`` only, ``feedback`` only, or ``both``.
+
+    Returns ``None`` if nothing of the record is left (e.g. no feedback text under ``feedback``).
+    """
+    out = dict(record)
+    if signal == "value":
+        out.pop("feedback", None)
+    elif signal == "feedback":
+        out.pop("value", None)
+    return out if ("value" in out or "feedback" in out) else None  # type: ignore[return-value]
+
+
+def judge_all(
+    graph: Any,
+    cases: list[FeedbackRecord],
+    context: Context,
+    concurrency: int,
+    on_done: Callable[[], None] | None = None,
+) -> list[dict[str, Any]]:
+    """Judgments of ``cases`` in order (the expert's verdict is never shown to the judge)."""
+    inputs = [{k: c[k] for k in ("id", "inputs", "outputs", "expectations") if k in c} for c in cases]
+    results: list[Any] = [None] * len(inputs)
+    for index, output in graph.batch_as_completed(inputs, {"max_concurrency": concurrency}, context=context):
+        if isinstance(output, Exception):
+            raise output
+        results[index] = output["judgment"]
+        if on_done:
+            on_done()
+    return results
+
+
+def score(spec: JudgeSpec, judgments: list[dict[str, Any]], cases: list[FeedbackRecord]) -> dict[str, Any]:
+    """Agreement of judgments with the experts' values: EM, kappa and confusion (or CCC for numeric)."""
+    pairs = [(j["value"], c["value"]) for j, c in zip(judgments, cases) if "value" in c]
+    predicted, expected = [p for p, _ in pairs], [e for _, e in pairs]
+    out: dict[str, Any] = {"n": len(pairs), "exact_match": exact_match(predicted, expected)}
+    if spec.kind == "numeric":
+        out["ccc"] = ccc(predicted, expected)
+    else:
+        out["kappa"] = cohen_kappa(predicted, expected, spec.values)
+        out["confusion"] = confusion(predicted, expected, spec.values)
+    return out
+
+
+def primary(spec: JudgeSpec) -> str:
+    """The headline metric: CCC for numeric judges, exact match otherwise."""
+    return "ccc" if spec.kind == "numeric" else "exact_match"
+
+
+def run_eval(
+    records: list[FeedbackRecord],
+    spec: JudgeSpec,
+    config: EvalConfig,
+    out: str | Path,
+    *,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Run the protocol (module docstring) and write its outputs under ``out``.
+
+    Writes ``predictions.jsonl`` (one line per judgment), ``summary.csv`` and
+    ``summary.json`` (mean and standard deviation over runs per ablation, signal
+    and step, with alignment seconds, LLM calls and tokens), and ``curves.png``
+    (learning curves, seen and unseen panels, a line per ablation and signal).
+    Memories are kept under ``out/memory/``.
+
+    Returns:
+        ``{"config", "rows", "metric"}``; each row: ``ablation``, ``signal``, ``step``,
+        ``seen``/``unseen`` (``{"mean", "std", "n"}`` of the headline metric),
+        ``seen_kappa``/``unseen_kappa`` (categorical), ``align_s``, ``llm_calls``,
+        ``align_tokens``, ``judge_tokens`` (means over runs).
+
+    Raises:
+        ValueError: for a bad configuration or too few records.
+    """
+    from tqdm import tqdm
+
+    config.validate()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    steps = sorted({0, *(min(s, config.train_size) for s in config.steps)})
+    graph = build_judge_graph().compile()
+    metric = primary(spec)
+    test_n = len(records) - config.train_size
+    per_combo = sum(test_n + s for s in steps) + max(steps)
+    bar = tqdm(
+        total=config.runs * len(config.ablations) * len(config.signals) * per_combo,
+        unit="judgment",
+        disable=not progress,
+    )
+    cells: dict[tuple[str, str, int], list[dict[str, Any]]] = {}
+    with open(out / "predictions.jsonl", "w", encoding="utf-8") as predictions:
+        for run in range(config.runs):
+            train, test = split(records, config.train_size, config.seed + run)
+            for signal in config.signals:
+                for ablation in config.ablations:
+                    use_principles, use_episodes = ABLATIONS[ablation]
+                    memory_dir = out / "memory" / f"run{run}-{signal}-{ablation}"
+                    if memory_dir.exists():
+                        shutil.rmtree(memory_dir)
+                    memory = Memory.create(memory_dir, spec, embeddings=config.embeddings)
+                    context = Context(
+                        memory_dir=str(memory_dir),
+                        model=config.model,
+                        embeddings=config.embeddings,
+                        k=config.k,
+                        precedent=config.precedent,
+                        use_principles=use_principles,
+                        use_episodes=use_episodes,
+                    )
+                    aligned = 0
+                    for step in steps:
+                        cost = {"align_s": 0.0, "llm_calls": 0, "align_tokens": 0}
+                        if step > aligned:
+                            shard = train[aligned:step]
+                            bar.set_description(f"run {run} {ablation}/{signal}: align {aligned}->{step}")
+                            before = judge_all(graph, shard, context, config.concurrency, lambda: bar.update(1))
+                            if ablation != "none":
+                                batch = []
+                                for record, judgment in zip(shard, before):
+                                    kept = with_signal(record, signal)
+                                    if kept is not None:
+                                        batch.append({**kept, "judge_value": judgment["value"]})
+                                started = time.perf_counter()
+                                report = memory.align(batch, model=config.model, reason=f"eval step {step}")
+                                cost = {
+                                    "align_s": time.perf_counter() - started,
+                                    "llm_calls": report.llm_calls,
+                                    "align_tokens": report.usage.get("total_tokens", 0),
+                                }
+                            aligned = step
+                        bar.set_description(f"run {run} {ablation}/{signal}: judge after {step}")
+                        seen_cases = train[:step]
+                        seen = judge_all(graph, seen_cases, context, config.concurrency, lambda: bar.update(1))
+                        unseen = judge_all(graph, test, context, config.concurrency, lambda: bar.update(1))
+                        for split_name, cases, judgments in (("seen", seen_cases, seen), ("unseen", test, unseen)):
+                            for case, judgment in zip(cases, judgments):
+                                predictions.write(
+                                    json.dumps(
+                                        {
+                                            "run": run,
+                                            "signal": signal,
+                                            "ablation": ablation,
+                                            "step": step,
+                                            "split": split_name,
+                                            "id": case["id"],
+                                            "expert_value": case.get("value"),
+                                            **judgment,
+                                        },
+                                        ensure_ascii=False,
+                                    )
+                                    + "\n"
+                                )
+                        cells.setdefault((ablation, signal, step), []).append(
+                            {
+                                "seen": score(spec, seen, seen_cases),
+                                "unseen": score(spec, unseen, test),
+                                "judge_tokens": sum(j["usage"]["total_tokens"] for j in seen + unseen),
+                                "principles": len(memory.principles),
+                                "episodes": len(memory.episodes),
+                                **cost,
+                            }
+                        )
+    bar.close()
+    rows = [_aggregate(key, results, metric) for key, results in cells.items()]
+    settings = {f.name: getattr(config, f.name) for f in fields(config) if f.name not in ("model", "embeddings")}
+    result = {
+        "config": {
+            **settings,
+            "model": str(config.model or "embedded"),
+            "embeddings": str(config.embeddings or "embedded"),
+            "steps": steps,
+            "train": config.train_size,
+            "test": test_n,
+            "judge": spec.to_dict(),
+        },
+        "metric": metric,
+        "rows": rows,
+    }
+    (out / "summary.json").write_text(json.dumps(result, indent=1, ensure_ascii=False, default=str), encoding="utf-8")
+    _write_csv(out / "summary.csv", rows)
+    plot_curves(rows, metric, out / "curves.png", title=f"{spec.name}: {metric} vs feedback records")
+    return result
+
+
+def _stats(values: list[float | None]) -> dict[str, float | None]:
+    present = [v for v in values if v is not None]
+    if not present:
+        return {"mean": None, "std": None}
+    return {"mean": statistics.fmean(present), "std": statistics.pstdev(present) if len(present) > 1 else 0.0}
+
+
+def _aggregate(key: tuple[str, str, int], results: list[dict[str, Any]], metric: str) -> dict[str, Any]:
+    ablation, signal, step = key
+    row: dict[str, Any] = {"ablation": ablation, "signal": signal, "step": step, "runs": len(results)}
+    for split_name in ("seen", "unseen"):
+        row[split_name] = {**_stats([r[split_name].get(metric) for r in results]), "n": results[0][split_name]["n"]}
+        if "kappa" in results[0][split_name]:
+            row[f"{split_name}_kappa"] = _stats([r[split_name]["kappa"] for r in results])["mean"]
+            row[f"{split_name}_confusion"] = [r[split_name]["confusion"] for r in results]
+    for name in ("align_s", "llm_calls", "align_tokens", "judge_tokens", "principles", "episodes"):
+        row[name] = statistics.fmean(r[name] for r in results)
+    return row
+
+
+def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+    columns = [
+        "ablation",
+        "signal",
+        "step",
+        "runs",
+        "seen_mean",
+        "seen_std",
+        "seen_n",
+        "unseen_mean",
+        "unseen_std",
+        "unseen_n",
+        "seen_kappa",
+        "unseen_kappa",
+        "principles",
+        "episodes",
+        "align_s",
+        "llm_calls",
+        "align_tokens",
+        "judge_tokens",
+    ]
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, columns, extrasaction="ignore")
+        writer.writeheader()
+        for row in rows:
+            flat = {**row, **{f"{s}_{k}": row[s][k] for s in ("seen", "unseen") for k in ("mean", "std", "n")}}
+            writer.writerow(flat)
+
+
+def markdown_table(rows: list[dict[str, Any]], metric: str) -> str:
+    """The summary as a Markdown table (mean ± std over runs)."""
+
+    def cell(stat: dict[str, Any]) -> str:
+        return "-" if stat["mean"] is None else f"{stat['mean']:.2f} ± {stat['std']:.2f} (n={stat['n']})"
+
+    lines = [
+        f"| ablation | signal | feedback | seen {metric} | unseen {metric} | principles | episodes | align s | "
+        "LLM calls | tokens |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in sorted(rows, key=lambda r: (r["ablation"], r["signal"], r["step"])):
+        lines.append(
+            f"| {r['ablation']} | {r['signal']} | {r['step']} | {cell(r['seen'])} | {cell(r['unseen'])} | "
+            f"{r['principles']:.0f} | {r['episodes']:.0f} | {r['align_s']:.1f} | {r['llm_calls']:.0f} | "
+            f"{r['align_tokens'] + r['judge_tokens']:.0f} |"
+        )
+    return "\n".join(lines)
+
+
+def plot_curves(rows: list[dict[str, Any]], metric: str, path: Path, title: str) -> None:
+    """Learning curves: seen and unseen panels, one line (mean, ± std band) per ablation and signal."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True, constrained_layout=True)
+    groups = sorted({(r["ablation"], r["signal"]) for r in rows})
+    styles = [("o", "-"), ("s", "--"), ("^", ":"), ("D", "-."), ("v", "-"), ("P", "--")]
+    for ax, split_name in zip(axes, ("seen", "unseen")):
+        for number, (ablation, signal) in enumerate(groups):
+            marker, linestyle = styles[number % len(styles)]
+            series = sorted(
+                (r for r in rows if (r["ablation"], r["signal"]) == (ablation, signal)), key=lambda r: r["step"]
+            )
+            points = [
+                (r["step"], r[split_name]["mean"], r[split_name]["std"])
+                for r in series
+                if r[split_name]["mean"] is not None
+            ]
+            if not points:
+                continue
+            xs, ys, sd = zip(*points)
+            label = ablation if len({s for _, s in groups}) == 1 else f"{ablation} / {signal}"
+            (line,) = ax.plot(xs, ys, marker=marker, linestyle=linestyle, label=label, markersize=7 - number % 3)
+            ax.fill_between(
+                xs, [y - s for y, s in zip(ys, sd)], [y + s for y, s in zip(ys, sd)], color=line.get_color(), alpha=0.15
+            )
+        ax.set_title(f"{split_name} cases")
+        ax.set_ylim(-1.05 if metric == "ccc" else -0.02, 1.02)
+        ax.set_xlabel("feedback records aligned")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel(metric.replace("_", " "))
+    axes[1].legend(title="memory", loc="best")
+    fig.suptitle(title)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
