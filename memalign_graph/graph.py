@@ -6,21 +6,31 @@ Judging: ``retrieve_principles`` → ``retrieve_episodes`` → ``judge``. Alignm
 Both are plain ``StateGraph`` s with JSON-like state and a :class:`Context`
 ``context_schema``; compile them with any checkpointer, or use them as a node
 in a larger graph. Nodes are thin: each reads state, calls one domain
-function and returns a partial update. Under ``ainvoke`` LangGraph runs them
-in a worker thread, so no blocking I/O reaches the event loop.
+function and returns a partial update. Each node has a sync and an async form
+(:func:`node`): under ``ainvoke`` the model call is awaited and file or
+embedding work runs in a worker thread, so no blocking I/O reaches the event loop.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import Any
 
+from langchain_core.runnables import RunnableLambda
 from langgraph.graph import END, START, StateGraph
-from langgraph.runtime import Runtime
+from langgraph.runtime import Runtime, get_runtime
 from langgraph.types import Send, interrupt
 
 from memalign_graph.context import Context, resolve_context
-from memalign_graph.judge import find_precedent, precedent_judgment, run_judge
+from memalign_graph.judge import (
+    JudgeSettings,
+    Judgment,
+    arun_judge,
+    find_precedent,
+    precedent_judgment,
+    run_judge,
+)
 from memalign_graph.memory import open_memory
 from memalign_graph.models import resolve_chat_model
 from memalign_graph.review import (
@@ -76,31 +86,70 @@ def retrieve_episodes(state: JudgeState, runtime: Runtime[Context]) -> dict[str,
     return {"episodes": memory.retrieve_episodes(_case(state, memory), ctx.k)}
 
 
-def judge(state: JudgeState, runtime: Runtime[Context]) -> dict[str, Any]:
-    """The judgment from working memory (or the expert precedent, when it applies)."""
+def _judge_inputs(state: JudgeState, runtime: Runtime[Context]) -> tuple[Context, Any, dict[str, Any], Any]:
     ctx, memory = _memory(runtime)
     case = _case(state, memory)
-    principles, episodes = state.get("principles", []), state.get("episodes", [])
+    episodes = state.get("episodes", [])
     precedent = find_precedent(case, episodes, ctx.precedent, ctx.precedent_threshold)  # type: ignore[arg-type]
-    if precedent is not None:
-        judgment = precedent_judgment(precedent, principles, episodes)
-    else:
-        judgment = run_judge(
-            resolve_chat_model(ctx.model, base_url=ctx.base_url),
-            memory.spec,
-            case,
-            principles,
-            episodes,
-            {
-                "max_retries": ctx.max_retries,
-                "structured_output": ctx.structured_output,
-                "rationale_max_chars": ctx.rationale_max_chars,
-            },
-        )
+    return ctx, memory, case, precedent
+
+
+def _judge_settings(ctx: Context) -> JudgeSettings:
+    return {
+        "max_retries": ctx.max_retries,
+        "structured_output": ctx.structured_output,
+        "rationale_max_chars": ctx.rationale_max_chars,
+    }
+
+
+def _finish_judgment(state: JudgeState, case: dict[str, Any], judgment: Judgment) -> dict[str, Any]:
     judgment["principles_omitted"] = state.get("principles_omitted", [])
     if "id" in case:
         judgment["id"] = case["id"]
     return {"judgment": judgment}
+
+
+def judge(state: JudgeState, runtime: Runtime[Context]) -> dict[str, Any]:
+    """The judgment from working memory (or the expert precedent, when it applies)."""
+    ctx, memory, case, precedent = _judge_inputs(state, runtime)
+    principles, episodes = state.get("principles", []), state.get("episodes", [])
+    if precedent is not None:
+        judgment = precedent_judgment(precedent, principles, episodes)
+    else:
+        model = resolve_chat_model(ctx.model, base_url=ctx.base_url)
+        judgment = run_judge(model, memory.spec, case, principles, episodes, _judge_settings(ctx))
+    return _finish_judgment(state, case, judgment)
+
+
+async def ajudge(state: JudgeState, runtime: Runtime[Context]) -> dict[str, Any]:
+    """Async :func:`judge`: the model is awaited, so waiting for it holds no worker thread."""
+    ctx, memory, case, precedent = await asyncio.to_thread(_judge_inputs, state, runtime)
+    principles, episodes = state.get("principles", []), state.get("episodes", [])
+    if precedent is not None:
+        judgment = precedent_judgment(precedent, principles, episodes)
+    else:
+        model = await asyncio.to_thread(resolve_chat_model, ctx.model, base_url=ctx.base_url)
+        judgment = await arun_judge(model, memory.spec, case, principles, episodes, _judge_settings(ctx))
+    return _finish_judgment(state, case, judgment)
+
+
+def node(func: Callable[..., Any], afunc: Callable[..., Any] | None = None) -> RunnableLambda:
+    """A graph node with sync and async forms, both called as ``(state, runtime)``.
+
+    Without ``afunc`` the async form runs ``func`` in a worker thread, so blocking
+    I/O never reaches the event loop (``langgraph dev`` forbids it).
+    """
+
+    def run(state: Any) -> Any:
+        return func(state, get_runtime())
+
+    async def arun(state: Any) -> Any:
+        runtime = get_runtime()
+        if afunc is not None:
+            return await afunc(state, runtime)
+        return await asyncio.to_thread(func, state, runtime)
+
+    return RunnableLambda(run, afunc=arun, name=func.__name__)
 
 
 def distill(state: AlignState, runtime: Runtime[Context]) -> dict[str, Any]:
@@ -120,9 +169,9 @@ def distill(state: AlignState, runtime: Runtime[Context]) -> dict[str, Any]:
 
 def _add_judging(builder: StateGraph) -> None:
     """``START → retrieve_principles → retrieve_episodes → judge``, shared by the judge and review graphs."""
-    builder.add_node("retrieve_principles", retrieve_principles)
-    builder.add_node("retrieve_episodes", retrieve_episodes)
-    builder.add_node("judge", judge)
+    builder.add_node("retrieve_principles", node(retrieve_principles))
+    builder.add_node("retrieve_episodes", node(retrieve_episodes))
+    builder.add_node("judge", node(judge, ajudge))
     builder.add_edge(START, "retrieve_principles")
     builder.add_edge("retrieve_principles", "retrieve_episodes")
     builder.add_edge("retrieve_episodes", "judge")

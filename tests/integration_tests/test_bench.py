@@ -22,3 +22,13 @@ def test_bench_align_counts_calls_and_phases():
 def test_bench_align_with_minilm():
     figures = bench_align(30, latency_s=0.0, embeddings="minilm")
     assert figures["align_llm_calls_30"] == 1 and figures["align_embed_s_30"] > 0
+
+
+def test_bench_retrieval_and_batch_report_named_figures():
+    from memalign_graph.bench import bench_judge_batch, bench_retrieval
+
+    figures = bench_retrieval((50,), queries=3)
+    assert set(figures) == {"retrieval_p50_ms_50", "retrieval_p95_ms_50", "load_s_50", "rss_mib_50"}
+    assert figures["retrieval_p50_ms_50"] > 0 and figures["rss_mib_50"] > 50
+    batch = bench_judge_batch(10, latency_s=0.01, concurrency=5, runs=1)
+    assert batch["judge_batch_ideal_s_10"] == 0.02 and batch["judge_batch_s_10"] >= 0.02

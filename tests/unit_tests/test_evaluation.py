@@ -53,8 +53,9 @@ def test_signals():
 
 def _run(tmp_path, ablations, embeddings, **kw):
     records = [feedback(f"r{i}", f"SELECT {i} FROM raw.t", text=f"Rule {i}: use views.") for i in range(12)]
-    config = EvalConfig(train_size=6, steps=[0, 3, 6], runs=2, ablations=ablations, model=StubChatModel(),
-                        embeddings=embeddings, **kw)
+    config = EvalConfig(
+        train_size=6, steps=[0, 3, 6], runs=2, ablations=ablations, model=StubChatModel(), embeddings=embeddings, **kw
+    )
     return run_eval(records, CATEGORICAL, config, tmp_path / "out", progress=False), records
 
 
