@@ -90,8 +90,7 @@ def judge(
     from tqdm import tqdm
 
     from memalign_graph.context import Context
-    from memalign_graph.demo import judge_cases
-    from memalign_graph.graph import build_judge_graph
+    from memalign_graph.graph import build_judge_graph, judge_many
     from memalign_graph.memory import open_memory
     from memalign_graph.spec import read_jsonl
 
@@ -102,7 +101,7 @@ def judge(
             memory_dir=str(directory), model=model, base_url=base_url, embeddings=embeddings, k=k, precedent=precedent
         )
         with tqdm(total=len(records), desc="judging", unit="case", file=sys.stderr) as bar:
-            judgments = judge_cases(build_judge_graph().compile(), records, context, concurrency, lambda: bar.update(1))
+            judgments = judge_many(build_judge_graph().compile(), records, context, concurrency, lambda: bar.update(1))
     except (OSError, MemAlignError) as exc:
         _fail(exc)
     lines = [json.dumps({"id": r["id"], **j}, ensure_ascii=False) for r, j in zip(records, judgments)]

@@ -13,36 +13,17 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from memalign_graph.context import Context
 from memalign_graph.datasets import HALUEVAL_SPEC, load_halueval_qa
-from memalign_graph.graph import build_judge_graph
+from memalign_graph.graph import build_judge_graph, judge_many
 from memalign_graph.memory import Memory
 from memalign_graph.metrics import exact_match
 
 DEFAULT_STEPS = (0, 2, 5, 10, 20, 50)
-
-
-def judge_cases(
-    graph: Any,
-    cases: list[dict[str, Any]],
-    context: Context,
-    concurrency: int,
-    on_done: Callable[[], None] | None = None,
-) -> list[dict[str, Any]]:
-    """Judge ``cases`` with the compiled judge graph, ``concurrency`` at a time; judgments in input order."""
-    inputs = [{k: c[k] for k in ("id", "inputs", "outputs", "expectations") if k in c} for c in cases]
-    results: list[dict[str, Any] | None] = [None] * len(inputs)
-    for index, output in graph.batch_as_completed(inputs, {"max_concurrency": concurrency}, context=context):
-        if isinstance(output, Exception):
-            raise output
-        results[index] = output["judgment"]
-        if on_done:
-            on_done()
-    return results  # type: ignore[return-value]
 
 
 def run_demo(
@@ -110,9 +91,9 @@ def run_demo(
             report = memory.align(batch, model=model, reason=f"demo step {step}")
             aligned = step
         bar.set_description(f"judging after {step}")
-        unseen = judge_cases(graph, test, context, concurrency, lambda: bar.update(1))
+        unseen = judge_many(graph, test, context, concurrency, lambda: bar.update(1))
         seen_cases = train[:step] if step else train
-        seen = judge_cases(graph, seen_cases, context, concurrency, lambda: bar.update(1))
+        seen = judge_many(graph, seen_cases, context, concurrency, lambda: bar.update(1))
         if step == 0:
             initial = {c["id"]: j["value"] for c, j in zip(train, seen)}
         for split, cases, judgments in (("unseen", test, unseen), ("seen", seen_cases, seen)):

@@ -19,13 +19,13 @@ import random
 import shutil
 import statistics
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from memalign_graph.context import Context
-from memalign_graph.graph import build_judge_graph
+from memalign_graph.graph import build_judge_graph, judge_many
 from memalign_graph.memory import Memory
 from memalign_graph.metrics import ccc, cohen_kappa, confusion, exact_match
 from memalign_graph.spec import FeedbackRecord, JudgeSpec
@@ -108,25 +108,6 @@ def with_signal(record: FeedbackRecord, signal: str) -> FeedbackRecord | None:
     elif signal == "feedback":
         out.pop("value", None)
     return out if ("value" in out or "feedback" in out) else None  # type: ignore[return-value]
-
-
-def judge_all(
-    graph: Any,
-    cases: list[FeedbackRecord],
-    context: Context,
-    concurrency: int,
-    on_done: Callable[[], None] | None = None,
-) -> list[dict[str, Any]]:
-    """Judgments of ``cases`` in order (the expert's verdict is never shown to the judge)."""
-    inputs = [{k: c[k] for k in ("id", "inputs", "outputs", "expectations") if k in c} for c in cases]
-    results: list[Any] = [None] * len(inputs)
-    for index, output in graph.batch_as_completed(inputs, {"max_concurrency": concurrency}, context=context):
-        if isinstance(output, Exception):
-            raise output
-        results[index] = output["judgment"]
-        if on_done:
-            on_done()
-    return results
 
 
 def score(spec: JudgeSpec, judgments: list[dict[str, Any]], cases: list[FeedbackRecord]) -> dict[str, Any]:
@@ -213,7 +194,7 @@ def run_eval(
                         if step > aligned:
                             shard = train[aligned:step]
                             bar.set_description(f"run {run} {ablation}/{signal}: align {aligned}->{step}")
-                            before = judge_all(graph, shard, context, config.concurrency, lambda: bar.update(1))
+                            before = judge_many(graph, shard, context, config.concurrency, lambda: bar.update(1))
                             if ablation != "none":
                                 batch = []
                                 for record, judgment in zip(shard, before):
@@ -230,8 +211,8 @@ def run_eval(
                             aligned = step
                         bar.set_description(f"run {run} {ablation}/{signal}: judge after {step}")
                         seen_cases = train[:step]
-                        seen = judge_all(graph, seen_cases, context, config.concurrency, lambda: bar.update(1))
-                        unseen = judge_all(graph, test, context, config.concurrency, lambda: bar.update(1))
+                        seen = judge_many(graph, seen_cases, context, config.concurrency, lambda: bar.update(1))
+                        unseen = judge_many(graph, test, context, config.concurrency, lambda: bar.update(1))
                         for split_name, cases, judgments in (("seen", seen_cases, seen), ("unseen", test, unseen)):
                             for case, judgment in zip(cases, judgments):
                                 predictions.write(

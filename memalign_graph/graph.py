@@ -331,3 +331,32 @@ def evaluator_node(
         return {output_key: out["judgment"]}
 
     return evaluate
+
+
+def judge_many(
+    graph: Any,
+    cases: list[dict[str, Any]],
+    context: Any,
+    concurrency: int = 2,
+    on_done: Callable[[], None] | None = None,
+) -> list[Judgment]:
+    """Judge ``cases`` with a compiled judge graph, ``concurrency`` at a time.
+
+    Only ``id``, ``inputs``, ``outputs`` and ``expectations`` reach the judge (an
+    expert's value in the record is never shown to it).
+
+    Returns:
+        The judgments, in the order of ``cases``.
+
+    Raises:
+        Whatever a judgment raised (e.g. :class:`~memalign_graph.errors.JudgmentParseError`).
+    """
+    inputs = [{k: c[k] for k in ("id", "inputs", "outputs", "expectations") if k in c} for c in cases]
+    results: list[Any] = [None] * len(inputs)
+    for index, output in graph.batch_as_completed(inputs, {"max_concurrency": concurrency}, context=context):
+        if isinstance(output, Exception):
+            raise output
+        results[index] = output["judgment"]
+        if on_done:
+            on_done()
+    return results
