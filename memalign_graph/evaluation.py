@@ -338,6 +338,7 @@ def plot_curves(rows: list[dict[str, Any]], metric: str, path: Path, title: str)
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True, constrained_layout=True)
     groups = sorted({(r["ablation"], r["signal"]) for r in rows})
@@ -364,6 +365,7 @@ def plot_curves(rows: list[dict[str, Any]], metric: str, path: Path, title: str)
         ax.set_title(f"{split_name} cases")
         ax.set_ylim(-1.05 if metric == "ccc" else -0.02, 1.02)
         ax.set_xlabel("feedback records aligned")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
     axes[0].set_ylabel(metric.replace("_", " "))
     axes[1].legend(title="memory", loc="best")
