@@ -11,16 +11,14 @@ Run offline on the embedded defaults: ``.venv/bin/python examples/sql_assistant.
 
 from __future__ import annotations
 
-import argparse
 import operator
-import tempfile
 from typing import Annotated, Any, TypedDict
 
-from _expert import report_change, run_with_expert
+from _expert import run_example
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.graph import END, START, StateGraph
 
-from memalign_graph import Context, JudgeSpec, Memory, build_judge_graph, evaluator_node
+from memalign_graph import Context, JudgeSpec, evaluator_node
 
 SPEC = JudgeSpec.categorical(
     "sql-house-rules",
@@ -77,34 +75,22 @@ def build_agent() -> Any:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default=None, help="judge model (default: embedded)")
-    parser.add_argument("--memory-dir", default=None, help="memory directory (default: a temporary one)")
-    args = parser.parse_args()
-    memory_dir = args.memory_dir or tempfile.mkdtemp(prefix="memalign-sql-")
-    memory = Memory.create(memory_dir, SPEC)
-    context = Context(memory_dir=memory_dir, model=args.model, review="all")
-    judge = build_judge_graph().compile()
-    next_case = {"inputs": "Weekly order count", "outputs": "SELECT count(*) FROM raw.orders GROUP BY week"}
-    before = judge.invoke(next_case, context=Context(memory_dir=memory_dir, model=args.model))["judgment"]
-
-    agent = build_agent()
-    print("request 1: Monthly revenue by order")
-    correction = {
-        "action": "correct",
-        "value": "fail",
-        "feedback": "Never query raw tables: use the certified view analytics.orders_certified, "
-        "filter out cancelled orders and convert amounts to EUR.",
-        "reviewer": "data-team",
-    }
-    out = run_with_expert(
-        agent, {"request": "Monthly revenue by order"}, {"configurable": {"thread_id": "req-1"}}, context, correction
+    run_example(
+        __doc__,
+        SPEC,
+        build_agent(),
+        first_input={"request": "Monthly revenue by order"},
+        correction={
+            "action": "correct",
+            "value": "fail",
+            "feedback": "Never query raw tables: use the certified view analytics.orders_certified, "
+            "filter out cancelled orders and convert amounts to EUR.",
+            "reviewer": "data-team",
+        },
+        next_case={"inputs": "Weekly order count", "outputs": "SELECT count(*) FROM raw.orders GROUP BY week"},
+        expected="fail",
+        summarize=lambda out: f"final SQL after {len(out['attempts'])} attempt(s): {out['sql']}",
     )
-    print(f"  final SQL after {len(out['attempts'])} attempt(s): {out['sql']}")
-
-    after = judge.invoke(next_case, context=Context(memory_dir=memory_dir, model=args.model))["judgment"]
-    report_change(before, after, memory, expected="fail")
-    print(f"\nmemory: {memory_dir} (version {memory.version})")
 
 
 if __name__ == "__main__":

@@ -9,15 +9,13 @@ Run offline on the embedded defaults: ``.venv/bin/python examples/support_bot.py
 
 from __future__ import annotations
 
-import argparse
-import tempfile
 from typing import Any, TypedDict
 
-from _expert import report_change, run_with_expert
+from _expert import run_example
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.graph import END, START, StateGraph
 
-from memalign_graph import Context, JudgeSpec, Memory, build_judge_graph, evaluator_node
+from memalign_graph import Context, JudgeSpec, evaluator_node
 
 SPEC = JudgeSpec.numeric("support-tone", "Score the support reply's tone (1 = poor, 5 = excellent).", 1, 5)
 
@@ -54,34 +52,22 @@ def build_bot() -> Any:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default=None, help="judge model (default: embedded)")
-    parser.add_argument("--memory-dir", default=None, help="memory directory (default: a temporary one)")
-    args = parser.parse_args()
-    memory_dir = args.memory_dir or tempfile.mkdtemp(prefix="memalign-support-")
-    memory = Memory.create(memory_dir, SPEC)
-    context = Context(memory_dir=memory_dir, model=args.model, review="all")
-    judge = build_judge_graph().compile()
-    next_case = {"inputs": "Where is my refund?", "outputs": "Check the refunds page for 'Where is my refund?'."}
-    before = judge.invoke(next_case, context=Context(memory_dir=memory_dir, model=args.model))["judgment"]
-
-    bot = build_bot()
-    print("message 1: My parcel has not arrived")
-    correction = {
-        "action": "correct",
-        "value": 2,
-        "feedback": "Open with reassurance (we are on it) and close by offering further support; "
-        "a bare instruction is cold even when correct.",
-        "reviewer": "support-lead",
-    }
-    out = run_with_expert(
-        bot, {"message": "My parcel has not arrived"}, {"configurable": {"thread_id": "msg-1"}}, context, correction
+    run_example(
+        __doc__,
+        SPEC,
+        build_bot(),
+        first_input={"message": "My parcel has not arrived"},
+        correction={
+            "action": "correct",
+            "value": 2,
+            "feedback": "Open with reassurance (we are on it) and close by offering further support; "
+            "a bare instruction is cold even when correct.",
+            "reviewer": "support-lead",
+        },
+        next_case={"inputs": "Where is my refund?", "outputs": "Check the refunds page for 'Where is my refund?'."},
+        expected=2,
+        summarize=lambda out: f"tone {out['tone']['value']}; escalated: {out.get('escalated', False)}",
     )
-    print(f"  tone {out['tone']['value']}; escalated: {out.get('escalated', False)}")
-
-    after = judge.invoke(next_case, context=Context(memory_dir=memory_dir, model=args.model))["judgment"]
-    report_change(before, after, memory, expected=2)
-    print(f"\nmemory: {memory_dir} (version {memory.version})")
 
 
 if __name__ == "__main__":
