@@ -3,7 +3,7 @@
 Pass it as ``graph.invoke(input, context=Context(...))``. When the judge graph
 runs as a subgraph it receives the *parent's* context (or none): fields it
 does not find there fall back to the defaults below, which read environment
-variables (``MEMALIGN_MEMORY_DIR``, ``MEMALIGN_MODEL``, ``MEMALIGN_BASE_URL``,
+variables (``MEMALIGN_STORE``, ``MEMALIGN_MEMORY_DIR``, ``MEMALIGN_MODEL``, ``MEMALIGN_BASE_URL``,
 ``MEMALIGN_EMBEDDINGS``) so a deployment can configure them without code.
 """
 
@@ -25,6 +25,13 @@ class Context:
     memory_dir: str = field(
         default_factory=_env("MEMALIGN_MEMORY_DIR", ".memalign"),
         metadata={"description": "Directory of the judge's memory (created with `memalign init`)."},
+    )
+    store: str | None = field(
+        default_factory=_env("MEMALIGN_STORE"),
+        metadata={
+            "description": "Where the judge's memory lives, overriding memory_dir: a directory, or a PostgreSQL "
+            "connection string 'postgresql://user:password@host:port/db?judge=NAME' (PostgreSQL + pgvector backend)."
+        },
     )
     model: Any = field(
         default_factory=_env("MEMALIGN_MODEL"),
@@ -91,6 +98,11 @@ class Context:
 
 
 CONTEXT_FIELDS = {f.name for f in fields(Context)}
+
+
+def memory_location(ctx: Context) -> str:
+    """Where ``ctx`` says memory lives: ``store`` if set, else ``memory_dir``."""
+    return ctx.store or ctx.memory_dir
 
 
 def resolve_context(value: Any) -> Context:

@@ -22,7 +22,7 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime, get_runtime
 from langgraph.types import Send, interrupt
 
-from memalign_graph.context import Context, resolve_context
+from memalign_graph.context import Context, memory_location, resolve_context
 from memalign_graph.judge import (
     JudgeSettings,
     Judgment,
@@ -57,7 +57,7 @@ from memalign_graph.state import (
 
 def _memory(runtime: Runtime[Context]) -> tuple[Context, Any]:
     ctx = resolve_context(runtime.context)
-    return ctx, open_memory(ctx.memory_dir, ctx.embeddings)
+    return ctx, open_memory(memory_location(ctx), ctx.embeddings)
 
 
 def _case(state: JudgeState, memory: Any) -> dict[str, Any]:
