@@ -24,6 +24,7 @@ from langchain_core.language_models import BaseChatModel
 
 from memalign_graph.backends.base import LedgerEntry, MemoryBackend, PrinciplesCheckpoint
 from memalign_graph.backends.file import FileBackend
+from memalign_graph.backends.postgres import is_postgres_url
 from memalign_graph.distill import aclassify_pairs, adistill, estimate_tokens, is_salient
 from memalign_graph.episodic import Episode, EpisodicMemory, episode_from_record, unit
 from memalign_graph.errors import MemoryFormatError, RecordError
@@ -83,8 +84,25 @@ class AlignmentReport:
         return asdict(self)
 
 
-def _backend(location: str | Path | MemoryBackend) -> MemoryBackend:
-    return location if isinstance(location, MemoryBackend) else FileBackend(location)
+def backend_for(location: str | Path | MemoryBackend) -> MemoryBackend:
+    """The backend a memory location names.
+
+    Args:
+        location: a :class:`MemoryBackend`; a ``postgresql://…?judge=NAME`` connection string
+            (:class:`~memalign_graph.backends.postgres.PostgresBackend`); or a directory
+            (:class:`~memalign_graph.backends.file.FileBackend`, the default).
+    """
+    if isinstance(location, MemoryBackend):
+        return location
+    if is_postgres_url(location):
+        from memalign_graph.backends.postgres import PostgresBackend
+
+        return PostgresBackend(str(location))
+    return FileBackend(location)
+
+
+def _location_key(location: str | Path) -> str:
+    return str(location) if is_postgres_url(location) else str(Path(location).expanduser().resolve())
 
 
 class Memory:
@@ -128,14 +146,15 @@ class Memory:
         """Create an empty memory for ``spec`` and open it.
 
         Args:
-            location: a directory path (file backend) or a :class:`MemoryBackend`.
+            location: a directory (file backend), a ``postgresql://…?judge=NAME`` connection
+                string (PostgreSQL backend), or a :class:`MemoryBackend` (see :func:`backend_for`).
             spec: the judge definition.
             embeddings: see :func:`memalign_graph.models.resolve_embeddings`.
 
         Raises:
             FileExistsError: if a memory already exists there.
         """
-        backend = _backend(location)
+        backend = backend_for(location)
         emb = resolve_embeddings(embeddings)
         dim = len(emb.embed_query("dimension probe"))
         backend.create(spec.to_dict(), emb, {"name": embeddings_name(emb), "dim": dim})
@@ -149,7 +168,7 @@ class Memory:
             MemoryFormatError: if there is no valid memory there, or it was embedded
                 with other embeddings.
         """
-        return cls(_backend(location), resolve_embeddings(embeddings))
+        return cls(backend_for(location), resolve_embeddings(embeddings))
 
     @property
     def version(self) -> int:
@@ -728,7 +747,7 @@ def open_memory(location: str | Path, embeddings: str | Embeddings | None = None
         MemoryFormatError: if there is no valid memory at ``location``.
     """
     emb = resolve_embeddings(embeddings)
-    key = (str(Path(location).expanduser().resolve()), id(emb))
+    key = (_location_key(location), id(emb))
     with _registry_lock:
         memory = _registry.get(key)
         if memory is None:
@@ -741,4 +760,4 @@ def open_memory(location: str | Path, embeddings: str | Embeddings | None = None
     return memory
 
 
-__all__ = ["AlignmentReport", "Memory", "open_memory"]
+__all__ = ["AlignmentReport", "Memory", "backend_for", "open_memory"]

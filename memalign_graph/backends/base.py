@@ -69,6 +69,24 @@ class LoadedMemory:
     embeddings_info: dict[str, Any]
 
 
+def purge_checkpoint(checkpoint: dict[str, Any], record_ids: set[str]) -> dict[str, Any] | None:
+    """``checkpoint`` with these records erased from its ledger and principles, or ``None`` if it has none.
+
+    Principles lose the ids from their sources (and their history entries too);
+    principles left with no source are dropped (hand-written ones have none to lose).
+    """
+    from memalign_graph.semantic import drop_sources
+
+    ledger = {k: v for k, v in checkpoint["records"].items() if k not in record_ids}
+    principles, _ = drop_sources(checkpoint["principles"], record_ids)
+    for p in principles:
+        if p.get("history"):
+            p["history"], _ = drop_sources(p["history"], record_ids)
+    if ledger == checkpoint["records"] and principles == checkpoint["principles"]:
+        return None
+    return {**checkpoint, "records": ledger, "principles": principles}
+
+
 class MemoryBackend(ABC):
     """Persistence for one judge's memory (see the module docstring).
 
@@ -159,3 +177,15 @@ class MemoryBackend(ABC):
     @abstractmethod
     def lock(self) -> AbstractContextManager[None]:
         """Exclusive writer lock across processes, held for a whole read-modify-commit."""
+
+    def review_thread_id(self, record_id: str) -> str:
+        """The LangGraph thread id under which ``memalign review`` keeps one case's review."""
+        return f"review:{record_id}"
+
+    def review_checkpointer(self) -> AbstractContextManager[Any]:
+        """A LangGraph checkpointer for review threads, stored with this memory (a context manager).
+
+        Raises:
+            NotImplementedError: if this backend keeps no review threads.
+        """
+        raise NotImplementedError(f"{type(self).__name__} keeps no review threads")

@@ -1,17 +1,18 @@
-import json
-import sqlite3
-
 import pytest
-from langgraph.checkpoint.sqlite import SqliteSaver
 
 from memalign_graph import Memory, build_review_graph
-from tests.conftest import feedback
+from tests.conftest import feedback, stored_bytes
 
 SECRET = "patient-7731 lives at 12 Elm Street"
 
 
-def all_bytes(root):
-    return b"".join(p.read_bytes() for p in root.rglob("*") if p.is_file())
+@pytest.fixture
+def all_bytes(request, backend_kind):
+    """Every byte stored on disk for the memory (the directory, or PostgreSQL's table files)."""
+    data = request.getfixturevalue("postgres")[1] if backend_kind == "postgres" else None
+    if backend_kind == "postgres" and data is None:
+        pytest.skip("an external PostgreSQL server's files cannot be read")
+    return lambda memory: stored_bytes(memory, data)
 
 
 @pytest.fixture
@@ -55,17 +56,17 @@ def test_forget_removes_episode_and_principles_derived_only_from_it(aligned, stu
     assert aligned.backend.versions()[-1]["author"] == "dpo"
 
 
-def test_forgotten_text_is_nowhere_in_the_directory(aligned, context):
-    db = aligned.backend.path / "review-checkpoints.sqlite"
-    conn = sqlite3.connect(db, check_same_thread=False)
-    graph = build_review_graph().compile(checkpointer=SqliteSaver(conn))
-    case = {"id": "secret", "inputs": f"Query for {SECRET}", "outputs": f"SELECT '{SECRET}' -- again"}
-    graph.invoke(case, {"configurable": {"thread_id": "review:secret"}}, context=context)
-    conn.close()
-    assert SECRET.encode() in all_bytes(aligned.backend.path)
+def test_forgotten_text_is_nowhere_in_storage(aligned, context, all_bytes):
+    with aligned.backend.review_checkpointer() as saver:
+        graph = build_review_graph().compile(checkpointer=saver)
+        case = {"id": "secret", "inputs": f"Query for {SECRET}", "outputs": f"SELECT '{SECRET}' -- again"}
+        config = {"configurable": {"thread_id": aligned.backend.review_thread_id("secret")}}
+        graph.invoke(case, config, context=context)
+        assert graph.get_state(config).next == ("collect_feedback",)
+    assert SECRET.encode() in all_bytes(aligned)
     aligned.forget(["secret"])
-    assert SECRET.encode() not in all_bytes(aligned.backend.path)
-    assert b"patient-7731" not in all_bytes(aligned.backend.path)
+    assert SECRET.encode() not in all_bytes(aligned)
+    assert b"patient-7731" not in all_bytes(aligned)
 
 
 def test_rollback_restores_principles_and_episodes_as_a_new_version(aligned, embeddings):
@@ -81,12 +82,12 @@ def test_rollback_restores_principles_and_episodes_as_a_new_version(aligned, emb
     assert hit["id"] == "secret" and hit["score"] == pytest.approx(1.0, abs=1e-4)
 
 
-def test_rollback_after_forget_keeps_the_record_forgotten(aligned):
+def test_rollback_after_forget_keeps_the_record_forgotten(aligned, all_bytes):
     aligned.forget(["secret"])
     report = aligned.rollback(3)  # version 3 had the secret record
     assert "secret" not in aligned.episodes.ids and "secret" not in aligned.records
     assert "secret" not in report.episodes_restored
-    assert SECRET.encode() not in all_bytes(aligned.backend.path)
+    assert SECRET.encode() not in all_bytes(aligned)
     assert all("secret" not in p["sources"] for p in aligned.principles)
 
 
@@ -130,4 +131,4 @@ def test_versions_record_author_and_reason(aligned):
     aligned.forget(["r1"], author="dpo", reason="GDPR request 12")
     last = aligned.backend.versions()[-1]
     assert (last["author"], last["reason"]) == ("dpo", "GDPR request 12")
-    assert json.loads((aligned.backend.path / "memalign.json").read_text())["version"] == last["version"]
+    assert aligned.backend.current_version() == last["version"]

@@ -5,7 +5,9 @@ import pytest
 from memalign_graph import Memory, MemoryFormatError, RecordError
 from memalign_graph.backends import file as file_backend
 from memalign_graph.testing import StubChatModel
-from tests.conftest import CATEGORICAL, NUMERIC, feedback, tree_bytes
+from tests.conftest import CATEGORICAL, NUMERIC, feedback, stored_state
+
+FILE_ONLY = pytest.mark.parametrize("backend_kind", ["file"])
 
 
 def test_create_and_reopen_empty(memory, embeddings):
@@ -45,10 +47,10 @@ def test_align_stores_episodes_and_principles_with_sources(memory, stub, embeddi
 def test_realigning_identical_records_is_a_noop(memory, stub):
     batch = [feedback("r1", "x", text="Never use SELECT star.")]
     memory.align(batch, model=stub)
-    before = tree_bytes(memory.backend.path)
+    before = stored_state(memory)
     report = memory.align(batch, model=stub)
     assert report.unchanged == ["r1"] and report.version == 1 and report.llm_calls == 0
-    assert tree_bytes(memory.backend.path) == before
+    assert stored_state(memory) == before
 
 
 def test_duplicate_principles_merge_sources(memory, stub):
@@ -80,16 +82,17 @@ def test_failed_distillation_is_retried_by_next_alignment(memory):
 
 def test_invalid_batch_writes_nothing(memory, stub):
     memory.align([feedback("r1", "x", text="Never use SELECT star.")], model=stub)
-    before = tree_bytes(memory.backend.path)
+    before = stored_state(memory)
     with pytest.raises(RecordError, match="record 1.*value 'maybe'"):
         memory.align([feedback("r2", "y"), feedback("r3", "z", value="maybe")], model=stub)
     with pytest.raises(RecordError, match="duplicate id 'r2'"):
         memory.align([feedback("r2", "y"), feedback("r2", "z")], model=stub)
     with pytest.raises(RecordError, match="field 'id'"):
         memory.align([{"inputs": "q", "outputs": "a", "value": "pass"}], model=stub)
-    assert tree_bytes(memory.backend.path) == before and stub.calls == 1
+    assert stored_state(memory) == before and stub.calls == 1
 
 
+@FILE_ONLY
 def test_crash_before_manifest_keeps_previous_version(memory, stub, embeddings, monkeypatch):
     memory.align([feedback("r1", "x", text="Never use SELECT star.")], model=stub)
     real = file_backend.atomic_write_json
@@ -135,6 +138,7 @@ def test_stale_writer_is_refused(memory, stub, embeddings):
         other.backend.commit(stale, None, embeddings_changed=False)
 
 
+@FILE_ONLY
 def test_no_pickles_and_plain_json(memory, stub):
     memory.align([feedback("r1", "x", text="Never use SELECT star.")], model=stub)
     files = [p for p in memory.backend.path.rglob("*") if p.is_file()]
@@ -144,6 +148,7 @@ def test_no_pickles_and_plain_json(memory, stub):
             json.loads(p.read_text())
 
 
+@FILE_ONLY
 def test_open_errors(tmp_path, embeddings, memory):
     with pytest.raises(MemoryFormatError, match="no such memory directory"):
         Memory.open(tmp_path / "nowhere", embeddings=embeddings)
@@ -168,8 +173,9 @@ def test_embeddings_mismatch_is_refused(memory):
         Memory.open(memory.backend.location, embeddings=Other(size=32))
 
 
-def test_numeric_memory_round_trip(tmp_path, embeddings, stub):
-    memory = Memory.create(tmp_path / "n", NUMERIC, embeddings=embeddings)
+def test_numeric_memory_round_trip(new_location, embeddings, stub):
+    location = new_location("n")
+    memory = Memory.create(location, NUMERIC, embeddings=embeddings)
     memory.align(
         [
             {
@@ -182,5 +188,21 @@ def test_numeric_memory_round_trip(tmp_path, embeddings, stub):
         ],
         model=stub,
     )
-    episode = Memory.open(tmp_path / "n", embeddings=embeddings).episodes.get(["t1"])[0]
+    episode = Memory.open(location, embeddings=embeddings).episodes.get(["t1"])[0]
     assert episode["value"] == 2
+
+
+@pytest.mark.parametrize("backend_kind", ["postgres"])
+def test_open_errors_postgres(memory, embeddings):
+    import psycopg
+
+    url = memory.backend.location
+    missing = url.replace("judge=", "judge=nobody-")
+    with pytest.raises(MemoryFormatError, match="no judge 'nobody-"):
+        Memory.open(missing, embeddings=embeddings)
+    with psycopg.connect(memory.backend.conninfo, autocommit=True) as conn:
+        conn.execute("UPDATE memalign_judge SET format_version = 99 WHERE name = %s", (memory.backend.judge,))
+    with pytest.raises(MemoryFormatError, match="newer memalign-graph"):
+        Memory.open(url, embeddings=embeddings)
+    with pytest.raises(MemoryFormatError, match="cannot connect"):
+        Memory.open("postgresql://nobody@127.0.0.1:1/none?judge=x", embeddings=embeddings)
