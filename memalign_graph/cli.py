@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import time
@@ -29,6 +30,11 @@ ModelOpt = Annotated[
     ),
 ]
 BaseUrlOpt = Annotated[Optional[str], typer.Option("--base-url", help="OpenAI-compatible server URL.")]
+STORE_HELP = (
+    "Where the judge's memory lives: a directory (file backend), or a PostgreSQL connection string "
+    "'postgresql://user:password@host:port/db?judge=NAME' (PostgreSQL + pgvector backend)."
+)
+StoreArg = Annotated[str, typer.Argument(metavar="STORE", help=STORE_HELP, show_default=False)]
 EmbOpt = Annotated[
     Optional[str], typer.Option("--embeddings", help="Embeddings: 'embedded' (default) or 'provider:model'.")
 ]
@@ -41,7 +47,9 @@ def _fail(exc: BaseException) -> None:
 
 @app.command()
 def init(
-    directory: Annotated[Path, typer.Argument(help="Memory directory to create.")],
+    store: Annotated[
+        str, typer.Argument(metavar="STORE", help="Where to create the memory. " + STORE_HELP, show_default=False)
+    ],
     name: Annotated[str, typer.Option(help="Judge name.")],
     criterion: Annotated[str, typer.Option(help="What the judge judges, in words.")],
     labels: Annotated[Optional[str], typer.Option(help="Categorical: comma-separated labels, e.g. pass,fail.")] = None,
@@ -49,7 +57,7 @@ def init(
     pairwise: Annotated[bool, typer.Option("--pairwise", help="Pairwise: A, B or tie.")] = False,
     embeddings: EmbOpt = None,
 ) -> None:
-    """Create a judge's empty memory in DIRECTORY."""
+    """Create a judge's empty memory in STORE (a directory or a postgresql:// URL)."""
     from memalign_graph.memory import Memory
     from memalign_graph.spec import JudgeSpec
 
@@ -66,7 +74,7 @@ def init(
             spec = JudgeSpec.numeric(name, criterion, int(low), int(high))
         else:
             spec = JudgeSpec.pairwise(name, criterion)
-        memory = Memory.create(directory, spec, embeddings=embeddings)
+        memory = Memory.create(store, spec, embeddings=embeddings)
     except (ValueError, FileExistsError, MemAlignError) as exc:
         _fail(exc)
     console.print(f"created judge {spec.name!r} ({spec.kind}, {spec.describe_values()}) in {memory.backend.location}")
@@ -74,7 +82,7 @@ def init(
 
 @app.command()
 def judge(
-    directory: Annotated[Path, typer.Argument(help="Memory directory.")],
+    store: StoreArg,
     cases: Annotated[Path, typer.Argument(help="JSONL file of cases.")],
     output: Annotated[
         Optional[Path], typer.Option("-o", "--output", help="Write judgments here (default: stdout).")
@@ -95,11 +103,9 @@ def judge(
     from memalign_graph.spec import read_jsonl
 
     try:
-        memory = open_memory(directory, embeddings)
+        memory = open_memory(store, embeddings)
         records = read_jsonl(cases, memory.spec)
-        context = Context(
-            memory_dir=str(directory), model=model, base_url=base_url, embeddings=embeddings, k=k, precedent=precedent
-        )
+        context = Context(store=store, model=model, base_url=base_url, embeddings=embeddings, k=k, precedent=precedent)
         with tqdm(total=len(records), desc="judging", unit="case", file=sys.stderr) as bar:
             judgments = judge_many(build_judge_graph().compile(), records, context, concurrency, lambda: bar.update(1))
     except (OSError, MemAlignError) as exc:
@@ -115,7 +121,7 @@ def judge(
 
 @app.command()
 def align(
-    directory: Annotated[Path, typer.Argument(help="Memory directory.")],
+    store: StoreArg,
     feedback: Annotated[Path, typer.Argument(help="JSONL file of feedback records.")],
     model: ModelOpt = None,
     base_url: BaseUrlOpt = None,
@@ -134,7 +140,7 @@ def align(
     from memalign_graph.spec import read_jsonl
 
     try:
-        memory = Memory.open(directory, embeddings=embeddings)
+        memory = Memory.open(store, embeddings=embeddings)
         records = read_jsonl(feedback, memory.spec, feedback=True)
         chat = resolve_chat_model(model, base_url=base_url)
         with tqdm(total=len(records), desc="distilling", unit="record", file=sys.stderr) as bar:
@@ -158,7 +164,7 @@ def align(
 
 @app.command()
 def principles(
-    directory: Annotated[Path, typer.Argument(help="Memory directory.")],
+    store: StoreArg,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
     add: Annotated[Optional[str], typer.Option("--add", help="Add a hand-written principle.")] = None,
     edit: Annotated[
@@ -173,12 +179,11 @@ def principles(
     embeddings: EmbOpt = None,
 ) -> None:
     """List the current principles (with sources and version), or change them, or inspect and roll back versions."""
-    from memalign_graph.backends.file import FileBackend
-    from memalign_graph.memory import Memory, diff_versions
+    from memalign_graph.memory import Memory, backend_for, diff_versions
 
     changes = any(x is not None for x in (add, edit, delete, rollback))
     try:
-        backend = FileBackend(directory)
+        backend = backend_for(store)
         if not changes:
             checkpoint = backend.checkpoint(backend.current_version())
             if diff:
@@ -200,7 +205,7 @@ def principles(
                 console.print(table)
                 return
         else:
-            memory = Memory.open(directory, embeddings=embeddings)
+            memory = Memory.open(store, embeddings=embeddings)
         if add is not None:
             principle = memory.add_principle(add, author=author, reason=reason)
             console.print(f"added {principle['id']} (version {memory.version})")
@@ -233,7 +238,7 @@ def principles(
 
 @app.command()
 def forget(
-    directory: Annotated[Path, typer.Argument(help="Memory directory.")],
+    store: StoreArg,
     record: Annotated[list[str], typer.Option("--record", help="Record id to forget (repeat for several).")],
     author: Annotated[str, typer.Option(help="Recorded with the new version.")] = "expert",
     reason: Annotated[Optional[str], typer.Option(help="One line recorded with the new version.")] = None,
@@ -243,7 +248,7 @@ def forget(
     from memalign_graph.memory import Memory
 
     try:
-        report = Memory.open(directory, embeddings=embeddings).forget(record, author=author, reason=reason)
+        report = Memory.open(store, embeddings=embeddings).forget(record, author=author, reason=reason)
     except (OSError, KeyError, MemAlignError) as exc:
         _fail(exc)
     console.print_json(json.dumps(report.to_dict()))
@@ -292,7 +297,7 @@ def _ask_review(values: list[Any]) -> dict[str, Any]:
 
 @app.command()
 def review(
-    directory: Annotated[Path, typer.Argument(help="Memory directory.")],
+    store: StoreArg,
     cases: Annotated[Path, typer.Argument(help="JSONL file of cases (each with an id, or line ids are used).")],
     model: ModelOpt = None,
     base_url: BaseUrlOpt = None,
@@ -303,12 +308,10 @@ def review(
 ) -> None:
     """Judge each case and ask the expert to accept, correct or skip it; corrections align the judge at once.
 
-    Progress is checkpointed in DIRECTORY/review-checkpoints.sqlite (one thread per case id), so
-    Ctrl-C is safe and a later run continues where this one stopped.
+    Progress is checkpointed with the memory (one LangGraph thread per case id): in
+    STORE/review-checkpoints.sqlite for a directory, in LangGraph's PostgresSaver tables for
+    PostgreSQL. So Ctrl-C is safe and a later run continues where this one stopped.
     """
-    import sqlite3
-
-    from langgraph.checkpoint.sqlite import SqliteSaver
     from langgraph.types import Command
     from pydantic import ValidationError
 
@@ -318,24 +321,28 @@ def review(
     from memalign_graph.spec import read_jsonl
 
     try:
-        memory = open_memory(directory, embeddings)
+        memory = open_memory(store, embeddings)
         records = read_jsonl(cases, memory.spec)
     except (OSError, MemAlignError) as exc:
         _fail(exc)
     context = Context(
-        memory_dir=str(directory),
+        store=store,
         model=model,
         base_url=base_url,
         embeddings=embeddings,
         review=policy,
         store_accepted=store_accepted,
     )
-    conn = sqlite3.connect(Path(directory) / "review-checkpoints.sqlite", check_same_thread=False)
-    graph = build_review_graph().compile(checkpointer=SqliteSaver(conn))
+    stack = contextlib.ExitStack()
+    try:
+        saver = stack.enter_context(memory.backend.review_checkpointer())
+    except (OSError, MemAlignError) as exc:
+        _fail(exc)
+    graph = build_review_graph().compile(checkpointer=saver)
     counts = {"reviewed": 0, "done before": 0, "not selected": 0}
     try:
         for record in records:
-            config = {"configurable": {"thread_id": f"review:{record['id']}"}}
+            config = {"configurable": {"thread_id": memory.backend.review_thread_id(record["id"])}}
             state = graph.get_state(config)
             if state.values.get("judgment") and not state.next:
                 counts["done before"] += 1
@@ -371,7 +378,7 @@ def review(
     except MemAlignError as exc:
         _fail(exc)
     finally:
-        conn.close()
+        stack.close()
     console.print(", ".join(f"{n} {k}" for k, n in counts.items()))
 
 

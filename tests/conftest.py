@@ -87,6 +87,15 @@ def fresh_database(url: str) -> str:
 
 
 @pytest.fixture
+def all_bytes(request: pytest.FixtureRequest, backend_kind: str) -> Callable[[Any], bytes]:
+    """``all_bytes(memory or location)``: every byte stored on disk for it (see :func:`stored_bytes`)."""
+    data = request.getfixturevalue("postgres")[1] if backend_kind == "postgres" else None
+    if backend_kind == "postgres" and data is None:
+        pytest.skip("an external PostgreSQL server's files cannot be read")
+    return lambda target: stored_bytes(getattr(target, "backend", target), data)
+
+
+@pytest.fixture
 def memory(new_location: Callable[[str], str], embeddings: DeterministicFakeEmbedding) -> Iterator[Memory]:
     memory = Memory.create(new_location("mem"), CATEGORICAL, embeddings=embeddings)
     yield memory
@@ -125,21 +134,24 @@ def stored_state(memory: Memory) -> Any:
     return out
 
 
-def stored_bytes(memory: Memory, postgres_data: Path | None = None) -> bytes:
-    """Every byte the backend has on disk for this memory (file: its directory; PostgreSQL: the table files).
+def stored_bytes(backend: Any, postgres_data: Path | None = None) -> bytes:
+    """Every byte ``backend`` (a MemoryBackend or a location) has on disk (a directory, or PostgreSQL's table files).
 
     For PostgreSQL, a CHECKPOINT first writes every change to the table files, then the
     files of this memory's database (each test has its own) are read. The write-ahead
     log (pg_wal) is left out: it is the server's redo history, recycled by the server
     and covered by its operator's retention policy, not by this library.
     """
-    path = getattr(memory.backend, "path", None)
+    from memalign_graph.memory import backend_for
+
+    backend = backend_for(backend)
+    path = getattr(backend, "path", None)
     if path is not None:
         return b"".join(p.read_bytes() for p in path.rglob("*") if p.is_file())
     import psycopg
 
     assert postgres_data is not None, "an external server's files cannot be read"
-    with psycopg.connect(memory.backend.conninfo, autocommit=True) as conn:  # type: ignore[attr-defined]
+    with psycopg.connect(backend.conninfo, autocommit=True) as conn:
         conn.execute("CHECKPOINT")
         oid = conn.execute("SELECT oid FROM pg_database WHERE datname = current_database()").fetchone()[0]
     return b"".join(p.read_bytes() for p in (postgres_data / "base" / str(oid)).rglob("*") if p.is_file())

