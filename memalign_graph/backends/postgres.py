@@ -173,7 +173,9 @@ class PostgresBackend(MemoryBackend):
         self._max_connections = max_connections
         self._pool: Any = None
         self._pool_lock = threading.Lock()
-        self._lock_key = int.from_bytes(hashlib.blake2b(self.judge.encode(), digest_size=8).digest(), "big", signed=True)
+        self._lock_key = int.from_bytes(
+            hashlib.blake2b(self.judge.encode(), digest_size=8).digest(), "big", signed=True
+        )
 
     # -- connections ---------------------------------------------------------------------------
 
@@ -340,13 +342,13 @@ class PostgresBackend(MemoryBackend):
         mapping = getattr(vectorstore, "index_to_docstore_id", None)
         assert isinstance(docstore, CompactDocstore) and mapping is not None, "episodes must be in a FAISS store"
         local = {mapping[i]: (i, _digest(docstore.raw[mapping[i]])) for i in range(len(mapping))}
-        stored = dict(conn.execute("SELECT id, digest FROM memalign_episode WHERE judge = %s", (self.judge,)).fetchall())
+        stored = dict(
+            conn.execute("SELECT id, digest FROM memalign_episode WHERE judge = %s", (self.judge,)).fetchall()
+        )
         gone = [i for i in stored if i not in local]
         changed = [i for i, (_, digest) in local.items() if stored.get(i) != digest]
         if gone or changed:
-            conn.execute(
-                "DELETE FROM memalign_episode WHERE judge = %s AND id = ANY(%s)", (self.judge, gone + changed)
-            )
+            conn.execute("DELETE FROM memalign_episode WHERE judge = %s AND id = ANY(%s)", (self.judge, gone + changed))
         if changed:
             index = vectorstore.index  # type: ignore[attr-defined]
             with conn.cursor() as cur:
