@@ -93,7 +93,7 @@ def bench_align(
     return {key: round(statistics.median(r[key] for r in results), 3) for key in results[0]}
 
 
-def _synthetic_memory(path: Path, n: int, seed: int = 0) -> Any:
+def _synthetic_memory(path: str | Path, n: int, seed: int = 0) -> Any:
     """A memory of ``n`` episodes with random unit vectors (so 100 000 take seconds, not an hour of embedding)."""
     import numpy as np
 
@@ -210,9 +210,58 @@ def bench_judge_batch(
     }
 
 
-def run_all(quick: bool = False) -> dict[str, float]:
-    """Every figure of ``memalign bench`` (``quick``: smaller sizes, one run)."""
+def bench_postgres(url: str, sizes: Sequence[int] = (10_000, 100_000), *, align_n: int = 100) -> dict[str, float]:
+    """The PostgreSQL backend's costs, on the server at ``url`` (a fresh judge per size, dropped after).
+
+    Returns:
+        ``pg_write_s_N`` (one commit of ``N`` episodes with vectors), ``pg_load_s_N`` (load
+        version, checkpoint, episodes and vectors into the in-process index; median of 3),
+        ``pg_align_persist_s_N`` (the commit of an alignment of ``align_n`` records into that
+        memory, stub LLM without latency), ``pg_version_check_ms`` (the round trip each judgment
+        pays to notice a new version; median of 200).
+    """
+    import uuid
+
+    from memalign_graph.backends.postgres import split_url
+    from memalign_graph.memory import Memory
+
+    base, _ = split_url(url)
+    sep = "&" if "?" in base else "?"
     figures: dict[str, float] = {}
+    for size in sizes:
+        location = f"{base}{sep}judge=bench-{uuid.uuid4().hex[:8]}"
+        started = time.perf_counter()
+        memory = _synthetic_memory(location, size)
+        figures[f"pg_write_s_{size}"] = round(time.perf_counter() - started, 3)
+        try:
+            loads = []
+            for _ in range(3):
+                started = time.perf_counter()
+                Memory.open(location)
+                loads.append(time.perf_counter() - started)
+            figures[f"pg_load_s_{size}"] = round(statistics.median(loads), 3)
+            memory.refresh()
+            extra = synthetic_records(size + align_n)[size:]
+            report = memory.align(extra, model=StubChatModel())
+            figures[f"pg_align_persist_s_{size}"] = report.timings.get("persist_s", 0.0)
+            if size == max(sizes):
+                checks = []
+                for _ in range(200):
+                    started = time.perf_counter()
+                    memory.backend.current_version()
+                    checks.append((time.perf_counter() - started) * 1000)
+                figures["pg_version_check_ms"] = round(statistics.median(checks), 3)
+        finally:
+            memory.backend.drop()  # type: ignore[attr-defined]
+            memory.backend.close()  # type: ignore[attr-defined]
+    return figures
+
+
+def run_all(quick: bool = False, store: str | None = None) -> dict[str, float]:
+    """Every figure of ``memalign bench`` (``quick``: smaller sizes, one run; ``store``: also PostgreSQL's)."""
+    figures: dict[str, float] = {}
+    if store:
+        figures.update(bench_postgres(store, (1000,) if quick else (10_000, 100_000)))
     figures.update(bench_retrieval((100, 1000) if quick else (100, 10_000, 100_000), queries=20 if quick else 50))
     figures.update(bench_judge_batch(100, runs=1 if quick else 3))
     figures.update(bench_align(200 if quick else 1000, latency_s=1.0))
@@ -237,4 +286,4 @@ def main(argv: list[str] | None = None) -> None:
 if __name__ == "__main__":
     main()
 
-__all__ = ["bench_align", "synthetic_records"]
+__all__ = ["bench_align", "bench_postgres", "synthetic_records"]

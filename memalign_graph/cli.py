@@ -535,11 +535,15 @@ def bench(
     quick: Annotated[
         bool, typer.Option("--quick", help="Smaller sizes and one run (a minute instead of several).")
     ] = False,
+    store: Annotated[
+        Optional[str],
+        typer.Option("--store", help="Also measure the PostgreSQL backend on this server (postgresql://…)."),
+    ] = None,
 ) -> None:
     """Performance figures on this machine (offline embedder, stub LLM of fixed latency); medians over runs."""
     from memalign_graph.bench import run_all
 
-    figures = run_all(quick=quick)
+    figures = run_all(quick=quick, store=store)
     table = Table(title="memalign bench", box=box.SIMPLE_HEAD)
     table.add_column("figure")
     table.add_column("value", justify="right")

@@ -283,10 +283,11 @@ class PostgresBackend(MemoryBackend):
                         "SELECT checkpoint FROM memalign_principles WHERE judge = %s AND version = %s",
                         (self.judge, version),
                     ).fetchone()[0]
-                    rows = conn.execute(
-                        "SELECT id, episode::text, embedding FROM memalign_episode WHERE judge = %s ORDER BY seq",
-                        (self.judge,),
-                    ).fetchall()
+                    with conn.cursor(binary=True) as cur:  # binary vectors: ~10x faster than their text form
+                        rows = cur.execute(
+                            "SELECT id, episode::text, embedding FROM memalign_episode WHERE judge = %s ORDER BY seq",
+                            (self.judge,),
+                        ).fetchall()
             finally:
                 conn.isolation_level = None
         vectorstore = new_faiss(embeddings, int(embeddings_info["dim"]))
@@ -352,13 +353,14 @@ class PostgresBackend(MemoryBackend):
         if changed:
             index = vectorstore.index  # type: ignore[attr-defined]
             with conn.cursor() as cur:
-                cur.executemany(
-                    "INSERT INTO memalign_episode (judge, id, digest, episode, embedding) VALUES (%s, %s, %s, %s, %s)",
-                    [
-                        (self.judge, i, local[i][1], docstore.raw[i], index.reconstruct(local[i][0]))
-                        for i in sorted(changed, key=lambda i: local[i][0])
-                    ],
-                )
+                with cur.copy(
+                    "COPY memalign_episode (judge, id, digest, episode, embedding) FROM STDIN WITH (FORMAT BINARY)"
+                ) as copy:
+                    # The episode is already JSON text: sent as text (json's binary form is its text),
+                    # since a "json" dumper would encode the string once more.
+                    copy.set_types(["text", "text", "text", "text", "vector"])
+                    for i in sorted(changed, key=lambda i: local[i][0]):
+                        copy.write_row((self.judge, i, local[i][1], docstore.raw[i], index.reconstruct(local[i][0])))
 
     def versions(self) -> list[dict[str, Any]]:  # noqa: D102
         with self._connection() as conn, conn.transaction():

@@ -206,3 +206,23 @@ def test_open_errors_postgres(memory, embeddings):
         Memory.open(url, embeddings=embeddings)
     with pytest.raises(MemoryFormatError, match="cannot connect"):
         Memory.open("postgresql://nobody@127.0.0.1:1/none?judge=x", embeddings=embeddings)
+
+
+@pytest.mark.parametrize("backend_kind", ["postgres"])
+def test_postgres_rows_are_plain_json_and_vectors(memory, stub, embeddings):
+    import psycopg
+
+    memory.align([feedback("r1", "x", text="Never use SELECT star.")], model=stub)
+    with psycopg.connect(memory.backend.conninfo) as conn:
+        kind, dims, rid = conn.execute(
+            "SELECT json_typeof(episode), vector_dims(embedding), episode->>'id' FROM memalign_episode "
+            "WHERE judge = %s",
+            (memory.backend.judge,),
+        ).fetchone()
+        checkpoint_kind = conn.execute(
+            "SELECT json_typeof(checkpoint) FROM memalign_principles WHERE judge = %s AND version = 1",
+            (memory.backend.judge,),
+        ).fetchone()[0]
+    assert (kind, dims, rid, checkpoint_kind) == ("object", 32, "r1", "object")
+    again = Memory.open(memory.backend.location, embeddings=embeddings)
+    assert again.episodes.get(["r1"])[0]["feedback"] == "Never use SELECT star."
