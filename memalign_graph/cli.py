@@ -12,6 +12,7 @@ from typing import Annotated, Any, Optional
 import typer
 from rich import box
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from memalign_graph.errors import MemAlignError
@@ -41,7 +42,7 @@ EmbOpt = Annotated[
 
 
 def _fail(exc: BaseException) -> None:
-    err.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True, soft_wrap=True)
+    err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, markup=True, soft_wrap=True)
     raise typer.Exit(2)
 
 
@@ -104,7 +105,7 @@ def judge(
 
     try:
         memory = open_memory(store, embeddings)
-        records = read_jsonl(cases, memory.spec)
+        records = read_jsonl(cases, memory.spec, allow_empty=False)
         context = Context(store=store, model=model, base_url=base_url, embeddings=embeddings, k=k, precedent=precedent)
         with tqdm(total=len(records), desc="judging", unit="case", file=sys.stderr) as bar:
             judgments = judge_many(build_judge_graph().compile(), records, context, concurrency, lambda: bar.update(1))
@@ -141,7 +142,7 @@ def align(
 
     try:
         memory = Memory.open(store, embeddings=embeddings)
-        records = read_jsonl(feedback, memory.spec, feedback=True)
+        records = read_jsonl(feedback, memory.spec, feedback=True, allow_empty=False)
         chat = resolve_chat_model(model, base_url=base_url)
         with tqdm(total=len(records), desc="distilling", unit="record", file=sys.stderr) as bar:
             report = memory.align(
@@ -154,7 +155,7 @@ def align(
                 reason=reason,
                 progress=bar,
             )
-    except (OSError, MemAlignError) as exc:
+    except (OSError, ValueError, MemAlignError) as exc:
         _fail(exc)
     console.print_json(json.dumps(report.to_dict()))
     if report.failed:
@@ -322,7 +323,7 @@ def review(
 
     try:
         memory = open_memory(store, embeddings)
-        records = read_jsonl(cases, memory.spec)
+        records = read_jsonl(cases, memory.spec, allow_empty=False)
     except (OSError, MemAlignError) as exc:
         _fail(exc)
     context = Context(

@@ -15,7 +15,7 @@ from langchain_core.documents import Document
 from langchain_core.embeddings import Embeddings
 from langchain_core.vectorstores import VectorStore
 
-from memalign_graph.spec import FeedbackRecord, Value, case_hash, case_text, record_hash
+from memalign_graph.spec import FeedbackRecord, Value, case_hash, case_text, embedding_text, record_hash
 
 
 class Episode(TypedDict):
@@ -110,7 +110,7 @@ class EpisodicMemory:
             raise ValueError("episodes to store share an id")
         self.delete([i for i in ids if i in self._ids])
         texts = [case_text(e) for e in episodes]
-        vectors = unit(self.embeddings.embed_documents(texts))
+        vectors = unit(self.embeddings.embed_documents([embedding_text(e) for e in episodes]))
         docs_meta = [{"episode": dict(e)} for e in episodes]
         add_embeddings = getattr(self.vectorstore, "add_embeddings", None)
         if add_embeddings is not None:
@@ -162,7 +162,7 @@ class EpisodicMemory:
         """The ``k`` episodes most similar to ``case``, most similar first, with ``score`` (cosine)."""
         if k <= 0 or not self._ids:
             return []
-        vector = unit([self.embeddings.embed_query(case_text(case))])[0]
+        vector = unit([self.embeddings.embed_query(embedding_text(case))])[0]
         hits = self.vectorstore.similarity_search_with_score_by_vector(vector, k=min(k, len(self._ids)))
         return self._to_episodes(hits)
 
@@ -170,6 +170,6 @@ class EpisodicMemory:
         """Async :meth:`search`; the embedding and the index search run in a worker thread."""
         if k <= 0 or not self._ids:
             return []
-        vector = unit([await self.embeddings.aembed_query(case_text(case))])[0]
+        vector = unit([await self.embeddings.aembed_query(embedding_text(case))])[0]
         hits = await self.vectorstore.asimilarity_search_with_score_by_vector(vector, k=min(k, len(self._ids)))
         return self._to_episodes(hits)

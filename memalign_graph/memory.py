@@ -39,7 +39,7 @@ from memalign_graph.semantic import (
     now_iso,
     related_pairs,
 )
-from memalign_graph.spec import FeedbackRecord, JudgeSpec, case_text, parse_record, record_hash
+from memalign_graph.spec import FeedbackRecord, JudgeSpec, embedding_text, parse_record, record_hash
 
 
 @dataclass
@@ -216,7 +216,7 @@ class Memory:
         if token_budget is None or sum(costs) <= token_budget:
             return principles, []
         similarity = self._vectors([p["text"] for p in principles]) @ np.asarray(
-            unit([self.embeddings.embed_query(case_text(case))])[0], dtype=np.float32
+            unit([self.embeddings.embed_query(embedding_text(case))])[0], dtype=np.float32
         )
         supports = [math.log1p(len(p["sources"])) if p["sources"] else None for p in principles]
         best = max([s for s in supports if s is not None], default=1.0) or 1.0
@@ -394,7 +394,7 @@ class Memory:
         def embed() -> list[list[float]]:
             started = time.perf_counter()
             vectors = (
-                unit(self.embeddings.embed_documents([case_text(e) for e in new_episodes])) if new_episodes else []
+                unit(self.embeddings.embed_documents([embedding_text(e) for e in new_episodes])) if new_episodes else []
             )
             report.timings["embed_s"] = round(time.perf_counter() - started, 3)
             return vectors

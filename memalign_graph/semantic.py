@@ -123,9 +123,11 @@ def merge_principles(
     and dropping punctuation, when (with ``vectors``) the cosine similarity of
     their embeddings is at least ``threshold``, or when ``relations`` says it is
     the ``same`` as one: it is not added, and its sources are merged into the
-    principle it repeats. A candidate that ``contradicts`` an existing principle
-    (the expert changed the rule) replaces it: the newer feedback wins, and the
-    replaced principle is kept in the new one's ``history``.
+    principle it repeats (unless that one is hand-written: it keeps no sources,
+    so it never depends on a record that merely repeated it). A candidate that
+    ``contradicts`` an existing principle (the expert changed the rule) replaces
+    it: the newer feedback wins, and the replaced principle is kept in the new
+    one's ``history``.
 
     Args:
         existing: current principles (not modified).
@@ -176,7 +178,9 @@ def merge_principles(
             result.append(Principle(**cand))  # type: ignore[typeddict-item]
             added.append(cand["id"])
         else:
-            new_sources = sorted(set(twin["sources"]) | set(cand["sources"]))
+            # A hand-written principle (no sources) stays hand-written: a record that repeats it did not
+            # write it, and forgetting or replacing that record must not take the expert's rule away.
+            new_sources = sorted(set(twin["sources"]) | set(cand["sources"])) if twin["sources"] else []
             if new_sources != twin["sources"]:
                 twin["sources"] = new_sources
                 twin["updated_at"] = now_iso()
@@ -185,21 +189,31 @@ def merge_principles(
 
 
 def drop_sources(principles: list[Principle], record_ids: set[str]) -> tuple[list[Principle], list[str]]:
-    """Remove ``record_ids`` from every principle's sources.
+    """Remove ``record_ids`` from every principle's sources, and from the earlier forms in its ``history``.
 
     A principle whose every source is removed goes with them; hand-written
-    principles (no sources) are never removed here.
+    principles (no sources) are never removed here. The same holds inside each
+    kept principle's ``history`` (principles it superseded, earlier texts): an
+    entry whose every source is removed is dropped, so a forgotten record's words
+    do not survive in the history of a principle that replaced theirs. The input
+    is not modified.
 
     Returns:
-        ``(principles, removed_ids)``.
+        ``(principles, removed_ids)``; ``removed_ids`` lists top-level principles only.
     """
     kept: list[Principle] = []
     removed: list[str] = []
     for p in principles:
-        if not p["sources"] or not set(p["sources"]) & record_ids:
+        history = p.get("history")
+        if history:
+            cleaned, _ = drop_sources(history, record_ids)  # type: ignore[arg-type]
+            if cleaned != history:
+                p = Principle(**{**p, "history": cleaned})  # type: ignore[typeddict-item]
+        sources = p.get("sources") or []
+        if not sources or not set(sources) & record_ids:
             kept.append(p)
             continue
-        remaining = [s for s in p["sources"] if s not in record_ids]
+        remaining = [s for s in sources if s not in record_ids]
         if remaining:
             kept.append(Principle(**{**p, "sources": remaining, "updated_at": now_iso()}))  # type: ignore[typeddict-item]
         else:

