@@ -444,3 +444,19 @@ def test_record_over_the_distillation_budget_goes_alone(mems):
     batches = [re.findall(r'<feedback id="([^"]+)">', prompt[-1].text) for prompt in stub.prompts]
     assert ["huge"] in batches and sorted(i for b in batches for i in b) == ["huge", "s1", "s2", "s3"]
     assert all(len(b) == 1 or "huge" not in b for b in batches)
+
+
+@pytest.mark.parametrize("backend_kind", ["postgres"])
+@pytest.mark.parametrize("name", list(JSONL_CASES))
+def test_cli_align_refuses_bad_jsonl_and_leaves_postgres_unchanged(name, tmp_path, new_location, emb):
+    from tests.conftest import stored_state
+
+    kind, file, message = write_case(tmp_path, name)
+    memory = Memory.create(new_location(kind), SPECS[kind], embeddings=emb)
+    memory.align([GOOD[kind]], model=StubChatModel())
+    before = stored_state(memory)
+    result = CliRunner().invoke(app, ["align", memory.backend.url, str(file), "--model", "stub"])
+    assert result.exit_code == 2, (result.stdout, result.stderr, result.exception)
+    assert re.search("error: " + message, result.stderr), result.stderr
+    assert stored_state(memory) == before
+    memory.backend.close()
