@@ -4,8 +4,12 @@ Records are packed into batches (at most ``batch_size`` records and at most
 ``token_budget`` estimated prompt tokens per LLM call; tokens are estimated as
 characters / 4, the usual rule of thumb for English with BPE tokenisers) and
 the batches run concurrently (at most ``concurrency`` calls at once). A batch
-that fails is retried with exponential backoff; if it still fails, its record
-ids are reported and the records stay undistilled for the next alignment.
+whose call hits a transient error (timeout, rate limit, connection or server
+error, see :func:`memalign_graph.judge.is_transient`) or whose answer cannot be
+read is retried with exponential backoff and jitter (``Runnable.with_retry``),
+at most ``max_retries`` times; an error retrying cannot fix (authentication, bad
+request) is not retried. A batch that still fails has its record ids reported
+with the error, and the records stay undistilled for the next alignment.
 """
 
 from __future__ import annotations
@@ -17,9 +21,22 @@ from typing import Any
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
+from langchain_core.runnables import RunnableLambda
 
 from memalign_graph import prompts
-from memalign_graph.judge import _clip, add_usage, bind_structured, empty_usage, extract_json, format_case
+from memalign_graph.judge import (
+    DEFAULT_SETTINGS,
+    CallCounter,
+    _clip,
+    add_usage,
+    bind_structured,
+    describe_error,
+    empty_usage,
+    extract_json,
+    format_case,
+    is_transient,
+    retrying_call,
+)
 from memalign_graph.models import model_name
 from memalign_graph.semantic import Principle, new_principle
 from memalign_graph.spec import FeedbackRecord, JudgeSpec
@@ -160,6 +177,20 @@ def parse_principles(text: str, batch_ids: list[str]) -> list[tuple[str, list[st
     return out
 
 
+class UnparseableAnswer(ValueError):
+    """A model's answer could not be read (no JSON, wrong shape); retried like a transient error."""
+
+
+def _retryable(exc: BaseException) -> bool:
+    """Distillation and consolidation retry transient errors and unreadable answers."""
+    return isinstance(exc, UnparseableAnswer) or is_transient(exc)
+
+
+def _backoff(backoff_s: float | None) -> tuple[float, float]:
+    first = DEFAULT_SETTINGS["backoff_s"] if backoff_s is None else backoff_s
+    return first, max(first, DEFAULT_SETTINGS["backoff_max_s"])
+
+
 @dataclass
 class DistillResult:
     """What a distillation run produced.
@@ -189,7 +220,7 @@ async def adistill(
     token_budget: int = 6000,
     concurrency: int = 8,
     max_retries: int = 2,
-    backoff_s: float = 0.5,
+    backoff_s: float | None = None,
     max_principles: int = 3,
     principle_chars: int = 200,
     progress: Any = None,
@@ -205,20 +236,27 @@ async def adistill(
         token_budget: most estimated prompt tokens of records per call; lowered
             to fit the model's context window where it is known (:func:`context_window`).
         concurrency: most calls in flight.
-        max_retries: retries per batch after the first failure.
-        backoff_s: first retry delay in seconds, doubled each retry.
+        max_retries: retries per batch after a transient error or an unreadable answer
+            (``max_retries + 1`` calls at most); other errors are not retried.
+        backoff_s: first retry delay in seconds, doubled each retry, plus up to as much
+            random jitter (``None``: ``memalign_graph.judge.DEFAULT_SETTINGS["backoff_s"]``).
         max_principles: most principles one call may return.
         principle_chars: most characters per principle.
         progress: optional object with ``update(n)`` (e.g. a tqdm bar), advanced per record.
 
     Returns:
-        A :class:`DistillResult`; failures are reported in it, not raised.
+        A :class:`DistillResult`; failures are reported in it (record id ->
+        ``"ErrorType: message (after N attempt(s))"``), not raised.
+
+    Raises:
+        ValueError: if the model's known context window leaves no room for records.
     """
     result = DistillResult()
     if not records:
         return result
     semaphore = asyncio.Semaphore(max(1, concurrency))
     author = f"distill:{model_name(model)}"
+    first_wait, longest_wait = _backoff(backoff_s)
 
     async def run(batch: list[FeedbackRecord]) -> None:
         ids = [r["id"] for r in batch]
@@ -230,25 +268,35 @@ async def adistill(
             max_tokens=answer_tokens,
         )
         messages = build_distill_messages(spec, batch, known, max_principles)
-        error = ""
+
+        async def ask(prompt: list[BaseMessage]) -> list[tuple[str, list[str]]]:
+            answer = await bound.ainvoke(prompt)
+            add_usage(result.usage, answer)  # type: ignore[arg-type]
+            try:
+                return parse_principles(answer.text, ids)
+            except ValueError as exc:
+                raise UnparseableAnswer(str(exc)) from exc
+
+        counter = CallCounter()
+        call = retrying_call(
+            RunnableLambda(ask),
+            counter,
+            retries=max_retries,
+            backoff_s=first_wait,
+            backoff_max_s=longest_wait,
+            retry_if=_retryable,
+            label=f"distillation of {ids[:3]}{'...' if len(ids) > 3 else ''}",
+        )
         async with semaphore:
-            for attempt in range(max_retries + 1):
-                if attempt:
-                    await asyncio.sleep(backoff_s * 2 ** (attempt - 1))
-                result.calls += 1
-                try:
-                    answer = await bound.ainvoke(messages)
-                    add_usage(result.usage, answer)  # type: ignore[arg-type]
-                    found = parse_principles(answer.text, ids)
-                except Exception as exc:  # noqa: BLE001 - any provider error is retried, then reported
-                    error = f"{type(exc).__name__}: {exc}"
-                    log.warning("distillation batch %s failed (attempt %d): %s", ids[:3], attempt + 1, error)
-                    continue
+            try:
+                found = await call.ainvoke(messages)
+            except Exception as exc:  # noqa: BLE001 - any provider error is reported by record id, not raised
+                result.failed.update(dict.fromkeys(ids, f"{describe_error(exc)} (after {counter.n} attempt(s))"))
+            else:
                 result.principles.extend(new_principle(text, sources, author) for text, sources in found)
                 result.distilled.extend(ids)
-                break
-            else:
-                result.failed.update(dict.fromkeys(ids, error))
+            finally:
+                result.calls += counter.n
         if progress is not None:
             progress.update(len(batch))
 
@@ -298,22 +346,29 @@ async def aclassify_pairs(
     pairs: list[tuple[str, str, str, str]],
     *,
     max_retries: int = 2,
-    backoff_s: float = 0.5,
+    backoff_s: float | None = None,
     usage: dict[str, int] | None = None,
+    counter: CallCounter | None = None,
 ) -> dict[str, tuple[str, str]]:
     """Ask the LLM whether each new principle repeats or contradicts a similar existing one.
+
+    Fails safe: a call that still fails after its retries (or an error that is not
+    retried) leaves every pair unclassified, which is treated as ``different``: the
+    candidates are added as new principles and nothing existing is merged or replaced.
 
     Args:
         model: any LangChain chat model.
         pairs: ``(candidate id, candidate text, existing id, existing text)``.
-        max_retries: retries after a failed call.
-        backoff_s: first retry delay in seconds, doubled each retry.
+        max_retries: retries after a transient error or an unreadable answer.
+        backoff_s: first retry delay in seconds, doubled each retry, plus jitter
+            (``None``: ``memalign_graph.judge.DEFAULT_SETTINGS["backoff_s"]``).
         usage: token counts are added here.
+        counter: counts the calls made (retries included), if given.
 
     Returns:
         candidate id -> (existing id, ``"same"``/``"contradicts"``/``"different"``);
-        empty if the model never gave a usable answer (the candidates are then
-        added as new principles, and a warning is logged).
+        pairs the model did not classify validly are absent (treated as ``different``),
+        and it is empty if the model never gave a usable answer (a warning is logged).
     """
     if not pairs:
         return {}
@@ -324,13 +379,12 @@ async def aclassify_pairs(
     bound = bind_structured(
         model, classify_schema(len(pairs)), "verdicts", logprobs=False, max_tokens=24 * len(pairs) + 32
     )
-    for attempt in range(max_retries + 1):
-        if attempt:
-            await asyncio.sleep(backoff_s * 2 ** (attempt - 1))
+
+    async def ask(prompt: list[BaseMessage]) -> dict[str, tuple[str, str]]:
+        answer = await bound.ainvoke(prompt)
+        if usage is not None:
+            add_usage(usage, answer)  # type: ignore[arg-type]
         try:
-            answer = await bound.ainvoke(messages)
-            if usage is not None:
-                add_usage(usage, answer)  # type: ignore[arg-type]
             verdicts = extract_json(answer.text)["verdicts"]
             out: dict[str, tuple[str, str]] = {}
             for verdict in verdicts:
@@ -338,7 +392,23 @@ async def aclassify_pairs(
                 if 1 <= n <= len(pairs) and relation in ("same", "contradicts", "different"):
                     cand_id, _, existing_id, _ = pairs[n - 1]
                     out[cand_id] = (existing_id, relation)
-            return out
-        except Exception as exc:  # noqa: BLE001 - any provider or format error is retried, then logged
-            log.warning("principle consolidation failed (attempt %d): %s", attempt + 1, exc)
-    return {}
+        except (ValueError, KeyError, TypeError) as exc:
+            raise UnparseableAnswer(f"unreadable consolidation answer ({describe_error(exc)})") from exc
+        return out
+
+    counter = counter if counter is not None else CallCounter()
+    first_wait, longest_wait = _backoff(backoff_s)
+    call = retrying_call(
+        RunnableLambda(ask),
+        counter,
+        retries=max_retries,
+        backoff_s=first_wait,
+        backoff_max_s=longest_wait,
+        retry_if=_retryable,
+        label="principle consolidation",
+    )
+    try:
+        return await call.ainvoke(messages)
+    except Exception as exc:  # noqa: BLE001 - fail safe: unclassified pairs are kept as different principles
+        log.warning("principle consolidation gave up, pairs kept as different principles: %s", describe_error(exc))
+        return {}

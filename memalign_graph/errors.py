@@ -36,13 +36,28 @@ class JudgmentParseError(MemAlignError):
         model: the model's name as LangChain reports it.
         raw: the last raw text the model returned.
         reason: why it was rejected.
+        record_id: the id of the case being judged, or ``None`` if it had none (or was not given).
+        attempts: model calls made for this case (``None`` if not given).
     """
 
-    def __init__(self, model: str, raw: str, reason: str) -> None:
+    def __init__(
+        self, model: str, raw: str, reason: str, *, record_id: str | None = None, attempts: int | None = None
+    ) -> None:
         self.model = model
         self.raw = raw
         self.reason = reason
-        super().__init__(f"model {model!r} returned an unusable judgment ({reason}); raw text: {raw!r}")
+        self.record_id = record_id
+        self.attempts = attempts
+        case = f"case {record_id!r}: " if record_id is not None else ""
+        tries = f" after {attempts} attempt(s)" if attempts is not None else ""
+        super().__init__(f"{case}model {model!r} returned an unusable judgment{tries} ({reason}); raw text: {raw!r}")
+
+    def __reduce__(self) -> tuple:
+        return _rebuild, (
+            type(self),
+            (self.model, self.raw, self.reason),
+            {"record_id": self.record_id, "attempts": self.attempts},
+        )
 
 
 class DistillationError(MemAlignError):
@@ -60,3 +75,66 @@ class DistillationError(MemAlignError):
 
 class MemoryFormatError(MemAlignError):
     """A memory directory is missing, unreadable, foreign, or from a newer format."""
+
+
+class JudgeError(MemAlignError):
+    """The judge model could not be called successfully for one case.
+
+    Raised after transient errors (timeouts, rate limits, connection and server
+    errors) were retried with backoff and still failed, or at once for an error
+    retrying cannot fix (authentication, bad request). No value is invented; the
+    provider's exception is chained as ``__cause__``.
+
+    Attributes:
+        model: the model's name as LangChain reports it.
+        record_id: the id of the case being judged, or ``None`` if it had none.
+        attempts: model calls made for this case.
+        transient: whether the last error was a transient one (retries exhausted).
+        reason: ``"ErrorType: message"`` of the last error.
+    """
+
+    def __init__(self, model: str, reason: str, *, record_id: str | None, attempts: int, transient: bool) -> None:
+        self.model = model
+        self.reason = reason
+        self.record_id = record_id
+        self.attempts = attempts
+        self.transient = transient
+        what = "still failing after" if transient else "not retryable; gave up after"
+        case = f"case {record_id!r}" if record_id is not None else "a case without id"
+        super().__init__(f"{case}: model {model!r} call failed ({what} {attempts} attempt(s)): {reason}")
+
+    def __reduce__(self) -> tuple:
+        return _rebuild, (
+            type(self),
+            (self.model, self.reason),
+            {"record_id": self.record_id, "attempts": self.attempts, "transient": self.transient},
+        )
+
+
+class JudgeBatchError(MemAlignError):
+    """Some cases of a batch could not be judged (see :func:`memalign_graph.graph.judge_many`).
+
+    The other cases were judged; their judgments are kept here.
+
+    Attributes:
+        failed: case id -> error message, for every case that failed.
+        errors: case id -> the exception it raised.
+        judgments: one entry per case, in order: the judgment, or ``None`` where it failed.
+    """
+
+    def __init__(self, failed: dict[str, str], errors: dict[str, BaseException], judgments: list) -> None:
+        self.failed = failed
+        self.errors = errors
+        self.judgments = judgments
+        first = next(iter(failed.values()), "")
+        super().__init__(
+            f"{len(failed)} of {len(judgments)} case(s) could not be judged: {list(failed)}; first error: {first}"
+        )
+
+    def __reduce__(self) -> tuple:
+        return _rebuild, (type(self), (self.failed, self.errors, self.judgments), {})
+
+
+def _rebuild(cls: type, args: tuple, kwargs: dict) -> BaseException:
+    """Unpickle an error whose constructor takes more than its message."""
+    return cls(*args, **kwargs)

@@ -23,6 +23,7 @@ from langgraph.runtime import Runtime, get_runtime
 from langgraph.types import Send, interrupt
 
 from memalign_graph.context import Context, memory_location, resolve_context
+from memalign_graph.errors import JudgeBatchError
 from memalign_graph.judge import (
     JudgeSettings,
     Judgment,
@@ -95,11 +96,17 @@ def _judge_inputs(state: JudgeState, runtime: Runtime[Context]) -> tuple[Context
 
 
 def _judge_settings(ctx: Context) -> JudgeSettings:
-    return {
+    settings: JudgeSettings = {
         "max_retries": ctx.max_retries,
         "structured_output": ctx.structured_output,
         "rationale_max_chars": ctx.rationale_max_chars,
     }
+    # Optional Context fields (a deployment's context may carry them): backoff of transient-error retries.
+    for key, field_name in (("backoff_s", "retry_backoff_s"), ("backoff_max_s", "retry_backoff_max_s")):
+        value = getattr(ctx, field_name, None)
+        if value is not None:
+            settings[key] = float(value)  # type: ignore[literal-required]
+    return settings
 
 
 def _finish_judgment(state: JudgeState, case: dict[str, Any], judgment: Judgment) -> dict[str, Any]:
@@ -110,7 +117,14 @@ def _finish_judgment(state: JudgeState, case: dict[str, Any], judgment: Judgment
 
 
 def judge(state: JudgeState, runtime: Runtime[Context]) -> dict[str, Any]:
-    """The judgment from working memory (or the expert precedent, when it applies)."""
+    """The judgment from working memory (or the expert precedent, when it applies).
+
+    Raises:
+        JudgeError: the model call failed (transient errors after ``max_retries`` retries with backoff,
+            other errors at once), naming the case id (state ``"id"``) and the model.
+        JudgmentParseError: no usable answer after ``max_retries`` repairs, naming the case id.
+        RecordError: if the case is malformed.
+    """
     ctx, memory, case, precedent = _judge_inputs(state, runtime)
     principles, episodes = state.get("principles", []), state.get("episodes", [])
     if precedent is not None:
@@ -122,7 +136,13 @@ def judge(state: JudgeState, runtime: Runtime[Context]) -> dict[str, Any]:
 
 
 async def ajudge(state: JudgeState, runtime: Runtime[Context]) -> dict[str, Any]:
-    """Async :func:`judge`: the model is awaited, so waiting for it holds no worker thread."""
+    """Async :func:`judge`: the model is awaited (backoff waits too), so waiting holds no worker thread.
+
+    Raises:
+        JudgeError: as :func:`judge`.
+        JudgmentParseError: as :func:`judge`.
+        RecordError: as :func:`judge`.
+    """
     ctx, memory, case, precedent = await asyncio.to_thread(_judge_inputs, state, runtime)
     principles, episodes = state.get("principles", []), state.get("episodes", [])
     if precedent is not None:
@@ -161,6 +181,7 @@ def distill(state: AlignState, runtime: Runtime[Context]) -> dict[str, Any]:
         batch_size=ctx.batch_size,
         token_budget=ctx.token_budget,
         concurrency=ctx.concurrency,
+        max_retries=ctx.max_retries,
         author=state.get("author", "expert"),
         reason=state.get("reason"),
     )
@@ -246,6 +267,7 @@ def distill_review(state: ReviewState, runtime: Runtime[Context]) -> dict[str, A
         model=resolve_chat_model(ctx.model, base_url=ctx.base_url),
         batch_size=ctx.batch_size,
         token_budget=ctx.token_budget,
+        max_retries=ctx.max_retries,
         author=review.get("reviewer") or "expert",
         reason=f"review of {record['id']}: {review['action']}",
     )
@@ -343,20 +365,36 @@ def judge_many(
     """Judge ``cases`` with a compiled judge graph, ``concurrency`` at a time.
 
     Only ``id``, ``inputs``, ``outputs`` and ``expectations`` reach the judge (an
-    expert's value in the record is never shown to it).
+    expert's value in the record is never shown to it). A case that fails does not
+    stop the others; the failures are raised together once every case has run.
 
     Returns:
         The judgments, in the order of ``cases``.
 
     Raises:
-        Whatever a judgment raised (e.g. :class:`~memalign_graph.errors.JudgmentParseError`).
+        JudgeBatchError: if any case could not be judged (e.g. a
+            :class:`~memalign_graph.errors.JudgeError` after its retries, or a
+            :class:`~memalign_graph.errors.JudgmentParseError`); it names every failed
+            case id (``"#N"`` for the N-th case when it has no id), carries each error,
+            and the judgments of the cases that succeeded. The first error is its ``__cause__``.
     """
     inputs = [{k: c[k] for k in ("id", "inputs", "outputs", "expectations") if k in c} for c in cases]
     results: list[Any] = [None] * len(inputs)
-    for index, output in graph.batch_as_completed(inputs, {"max_concurrency": concurrency}, context=context):
-        if isinstance(output, Exception):
-            raise output
+    errors: dict[int, BaseException] = {}
+    for index, output in graph.batch_as_completed(
+        inputs, {"max_concurrency": concurrency}, return_exceptions=True, context=context
+    ):
+        if isinstance(output, BaseException):
+            errors[index] = output
+            continue
         results[index] = output["judgment"]
         if on_done:
             on_done()
+    if errors:
+        named: dict[str, BaseException] = {}
+        for index in sorted(errors):
+            rid = str(inputs[index].get("id", f"#{index}"))
+            named[rid if rid not in named else f"{rid}#{index}"] = errors[index]
+        failed = {rid: str(exc) for rid, exc in named.items()}
+        raise JudgeBatchError(failed, named, results) from errors[min(errors)]
     return results

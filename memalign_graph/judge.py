@@ -11,7 +11,15 @@ Databricks 2025). Getting a valid value out of any model, small ones included:
 2. **Repair and retry** for every model: an answer that is not a JSON object
    with an allowed value is sent back with the reason, up to ``max_retries`` times.
 3. Still unusable: :class:`~memalign_graph.errors.JudgmentParseError` naming the
-   model and showing the raw text. A value is never invented.
+   case, the model and the raw text. A value is never invented.
+
+Transport faults are retried separately, per model call, with exponential
+backoff and jitter (LangChain's ``Runnable.with_retry``): timeouts, rate limits
+(HTTP 429), connection errors and server errors (5xx), as recognised by
+:func:`is_transient`, up to ``transient_retries`` times (default ``max_retries``).
+Other errors (authentication, bad request) are not retried. Either way a failed
+call ends in :class:`~memalign_graph.errors.JudgeError` naming the case id, the
+model and the number of attempts.
 
 Where the model returns log-probabilities (the embedded model), the judgment
 also carries ``scores``: the probability of each allowed value at the position
@@ -25,22 +33,194 @@ returned without calling the model, and ``precedent`` names the episode.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import math
 import re
+from collections.abc import Callable
 from typing import Any, Literal, NotRequired, TypedDict
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
+from langchain_core.runnables import Runnable, RunnableConfig, RunnableLambda
+from langchain_core.runnables.retry import RunnableRetry
+from tenacity import wait_exponential_jitter
 
 from memalign_graph import prompts
 from memalign_graph.episodic import Episode
-from memalign_graph.errors import JudgmentParseError, RecordError
+from memalign_graph.errors import JudgeError, JudgmentParseError, RecordError
 from memalign_graph.models import model_name
 from memalign_graph.semantic import Principle
 from memalign_graph.spec import JudgeSpec, Value, case_hash, render
 
 PrecedentMode = Literal["exact", "similar", "off"]
+
+log = logging.getLogger(__name__)
+
+# Exception class names (anywhere in the class's MRO) of transient provider errors, so that no
+# optional SDK (openai, anthropic, httpx, google-api-core, ...) needs importing to recognise them.
+TRANSIENT_ERROR_NAMES = frozenset(
+    {
+        "RateLimitError",  # openai, anthropic, mistral, groq (HTTP 429)
+        "APITimeoutError",  # openai, anthropic
+        "APIConnectionError",  # openai, anthropic
+        "InternalServerError",  # openai, anthropic (5xx)
+        "ServiceUnavailableError",
+        "OverloadedError",  # anthropic (529)
+        "TimeoutException",  # httpx (ConnectTimeout, ReadTimeout, WriteTimeout, PoolTimeout)
+        "NetworkError",  # httpx (ConnectError, ReadError, WriteError, CloseError)
+        "RemoteProtocolError",  # httpx: server closed the connection mid-response
+        "ResourceExhausted",  # google-api-core (429)
+        "ServiceUnavailable",  # google-api-core (503)
+        "DeadlineExceeded",  # google-api-core (504)
+        "TooManyRequests",  # google-api-core (429)
+        "ThrottlingException",  # AWS Bedrock
+    }
+)
+# HTTP statuses worth retrying: request timeout, conflict/too early, rate limit, and any server error.
+TRANSIENT_STATUS = frozenset({408, 409, 425, 429})
+
+
+def _status_code(exc: BaseException) -> int | None:
+    """The HTTP status an error carries, if any (``status_code``, ``status``, ``code`` or ``response.status_code``)."""
+    for holder in (exc, getattr(exc, "response", None)):
+        for attr in ("status_code", "status", "code"):
+            value = getattr(holder, attr, None)
+            if isinstance(value, int) and not isinstance(value, bool) and 100 <= value <= 599:
+                return value
+    return None
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether retrying the same call later may succeed: timeouts, rate limits, connection and server errors.
+
+    Recognised by type (``TimeoutError``, ``asyncio.TimeoutError``, ``ConnectionError``), by class name
+    (see :data:`TRANSIENT_ERROR_NAMES`, e.g. ``openai.RateLimitError``, ``anthropic.APITimeoutError``,
+    ``httpx.ReadTimeout``) or by HTTP status (408, 409, 425, 429, 5xx). An error with another status
+    (400 bad request, 401/403 authentication, 404) is not transient, whatever its name. An error raised
+    ``from`` a transient one (``__cause__``) counts as transient.
+    """
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, (TimeoutError, asyncio.TimeoutError, ConnectionError)):
+            return True
+        status = _status_code(current)
+        if status is not None:
+            return status in TRANSIENT_STATUS or status >= 500
+        if any(cls.__name__ in TRANSIENT_ERROR_NAMES for cls in type(current).__mro__):
+            return True
+        current = current.__cause__
+    return False
+
+
+def describe_error(exc: BaseException) -> str:
+    """``"ErrorType: message"``, the form errors take in reports."""
+    return f"{type(exc).__name__}: {exc}"
+
+
+class CallCounter:
+    """Counts model calls (attempts), retries included."""
+
+    def __init__(self) -> None:
+        self.n = 0
+
+
+def retrying_call(
+    runnable: Runnable,
+    counter: CallCounter,
+    *,
+    retries: int,
+    backoff_s: float,
+    backoff_max_s: float,
+    retry_if: Callable[[BaseException], bool] = is_transient,
+    label: str = "model call",
+) -> Runnable:
+    """``runnable`` retried on transient errors with exponential backoff and jitter (see :class:`BackoffRetry`).
+
+    Args:
+        runnable: the model (or any runnable) to call.
+        counter: incremented once per attempt.
+        retries: retries after the first attempt (``retries + 1`` attempts at most).
+        backoff_s: first wait in seconds; each further wait doubles, plus up to ``backoff_s`` of random jitter.
+        backoff_max_s: longest single wait in seconds.
+        retry_if: which errors are retried (default :func:`is_transient`); others propagate at once.
+        label: what is being called, for log messages.
+
+    Returns:
+        A runnable with ``invoke``/``ainvoke``.
+
+    Raises:
+        Exception: (from ``invoke``/``ainvoke``) the runnable's own error, unchanged: at once for an
+            error ``retry_if`` rejects, else the last one once ``retries + 1`` attempts have failed.
+    """
+
+    def _failed(exc: Exception) -> None:
+        log.warning("%s failed (attempt %d): %s", label, counter.n, describe_error(exc))
+
+    def call(messages: Any, config: RunnableConfig) -> Any:
+        counter.n += 1
+        try:
+            return runnable.invoke(messages, config)
+        except Exception as exc:
+            _failed(exc)
+            raise
+
+    async def acall(messages: Any, config: RunnableConfig) -> Any:
+        counter.n += 1
+        try:
+            return await runnable.ainvoke(messages, config)
+        except Exception as exc:
+            _failed(exc)
+            raise
+
+    backoff_s = max(0.0, float(backoff_s))
+    return BackoffRetry(
+        bound=RunnableLambda(call, afunc=acall, name="model_call"),
+        kwargs={},
+        config={},
+        retry_exception_types=retry_if,
+        wait_exponential_jitter=False,
+        max_attempt_number=max(0, int(retries)) + 1,
+        first_wait_s=backoff_s,
+        max_wait_s=max(backoff_s, float(backoff_max_s)),
+    )
+
+
+def _first_wait_parameter() -> str:
+    """Name of ``tenacity.wait_exponential_jitter``'s first-wait parameter.
+
+    tenacity 9.2 renamed ``initial`` to ``multiplier`` and warns on the old name.
+    """
+    import inspect
+
+    return "multiplier" if "multiplier" in inspect.signature(wait_exponential_jitter).parameters else "initial"
+
+
+_FIRST_WAIT = _first_wait_parameter()
+
+
+class BackoffRetry(RunnableRetry):
+    """LangChain's ``RunnableRetry`` (what ``Runnable.with_retry`` builds), with exponential backoff and jitter.
+
+    The wait before retry ``n`` (1, 2, ...) is ``first_wait_s * 2 ** (n - 1)`` plus up to
+    ``first_wait_s`` of random jitter, at most ``max_wait_s``. ``with_retry``'s own
+    ``exponential_jitter_params`` cannot express a first wait under tenacity >= 9.2 without
+    a deprecation warning on every call, hence this subclass.
+    """
+
+    first_wait_s: float = 1.0
+    max_wait_s: float = 20.0
+
+    @property
+    def _kwargs_retrying(self) -> dict[str, Any]:
+        kwargs = dict(super()._kwargs_retrying)
+        kwargs["wait"] = wait_exponential_jitter(
+            **{_FIRST_WAIT: self.first_wait_s}, max=self.max_wait_s, jitter=self.first_wait_s
+        )
+        return kwargs
 
 
 class Usage(TypedDict):
@@ -64,7 +244,7 @@ class Judgment(TypedDict):
         scores: probability per allowed value (``str(value)`` keys), when the model gave log-probabilities.
         model: the model's name (``"expert-precedent"`` when no model was called).
         usage: tokens spent on this judgment.
-        attempts: model calls made (1 + repairs).
+        attempts: model calls made (1 + repairs + retries after transient errors).
     """
 
     value: Value
@@ -356,9 +536,23 @@ def bind_structured(
 
 
 class JudgeSettings(TypedDict, total=False):
-    """Knobs for one judgment (all optional; defaults in :data:`DEFAULT_SETTINGS`)."""
+    """Knobs for one judgment (all optional; defaults in :data:`DEFAULT_SETTINGS`).
+
+    Attributes:
+        max_retries: repair rounds for an unusable answer.
+        transient_retries: retries of one model call after a transient error (``None``: ``max_retries``).
+        backoff_s: first wait before such a retry, in seconds (doubles each time, plus jitter).
+        backoff_max_s: longest single wait, in seconds.
+        structured_output: ``"auto"``, ``"json_schema"`` or ``"prompt"`` (see :func:`bind_structured`).
+        rationale_max_chars: cap on the rationale's length.
+        case_chars: per-field character cap for the case at hand.
+        episode_chars: per-field character cap inside each episode.
+    """
 
     max_retries: int
+    transient_retries: int | None
+    backoff_s: float
+    backoff_max_s: float
     structured_output: str
     rationale_max_chars: int
     case_chars: int
@@ -366,16 +560,59 @@ class JudgeSettings(TypedDict, total=False):
 
 
 DEFAULT_SETTINGS: JudgeSettings = JudgeSettings(
-    max_retries=2, structured_output="auto", rationale_max_chars=300, case_chars=2000, episode_chars=200
+    max_retries=2,
+    transient_retries=None,
+    backoff_s=0.5,
+    backoff_max_s=20.0,
+    structured_output="auto",
+    rationale_max_chars=300,
+    case_chars=2000,
+    episode_chars=200,
 )
 
 
 def _prepare(spec, case, principles, episodes, settings):  # type: ignore[no-untyped-def]
-    cfg = {**DEFAULT_SETTINGS, **(settings or {})}
+    cfg = {**DEFAULT_SETTINGS, **{k: v for k, v in (settings or {}).items() if v is not None}}
+    if cfg.get("transient_retries") is None:
+        cfg["transient_retries"] = cfg["max_retries"]
     messages = build_messages(
         spec, case, principles, episodes, case_chars=cfg["case_chars"], episode_chars=cfg["episode_chars"]
     )
     return cfg, messages
+
+
+def _model_call(model: BaseChatModel, spec: JudgeSpec, cfg: dict[str, Any], counter: CallCounter) -> Runnable:
+    bound = bind_structured(
+        model,
+        judgment_schema(spec, cfg["rationale_max_chars"]),
+        "judgment",
+        cfg["structured_output"],
+        max_tokens=cfg["rationale_max_chars"] + 48,
+    )
+    return retrying_call(
+        bound,
+        counter,
+        retries=cfg["transient_retries"],
+        backoff_s=cfg["backoff_s"],
+        backoff_max_s=cfg["backoff_max_s"],
+        label=f"judge model {model_name(model)!r}",
+    )
+
+
+def _call_failed(model: BaseChatModel, case: dict[str, Any], counter: CallCounter, exc: Exception) -> JudgeError:
+    return JudgeError(
+        model_name(model),
+        describe_error(exc),
+        record_id=case.get("id"),
+        attempts=counter.n,
+        transient=is_transient(exc),
+    )
+
+
+def _unusable(
+    model: BaseChatModel, case: dict[str, Any], counter: CallCounter, raw: str, error: str
+) -> JudgmentParseError:
+    return JudgmentParseError(model_name(model), raw, error, record_id=case.get("id"), attempts=counter.n)
 
 
 def _finish(spec, message, value, rationale, principles, episodes, model, usage, attempts) -> Judgment:  # type: ignore[no-untyped-def]
@@ -422,21 +659,24 @@ def run_judge(
         A :class:`Judgment`.
 
     Raises:
-        JudgmentParseError: if no usable answer came after ``1 + max_retries`` calls.
+        JudgmentParseError: if no usable answer came after ``1 + max_retries`` answers; names the
+            case id (``case["id"]``), the model and the attempts.
+        JudgeError: if a model call failed: a transient error (timeout, rate limit, connection,
+            5xx) still failing after ``transient_retries`` retries with backoff, or any other error
+            (authentication, bad request), which is not retried. Names the case id, the model and
+            the attempts; the provider's error is its ``__cause__``.
     """
     cfg, messages = _prepare(spec, case, principles, episodes, settings)
-    bound = bind_structured(
-        model,
-        judgment_schema(spec, cfg["rationale_max_chars"]),
-        "judgment",
-        cfg["structured_output"],
-        max_tokens=cfg["rationale_max_chars"] + 48,
-    )
+    counter = CallCounter()
+    call = _model_call(model, spec, cfg, counter)
     usage = empty_usage()
     answer: BaseMessage = AIMessage("")
     error = ""
-    for attempt in range(1, cfg["max_retries"] + 2):
-        answer = bound.invoke(messages)
+    for _ in range(cfg["max_retries"] + 1):
+        try:
+            answer = call.invoke(messages)
+        except Exception as exc:
+            raise _call_failed(model, case, counter, exc) from exc
         add_usage(usage, answer)
         try:
             value, rationale = parse_judgment(spec, answer.text)
@@ -444,8 +684,8 @@ def run_judge(
             error = str(exc)
             messages = _repair(spec, messages, answer, error)
             continue
-        return _finish(spec, answer, value, rationale, principles, episodes, model, usage, attempt)
-    raise JudgmentParseError(model_name(model), answer.text, error)
+        return _finish(spec, answer, value, rationale, principles, episodes, model, usage, counter.n)
+    raise _unusable(model, case, counter, answer.text, error)
 
 
 async def arun_judge(
@@ -456,20 +696,23 @@ async def arun_judge(
     episodes: list[Episode],
     settings: JudgeSettings | None = None,
 ) -> Judgment:
-    """Async :func:`run_judge` (same arguments, result and errors)."""
+    """Async :func:`run_judge` (same arguments and result).
+
+    Raises:
+        JudgmentParseError: as :func:`run_judge`.
+        JudgeError: as :func:`run_judge`.
+    """
     cfg, messages = _prepare(spec, case, principles, episodes, settings)
-    bound = bind_structured(
-        model,
-        judgment_schema(spec, cfg["rationale_max_chars"]),
-        "judgment",
-        cfg["structured_output"],
-        max_tokens=cfg["rationale_max_chars"] + 48,
-    )
+    counter = CallCounter()
+    call = _model_call(model, spec, cfg, counter)
     usage = empty_usage()
     answer: BaseMessage = AIMessage("")
     error = ""
-    for attempt in range(1, cfg["max_retries"] + 2):
-        answer = await bound.ainvoke(messages)
+    for _ in range(cfg["max_retries"] + 1):
+        try:
+            answer = await call.ainvoke(messages)
+        except Exception as exc:
+            raise _call_failed(model, case, counter, exc) from exc
         add_usage(usage, answer)
         try:
             value, rationale = parse_judgment(spec, answer.text)
@@ -477,5 +720,5 @@ async def arun_judge(
             error = str(exc)
             messages = _repair(spec, messages, answer, error)
             continue
-        return _finish(spec, answer, value, rationale, principles, episodes, model, usage, attempt)
-    raise JudgmentParseError(model_name(model), answer.text, error)
+        return _finish(spec, answer, value, rationale, principles, episodes, model, usage, counter.n)
+    raise _unusable(model, case, counter, answer.text, error)

@@ -3,8 +3,10 @@
 ``StubChatModel`` answers judge prompts with a valid judgment and distillation
 prompts with one principle per feedback record (the first sentence of the
 expert's words), or with whatever a custom ``responder`` returns. It can sleep
-a fixed latency per call (for throughput benchmarks), fail its first calls (for
-retry tests), and reports token usage like a real provider.
+a fixed latency per call (for throughput benchmarks), fail its first calls with
+a timeout or raise chosen exceptions on chosen calls (for retry and fault
+tests), records when each call started, and reports token usage like a real
+provider.
 """
 
 from __future__ import annotations
@@ -14,8 +16,8 @@ import json
 import re
 import threading
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, Union
 
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel
@@ -25,6 +27,8 @@ from langchain_core.outputs import ChatGeneration, ChatResult
 from pydantic import PrivateAttr
 
 Responder = Callable[[list[BaseMessage], dict[str, Any]], str]
+Fault = Union[BaseException, type[BaseException], None]
+Faults = Union[Sequence[Fault], Callable[[int, list[BaseMessage]], Fault]]
 
 _FEEDBACK = re.compile(r'<feedback id="([^"]+)">.*?Expert feedback: (.*?)\n</feedback>', re.S)
 
@@ -58,26 +62,40 @@ def default_responder(messages: list[BaseMessage], kwargs: dict[str, Any]) -> st
     return json.dumps({"rationale": "stub judgment", "value": values[0]})
 
 
+class StubTimeout(TimeoutError):
+    """The timeout :class:`StubChatModel` raises on its first ``fail_first`` calls."""
+
+
 class StubChatModel(BaseChatModel):
     """Deterministic chat model.
 
     Args:
         responder: ``(messages, call_kwargs) -> answer text``; default :func:`default_responder`.
         latency_s: seconds slept per call (``asyncio.sleep`` under ``ainvoke``).
-        fail_first: number of first calls that raise ``RuntimeError`` (retry tests).
+        fail_first: number of first calls that raise :class:`StubTimeout` (a ``TimeoutError``:
+            transient, so retried; retry tests).
+        faults: exceptions to raise instead of answering: a sequence whose N-th item is raised
+            on call N (``None``: answer; calls past its end answer), or a function
+            ``(call number, messages) -> exception or None``. An exception class is instantiated
+            with a message naming the call.
 
     Attributes:
         calls: number of calls made so far.
         max_in_flight: most calls running at once (to check bounded concurrency).
         prompts: the messages of every call, in order.
+        call_times: ``time.monotonic()`` at the start of every call, in order.
+        raised: the exception raised by every call, ``None`` where it answered, in order.
     """
 
     responder: Responder | None = None
     latency_s: float = 0.0
     fail_first: int = 0
+    faults: Faults | None = None
     model_name: str = "stub"
     _calls: int = PrivateAttr(default=0)
     _prompts: list[list[BaseMessage]] = PrivateAttr(default_factory=list)
+    _call_times: list[float] = PrivateAttr(default_factory=list)
+    _raised: list[BaseException | None] = PrivateAttr(default_factory=list)
     _lock: Any = PrivateAttr(default_factory=threading.Lock)
     _in_flight: int = PrivateAttr(default=0)
     _max_in_flight: int = PrivateAttr(default=0)
@@ -108,13 +126,38 @@ class StubChatModel(BaseChatModel):
     def prompts(self) -> list[list[BaseMessage]]:  # noqa: D102
         return self._prompts
 
+    @property
+    def call_times(self) -> list[float]:  # noqa: D102
+        return self._call_times
+
+    @property
+    def raised(self) -> list[BaseException | None]:  # noqa: D102
+        return self._raised
+
+    def _fault(self, number: int, messages: list[BaseMessage]) -> BaseException | None:
+        if number <= self.fail_first:
+            return StubTimeout(f"stub timeout on call {number}")
+        if self.faults is None:
+            return None
+        if callable(self.faults):
+            fault = self.faults(number, messages)
+        else:
+            fault = self.faults[number - 1] if number <= len(self.faults) else None
+        if isinstance(fault, type):
+            fault = fault(f"stub fault on call {number}")
+        return fault
+
     def _answer(self, messages: list[BaseMessage], kwargs: dict[str, Any]) -> ChatResult:
         with self._lock:
             self._calls += 1
             number = self._calls
             self._prompts.append(list(messages))
-        if number <= self.fail_first:
-            raise RuntimeError(f"stub failure on call {number}")
+            self._call_times.append(time.monotonic())
+            self._raised.append(None)
+        fault = self._fault(number, messages)
+        if fault is not None:
+            self._raised[number - 1] = fault
+            raise fault
         text = (self.responder or default_responder)(messages, kwargs)
         prompt_chars = sum(len(m.text) for m in messages)
         usage = UsageMetadata(
