@@ -12,7 +12,15 @@ Quick start::
 
 from memalign_graph.context import Context
 from memalign_graph.episodic import Episode, EpisodicMemory
-from memalign_graph.errors import DistillationError, JudgmentParseError, MemAlignError, MemoryFormatError, RecordError
+from memalign_graph.errors import (
+    DistillationError,
+    JudgeBatchError,
+    JudgeError,
+    JudgmentParseError,
+    MemAlignError,
+    MemoryFormatError,
+    RecordError,
+)
 from memalign_graph.graph import (
     build_align_graph,
     build_batch_review_graph,
@@ -34,6 +42,8 @@ __all__ = [
     "EpisodicMemory",
     "JudgeSpec",
     "Judgment",
+    "JudgeBatchError",
+    "JudgeError",
     "JudgmentParseError",
     "MemAlignError",
     "Memory",

@@ -70,7 +70,21 @@ class Context:
         },
     )
     use_episodes: bool = field(default=True, metadata={"description": "Include episodic memory (episodes)."})
-    max_retries: int = field(default=2, metadata={"description": "Repair-and-retry rounds for an unusable answer."})
+    max_retries: int = field(
+        default=2,
+        metadata={
+            "description": "Retries of a model call after a timeout, rate limit, connection or 5xx error (with "
+            "exponential backoff); repair rounds for an unusable judgment; retries of a distillation batch. "
+            "Authentication and bad-request errors are not retried."
+        },
+    )
+    retry_backoff_s: float | None = field(
+        default=None,
+        metadata={"description": "First wait before a retry, in seconds, doubled each retry, plus jitter (0.5)."},
+    )
+    retry_backoff_max_s: float | None = field(
+        default=None, metadata={"description": "Longest wait between two retries of a judgment call (20)."}
+    )
     structured_output: str = field(
         default="auto",
         metadata={"description": "'auto' (JSON-schema decoding where supported), 'json_schema', or 'prompt'."},

@@ -101,7 +101,7 @@ def _judge_settings(ctx: Context) -> JudgeSettings:
         "structured_output": ctx.structured_output,
         "rationale_max_chars": ctx.rationale_max_chars,
     }
-    # Optional Context fields (a deployment's context may carry them): backoff of transient-error retries.
+    # Backoff of transient-error retries (also read from a parent graph's context object, if it has them).
     for key, field_name in (("backoff_s", "retry_backoff_s"), ("backoff_max_s", "retry_backoff_max_s")):
         value = getattr(ctx, field_name, None)
         if value is not None:
@@ -182,6 +182,7 @@ def distill(state: AlignState, runtime: Runtime[Context]) -> dict[str, Any]:
         token_budget=ctx.token_budget,
         concurrency=ctx.concurrency,
         max_retries=ctx.max_retries,
+        backoff_s=ctx.retry_backoff_s,
         author=state.get("author", "expert"),
         reason=state.get("reason"),
     )
@@ -268,6 +269,7 @@ def distill_review(state: ReviewState, runtime: Runtime[Context]) -> dict[str, A
         batch_size=ctx.batch_size,
         token_budget=ctx.token_budget,
         max_retries=ctx.max_retries,
+        backoff_s=ctx.retry_backoff_s,
         author=review.get("reviewer") or "expert",
         reason=f"review of {record['id']}: {review['action']}",
     )

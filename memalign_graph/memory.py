@@ -25,7 +25,7 @@ from langchain_core.language_models import BaseChatModel
 from memalign_graph.backends.base import LedgerEntry, MemoryBackend, PrinciplesCheckpoint
 from memalign_graph.backends.file import FileBackend
 from memalign_graph.backends.postgres import is_postgres_url
-from memalign_graph.distill import aclassify_pairs, adistill, estimate_tokens, is_salient
+from memalign_graph.distill import CallCounter, aclassify_pairs, adistill, estimate_tokens, is_salient
 from memalign_graph.episodic import Episode, EpisodicMemory, episode_from_record, unit
 from memalign_graph.errors import MemoryFormatError, RecordError
 from memalign_graph.models import embeddings_name, resolve_chat_model, resolve_embeddings
@@ -281,6 +281,7 @@ class Memory:
         token_budget: int = 6000,
         concurrency: int = 8,
         max_retries: int = 2,
+        backoff_s: float | None = None,
         dedup_threshold: float = 0.95,
         consolidate_threshold: float = 0.85,
         author: str = "expert",
@@ -304,7 +305,11 @@ class Memory:
             batch_size: most records per distillation call.
             token_budget: most estimated prompt tokens of records per call.
             concurrency: most distillation calls in flight.
-            max_retries: retries per failed distillation batch.
+            max_retries: retries of a distillation batch (and of the consolidation call) after a
+                transient error (timeout, rate limit, connection, 5xx) or an unreadable answer;
+                other errors (authentication, bad request) fail the batch at once.
+            backoff_s: first wait before a retry, in seconds, doubled each retry, plus jitter
+                (``None``: 0.5 s).
             dedup_threshold: cosine similarity at or above which two principles are the
                 same without asking the LLM.
             consolidate_threshold: cosine similarity from which a new principle and
@@ -338,6 +343,7 @@ class Memory:
                     token_budget,
                     concurrency,
                     max_retries,
+                    backoff_s,
                     dedup_threshold,
                     consolidate_threshold,
                     author,
@@ -359,6 +365,7 @@ class Memory:
         token_budget: int,
         concurrency: int,
         max_retries: int,
+        backoff_s: float | None,
         dedup_threshold: float,
         consolidate_threshold: float,
         author: str,
@@ -411,6 +418,7 @@ class Memory:
             token_budget=token_budget,
             concurrency=concurrency,
             max_retries=max_retries,
+            backoff_s=backoff_s,
             progress=progress,
         )
         report.timings["distill_s"] = round(time.perf_counter() - started, 3)
@@ -423,10 +431,16 @@ class Memory:
         )
         report.timings["consolidate_embed_s"] = round(time.perf_counter() - started, 3)
         texts = {p["id"]: p["text"] for p in principles + result.principles}
+        consolidation_calls = CallCounter()
         relations = await aclassify_pairs(
-            chat, [(c, texts[c], e, texts[e]) for c, e, _ in pairs], max_retries=max_retries, usage=report.usage
+            chat,
+            [(c, texts[c], e, texts[e]) for c, e, _ in pairs],
+            max_retries=max_retries,
+            usage=report.usage,
+            backoff_s=backoff_s,
+            counter=consolidation_calls,
         )
-        report.llm_calls += 1 if pairs else 0
+        report.llm_calls += consolidation_calls.n
         report.consolidation = {
             "pairs": len(pairs),
             **{kind: sum(r == kind for _, r in relations.values()) for kind in ("same", "contradicts", "different")},

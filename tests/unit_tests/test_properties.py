@@ -14,6 +14,7 @@ import re
 import shutil
 import string
 import tempfile
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -609,13 +610,34 @@ def file_backend(request: pytest.FixtureRequest) -> tuple[Callable[[Path], Memor
 
 # To run the same properties on another backend, add a pytest.param(function, id=...) here: the function gets
 # pytest's ``request`` (for session fixtures such as a database server) and returns ``(make_memory, stored_bytes)``.
-BACKENDS: list[Any] = [pytest.param(file_backend, id="file")]
+def postgres_backend(request: pytest.FixtureRequest) -> tuple[Callable[[Path], Memory], Callable[[Memory], bytes]]:
+    """``(make_memory, stored_bytes)`` for PostgreSQL: a fresh database per example; bytes of its table files."""
+    from tests.conftest import fresh_database, stored_bytes
+
+    url, data = request.getfixturevalue("postgres")
+    if data is None:
+        pytest.skip("an external PostgreSQL server's files cannot be read")
+
+    def make(tmp: Path) -> Memory:
+        location = f"{fresh_database(url)}?judge=p-{uuid.uuid4().hex[:8]}"
+        return Memory.create(location, CATEGORICAL, embeddings=DeterministicFakeEmbedding(size=32))
+
+    return make, lambda memory: stored_bytes(memory.backend, data)
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_memory_operations_keep_their_invariants(backend: Backend, request: pytest.FixtureRequest):
+BACKENDS: list[Any] = [
+    pytest.param(file_backend, MEMORY_SETTINGS, id="file"),
+    # Each step checkpoints the server and reads its files: fewer examples keep it to seconds.
+    pytest.param(postgres_backend, settings(MEMORY_SETTINGS, max_examples=20), id="postgres"),
+]
+
+
+@pytest.mark.parametrize(("backend", "machine_settings"), BACKENDS)
+def test_memory_operations_keep_their_invariants(
+    backend: Backend, machine_settings: settings, request: pytest.FixtureRequest
+):
     make_memory, stored_bytes = backend(request)
-    run_state_machine_as_test(lambda: MemoryMachine(make_memory, stored_bytes), settings=MEMORY_SETTINGS)
+    run_state_machine_as_test(lambda: MemoryMachine(make_memory, stored_bytes), settings=machine_settings)
 
 
 # Defects the state machine found (fixed in semantic.py), pinned deterministically.
