@@ -210,6 +210,29 @@ class DistillResult:
     usage: dict[str, int] = field(default_factory=lambda: dict(empty_usage()))
 
 
+KNOWN_TOKEN_BUDGET = 2000
+"""Most estimated tokens of known principles shown in a distillation prompt (a quarter of the
+context window at most, where it is known)."""
+
+
+def fit_known(known: list[Principle], token_budget: int) -> list[Principle]:
+    """The newest known principles whose texts fit ``token_budget`` estimated tokens, in stored order.
+
+    Known principles are shown so the LLM does not restate them; one it restates anyway
+    is merged by consolidation (:func:`memalign_graph.semantic.merge_principles`), so
+    leaving the oldest out when memory outgrows the prompt costs duplicates nothing.
+    """
+    kept: list[Principle] = []
+    used = 0
+    for principle in reversed(known):
+        cost = estimate_tokens(principle["text"]) + 2
+        if used + cost > token_budget:
+            break
+        kept.append(principle)
+        used += cost
+    return kept[::-1]
+
+
 async def adistill(
     model: BaseChatModel,
     spec: JudgeSpec,
@@ -231,7 +254,8 @@ async def adistill(
         model: any LangChain chat model.
         spec: the judge.
         records: salient feedback records (see :func:`is_salient`).
-        known: principles already in memory, shown so they are not repeated.
+        known: principles already in memory, shown so they are not repeated (the newest that
+            fit :data:`KNOWN_TOKEN_BUDGET`, see :func:`fit_known`).
         batch_size: most records per call.
         token_budget: most estimated prompt tokens of records per call; lowered
             to fit the model's context window where it is known (:func:`context_window`).
@@ -254,6 +278,8 @@ async def adistill(
     result = DistillResult()
     if not records:
         return result
+    window = context_window(model)
+    known = fit_known(known, min(KNOWN_TOKEN_BUDGET, window // 4) if window else KNOWN_TOKEN_BUDGET)
     semaphore = asyncio.Semaphore(max(1, concurrency))
     author = f"distill:{model_name(model)}"
     first_wait, longest_wait = _backoff(backoff_s)
@@ -300,10 +326,11 @@ async def adistill(
         if progress is not None:
             progress.update(len(batch))
 
-    # Longest answer the schema allows, counting one token per character of text (worst case).
+    # Longest answer the schema allows: principle text at one token per two characters (prose runs at
+    # about four), ids at one per two, as many sources as a batch can cite.
     longest_id = max(len(r["id"]) for r in records)
-    answer_tokens = max_principles * (principle_chars + MAX_SOURCES * (longest_id + 4) + 24) + 32
-    window = context_window(model)
+    sources = min(MAX_SOURCES, batch_size, len(records))
+    answer_tokens = max_principles * (principle_chars // 2 + sources * (longest_id // 2 + 4) + 24) + 32
     if window is not None:
         fixed = sum(estimate_tokens(m.text) for m in build_distill_messages(spec, [], known, max_principles))
         token_budget = min(token_budget, window - answer_tokens - fixed - 256)

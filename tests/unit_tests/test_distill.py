@@ -95,3 +95,25 @@ async def test_batches_fit_the_models_context_window():
     result = await adistill(model, CATEGORICAL, long, [], batch_size=50, token_budget=100_000)
     assert len(sizes) > 1 and sorted(result.distilled) == sorted(r["id"] for r in long)
     assert all(prompt + answer <= 4096 for prompt, answer in sizes), sizes
+
+
+def test_known_principles_are_budgeted_and_long_ids_fit_a_small_context(monkeypatch):
+    import asyncio
+
+    from memalign_graph import distill
+    from memalign_graph.semantic import new_principle
+    from memalign_graph.testing import StubChatModel
+    from tests.conftest import CATEGORICAL, feedback
+
+    text = "Rule number {} says something about tables and views."
+    known = [new_principle(text.format(i), [f"k{i}"], "t") for i in range(300)]
+    kept = distill.fit_known(known, 200)
+    assert kept and kept == known[-len(kept) :] and len(kept) < 30
+
+    monkeypatch.setattr(distill, "context_window", lambda model: 4096)  # the embedded model's slot
+    model = StubChatModel()
+    records = [feedback("x" * 200, "SELECT 1", text="Name every column.")]
+    result = asyncio.run(distill.adistill(model, CATEGORICAL, records, known))
+    assert result.distilled == ["x" * 200] and not result.failed
+    prompt_tokens = sum(distill.estimate_tokens(m.text) for m in model.prompts[0])
+    assert prompt_tokens < 4096 // 4 + 1000 and text.format(299) in model.prompts[0][0].text
