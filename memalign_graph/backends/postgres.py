@@ -185,6 +185,7 @@ class PostgresBackend(MemoryBackend):
 
         with self._pool_lock:
             if self._pool is None:
+                self._probe()
                 self._pool = ConnectionPool(
                     self.conninfo,
                     min_size=1,
@@ -200,6 +201,20 @@ class PostgresBackend(MemoryBackend):
                     self._pool = None
                     raise MemoryFormatError(f"{self.location}: cannot connect to PostgreSQL ({exc})") from None
         return self._pool.connection()
+
+    def _probe(self) -> None:
+        """Connect once, so an unreachable server or a bad password fails now with the server's reason.
+
+        Raises:
+            MemoryFormatError: naming the (redacted) URL and the reason.
+        """
+        import psycopg
+
+        try:
+            psycopg.connect(self.conninfo, connect_timeout=10).close()
+        except psycopg.Error as exc:
+            reason = " ".join(str(exc).split())
+            raise MemoryFormatError(f"{self.location}: cannot connect to PostgreSQL ({reason})") from None
 
     def close(self) -> None:
         """Close this process's connections (a later call reopens them)."""
