@@ -186,9 +186,18 @@ def _retryable(exc: BaseException) -> bool:
     return isinstance(exc, UnparseableAnswer) or is_transient(exc)
 
 
-def _backoff(backoff_s: float | None) -> tuple[float, float]:
+def _retrying(ask: Any, counter: CallCounter, max_retries: int, backoff_s: float | None, label: str) -> Any:
+    """``ask`` retried on :func:`_retryable` errors with exponential backoff (first wait ``backoff_s``)."""
     first = DEFAULT_SETTINGS["backoff_s"] if backoff_s is None else backoff_s
-    return first, max(first, DEFAULT_SETTINGS["backoff_max_s"])
+    return retrying_call(
+        RunnableLambda(ask),
+        counter,
+        retries=max_retries,
+        backoff_s=first,
+        backoff_max_s=max(first, DEFAULT_SETTINGS["backoff_max_s"]),
+        retry_if=_retryable,
+        label=label,
+    )
 
 
 @dataclass
@@ -282,7 +291,6 @@ async def adistill(
     known = fit_known(known, min(KNOWN_TOKEN_BUDGET, window // 4) if window else KNOWN_TOKEN_BUDGET)
     semaphore = asyncio.Semaphore(max(1, concurrency))
     author = f"distill:{model_name(model)}"
-    first_wait, longest_wait = _backoff(backoff_s)
 
     async def run(batch: list[FeedbackRecord]) -> None:
         ids = [r["id"] for r in batch]
@@ -304,15 +312,8 @@ async def adistill(
                 raise UnparseableAnswer(str(exc)) from exc
 
         counter = CallCounter()
-        call = retrying_call(
-            RunnableLambda(ask),
-            counter,
-            retries=max_retries,
-            backoff_s=first_wait,
-            backoff_max_s=longest_wait,
-            retry_if=_retryable,
-            label=f"distillation of {ids[:3]}{'...' if len(ids) > 3 else ''}",
-        )
+        label = f"distillation of {ids[:3]}{'...' if len(ids) > 3 else ''}"
+        call = _retrying(ask, counter, max_retries, backoff_s, label)
         async with semaphore:
             try:
                 found = await call.ainvoke(messages)
@@ -424,16 +425,7 @@ async def aclassify_pairs(
         return out
 
     counter = counter if counter is not None else CallCounter()
-    first_wait, longest_wait = _backoff(backoff_s)
-    call = retrying_call(
-        RunnableLambda(ask),
-        counter,
-        retries=max_retries,
-        backoff_s=first_wait,
-        backoff_max_s=longest_wait,
-        retry_if=_retryable,
-        label="principle consolidation",
-    )
+    call = _retrying(ask, counter, max_retries, backoff_s, "principle consolidation")
     try:
         return await call.ainvoke(messages)
     except Exception as exc:  # noqa: BLE001 - fail safe: unclassified pairs are kept as different principles

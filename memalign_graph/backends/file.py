@@ -37,7 +37,13 @@ from langchain_core.documents import Document
 from langchain_core.embeddings import Embeddings
 from langchain_core.vectorstores import VectorStore
 
-from memalign_graph.backends.base import FORMAT_VERSION, LoadedMemory, MemoryBackend, PrinciplesCheckpoint
+from memalign_graph.backends.base import (
+    FORMAT_VERSION,
+    LoadedMemory,
+    MemoryBackend,
+    PrinciplesCheckpoint,
+    purge_checkpoint,
+)
 from memalign_graph.errors import MemoryFormatError
 from memalign_graph.spec import case_text
 
@@ -416,8 +422,6 @@ class FileBackend(MemoryBackend):
         ids again still finds them and finishes the job. Superseded principles kept in a
         principle's ``history`` lose the ids too (dropped when no source is left).
         """
-        from memalign_graph.semantic import drop_sources
-
         for file in sorted((self.path / "episodes" / "log").glob("v*.jsonl")):
             lines = file.read_text(encoding="utf-8").splitlines()
             kept = [line for line in lines if json.loads(line)["id"] not in record_ids]
@@ -429,15 +433,9 @@ class FileBackend(MemoryBackend):
         self._collect_garbage(keep={self._manifest()["episodes"]})
         self._purge_review_threads(record_ids)
         for file in sorted((self.path / "principles").glob("v*.json")):
-            data = json.loads(file.read_text(encoding="utf-8"))
-            ledger = {k: v for k, v in data["records"].items() if k not in record_ids}
-            principles, _ = drop_sources(data["principles"], record_ids)
-            principles = [  # new dicts: the comparison below must see a history-only change
-                {**p, "history": drop_sources(p["history"], record_ids)[0]} if p.get("history") else p
-                for p in principles
-            ]
-            if ledger != data["records"] or principles != data["principles"]:
-                atomic_write_json(file, {**data, "records": ledger, "principles": principles})
+            cleaned = purge_checkpoint(json.loads(file.read_text(encoding="utf-8")), record_ids)
+            if cleaned is not None:
+                atomic_write_json(file, cleaned)
 
     def _purge_review_threads(self, record_ids: set[str]) -> None:
         """Delete `memalign review` threads of these records and VACUUM so their bytes are gone."""
