@@ -24,7 +24,7 @@ from langchain_core.language_models import BaseChatModel
 
 from memalign_graph.backends.base import LedgerEntry, MemoryBackend, PrinciplesCheckpoint
 from memalign_graph.backends.file import FileBackend
-from memalign_graph.backends.postgres import is_postgres_url
+from memalign_graph.backends.postgres import PostgresBackend, is_postgres_url
 from memalign_graph.distill import CallCounter, aclassify_pairs, adistill, estimate_tokens, is_salient
 from memalign_graph.episodic import Episode, EpisodicMemory, episode_from_record, unit
 from memalign_graph.errors import MemoryFormatError, RecordError
@@ -95,8 +95,6 @@ def backend_for(location: str | Path | MemoryBackend) -> MemoryBackend:
     if isinstance(location, MemoryBackend):
         return location
     if is_postgres_url(location):
-        from memalign_graph.backends.postgres import PostgresBackend
-
         return PostgresBackend(str(location))
     return FileBackend(location)
 
