@@ -5,7 +5,7 @@ Records are packed into batches (at most ``batch_size`` records and at most
 characters / 4, the usual rule of thumb for English with BPE tokenisers) and
 the batches run concurrently (at most ``concurrency`` calls at once). A batch
 whose call hits a transient error (timeout, rate limit, connection or server
-error, see :func:`memalign_graph.judge.is_transient`) or whose answer cannot be
+error, see :func:`memalign_graph.faults.is_transient`) or whose answer cannot be
 read is retried with exponential backoff and jitter (``Runnable.with_retry``),
 at most ``max_retries`` times; an error retrying cannot fix (authentication, bad
 request) is not retried. A batch that still fails has its record ids reported
@@ -24,18 +24,15 @@ from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
 from langchain_core.runnables import RunnableLambda
 
 from memalign_graph import prompts
+from memalign_graph.faults import CallCounter, describe_error, is_transient, retrying_call
 from memalign_graph.judge import (
     DEFAULT_SETTINGS,
-    CallCounter,
     _clip,
     add_usage,
     bind_structured,
-    describe_error,
     empty_usage,
     extract_json,
     format_case,
-    is_transient,
-    retrying_call,
 )
 from memalign_graph.models import model_name
 from memalign_graph.semantic import Principle, new_principle

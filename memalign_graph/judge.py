@@ -16,7 +16,7 @@ Databricks 2025). Getting a valid value out of any model, small ones included:
 Transport faults are retried separately, per model call, with exponential
 backoff and jitter (LangChain's ``Runnable.with_retry``): timeouts, rate limits
 (HTTP 429), connection errors and server errors (5xx), as recognised by
-:func:`is_transient`, up to ``transient_retries`` times (default ``max_retries``).
+:func:`memalign_graph.faults.is_transient`, up to ``transient_retries`` times (default ``max_retries``).
 Other errors (authentication, bad request) are not retried. Either way a failed
 call ends in :class:`~memalign_graph.errors.JudgeError` naming the case id, the
 model and the number of attempts.
@@ -33,195 +33,24 @@ returned without calling the model, and ``precedent`` names the episode.
 
 from __future__ import annotations
 
-import asyncio
 import json
-import logging
 import math
 import re
-from collections.abc import Callable
 from typing import Any, Literal, NotRequired, TypedDict
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
-from langchain_core.runnables import Runnable, RunnableConfig, RunnableLambda
-from langchain_core.runnables.retry import RunnableRetry
-from tenacity import wait_exponential_jitter
+from langchain_core.runnables import Runnable
 
 from memalign_graph import prompts
 from memalign_graph.episodic import Episode
 from memalign_graph.errors import JudgeError, JudgmentParseError, RecordError
+from memalign_graph.faults import CallCounter, describe_error, is_transient, retrying_call
 from memalign_graph.models import model_name
 from memalign_graph.semantic import Principle
 from memalign_graph.spec import JudgeSpec, Value, case_hash, render
 
 PrecedentMode = Literal["exact", "similar", "off"]
-
-log = logging.getLogger(__name__)
-
-# Exception class names (anywhere in the class's MRO) of transient provider errors, so that no
-# optional SDK (openai, anthropic, httpx, google-api-core, ...) needs importing to recognise them.
-TRANSIENT_ERROR_NAMES = frozenset(
-    {
-        "RateLimitError",  # openai, anthropic, mistral, groq (HTTP 429)
-        "APITimeoutError",  # openai, anthropic
-        "APIConnectionError",  # openai, anthropic
-        "InternalServerError",  # openai, anthropic (5xx)
-        "ServiceUnavailableError",
-        "OverloadedError",  # anthropic (529)
-        "TimeoutException",  # httpx (ConnectTimeout, ReadTimeout, WriteTimeout, PoolTimeout)
-        "NetworkError",  # httpx (ConnectError, ReadError, WriteError, CloseError)
-        "RemoteProtocolError",  # httpx: server closed the connection mid-response
-        "ResourceExhausted",  # google-api-core (429)
-        "ServiceUnavailable",  # google-api-core (503)
-        "DeadlineExceeded",  # google-api-core (504)
-        "TooManyRequests",  # google-api-core (429)
-        "ThrottlingException",  # AWS Bedrock
-    }
-)
-# HTTP statuses worth retrying: request timeout, conflict/too early, rate limit, and any server error.
-TRANSIENT_STATUS = frozenset({408, 409, 425, 429})
-
-
-def _status_code(exc: BaseException) -> int | None:
-    """The HTTP status an error carries, if any (``status_code``, ``status``, ``code`` or ``response.status_code``)."""
-    for holder in (exc, getattr(exc, "response", None)):
-        for attr in ("status_code", "status", "code"):
-            value = getattr(holder, attr, None)
-            if isinstance(value, int) and not isinstance(value, bool) and 100 <= value <= 599:
-                return value
-    return None
-
-
-def is_transient(exc: BaseException) -> bool:
-    """Whether retrying the same call later may succeed: timeouts, rate limits, connection and server errors.
-
-    Recognised by type (``TimeoutError``, ``asyncio.TimeoutError``, ``ConnectionError``), by class name
-    (see :data:`TRANSIENT_ERROR_NAMES`, e.g. ``openai.RateLimitError``, ``anthropic.APITimeoutError``,
-    ``httpx.ReadTimeout``) or by HTTP status (408, 409, 425, 429, 5xx). An error with another status
-    (400 bad request, 401/403 authentication, 404) is not transient, whatever its name. An error raised
-    ``from`` a transient one (``__cause__``) counts as transient.
-    """
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        if isinstance(current, (TimeoutError, asyncio.TimeoutError, ConnectionError)):
-            return True
-        status = _status_code(current)
-        if status is not None:
-            return status in TRANSIENT_STATUS or status >= 500
-        if any(cls.__name__ in TRANSIENT_ERROR_NAMES for cls in type(current).__mro__):
-            return True
-        current = current.__cause__
-    return False
-
-
-def describe_error(exc: BaseException) -> str:
-    """``"ErrorType: message"``, the form errors take in reports."""
-    return f"{type(exc).__name__}: {exc}"
-
-
-class CallCounter:
-    """Counts model calls (attempts), retries included."""
-
-    def __init__(self) -> None:
-        self.n = 0
-
-
-def retrying_call(
-    runnable: Runnable,
-    counter: CallCounter,
-    *,
-    retries: int,
-    backoff_s: float,
-    backoff_max_s: float,
-    retry_if: Callable[[BaseException], bool] = is_transient,
-    label: str = "model call",
-) -> Runnable:
-    """``runnable`` retried on transient errors with exponential backoff and jitter (see :class:`BackoffRetry`).
-
-    Args:
-        runnable: the model (or any runnable) to call.
-        counter: incremented once per attempt.
-        retries: retries after the first attempt (``retries + 1`` attempts at most).
-        backoff_s: first wait in seconds; each further wait doubles, plus up to ``backoff_s`` of random jitter.
-        backoff_max_s: longest single wait in seconds.
-        retry_if: which errors are retried (default :func:`is_transient`); others propagate at once.
-        label: what is being called, for log messages.
-
-    Returns:
-        A runnable with ``invoke``/``ainvoke``.
-
-    Raises:
-        Exception: (from ``invoke``/``ainvoke``) the runnable's own error, unchanged: at once for an
-            error ``retry_if`` rejects, else the last one once ``retries + 1`` attempts have failed.
-    """
-
-    def _failed(exc: Exception) -> None:
-        log.warning("%s failed (attempt %d): %s", label, counter.n, describe_error(exc))
-
-    def call(messages: Any, config: RunnableConfig) -> Any:
-        counter.n += 1
-        try:
-            return runnable.invoke(messages, config)
-        except Exception as exc:
-            _failed(exc)
-            raise
-
-    async def acall(messages: Any, config: RunnableConfig) -> Any:
-        counter.n += 1
-        try:
-            return await runnable.ainvoke(messages, config)
-        except Exception as exc:
-            _failed(exc)
-            raise
-
-    backoff_s = max(0.0, float(backoff_s))
-    return BackoffRetry(
-        bound=RunnableLambda(call, afunc=acall, name="model_call"),
-        kwargs={},
-        config={},
-        retry_exception_types=retry_if,
-        wait_exponential_jitter=False,
-        max_attempt_number=max(0, int(retries)) + 1,
-        first_wait_s=backoff_s,
-        max_wait_s=max(backoff_s, float(backoff_max_s)),
-    )
-
-
-def _first_wait_parameter() -> str:
-    """Name of ``tenacity.wait_exponential_jitter``'s first-wait parameter.
-
-    tenacity 9.2 renamed ``initial`` to ``multiplier`` and warns on the old name.
-    """
-    import inspect
-
-    return "multiplier" if "multiplier" in inspect.signature(wait_exponential_jitter).parameters else "initial"
-
-
-_FIRST_WAIT = _first_wait_parameter()
-
-
-class BackoffRetry(RunnableRetry):
-    """LangChain's ``RunnableRetry`` (what ``Runnable.with_retry`` builds), with exponential backoff and jitter.
-
-    The wait before retry ``n`` (1, 2, ...) is ``first_wait_s * 2 ** (n - 1)`` plus up to
-    ``first_wait_s`` of random jitter, at most ``max_wait_s``. ``with_retry``'s own
-    ``exponential_jitter_params`` cannot express a first wait under tenacity >= 9.2 without
-    a deprecation warning on every call, hence this subclass.
-    """
-
-    first_wait_s: float = 1.0
-    max_wait_s: float = 20.0
-
-    @property
-    def _kwargs_retrying(self) -> dict[str, Any]:
-        kwargs = dict(super()._kwargs_retrying)
-        kwargs["wait"] = wait_exponential_jitter(
-            **{_FIRST_WAIT: self.first_wait_s}, max=self.max_wait_s, jitter=self.first_wait_s
-        )
-        return kwargs
-
 
 class Usage(TypedDict):
     """Tokens counted by the model provider (LangChain ``usage_metadata``)."""

@@ -22,8 +22,9 @@ from memalign_graph import Context, JudgmentParseError, Memory, build_align_grap
 from memalign_graph import judge as judge_module
 from memalign_graph.distill import aclassify_pairs, adistill
 from memalign_graph.errors import JudgeBatchError, JudgeError, MemAlignError
+from memalign_graph.faults import is_transient
 from memalign_graph.graph import judge_many
-from memalign_graph.judge import arun_judge, is_transient, run_judge
+from memalign_graph.judge import arun_judge, run_judge
 from memalign_graph.testing import StubChatModel, StubTimeout, default_responder
 from tests.conftest import CATEGORICAL, KeywordEmbeddings, feedback
 
@@ -488,7 +489,7 @@ def test_consolidation_retries_unreadable_and_transient_answers(kw_memory):
 
 
 async def test_aclassify_pairs_gives_up_after_bounded_attempts_and_counts_them():
-    from memalign_graph.judge import CallCounter
+    from memalign_graph.faults import CallCounter
 
     counter = CallCounter()
     model = StubChatModel(faults=always(rate_limited))
