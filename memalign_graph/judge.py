@@ -52,6 +52,7 @@ from memalign_graph.spec import JudgeSpec, Value, case_hash, render
 
 PrecedentMode = Literal["exact", "similar", "off"]
 
+
 class Usage(TypedDict):
     """Tokens counted by the model provider (LangChain ``usage_metadata``)."""
 
