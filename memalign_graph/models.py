@@ -3,7 +3,9 @@
 Chat model (``resolve_chat_model``):
 
 * a LangChain ``BaseChatModel`` instance: used as is;
-* ``None`` or ``"embedded"``: SmolLM2-135M-Instruct in-process (offline default);
+* ``None`` or ``"embedded"``: the embedded model in-process (offline default: Qwen2.5-Coder-1.5B-Instruct,
+  or ``MEMALIGN_EMBEDDED_MODEL``); ``"embedded:NAME"`` for another embedded model
+  (``qwen2.5-coder-0.5b``, ``smollm2-135m``; see :mod:`memalign_graph.modelfiles`);
 * ``"llamacpp:/path/to/model.gguf"``: any local GGUF file, in-process;
 * ``"stub"``: :class:`memalign_graph.testing.StubChatModel`, deterministic, for tests and benchmarks;
 * ``"provider:model"``, e.g. ``"openai:gpt-4.1-mini"``: ``langchain.chat_models.init_chat_model``;
@@ -30,10 +32,10 @@ EMBEDDED = "embedded"
 
 @functools.lru_cache(maxsize=8)
 def _cached_chat_model(spec: str, base_url: str | None) -> BaseChatModel:
-    if spec == EMBEDDED:
+    if spec == EMBEDDED or spec.startswith(EMBEDDED + ":"):
         from memalign_graph.llamacpp import ChatLlamaCpp
 
-        return ChatLlamaCpp()
+        return ChatLlamaCpp(embedded=spec.partition(":")[2] or None)
     if spec == "stub":
         from memalign_graph.testing import StubChatModel
 
@@ -73,6 +75,10 @@ def resolve_chat_model(model: str | BaseChatModel | None = None, *, base_url: st
         raise TypeError(f"model must be a string or a LangChain BaseChatModel, got {type(model).__name__}")
     base_url = base_url or os.environ.get("MEMALIGN_BASE_URL") or None
     spec = (model or os.environ.get("MEMALIGN_MODEL") or EMBEDDED).strip()
+    if spec == EMBEDDED or spec.startswith(EMBEDDED + ":"):
+        from memalign_graph.modelfiles import embedded_model
+
+        spec = f"{EMBEDDED}:{embedded_model(spec.partition(':')[2] or None).name}"
     return _cached_chat_model(spec, base_url)
 
 

@@ -24,6 +24,11 @@ from langchain_core.embeddings import DeterministicFakeEmbedding
 from memalign_graph import Context, JudgeSpec, Memory
 from memalign_graph.testing import StubChatModel, default_responder
 
+# The tests run the tiny embedded model unless told otherwise: SmolLM2-135M exercises the whole
+# pipeline in seconds; the capable Qwen judges are measured by `memalign demo` / `memalign eval`
+# and by the few tests that name them (`embedded:qwen2.5-coder-0.5b`).
+os.environ.setdefault("MEMALIGN_EMBEDDED_MODEL", "smollm2-135m")
+
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 CATEGORICAL = JudgeSpec.categorical("sql-house-rules", "Does the SQL follow the house rules?", ["pass", "fail"])
 NUMERIC = JudgeSpec.numeric("support-tone", "How well does the reply follow our tone rules?", 1, 5)
