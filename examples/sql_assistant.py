@@ -2,8 +2,9 @@
 
 The assistant drafts SQL, an evaluator node judges it (with expert review through
 an interrupt), and the graph routes on the judgment: finish on pass, revise on
-fail. The expert corrects the judge once; the next similar request is judged
-with the new principle and episode in working memory.
+fail. The expert corrects the judge once; five similar requests are judged before
+and after, with the new principle and episode in working memory, and the example
+prints how many now agree with the expert's rule.
 
 Run offline on the embedded defaults: ``.venv/bin/python examples/sql_assistant.py``
 (``--model openai:gpt-4.1-mini`` for a hosted judge).
@@ -87,8 +88,30 @@ def main() -> None:
             "filter out cancelled orders and convert amounts to EUR.",
             "reviewer": "data-team",
         },
-        next_case={"inputs": "Weekly order count", "outputs": "SELECT count(*) FROM raw.orders GROUP BY week"},
-        expected="fail",
+        similar=[
+            ({"inputs": "Weekly order count", "outputs": "SELECT week, count(*) FROM raw.orders GROUP BY 1"}, "fail"),
+            (
+                {"inputs": "Revenue by country", "outputs": "SELECT country, sum(amount) FROM raw.payments GROUP BY 1"},
+                "fail",
+            ),
+            ({"inputs": "Average order value", "outputs": "SELECT avg(amount) FROM raw.orders"}, "fail"),
+            (
+                {
+                    "inputs": "Orders per customer",
+                    "outputs": "SELECT customer_id, count(*) FROM analytics.orders_certified "
+                    "WHERE status <> 'cancelled' GROUP BY customer_id",
+                },
+                "pass",
+            ),
+            (
+                {
+                    "inputs": "Monthly revenue in EUR",
+                    "outputs": "SELECT month, sum(amount * fx_eur) FROM analytics.orders_certified "
+                    "WHERE status <> 'cancelled' GROUP BY month",
+                },
+                "pass",
+            ),
+        ],
         summarize=lambda out: f"final SQL after {len(out['attempts'])} attempt(s): {out['sql']}",
     )
 

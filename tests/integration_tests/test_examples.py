@@ -29,4 +29,5 @@ def test_example_runs_and_memory_changes(script, tmp_path):
     assert "[review] expert answers: {'action': 'correct'" in out
     assert "principle in working memory:" in out and "most similar episode:" in out
     assert re.search(r"version [1-9]", out)
-    assert "judged before the correction" in out and "judged after the correction" in out
+    assert "judged before and after the correction" in out
+    assert re.search(r"agreement with the expert's rule: before the correction \d/5, after \d/5", out)
