@@ -59,6 +59,8 @@ from memalign_graph.state import (
     ReviewOutput,
     ReviewState,
     ServedAlignInput,
+    ServedJudgeOutput,
+    ServedReviewOutput,
 )
 
 
@@ -241,10 +243,15 @@ def build_judge_graph(*, served: bool = False) -> StateGraph:
     """The judge graph, uncompiled: ``START → retrieve_principles → retrieve_episodes → judge → END``.
 
     Input: :class:`JudgeInput`; output: ``{"judgment": Judgment}``. Context: :class:`Context`,
-    or with ``served`` the client's :class:`ServedContext` (see the module docstring).
+    or with ``served`` the client's :class:`ServedContext` (see the module docstring); served,
+    the output also carries the working memory (:class:`ServedJudgeOutput`), since LangGraph
+    Server streams a node's update only for output keys.
     """
     builder = StateGraph(
-        JudgeState, context_schema=_context_schema(served), input_schema=JudgeInput, output_schema=JudgeOutput
+        JudgeState,
+        context_schema=_context_schema(served),
+        input_schema=JudgeInput,
+        output_schema=ServedJudgeOutput if served else JudgeOutput,
     )
     _add_judging(builder, served)
     builder.add_edge("judge", END)
@@ -335,10 +342,14 @@ def build_review_graph(*, served: bool = False) -> StateGraph:
     expert. Compile with a checkpointer to pause and resume. Output:
     ``{"judgment", "review", "report"}``; when the expert corrected the value,
     ``judgment`` carries the expert's value (see :func:`corrected_judgment`). With ``served``:
-    context :class:`ServedContext`, and the reviewer is the authenticated user.
+    context :class:`ServedContext`, the reviewer is the authenticated user, and the output also
+    carries the working memory (:class:`ServedReviewOutput`).
     """
     builder = StateGraph(
-        ReviewState, context_schema=_context_schema(served), input_schema=JudgeInput, output_schema=ReviewOutput
+        ReviewState,
+        context_schema=_context_schema(served),
+        input_schema=JudgeInput,
+        output_schema=ServedReviewOutput if served else ReviewOutput,
     )
     _add_judging(builder, served)
     builder.add_node("collect_feedback", node(collect_feedback, served=served))

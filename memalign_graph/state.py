@@ -69,6 +69,42 @@ class ReviewOutput(TypedDict, total=False):
 
 
 @with_config(_DESCRIBED)
+class ServedJudgeOutput(TypedDict, total=False):
+    """A served judge graph's output: the judgment and the working memory it was made from.
+
+    LangGraph Server streams a node's update only for keys of the output schema, so the
+    working memory is part of it: Studio then shows what each node retrieved.
+    """
+
+    principles: list[Principle]
+    """Semantic memory selected for this case."""
+    principles_omitted: list[str]
+    """Ids of principles left out to fit the token budget."""
+    episodes: list[Episode]
+    """Episodic memory: the most similar past feedback, most similar first."""
+    judgment: Judgment
+    """The value chosen, the rationale, and what working memory held."""
+
+
+@with_config(_DESCRIBED)
+class ServedReviewOutput(TypedDict, total=False):
+    """A served review graph's output: :class:`ReviewOutput` plus the working memory (:class:`ServedJudgeOutput`)."""
+
+    principles: list[Principle]
+    """Semantic memory selected for this case."""
+    principles_omitted: list[str]
+    """Ids of principles left out to fit the token budget."""
+    episodes: list[Episode]
+    """Episodic memory: the most similar past feedback, most similar first."""
+    judgment: Judgment
+    """The judgment; after a correction, it carries the expert's value."""
+    review: dict[str, Any] | None
+    """The expert's answer (action, value, feedback, reviewer), or null if not reviewed."""
+    report: dict[str, Any] | None
+    """What alignment did with the answer, or null if nothing was stored."""
+
+
+@with_config(_DESCRIBED)
 class ReviewState(JudgeState, total=False):
     """Judge state plus the expert's answer and what alignment did with it."""
 
