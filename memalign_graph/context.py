@@ -268,7 +268,7 @@ def served_judges(environ: Mapping[str, str] | None = None) -> dict[str, str]:
     if not raw:
         return {DEFAULT_JUDGE: env.get("MEMALIGN_STORE") or env.get("MEMALIGN_MEMORY_DIR") or ".memalign"}
     where = "MEMALIGN_JUDGES"
-    if not raw.startswith("{"):
+    if not raw.startswith(("{", "[")):
         where = f"MEMALIGN_JUDGES file {raw}"
         try:
             raw = Path(raw).expanduser().read_text(encoding="utf-8")
