@@ -1,5 +1,8 @@
-"""The alignment graph (feedback in → distill → memory updated), compiled for LangGraph Server."""
+"""The alignment graph (feedback in → distill → memory updated) as LangGraph Server serves it.
+
+Context as in :mod:`graphs.judge`; the author of the new version is the authenticated user.
+"""
 
 from memalign_graph import build_align_graph
 
-graph = build_align_graph().compile(name="memalign-align")
+graph = build_align_graph(served=True).compile(name="memalign-align")

@@ -1,10 +1,12 @@
-"""The judge graph, compiled without a checkpointer or store (the server supplies them).
+"""The judge graph as LangGraph Server serves it (``langgraph.json``): no checkpointer or store of its own.
 
-Configure the memory directory with the ``memory_dir`` context field or
-``MEMALIGN_MEMORY_DIR``; keep it outside the project tree so that memory
-writes do not trigger ``langgraph dev``'s hot reload.
+A client's run context is a :class:`~memalign_graph.context.ServedContext` (a judge name
+and judging options); the model, base URL, embeddings and memory location come from the
+server's environment (``MEMALIGN_JUDGES`` or ``MEMALIGN_STORE``/``MEMALIGN_MEMORY_DIR``,
+``MEMALIGN_MODEL``, ``MEMALIGN_BASE_URL``, ``MEMALIGN_EMBEDDINGS``). Keep memory directories
+outside the project tree so that memory writes do not trigger ``langgraph dev``'s hot reload.
 """
 
 from memalign_graph import build_judge_graph
 
-graph = build_judge_graph().compile(name="memalign-judge")
+graph = build_judge_graph(served=True).compile(name="memalign-judge")

@@ -1,17 +1,39 @@
 """What the caller configures for the judge and alignment graphs (LangGraph ``context_schema``).
 
-Pass it as ``graph.invoke(input, context=Context(...))``. When the judge graph
-runs as a subgraph it receives the *parent's* context (or none): fields it
-does not find there fall back to the defaults below, which read environment
-variables (``MEMALIGN_STORE``, ``MEMALIGN_MEMORY_DIR``, ``MEMALIGN_MODEL``, ``MEMALIGN_BASE_URL``,
-``MEMALIGN_EMBEDDINGS``) so a deployment can configure them without code.
+Two schemas, for two kinds of caller:
+
+- :class:`Context`, for code in the same process (``graph.invoke(input,
+  context=Context(...))``, a node in your own graph): it chooses everything,
+  the model, its base URL, the embeddings and where memory lives included.
+  When the judge graph runs as a subgraph it receives the *parent's* context
+  (or none): fields it does not find there fall back to the defaults below,
+  which read environment variables (``MEMALIGN_STORE``, ``MEMALIGN_MEMORY_DIR``,
+  ``MEMALIGN_MODEL``, ``MEMALIGN_BASE_URL``, ``MEMALIGN_EMBEDDINGS``).
+- :class:`ServedContext`, for API clients of the graphs served through
+  ``langgraph.json`` (LangGraph Server, ``langgraph dev``, Studio): a client
+  names at most a judge from those the server exposes (:func:`served_judges`)
+  and chooses safe judging options. The model, base URL, embeddings and memory
+  location come from the server's environment only (:func:`served_context`),
+  so no client can send the server's API key to a URL of its choosing or open
+  another judge's memory.
 """
 
 from __future__ import annotations
 
+import json
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
-from typing import Any
+from pathlib import Path
+from typing import Annotated, Any, Literal, get_args
+
+from pydantic import WithJsonSchema
+
+Precedent = Literal["exact", "similar", "off"]
+StructuredOutput = Literal["auto", "json_schema", "prompt"]
+ReviewPolicy = Literal["all", "none", "unsure", "sample"]
+
+DEFAULT_JUDGE = "default"
 
 
 def _env(name: str, default: str | None = None) -> Any:
@@ -33,7 +55,7 @@ class Context:
             "connection string 'postgresql://user:password@host:port/db?judge=NAME' (PostgreSQL + pgvector backend)."
         },
     )
-    model: Any = field(
+    model: Annotated[Any, WithJsonSchema({"type": ["string", "null"]})] = field(
         default_factory=_env("MEMALIGN_MODEL"),
         metadata={
             "description": "Judge/distillation chat model: a LangChain chat model instance, 'embedded' (default, "
@@ -44,14 +66,14 @@ class Context:
         default_factory=_env("MEMALIGN_BASE_URL"),
         metadata={"description": "Base URL of an OpenAI-compatible server; `model` is then its model name."},
     )
-    embeddings: Any = field(
+    embeddings: Annotated[Any, WithJsonSchema({"type": ["string", "null"]})] = field(
         default_factory=_env("MEMALIGN_EMBEDDINGS"),
         metadata={
             "description": "Embeddings: an instance, 'embedded' (default, offline e5-small) or 'provider:model'."
         },
     )
     k: int = field(default=5, metadata={"description": "Episodes retrieved into working memory (MemAlign uses 5)."})
-    precedent: str = field(
+    precedent: Precedent = field(
         default="exact",
         metadata={
             "description": "Expert-precedent rule: 'exact' (same case returns the expert's value), 'similar' "
@@ -85,7 +107,7 @@ class Context:
     retry_backoff_max_s: float | None = field(
         default=None, metadata={"description": "Longest wait between two retries of a judgment call (20)."}
     )
-    structured_output: str = field(
+    structured_output: StructuredOutput = field(
         default="auto",
         metadata={"description": "'auto' (JSON-schema decoding where supported), 'json_schema', or 'prompt'."},
     )
@@ -95,7 +117,7 @@ class Context:
         default=6000, metadata={"description": "Most estimated prompt tokens of records per distillation call."}
     )
     concurrency: int = field(default=8, metadata={"description": "Most distillation calls in flight."})
-    review: str = field(
+    review: ReviewPolicy = field(
         default="all",
         metadata={
             "description": "Review policy of the review graph: 'all', 'none', 'unsure' (low margin between value "
@@ -108,6 +130,14 @@ class Context:
     review_sample_rate: float = field(default=0.1, metadata={"description": "Share of cases reviewed under 'sample'."})
     store_accepted: bool = field(
         default=False, metadata={"description": "Store accepted judgments as confirming episodes."}
+    )
+    author: str | None = field(
+        default=None,
+        metadata={
+            "description": "Who is recorded as the author of new versions and the reviewer of corrections, "
+            "overriding the align input's `author` and the review answer's `reviewer` (served graphs set it to "
+            "the authenticated user)."
+        },
     )
 
 
@@ -124,10 +154,13 @@ def resolve_context(value: Any) -> Context:
 
     Accepts a :class:`Context`, ``None`` (all defaults), a mapping, or any object
     (e.g. a parent graph's context dataclass); fields it lacks take defaults,
-    fields this graph does not know are ignored.
+    fields this graph does not know are ignored. A :class:`ServedContext` becomes
+    the server's configuration for the judge it names (:func:`served_context`).
     """
     if isinstance(value, Context):
         return value
+    if isinstance(value, ServedContext):
+        return served_context(value)
     if value is None:
         return Context()
     if isinstance(value, dict):
@@ -135,3 +168,176 @@ def resolve_context(value: Any) -> Context:
     else:
         found = {k: getattr(value, k) for k in CONTEXT_FIELDS if hasattr(value, k)}
     return Context(**found)
+
+
+def _check_choice(name: str, value: Any, choices: Any) -> None:
+    allowed = get_args(choices)
+    if value not in allowed:
+        raise ValueError(f"context field {name!r}: {value!r} is not one of {', '.join(map(repr, allowed))}")
+
+
+def _check_range(name: str, value: Any, low: float, high: float, kind: type = float) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float) if kind is float else int):
+        raise ValueError(f"context field {name!r}: expected {kind.__name__}, got {type(value).__name__}")
+    if not low <= value <= high:
+        raise ValueError(f"context field {name!r}: {value!r} is outside [{low}, {high}]")
+
+
+@dataclass(kw_only=True)
+class ServedContext:
+    """What an API client may choose when it runs a served graph (the ``langgraph.json`` graphs).
+
+    Only a judge name and judging options: the model, its base URL, the
+    embeddings and the memory location come from the server's environment (see
+    :func:`served_context`). Keys a client sends that are not fields here (e.g.
+    ``model``, ``base_url``, ``memory_dir``, ``store``) are dropped by LangGraph
+    Server before the run starts and are never read by the graphs.
+
+    Raises:
+        ValueError: when a field has a value outside its choices or range, naming the field.
+    """
+
+    judge: str | None = field(
+        default=None,
+        metadata={
+            "description": "Name of the judge to use, one of those this server exposes (MEMALIGN_JUDGES) and you "
+            "are allowed; may be left out when the server exposes one judge."
+        },
+    )
+    k: int = field(default=5, metadata={"description": "Episodes retrieved into working memory (0-50)."})
+    precedent: Precedent = field(
+        default="exact",
+        metadata={
+            "description": "Expert-precedent rule: 'exact' (same case returns the expert's value), 'similar' "
+            "(also cosine >= precedent_threshold), or 'off'."
+        },
+    )
+    precedent_threshold: float = field(
+        default=0.98, metadata={"description": "Cosine similarity for precedent='similar' (0-1)."}
+    )
+    use_principles: bool = field(default=True, metadata={"description": "Include semantic memory (principles)."})
+    use_episodes: bool = field(default=True, metadata={"description": "Include episodic memory (episodes)."})
+    review: ReviewPolicy = field(
+        default="all",
+        metadata={
+            "description": "Review policy of the review graph: 'all', 'none', 'unsure' (low margin between value "
+            "scores) or 'sample' (a deterministic random share of cases)."
+        },
+    )
+    review_margin: float = field(
+        default=0.2, metadata={"description": "'unsure' when the top two value probabilities differ by less (0-1)."}
+    )
+    review_sample_rate: float = field(
+        default=0.1, metadata={"description": "Share of cases reviewed under 'sample' (0-1)."}
+    )
+    store_accepted: bool = field(
+        default=False, metadata={"description": "Store accepted judgments as confirming episodes."}
+    )
+
+    def __post_init__(self) -> None:
+        if self.judge is not None and (not isinstance(self.judge, str) or not self.judge.strip()):
+            raise ValueError(f"context field 'judge': expected a judge name, got {self.judge!r}")
+        _check_range("k", self.k, 0, 50, int)
+        _check_choice("precedent", self.precedent, Precedent)
+        _check_choice("review", self.review, ReviewPolicy)
+        for name in ("precedent_threshold", "review_margin", "review_sample_rate"):
+            _check_range(name, getattr(self, name), 0.0, 1.0)
+        for name in ("use_principles", "use_episodes", "store_accepted"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"context field {name!r}: expected true or false, got {getattr(self, name)!r}")
+
+
+SERVED_FIELDS = {f.name for f in fields(ServedContext)} - {"judge"}
+
+
+def served_judges(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The judges the server exposes: ``{name: memory location}``, from the server's environment.
+
+    ``MEMALIGN_JUDGES`` is a JSON object ``{"name": "location", ...}`` (a location is a memory
+    directory or a ``postgresql://…?judge=NAME`` URL), or the path of a file holding one.
+    Without it the server exposes one judge, ``default``, at ``MEMALIGN_STORE`` or else
+    ``MEMALIGN_MEMORY_DIR`` (``.memalign``).
+
+    Raises:
+        ValueError: if ``MEMALIGN_JUDGES`` is neither a JSON object of non-empty names and
+            locations nor the path of a file holding one (the message never repeats the
+            locations: they may hold passwords).
+    """
+    env = os.environ if environ is None else environ
+    raw = (env.get("MEMALIGN_JUDGES") or "").strip()
+    if not raw:
+        return {DEFAULT_JUDGE: env.get("MEMALIGN_STORE") or env.get("MEMALIGN_MEMORY_DIR") or ".memalign"}
+    where = "MEMALIGN_JUDGES"
+    if not raw.startswith(("{", "[")):
+        where = f"MEMALIGN_JUDGES file {raw}"
+        try:
+            raw = Path(raw).expanduser().read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ValueError(f"{where}: cannot be read ({exc.strerror})") from None
+    try:
+        judges = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{where}: not valid JSON (line {exc.lineno}, column {exc.colno})") from None
+    if not isinstance(judges, dict) or not judges:
+        raise ValueError(f'{where}: expected a JSON object {{"judge name": "memory location", ...}}')
+    for name, location in judges.items():
+        if not name.strip() or not isinstance(location, str) or not location.strip():
+            raise ValueError(f"{where}: judge {name!r} needs a non-empty name and a memory location string")
+    return judges
+
+
+def served_judge_name(judge: str | None, environ: Mapping[str, str] | None = None) -> str:
+    """The name of the served judge a client asked for (``judge``), or the server's only judge.
+
+    Raises:
+        ValueError: if ``judge`` is not served here, or is ``None`` while the server exposes several.
+    """
+    judges = served_judges(environ)
+    if judge is None:
+        if len(judges) == 1:
+            return next(iter(judges))
+        raise ValueError('this server exposes several judges: name one in the run context, {"judge": NAME}')
+    if judge not in judges:
+        raise ValueError(f"judge {judge!r} is not served here")
+    return judge
+
+
+def served_context(
+    value: ServedContext | Mapping[str, Any] | None,
+    *,
+    author: str | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Context:
+    """The full :class:`Context` of a served run: the client's choices plus the server's configuration.
+
+    Args:
+        value: what the client sent (a :class:`ServedContext`, a mapping of its fields, or ``None``);
+            only the judge name and the judging options are read from it.
+        author: the authenticated user, recorded as author and reviewer (``"anonymous"`` if ``None``).
+        environ: the server's environment (default ``os.environ``).
+
+    Returns:
+        A :class:`Context` whose ``store`` is the named judge's location and whose model,
+        base URL and embeddings are the server's (``MEMALIGN_MODEL``, ``MEMALIGN_BASE_URL``,
+        ``MEMALIGN_EMBEDDINGS``).
+
+    Raises:
+        ValueError: for an unknown judge or an option out of range (see :class:`ServedContext`).
+    """
+    env = os.environ if environ is None else environ
+    if value is None:
+        served = ServedContext()
+    elif isinstance(value, ServedContext):
+        served = value
+    else:
+        served = ServedContext(**{k: v for k, v in value.items() if k in SERVED_FIELDS | {"judge"}})
+    location = served_judges(env)[served_judge_name(served.judge, env)]
+    return Context(
+        memory_dir=location,
+        store=location,
+        model=env.get("MEMALIGN_MODEL"),
+        base_url=env.get("MEMALIGN_BASE_URL"),
+        embeddings=env.get("MEMALIGN_EMBEDDINGS"),
+        author=author or "anonymous",
+        **{name: getattr(served, name) for name in SERVED_FIELDS},
+    )

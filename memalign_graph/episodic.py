@@ -8,12 +8,13 @@ judgment (MemAlign, Databricks 2025, uses k=5).
 
 from __future__ import annotations
 
-from typing import Any, NotRequired, TypedDict
+from typing import Any, NotRequired
 
 import numpy as np
 from langchain_core.documents import Document
 from langchain_core.embeddings import Embeddings
 from langchain_core.vectorstores import VectorStore
+from typing_extensions import TypedDict
 
 from memalign_graph.spec import FeedbackRecord, Value, case_hash, case_text, embedding_text, record_hash
 

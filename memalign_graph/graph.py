@@ -5,7 +5,11 @@ Judging: ``retrieve_principles`` → ``retrieve_episodes`` → ``judge``. Alignm
 
 Both are plain ``StateGraph`` s with JSON-like state and a :class:`Context`
 ``context_schema``; compile them with any checkpointer, or use them as a node
-in a larger graph. Nodes are thin: each reads state, calls one domain
+in a larger graph. Built with ``served=True`` (the ``langgraph.json`` graphs)
+their context schema is :class:`ServedContext` instead: a client names a judge
+and judging options, every node sees the server's configuration for that judge
+(:func:`served_context`), and the authenticated user is the author of what the
+run stores. Nodes are thin: each reads state, calls one domain
 function and returns a partial update. Each node has a sync and an async form
 (:func:`node`): under ``ainvoke`` the model call is awaited and file or
 embedding work runs in a worker thread, so no blocking I/O reaches the event loop.
@@ -14,6 +18,7 @@ embedding work runs in a worker thread, so no blocking I/O reaches the event loo
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -22,7 +27,7 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime, get_runtime
 from langgraph.types import Send, interrupt
 
-from memalign_graph.context import Context, memory_location, resolve_context
+from memalign_graph.context import Context, ServedContext, memory_location, resolve_context, served_context
 from memalign_graph.errors import JudgeBatchError
 from memalign_graph.judge import (
     JudgeSettings,
@@ -53,6 +58,9 @@ from memalign_graph.state import (
     JudgeState,
     ReviewOutput,
     ReviewState,
+    ServedAlignInput,
+    ServedJudgeOutput,
+    ServedReviewOutput,
 )
 
 
@@ -153,18 +161,46 @@ async def ajudge(state: JudgeState, runtime: Runtime[Context]) -> dict[str, Any]
     return _finish_judgment(state, case, judgment)
 
 
-def node(func: Callable[..., Any], afunc: Callable[..., Any] | None = None) -> RunnableLambda:
+def served_runtime(runtime: Runtime[Any]) -> Runtime[Context]:
+    """``runtime`` with the client's :class:`ServedContext` replaced by the server's :class:`Context`.
+
+    The author is the user LangGraph Server authenticated (``runtime.server_info.user``).
+
+    Raises:
+        ValueError: for a judge the server does not expose or an option out of range.
+    """
+    user = runtime.server_info.user if runtime.server_info is not None else None
+    author = getattr(user, "identity", None) if user is not None else None
+    return runtime.override(context=served_context(runtime.context, author=author))
+
+
+def _serve(func: Callable[..., Any]) -> Callable[..., Any]:
+    """``func(state, runtime)`` run with :func:`served_runtime` (for conditional edges of served graphs)."""
+
+    @functools.wraps(func)
+    def wrapped(state: Any, runtime: Runtime[Any]) -> Any:
+        return func(state, served_runtime(runtime))
+
+    return wrapped
+
+
+def node(func: Callable[..., Any], afunc: Callable[..., Any] | None = None, *, served: bool = False) -> RunnableLambda:
     """A graph node with sync and async forms, both called as ``(state, runtime)``.
 
     Without ``afunc`` the async form runs ``func`` in a worker thread, so blocking
-    I/O never reaches the event loop (``langgraph dev`` forbids it).
+    I/O never reaches the event loop (``langgraph dev`` forbids it). With ``served``
+    the node sees :func:`served_runtime` instead of the client's context.
     """
 
+    def current() -> Runtime[Any]:
+        runtime = get_runtime()
+        return served_runtime(runtime) if served else runtime
+
     def run(state: Any) -> Any:
-        return func(state, get_runtime())
+        return func(state, current())
 
     async def arun(state: Any) -> Any:
-        runtime = get_runtime()
+        runtime = current()
         if afunc is not None:
             return await afunc(state, runtime)
         return await asyncio.to_thread(func, state, runtime)
@@ -183,40 +219,59 @@ def distill(state: AlignState, runtime: Runtime[Context]) -> dict[str, Any]:
         concurrency=ctx.concurrency,
         max_retries=ctx.max_retries,
         backoff_s=ctx.retry_backoff_s,
-        author=state.get("author", "expert"),
+        author=ctx.author or state.get("author", "expert"),
         reason=state.get("reason"),
     )
     return {"report": report.to_dict()}
 
 
-def _add_judging(builder: StateGraph) -> None:
+def _add_judging(builder: StateGraph, served: bool) -> None:
     """``START → retrieve_principles → retrieve_episodes → judge``, shared by the judge and review graphs."""
-    builder.add_node("retrieve_principles", node(retrieve_principles))
-    builder.add_node("retrieve_episodes", node(retrieve_episodes))
-    builder.add_node("judge", node(judge, ajudge))
+    builder.add_node("retrieve_principles", node(retrieve_principles, served=served))
+    builder.add_node("retrieve_episodes", node(retrieve_episodes, served=served))
+    builder.add_node("judge", node(judge, ajudge, served=served))
     builder.add_edge(START, "retrieve_principles")
     builder.add_edge("retrieve_principles", "retrieve_episodes")
     builder.add_edge("retrieve_episodes", "judge")
 
 
-def build_judge_graph() -> StateGraph:
+def _context_schema(served: bool) -> type:
+    return ServedContext if served else Context
+
+
+def build_judge_graph(*, served: bool = False) -> StateGraph:
     """The judge graph, uncompiled: ``START → retrieve_principles → retrieve_episodes → judge → END``.
 
-    Input: :class:`JudgeInput`; output: ``{"judgment": Judgment}``.
+    Input: :class:`JudgeInput`; output: ``{"judgment": Judgment}``. Context: :class:`Context`,
+    or with ``served`` the client's :class:`ServedContext` (see the module docstring); served,
+    the output also carries the working memory (:class:`ServedJudgeOutput`), since LangGraph
+    Server streams a node's update only for output keys.
     """
-    builder = StateGraph(JudgeState, context_schema=Context, input_schema=JudgeInput, output_schema=JudgeOutput)
-    _add_judging(builder)
+    builder = StateGraph(
+        JudgeState,
+        context_schema=_context_schema(served),
+        input_schema=JudgeInput,
+        output_schema=ServedJudgeOutput if served else JudgeOutput,
+    )
+    _add_judging(builder, served)
     builder.add_edge("judge", END)
     return builder
 
 
-def build_align_graph() -> StateGraph:
+def build_align_graph(*, served: bool = False) -> StateGraph:
     """The alignment graph, uncompiled: ``START → distill → END``.
 
-    Input: :class:`AlignInput` (``{"feedback": [records]}``); output: ``{"report": {...}}``.
+    Input: :class:`AlignInput` (``{"feedback": [records]}``); output: ``{"report": {...}}``. With
+    ``served``: context :class:`ServedContext`, input :class:`ServedAlignInput` (no ``author``: the
+    author is the authenticated user).
     """
-    builder = StateGraph(AlignState, context_schema=Context, input_schema=AlignInput, output_schema=AlignOutput)
-    builder.add_node("distill", distill)
+    builder = StateGraph(
+        AlignState,
+        context_schema=_context_schema(served),
+        input_schema=ServedAlignInput if served else AlignInput,
+        output_schema=AlignOutput,
+    )
+    builder.add_node("distill", node(distill, served=served))
     builder.add_edge(START, "distill")
     builder.add_edge("distill", END)
     return builder
@@ -242,12 +297,15 @@ def collect_feedback(state: ReviewState, runtime: Runtime[Context]) -> dict[str,
     Nothing before the ``interrupt()`` has side effects, so LangGraph's re-run
     of this node on resume is safe.
     """
-    _, memory = _memory(runtime)
+    ctx, memory = _memory(runtime)
     payload = review_payload(
         memory.spec, _case(state, memory), state["judgment"], state.get("principles", []), state.get("episodes", [])
     )
     answer = interrupt(payload, response_schema=review_answer_model(memory.spec))
-    return {"review": answer.model_dump(exclude_none=True)}
+    review = answer.model_dump(exclude_none=True)
+    if ctx.author:
+        review["reviewer"] = ctx.author
+    return {"review": review}
 
 
 def distill_review(state: ReviewState, runtime: Runtime[Context]) -> dict[str, Any]:
@@ -270,26 +328,33 @@ def distill_review(state: ReviewState, runtime: Runtime[Context]) -> dict[str, A
         token_budget=ctx.token_budget,
         max_retries=ctx.max_retries,
         backoff_s=ctx.retry_backoff_s,
-        author=review.get("reviewer") or "expert",
+        author=ctx.author or review.get("reviewer") or "expert",
         reason=f"review of {record['id']}: {review['action']}",
     )
     return {**update, "report": report.to_dict()}
 
 
-def build_review_graph() -> StateGraph:
+def build_review_graph(*, served: bool = False) -> StateGraph:
     """The judge graph with interrupt-driven expert review, uncompiled.
 
     ``retrieve_principles → retrieve_episodes → judge → [collect_feedback → distill] → END``;
     the review policy (``Context.review``) decides whether a judgment goes to the
     expert. Compile with a checkpointer to pause and resume. Output:
     ``{"judgment", "review", "report"}``; when the expert corrected the value,
-    ``judgment`` carries the expert's value (see :func:`corrected_judgment`).
+    ``judgment`` carries the expert's value (see :func:`corrected_judgment`). With ``served``:
+    context :class:`ServedContext`, the reviewer is the authenticated user, and the output also
+    carries the working memory (:class:`ServedReviewOutput`).
     """
-    builder = StateGraph(ReviewState, context_schema=Context, input_schema=JudgeInput, output_schema=ReviewOutput)
-    _add_judging(builder)
-    builder.add_node("collect_feedback", collect_feedback)
-    builder.add_node("distill", distill_review)
-    builder.add_conditional_edges("judge", route_review, ["collect_feedback", END])
+    builder = StateGraph(
+        ReviewState,
+        context_schema=_context_schema(served),
+        input_schema=JudgeInput,
+        output_schema=ServedReviewOutput if served else ReviewOutput,
+    )
+    _add_judging(builder, served)
+    builder.add_node("collect_feedback", node(collect_feedback, served=served))
+    builder.add_node("distill", node(distill_review, served=served))
+    builder.add_conditional_edges("judge", _serve(route_review) if served else route_review, ["collect_feedback", END])
     builder.add_edge("collect_feedback", "distill")
     builder.add_edge("distill", END)
     return builder

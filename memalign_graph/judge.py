@@ -36,11 +36,12 @@ from __future__ import annotations
 import json
 import math
 import re
-from typing import Any, Literal, NotRequired, TypedDict
+from typing import Any, Literal, NotRequired
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 from langchain_core.runnables import Runnable
+from typing_extensions import TypedDict
 
 from memalign_graph import prompts
 from memalign_graph.episodic import Episode

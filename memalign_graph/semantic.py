@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
-from typing import Literal, NotRequired, TypedDict
+from typing import Literal, NotRequired
 
 import numpy as np
 from langchain_core.embeddings import Embeddings
+from typing_extensions import TypedDict
 
 
 class Principle(TypedDict):

@@ -43,10 +43,11 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import re
 import threading
 from collections.abc import Iterator
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, unquote_plus, urlencode, urlsplit, urlunsplit
 
 import numpy as np
 from langchain_core.embeddings import Embeddings
@@ -131,13 +132,30 @@ def split_url(url: str) -> tuple[str, str]:
     return urlunsplit(parts._replace(query=urlencode(rest))), judge
 
 
+_SECRET_PARAMS = frozenset({"password", "sslpassword"})
+
+
 def redact(url: str) -> str:
-    """``url`` with any password replaced by ``***`` (for messages and logs)."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))
+    """``url`` with every password replaced by ``***`` (for messages, logs and run records).
+
+    Covers the user part (``postgresql://user:PASSWORD@host``) and the libpq query
+    parameters ``password`` and ``sslpassword`` (any case, percent-encoded names too).
+    A string that does not parse as a URL is redacted by pattern instead.
+    """
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:
+        masked = re.sub(r"(?i)((?:ssl)?password=)[^&#\s]*", r"\1***", url)
+        return re.sub(r"(://[^:/@\s]*):[^@/\s]*@", r"\1:***@", masked)
+    netloc = parts.netloc if password is None else parts.netloc.replace(f":{password}@", ":***@", 1)
+    query = "&".join(
+        f"{item.partition('=')[0]}=***"
+        if unquote_plus(item.partition("=")[0]).strip().lower() in _SECRET_PARAMS
+        else item
+        for item in parts.query.split("&")
+    )
+    return urlunsplit(parts._replace(netloc=netloc, query=query))
 
 
 def _digest(text: str) -> str:

@@ -1,0 +1,220 @@
+"""Who may use the served graphs, and which judges: LangGraph Server authentication and authorisation.
+
+``langgraph.json`` names this module's :data:`auth` (``"auth": {"path": ...}``), so LangGraph
+Server (and ``langgraph dev``) runs :func:`authenticate` on every request and the ``@auth.on``
+handlers before every action.
+
+Authentication:
+
+- With ``MEMALIGN_AUTH_TOKENS`` set to the path of a JSON file, a request needs
+  ``Authorization: Bearer <token>`` with a token the file lists::
+
+      {"sha256:<hex SHA-256 of the token>": {"user": "alice", "judges": ["sql"]},
+       "<the token itself>": {"user": "bob", "judges": ["*"]}}
+
+  ``judges`` are names of judges the server exposes (``MEMALIGN_JUDGES``), ``"*"`` for all.
+  Prefer the ``sha256:`` form: the file then holds no usable secret. The file is re-read
+  when it changes (no restart to add or revoke a token).
+- Without it, only requests from the loopback interface are served, as user ``local``
+  with every judge; any other request is refused (401). Behind a reverse proxy on the
+  same machine every request looks local: set a token file there.
+
+Authorisation (anything not listed is denied, 403):
+
+- threads: a user creates, reads, updates, searches and deletes only threads they own
+  (``metadata.owner``, set from the authenticated identity at creation);
+- runs: created only on the user's own threads, and only for a judge the user may use
+  (the run context's ``judge``, or the server's only judge); the authenticated identity is
+  what the graphs record as author and reviewer;
+- assistants: read and searched (the server's graphs); never created, changed or deleted,
+  so no assistant can carry another context;
+- store: read only, in namespaces ``("memalign", judge, ...)`` of judges the user may use;
+- crons: denied.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import json
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+from langgraph_sdk import Auth
+
+from memalign_graph.context import served_judge_name
+
+auth = Auth()
+
+ALL_JUDGES = "*"
+LOCAL_USER = "local"
+
+_tokens_lock = threading.Lock()
+_tokens_cache: tuple[tuple[str, int, int], dict[str, dict[str, Any]]] | None = None
+
+
+def _digest(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def load_tokens(path: str | Path) -> dict[str, dict[str, Any]]:
+    """The token file at ``path`` as ``{sha256 hex of token: {"user": str, "judges": [str]}}``.
+
+    Raises:
+        ValueError: if the file cannot be read or is not a JSON object of entries with a
+            non-empty ``user`` and a list of ``judges``; the message names the file and the
+            entry's position, never a token.
+    """
+    where = f"MEMALIGN_AUTH_TOKENS file {path}"
+    try:
+        raw = json.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ValueError(f"{where}: cannot be read ({exc.strerror})") from None
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{where}: not valid JSON (line {exc.lineno}, column {exc.colno})") from None
+    if not isinstance(raw, dict):
+        raise ValueError(f'{where}: expected a JSON object {{"token or sha256:HEX": {{"user", "judges"}}}}')
+    tokens: dict[str, dict[str, Any]] = {}
+    for position, (key, entry) in enumerate(raw.items(), 1):
+        user = entry.get("user") if isinstance(entry, dict) else None
+        judges = entry.get("judges") if isinstance(entry, dict) else None
+        if not isinstance(user, str) or not user.strip():
+            raise ValueError(f"{where}: entry {position} needs a non-empty 'user'")
+        if not isinstance(judges, list) or not all(isinstance(j, str) and j for j in judges):
+            raise ValueError(f"{where}: entry {position} (user {user!r}) needs 'judges', a list of judge names or '*'")
+        if not key:
+            raise ValueError(f"{where}: entry {position} (user {user!r}) has an empty token")
+        digest = key.removeprefix("sha256:").lower() if key.startswith("sha256:") else _digest(key)
+        tokens[digest] = {"user": user, "judges": list(judges)}
+    return tokens
+
+
+def _tokens(path: str) -> dict[str, dict[str, Any]]:
+    global _tokens_cache
+    try:
+        stat = os.stat(path)
+    except OSError as exc:
+        raise ValueError(f"MEMALIGN_AUTH_TOKENS file {path}: cannot be read ({exc.strerror})") from None
+    key = (path, stat.st_mtime_ns, stat.st_size)
+    with _tokens_lock:
+        if _tokens_cache is None or _tokens_cache[0] != key:
+            _tokens_cache = (key, load_tokens(path))
+        return _tokens_cache[1]
+
+
+def _user(identity: str, judges: list[str]) -> Auth.types.MinimalUserDict:
+    return {"identity": identity, "is_authenticated": True, "permissions": [f"judge:{j}" for j in judges]}
+
+
+def _is_loopback(scope: dict[str, Any]) -> bool:
+    client = scope.get("client")
+    if not client:
+        return False
+    try:
+        return ipaddress.ip_address(client[0]).is_loopback
+    except ValueError:
+        return False
+
+
+@auth.authenticate
+async def authenticate(authorization: str | None, scope: dict[str, Any]) -> Auth.types.MinimalUserDict:
+    """The user a request comes from (see the module docstring).
+
+    Raises:
+        Auth.exceptions.HTTPException: 401 for a missing or unknown token, or a non-loopback
+            request when no token file is configured.
+        ValueError: if the token file is unreadable or malformed (the server answers 500).
+    """
+    path = os.environ.get("MEMALIGN_AUTH_TOKENS")
+    if not path:
+        if _is_loopback(scope):
+            return _user(LOCAL_USER, [ALL_JUDGES])
+        raise Auth.exceptions.HTTPException(
+            status_code=401, detail="this server serves only local requests (no MEMALIGN_AUTH_TOKENS configured)"
+        )
+    scheme, _, token = (authorization or "").partition(" ")
+    entry = _tokens(path).get(_digest(token.strip())) if scheme.lower() == "bearer" and token.strip() else None
+    if entry is None:
+        raise Auth.exceptions.HTTPException(status_code=401, detail="missing or unknown bearer token")
+    return _user(entry["user"], entry["judges"])
+
+
+def may_use(ctx: Auth.types.AuthContext, judge: str) -> bool:
+    """Whether the authenticated user may use ``judge``."""
+    granted = set(ctx.permissions or ())
+    return f"judge:{ALL_JUDGES}" in granted or f"judge:{judge}" in granted
+
+
+def _owner(ctx: Auth.types.AuthContext) -> dict[str, str]:
+    return {"owner": ctx.user.identity}
+
+
+@auth.on
+async def deny_by_default(ctx: Auth.types.AuthContext, value: Any) -> bool:
+    """Everything no handler below allows is refused (403)."""
+    return False
+
+
+@auth.on.threads.create
+async def create_thread(ctx: Auth.types.AuthContext, value: Auth.types.on.threads.create.value) -> None:
+    """A new thread belongs to its creator."""
+    metadata = value.setdefault("metadata", {})
+    if metadata is None:
+        metadata = value["metadata"] = {}
+    metadata["owner"] = ctx.user.identity
+
+
+@auth.on.threads.read
+@auth.on.threads.update
+@auth.on.threads.delete
+@auth.on.threads.search
+async def own_threads(ctx: Auth.types.AuthContext, value: Any) -> Auth.types.FilterType:
+    """Threads (their state, history and runs) are visible to their owner only."""
+    return _owner(ctx)
+
+
+@auth.on.threads.create_run
+async def create_run(
+    ctx: Auth.types.AuthContext, value: Auth.types.on.threads.create_run.value
+) -> Auth.types.FilterType:
+    """A run on the user's own thread, for a judge the user may use.
+
+    Raises:
+        Auth.exceptions.HTTPException: 403 naming the judge the user may not use, or the
+            problem with the run context's ``judge``.
+    """
+    kwargs = value.get("kwargs") or {}
+    context = kwargs.get("context") or {}
+    judge = context.get("judge") if isinstance(context, dict) else None
+    if judge is not None and not isinstance(judge, str):
+        raise Auth.exceptions.HTTPException(status_code=403, detail="run context 'judge' must be a judge name")
+    try:
+        name = served_judge_name(judge)
+    except ValueError as exc:
+        raise Auth.exceptions.HTTPException(status_code=403, detail=str(exc)) from None
+    if not may_use(ctx, name):
+        raise Auth.exceptions.HTTPException(
+            status_code=403, detail=f"user {ctx.user.identity!r} may not use judge {name!r}"
+        )
+    metadata = value.get("metadata")
+    if metadata is None:
+        metadata = value["metadata"] = {}
+    metadata["owner"] = ctx.user.identity
+    return _owner(ctx)
+
+
+@auth.on.assistants.read
+@auth.on.assistants.search
+async def read_assistants(ctx: Auth.types.AuthContext, value: Any) -> None:
+    """The served graphs' assistants are public to authenticated users (their schemas, their defaults)."""
+
+
+@auth.on.store
+async def read_own_judges_store(ctx: Auth.types.AuthContext, value: Any) -> bool:
+    """Store access: read only, within ``("memalign", judge, ...)`` of a judge the user may use."""
+    if ctx.action not in ("get", "search", "list_namespaces"):
+        return False
+    namespace = tuple(value.get("namespace") or ())
+    return len(namespace) >= 2 and namespace[0] == "memalign" and may_use(ctx, namespace[1])
