@@ -435,9 +435,9 @@ def demo_table(result: dict[str, Any]) -> Table:
 def demo(
     out: Annotated[Path, typer.Option(help="Output directory.")] = Path("demo-output"),
     task: Annotated[str, typer.Option(help="citation (a house rule, default) or halueval.")] = "citation",
-    test_size: Annotated[int, typer.Option(help="Held-out test cases per run.")] = 12,
+    test_size: Annotated[int, typer.Option(help="Held-out test cases per run.")] = 10,
     steps: Annotated[str, typer.Option(help="Feedback counts to measure after, comma-separated.")] = "0,2,5,10,20",
-    seen_sample: Annotated[int, typer.Option(help="Seen cases re-judged per step at most.")] = 8,
+    seen_sample: Annotated[int, typer.Option(help="Seen cases re-judged per step at most.")] = 5,
     runs: Annotated[int, typer.Option(help="Seeded runs (seeds 0..runs-1); figures are mean ± sd.")] = 1,
     model: ModelOpt = None,
     base_url: Annotated[str | None, typer.Option(help="OpenAI-compatible server for --model.")] = None,

