@@ -172,9 +172,11 @@ def escape_json(value: Any) -> str:
     r"""``value`` as JSON that cannot forge a prompt's structure: ``<`` is written ``\u003c``.
 
     Every string is quoted and escaped by ``json.dumps`` (quotes, newlines, control characters), and
-    no ``<`` survives, so a field can neither leave its JSON string nor open or close a tag.
+    no ``<`` survives, so a field can neither leave its JSON string nor open or close a tag. The line
+    and paragraph separators U+2028/U+2029 are escaped too (some readers break lines at them).
     """
-    return json.dumps(value, ensure_ascii=False).replace("<", "\\u003c")
+    text = json.dumps(value, ensure_ascii=False).replace("<", "\\u003c")
+    return text.replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")
 
 
 def context_window_of(model: Any, override: int | None = None) -> int:
