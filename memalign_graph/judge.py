@@ -2,7 +2,12 @@
 
 Working memory is the criterion, every principle (semantic memory), the ``k``
 retrieved episodes (episodic memory) and the case at hand (MemAlign,
-Databricks 2025). Getting a valid value out of any model, small ones included:
+Databricks 2025). It is sized to the model's context window (:func:`working_memory`):
+whole when it fits, long fields clipped by a common cap when not (the judgment then
+says ``clipped``). Text written by others enters it JSON-encoded inside fixed tags
+(:func:`escape_json`), so no field can forge the prompt's structure.
+
+Getting a valid value out of any model, small ones included:
 
 1. **Constrained decoding** where the model supports an OpenAI-style
    ``response_format`` JSON schema (the embedded llama.cpp model, OpenAI and
@@ -21,9 +26,12 @@ Other errors (authentication, bad request) are not retried. Either way a failed
 call ends in :class:`~memalign_graph.errors.JudgeError` naming the case id, the
 model and the number of attempts.
 
-Where the model returns log-probabilities (the embedded model), the judgment
-also carries ``scores``: the probability of each allowed value at the position
-where the value was decoded, renormalised over the allowed values.
+Where the model returns log-probabilities (the embedded model, OpenAI-compatible
+servers), the judgment also carries ``scores``: the probability of each allowed
+value, read from the tokens that spell the value (:func:`value_scores`).
+
+**Pairwise** judges judge both orders by default (outputs as given and swapped);
+an order-inconsistent pair is a ``tie``, both answers kept in ``orders``.
 
 **Expert precedent** (optional, on by default): if a retrieved episode is the
 same case (same normalised case hash; or, in ``"similar"`` mode, cosine
