@@ -509,11 +509,19 @@ def evaluate(
     seed: Annotated[int, typer.Option(help="Base seed.")] = 0,
     concurrency: Annotated[int, typer.Option(help="Judgments in flight.")] = 2,
     out: Annotated[Path, typer.Option(help="Output directory.")] = Path("eval-output"),
+    injection: Annotated[
+        bool,
+        typer.Option(
+            "--injection",
+            help="Instead: judge --limit cases (default 10) clean, with neutral added text and with injected "
+            "instructions, fake answers, fake delimiters and fake episodes; report how often each flips the judge.",
+        ),
+    ] = False,
 ) -> None:
     """Reproduce the method's experiment on DATA: progressive alignment, agreement on seen and unseen cases."""
     import random
 
-    from memalign_graph.evaluation import EvalConfig, markdown_table, run_eval
+    from memalign_graph.evaluation import EvalConfig, injection_flip_rates, injection_table, markdown_table, run_eval
     from memalign_graph.loaders import load_dataset
     from memalign_graph.spec import JudgeSpec
 
@@ -537,6 +545,13 @@ def evaluate(
             if limit < 2:
                 raise ValueError("--limit must be at least 2")
             records = random.Random(seed).sample(records, min(limit, len(records)))
+        if injection:
+            flips = injection_flip_rates(records, spec, model, limit=limit or 10, concurrency=concurrency)
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "injection.json").write_text(json.dumps(flips, indent=1, ensure_ascii=False), encoding="utf-8")
+            print(injection_table(flips))
+            console.print(f"wrote {out / 'injection.json'}")
+            return
         config = EvalConfig(
             train_size=min(train_size, len(records) - 1),
             steps=[int(s) for s in steps.split(",") if s.strip()],

@@ -112,6 +112,14 @@ class Context:
         metadata={"description": "'auto' (JSON-schema decoding where supported), 'json_schema', or 'prompt'."},
     )
     rationale_max_chars: int = field(default=300, metadata={"description": "Cap on the rationale's length."})
+    context_window: int | None = field(
+        default=None,
+        metadata={
+            "description": "Tokens one judge request may use (prompt + answer); working memory is sized to it "
+            "(whole episodes when they fit, long fields clipped only when they do not). Default: the embedded "
+            "model's window, 128000 for hosted models."
+        },
+    )
     batch_size: int = field(default=50, metadata={"description": "Most feedback records per distillation call."})
     token_budget: int = field(
         default=6000, metadata={"description": "Most estimated prompt tokens of records per distillation call."}

@@ -108,6 +108,7 @@ def _judge_settings(ctx: Context) -> JudgeSettings:
         "max_retries": ctx.max_retries,
         "structured_output": ctx.structured_output,
         "rationale_max_chars": ctx.rationale_max_chars,
+        "context_window": ctx.context_window,
     }
     # Backoff of transient-error retries (also read from a parent graph's context object, if it has them).
     for key, field_name in (("backoff_s", "retry_backoff_s"), ("backoff_max_s", "retry_backoff_max_s")):

@@ -2,7 +2,12 @@
 
 Working memory is the criterion, every principle (semantic memory), the ``k``
 retrieved episodes (episodic memory) and the case at hand (MemAlign,
-Databricks 2025). Getting a valid value out of any model, small ones included:
+Databricks 2025). It is sized to the model's context window (:func:`working_memory`):
+whole when it fits, long fields clipped by a common cap when not (the judgment then
+says ``clipped``). Text written by others enters it JSON-encoded inside fixed tags
+(:func:`escape_json`), so no field can forge the prompt's structure.
+
+Getting a valid value out of any model, small ones included:
 
 1. **Constrained decoding** where the model supports an OpenAI-style
    ``response_format`` JSON schema (the embedded llama.cpp model, OpenAI and
@@ -21,9 +26,12 @@ Other errors (authentication, bad request) are not retried. Either way a failed
 call ends in :class:`~memalign_graph.errors.JudgeError` naming the case id, the
 model and the number of attempts.
 
-Where the model returns log-probabilities (the embedded model), the judgment
-also carries ``scores``: the probability of each allowed value at the position
-where the value was decoded, renormalised over the allowed values.
+Where the model returns log-probabilities (the embedded model, OpenAI-compatible
+servers), the judgment also carries ``scores``: the probability of each allowed
+value, read from the tokens that spell the value (:func:`value_scores`).
+
+**Pairwise** judges judge both orders by default (outputs as given and swapped);
+an order-inconsistent pair is a ``tie``, both answers kept in ``orders``.
 
 **Expert precedent** (optional, on by default): if a retrieved episode is the
 same case (same normalised case hash; or, in ``"similar"`` mode, cosine
@@ -33,10 +41,11 @@ returned without calling the model, and ``precedent`` names the episode.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import re
-from typing import Any, Literal, NotRequired
+from typing import Any, Literal, NamedTuple, NotRequired
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
@@ -76,6 +85,9 @@ class Judgment(TypedDict):
         model: the model's name (``"expert-precedent"`` when no model was called).
         usage: tokens spent on this judgment.
         attempts: model calls made (1 + repairs + retries after transient errors).
+        clipped: a field of the case at hand was clipped to fit the model's context window.
+        orders: pairwise judgments in both orders: the answer in each order (see :class:`OrderJudgment`);
+            when they disagree, ``value`` is ``tie``.
     """
 
     value: Value
@@ -89,6 +101,26 @@ class Judgment(TypedDict):
     attempts: int
     principles_omitted: NotRequired[list[str]]
     id: NotRequired[str]
+    clipped: NotRequired[bool]
+    orders: NotRequired[list[OrderJudgment]]
+
+
+class OrderJudgment(TypedDict):
+    """A pairwise judge's answer with the outputs in one order.
+
+    Attributes:
+        shown: ``"AB"`` (output A shown first, as given) or ``"BA"`` (swapped).
+        answer: the value as the model answered, in the labels of the order shown.
+        value: that answer in the case's own labels (``A`` is the first output given).
+        rationale: the model's rationale for this order.
+        scores: probabilities in the case's own labels, or ``None``.
+    """
+
+    shown: str
+    answer: Value
+    value: Value
+    rationale: str
+    scores: dict[str, float] | None
 
 
 def empty_usage() -> Usage:
@@ -112,7 +144,7 @@ def _clip(text: str, limit: int) -> str:
 
 
 def format_case(case: dict[str, Any], limit: int) -> str:
-    """The case as prompt text, each field clipped to ``limit`` characters."""
+    """The case as plain prompt text, each field clipped to ``limit`` characters (distillation prompts)."""
     outputs = case["outputs"]
     lines = [f"Input: {_clip(render(case['inputs']), limit)}"]
     if isinstance(outputs, list) and len(outputs) == 2:
@@ -124,31 +156,137 @@ def format_case(case: dict[str, Any], limit: int) -> str:
     return "\n".join(lines)
 
 
-def build_messages(
-    spec: JudgeSpec,
-    case: dict[str, Any],
-    principles: list[Principle],
-    episodes: list[Episode],
-    *,
-    case_chars: int = 2000,
-    episode_chars: int = 200,
-) -> list[BaseMessage]:
-    """Assemble working memory as chat messages.
+# --- working memory: budgets from the model's context window, untrusted text JSON-escaped ------------------------
 
-    Args:
-        spec: the judge.
-        case: ``{"inputs", "outputs", "expectations"?}``.
-        principles: all principles to include, in order.
-        episodes: retrieved episodes, most similar first.
-        case_chars: per-field character cap for the case at hand.
-        episode_chars: per-field character cap inside each episode.
+HOSTED_CONTEXT_TOKENS = 128_000
+"""Context window assumed for a model that does not state one (hosted models: GPT-4.1 and its peers
+take 128k tokens or more). Override with ``Context.context_window`` / ``JudgeSettings["context_window"]``."""
 
-    Returns:
-        ``[SystemMessage, HumanMessage]``.
+PROMPT_CHARS_PER_TOKEN = 3
+"""Characters per token when sizing working memory. English prose runs about 4 with BPE tokenisers;
+JSON-escaped text, code, numbers and other languages run fewer, and an overflowing prompt is an error,
+so the estimate errs short."""
+
+CASE_WEIGHT = 4
+"""When working memory must be clipped, a field of the case at hand keeps up to this many times as
+many characters as a field of a retrieved episode (the case is what is judged)."""
+
+MIN_FIELD_CHARS = 64
+"""No clipped field is cut below this many characters, however small the budget."""
+
+_EPISODE_TEXT_FIELDS = ("inputs", "outputs", "output_a", "output_b", "expectations", "expert_feedback")
+
+
+def escape_json(value: Any) -> str:
+    r"""``value`` as JSON that cannot forge a prompt's structure: ``<`` is written ``\u003c``.
+
+    Every string is quoted and escaped by ``json.dumps`` (quotes, newlines, control characters), and
+    no ``<`` survives, so a field can neither leave its JSON string nor open or close a tag. The line
+    and paragraph separators U+2028/U+2029 are escaped too (some readers break lines at them).
     """
+    text = json.dumps(value, ensure_ascii=False).replace("<", "\\u003c")
+    return text.replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")
+
+
+def context_window_of(model: Any, override: int | None = None) -> int:
+    """Tokens one judge request may use (prompt + answer).
+
+    ``override`` if given; else the model's own ``context_window`` attribute (the embedded model:
+    its llama.cpp context divided among its slots); else :data:`HOSTED_CONTEXT_TOKENS`.
+
+    Raises:
+        ValueError: if ``override`` is given and is not a positive integer.
+    """
+    if override is not None:
+        if isinstance(override, bool) or not isinstance(override, int) or override < 1:
+            raise ValueError(f"context_window must be a positive number of tokens, got {override!r}")
+        return override
+    window = getattr(model, "context_window", None)
+    if isinstance(window, int) and not isinstance(window, bool) and window > 0:
+        return window
+    return HOSTED_CONTEXT_TOKENS
+
+
+def _case_data(case: dict[str, Any]) -> dict[str, Any]:
+    outputs = case["outputs"]
+    data: dict[str, Any] = {"inputs": case["inputs"]}
+    if isinstance(outputs, list) and len(outputs) == 2:
+        data.update(output_a=outputs[0], output_b=outputs[1])
+    else:
+        data["outputs"] = outputs
+    if case.get("expectations") is not None:
+        data["expectations"] = case["expectations"]
+    return data
+
+
+def _episode_data(episode: Episode | dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": episode.get("id"),
+        **_case_data(episode),  # type: ignore[arg-type]
+        "judge_value": episode.get("judge_value"),
+        "expert_value": episode.get("value"),
+        "expert_feedback": episode.get("feedback"),
+    }
+
+
+def _clippable(data: dict[str, Any], keys: tuple[str, ...]) -> list[str]:
+    return [k for k in keys if k in data and data[k] is not None]
+
+
+def _fit(items: list[tuple[dict[str, Any], list[str], int]], available: int) -> list[bool]:
+    """Clip the clippable fields of ``items`` in place so their escaped text fits ``available`` characters.
+
+    ``items`` are ``(data, clippable keys, weight)``. Nothing is clipped when everything fits. Otherwise
+    a common cap ``c`` is found (water-filling): a field of weight ``w`` keeps ``min(its length, w * c)``
+    characters, the largest ``c`` whose total fits; short fields stay whole. Returns, per item, whether
+    any of its fields was clipped.
+    """
+    costs = [[len(escape_json(data[k])) - 2 for k in keys] for data, keys, _ in items]
+    if sum(map(sum, costs)) <= available:
+        return [False] * len(items)
+
+    def used(cap: float) -> float:
+        return sum(min(cost, w * cap) for (_, _, w), row in zip(items, costs) for cost in row)
+
+    low, high = 0.0, float(max((c for row in costs for c in row), default=0))
+    for _ in range(40):
+        mid = (low + high) / 2
+        low, high = (mid, high) if used(mid) <= available else (low, mid)
+    clipped = []
+    for (data, keys, weight), row in zip(items, costs):
+        any_clipped = False
+        for key, cost in zip(keys, row):
+            limit = max(MIN_FIELD_CHARS, int(weight * low))
+            if cost <= limit:
+                continue
+            text = render(data[key])
+            data[key] = _clip(text, max(1, len(text) * limit // cost))
+            any_clipped = True
+        clipped.append(any_clipped)
+    return clipped
+
+
+class WorkingMemory(NamedTuple):
+    """The judge prompt and what had to be clipped to fit it.
+
+    Attributes:
+        messages: ``[SystemMessage, HumanMessage]``.
+        case_clipped: a field of the case at hand was clipped.
+        episodes_clipped: ids of the episodes with a clipped field.
+    """
+
+    messages: list[BaseMessage]
+    case_clipped: bool
+    episodes_clipped: list[str]
+
+
+def _render_messages(
+    spec: JudgeSpec, case: dict[str, Any], principles: list[Principle], episodes: list[dict[str, Any]]
+) -> list[BaseMessage]:
     principles_text = ""
     if principles:
-        principles_text = prompts.PRINCIPLES_SECTION.format(principles="\n".join(f"- {p['text']}" for p in principles))
+        listed = ",\n".join(escape_json(p["text"]) for p in principles)
+        principles_text = prompts.PRINCIPLES_SECTION.format(principles=f"[\n{listed}\n]")
     system = prompts.JUDGE_SYSTEM.format(
         name=spec.name,
         criterion=spec.criterion,
@@ -159,21 +297,69 @@ def build_messages(
     episodes_text = ""
     if episodes:
         episodes_text = prompts.EPISODES_SECTION.format(
-            episodes="\n\n".join(
-                prompts.EPISODE.format(
-                    n=n,
-                    case=format_case(e, episode_chars),
-                    judge_value=e.get("judge_value", "unknown"),
-                    value=e.get("value", "not given"),
-                    feedback=_clip(e.get("feedback", "none"), episode_chars),
-                )
-                for n, e in enumerate(episodes, start=1)
-            )
+            episodes="\n".join(prompts.EPISODE.format(episode=escape_json(e)) for e in episodes)
         )
-    user = prompts.JUDGE_USER.format(
-        episodes=episodes_text, case=format_case(case, case_chars), values=spec.describe_values()
-    )
+    user = prompts.JUDGE_USER.format(episodes=episodes_text, case=escape_json(case), values=spec.describe_values())
     return [SystemMessage(system), HumanMessage(user)]
+
+
+def working_memory(
+    spec: JudgeSpec,
+    case: dict[str, Any],
+    principles: list[Principle],
+    episodes: list[Episode],
+    *,
+    context_tokens: int = HOSTED_CONTEXT_TOKENS,
+    answer_tokens: int = 0,
+) -> WorkingMemory:
+    """Assemble working memory as chat messages, sized to the model's context window.
+
+    Untrusted text (each principle, each episode's id, case, values and feedback, the case at hand)
+    enters JSON-encoded by :func:`escape_json` inside the fixed tags of
+    :data:`memalign_graph.prompts.JUDGE_TAGS`, so no field can forge the prompt's structure.
+
+    Everything is shown whole when the prompt fits ``(context_tokens - answer_tokens) *``
+    :data:`PROMPT_CHARS_PER_TOKEN` characters. Otherwise the long fields of the case and the episodes
+    are clipped (start and end kept, "…" between) by a common cap, a case field keeping up to
+    :data:`CASE_WEIGHT` times an episode field's share; principles and ids are never clipped
+    (principles are bounded upstream by ``principles_token_budget``).
+
+    Args:
+        spec: the judge.
+        case: ``{"inputs", "outputs", "expectations"?}``.
+        principles: all principles to include, in order.
+        episodes: retrieved episodes, most similar first.
+        context_tokens: tokens one request may use (see :func:`context_window_of`).
+        answer_tokens: tokens kept free for the answer (and repair rounds).
+
+    Returns:
+        A :class:`WorkingMemory`.
+    """
+    case_data = _case_data(case)
+    episode_data = [_episode_data(e) for e in episodes]
+    items = [(case_data, _clippable(case_data, _EPISODE_TEXT_FIELDS), CASE_WEIGHT)]
+    items += [(data, _clippable(data, _EPISODE_TEXT_FIELDS), 1) for data in episode_data]
+    empty = [({**data, **dict.fromkeys(keys, "")}) for data, keys, _ in items]
+    fixed = sum(len(m.text) for m in _render_messages(spec, empty[0], principles, empty[1:]))
+    available = (context_tokens - answer_tokens) * PROMPT_CHARS_PER_TOKEN - fixed
+    clipped = _fit(items, max(0, available))
+    messages = _render_messages(spec, case_data, principles, episode_data)
+    return WorkingMemory(messages, clipped[0], [str(e["id"]) for e, c in zip(episodes, clipped[1:]) if c])
+
+
+def build_messages(
+    spec: JudgeSpec,
+    case: dict[str, Any],
+    principles: list[Principle],
+    episodes: list[Episode],
+    *,
+    context_tokens: int = HOSTED_CONTEXT_TOKENS,
+    answer_tokens: int = 0,
+) -> list[BaseMessage]:
+    """The messages of :func:`working_memory` (same arguments): ``[SystemMessage, HumanMessage]``."""
+    return working_memory(
+        spec, case, principles, episodes, context_tokens=context_tokens, answer_tokens=answer_tokens
+    ).messages
 
 
 def judgment_schema(spec: JudgeSpec, rationale_max_chars: int | None = 300) -> dict[str, Any]:
@@ -231,48 +417,139 @@ def parse_judgment(spec: JudgeSpec, text: str) -> tuple[Value, str]:
     return value, rationale.strip() if isinstance(rationale, str) else ""
 
 
-def value_scores(spec: JudgeSpec, message: BaseMessage, value: Value) -> dict[str, float] | None:
-    """Probability of each allowed value where the value was decoded, from log-probabilities.
+_TERMINATORS = frozenset('",}] \t\r\n')
 
-    Finds the token at which the chosen value starts in the answer, reads that
-    position's ``top_logprobs``, maps each candidate token to the allowed value
-    it begins (case-insensitive prefix), and renormalises over allowed values.
+
+def _value_span(text: str) -> tuple[int, int] | None:
+    """Where the top-level ``"value"`` of the first JSON object in ``text`` is written: ``(start, end)``.
+
+    The object is read key by key with the JSON scanner, so a ``"value":`` inside the rationale,
+    code fences, prose around the object or odd whitespace cannot mislead it. A repeated key counts
+    at its last occurrence, as :func:`json.loads` (and so :func:`parse_judgment`) reads it.
+    """
+    decoder = json.JSONDecoder()
+    space = re.compile(r"\s*")
+    for opening in re.finditer(r"\{", text):
+        pos, found = opening.end(), None
+        try:
+            pos = space.match(text, pos).end()  # type: ignore[union-attr]
+            if text[pos] == "}":
+                continue
+            while True:
+                if text[pos] != '"':
+                    raise ValueError("key expected")
+                key, pos = json.decoder.scanstring(text, pos + 1)
+                pos = space.match(text, pos).end()  # type: ignore[union-attr]
+                if text[pos] != ":":
+                    raise ValueError("colon expected")
+                start = space.match(text, pos + 1).end()  # type: ignore[union-attr]
+                _, pos = decoder.raw_decode(text, start)
+                if key == "value":
+                    found = (start, pos)
+                pos = space.match(text, pos).end()  # type: ignore[union-attr]
+                if text[pos] == ",":
+                    pos = space.match(text, pos + 1).end()  # type: ignore[union-attr]
+                    continue
+                if text[pos] == "}":
+                    break
+                raise ValueError("comma or brace expected")
+        except (ValueError, IndexError):
+            continue
+        return found
+    return None
+
+
+def _owners(spelled: str, names: list[str]) -> list[str]:
+    """The allowed values (lower-case ``names``) that the value text spelled so far can still become."""
+    return [n for n in names if n.startswith(spelled) or (spelled.startswith(n) and spelled[len(n)] in _TERMINATORS)]
+
+
+def _token_bytes(token: dict[str, Any]) -> bytes:
+    raw = token.get("bytes")
+    if isinstance(raw, list) and raw:
+        try:
+            return bytes(raw)
+        except (TypeError, ValueError):
+            pass
+    return str(token.get("token", "")).encode("utf-8")
+
+
+def value_scores(spec: JudgeSpec, message: BaseMessage) -> dict[str, float] | None:
+    """Probability of each allowed value, read from the log-probabilities of the tokens that spell it.
+
+    Works on the generated token stream itself (``response_metadata["logprobs"]["content"]``, the
+    OpenAI format, which llama.cpp and OpenAI-compatible servers return), so code fences, prose or
+    whitespace around the JSON cannot shift the reading:
+
+    1. the stream's text is rebuilt from the tokens (their ``bytes`` where given, so multi-byte
+       characters split across tokens keep offsets right), and the top-level ``"value"`` of the first
+       JSON object in it is located (:func:`_value_span`);
+    2. walking the tokens that spell the value (after its opening quote), each candidate in a
+       position's ``top_logprobs`` is appended to the value text spelled so far; a candidate that
+       leaves exactly one allowed value (case-insensitive prefix, or the whole value followed by a
+       quote, comma, brace or space) adds ``P(path so far) * P(candidate)`` to that value;
+    3. the walk stops at the first token after which a single value remains; where values share a
+       prefix (``1`` and ``10``, ``pass`` and ``partial``) it continues into later tokens, so values
+       spelled by several tokens are scored by the chain rule along the decoded path.
+
+    The result is renormalised over the allowed values. Under greedy decoding of values that part at
+    their first token (``pass``/``fail``, ``A``/``B``/``tie``, 1-9) its argmax is the decoded value.
+
+    Args:
+        spec: the judge (its allowed values).
+        message: the model's answer, with log-probabilities in ``response_metadata``.
 
     Returns:
-        ``{str(value): probability}`` summing to 1, or ``None`` if the model gave
-        no log-probabilities or the position could not be located.
+        ``{str(value): probability}`` summing to 1 (4 decimals), or ``None`` if the answer carries no
+        log-probabilities, holds no JSON object with a ``"value"``, or no candidate named an allowed value.
     """
     logprobs = (getattr(message, "response_metadata", None) or {}).get("logprobs") or {}
-    tokens = logprobs.get("content") or []
-    text = message.text if isinstance(message, AIMessage) else str(message.content)
-    match = re.search(r'"value"\s*:\s*"?', text)
-    if not tokens or match is None:
+    tokens = [t for t in (logprobs.get("content") or []) if isinstance(t, dict)]
+    if not tokens:
         return None
-    target = match.end()
-    offset = 0
-    position = None
-    for tok in tokens:
-        piece = tok.get("token", "")
-        if offset <= target < offset + len(piece) or (offset >= target and piece.strip(' "')):
-            position = tok
-            break
-        offset += len(piece)
-    if position is None:
+    pieces = [_token_bytes(t) for t in tokens]
+    stream = b"".join(pieces)
+    text = stream.decode("utf-8", errors="replace")
+    span = _value_span(text)
+    if span is None:
         return None
+    start, end = (len(text[: span[0]].encode("utf-8")), len(text[: span[1]].encode("utf-8")))
+    if stream[start : start + 1] == b'"':
+        start += 1
     names = [str(v) for v in spec.values]
-    mass = dict.fromkeys(names, 0.0)
-    candidates = position.get("top_logprobs") or [position]
-    for cand in candidates:
-        piece = cand.get("token", "").strip().strip('"').lower()
-        if not piece:
+    lower = [n.lower() for n in names]
+    mass = dict.fromkeys(lower, 0.0)
+    reach, offset = 1.0, 0
+    for token, piece in zip(tokens, pieces):
+        token_start, offset = offset, offset + len(piece)
+        if offset <= start:
             continue
-        owners = [n for n in names if n.lower().startswith(piece)]
-        if len(owners) == 1:
-            mass[owners[0]] += math.exp(cand.get("logprob", -math.inf))
+        if token_start > end:
+            break
+        spelled = stream[start:token_start].decode("utf-8", errors="ignore").lower() if token_start > start else ""
+        lead = stream[token_start:start].decode("utf-8", errors="ignore") if token_start < start else ""
+        candidates = {str(c.get("token", "")): c.get("logprob") for c in token.get("top_logprobs") or []}
+        candidates.setdefault(str(token.get("token", "")), token.get("logprob"))
+        for candidate, logprob in candidates.items():
+            if not isinstance(logprob, (int, float)) or not candidate:
+                continue
+            if lead:
+                if candidate.startswith(lead):
+                    candidate = candidate[len(lead) :]
+                else:
+                    candidate = candidate.lstrip(' \t\r\n"')
+            owners = _owners(spelled + candidate.lower(), lower) if candidate else []
+            if len(owners) == 1:
+                mass[owners[0]] += reach * math.exp(logprob)
+        here = _owners(stream[start:offset].decode("utf-8", errors="ignore").lower(), lower)
+        chosen = token.get("logprob")
+        if len(here) <= 1 or not isinstance(chosen, (int, float)):
+            break
+        reach *= math.exp(chosen)
     total = sum(mass.values())
     if total <= 0:
         return None
-    return {n: round(m / total, 4) for n, m in mass.items()}
+    return {name: round(mass[low] / total, 4) for name, low in zip(names, lower)}
 
 
 def find_precedent(
@@ -313,6 +590,7 @@ def precedent_judgment(episode: Episode, principles: list[Principle], episodes: 
         model="expert-precedent",
         usage=empty_usage(),
         attempts=0,
+        clipped=False,
     )
 
 
@@ -376,8 +654,10 @@ class JudgeSettings(TypedDict, total=False):
         backoff_max_s: longest single wait, in seconds.
         structured_output: ``"auto"``, ``"json_schema"`` or ``"prompt"`` (see :func:`bind_structured`).
         rationale_max_chars: cap on the rationale's length.
-        case_chars: per-field character cap for the case at hand.
-        episode_chars: per-field character cap inside each episode.
+        context_window: tokens one request may use, prompt and answer (``None``: the model's own
+            ``context_window``, else :data:`HOSTED_CONTEXT_TOKENS`); working memory is sized to it.
+        pairwise_orders: pairwise judges only: ``"both"`` (judge with the outputs as given and swapped;
+            an order-inconsistent pair is a ``tie``) or ``"one"`` (as given only).
     """
 
     max_retries: int
@@ -386,8 +666,8 @@ class JudgeSettings(TypedDict, total=False):
     backoff_max_s: float
     structured_output: str
     rationale_max_chars: int
-    case_chars: int
-    episode_chars: int
+    context_window: int | None
+    pairwise_orders: str
 
 
 DEFAULT_SETTINGS: JudgeSettings = JudgeSettings(
@@ -397,19 +677,35 @@ DEFAULT_SETTINGS: JudgeSettings = JudgeSettings(
     backoff_max_s=20.0,
     structured_output="auto",
     rationale_max_chars=300,
-    case_chars=2000,
-    episode_chars=200,
+    context_window=None,
+    pairwise_orders="both",
 )
 
+REPAIR_TOKENS = 64
+"""Tokens kept free per repair round for the repair message (its answer is counted separately)."""
 
-def _prepare(spec, case, principles, episodes, settings):  # type: ignore[no-untyped-def]
-    cfg = {**DEFAULT_SETTINGS, **{k: v for k, v in (settings or {}).items() if v is not None}}
+
+def _settings(settings: JudgeSettings | None) -> dict[str, Any]:
+    cfg: dict[str, Any] = {**DEFAULT_SETTINGS, **{k: v for k, v in (settings or {}).items() if v is not None}}
     if cfg.get("transient_retries") is None:
         cfg["transient_retries"] = cfg["max_retries"]
-    messages = build_messages(
-        spec, case, principles, episodes, case_chars=cfg["case_chars"], episode_chars=cfg["episode_chars"]
+    if cfg["pairwise_orders"] not in ("both", "one"):
+        raise ValueError(f"pairwise_orders must be 'both' or 'one', got {cfg['pairwise_orders']!r}")
+    return cfg
+
+
+def _prepare(model, spec, case, principles, episodes, cfg) -> WorkingMemory:  # type: ignore[no-untyped-def]
+    """Working memory sized to the model: the answer and every repair round are kept room for."""
+    answer = cfg["rationale_max_chars"] + 48
+    rounds = cfg["max_retries"] + 1
+    return working_memory(
+        spec,
+        case,
+        principles,
+        episodes,
+        context_tokens=context_window_of(model, cfg["context_window"]),
+        answer_tokens=rounds * answer + (rounds - 1) * REPAIR_TOKENS,
     )
-    return cfg, messages
 
 
 def _model_call(model: BaseChatModel, spec: JudgeSpec, cfg: dict[str, Any], counter: CallCounter) -> Runnable:
@@ -446,17 +742,18 @@ def _unusable(
     return JudgmentParseError(model_name(model), raw, error, record_id=case.get("id"), attempts=counter.n)
 
 
-def _finish(spec, message, value, rationale, principles, episodes, model, usage, attempts) -> Judgment:  # type: ignore[no-untyped-def]
+def _finish(spec, message, value, rationale, principles, episodes, model, usage, attempts, clipped) -> Judgment:  # type: ignore[no-untyped-def]
     return Judgment(
         value=value,
         rationale=rationale,
         principle_ids=[p["id"] for p in principles],
         episode_ids=[e["id"] for e in episodes],
         precedent=None,
-        scores=value_scores(spec, message, value),
+        scores=value_scores(spec, message),
         model=model_name(model),
         usage=usage,
         attempts=attempts,
+        clipped=clipped,
     )
 
 
@@ -468,6 +765,123 @@ def _repair(spec: JudgeSpec, messages: list[BaseMessage], answer: BaseMessage, e
     ]
 
 
+_SWAP = {"A": "B", "B": "A", "tie": "tie"}
+
+
+def _swapped(case: dict[str, Any]) -> dict[str, Any]:
+    first, second = case["outputs"]
+    return {**case, "outputs": [second, first]}
+
+
+def _both_orders(spec: JudgeSpec, as_given: Judgment, swapped: Judgment) -> Judgment:
+    """One pairwise judgment from the answers with the outputs as given and swapped.
+
+    Agreeing answers (after mapping the swapped labels back) give that value; disagreeing answers
+    give ``tie`` (the preference followed the position, not the outputs). Scores are the mean of
+    both orders' scores in the case's own labels; usage and attempts are summed.
+    """
+    back = {str(k): v for k, v in _SWAP.items()}
+    swapped_scores = None
+    if swapped["scores"] is not None:
+        swapped_scores = {back[k]: p for k, p in swapped["scores"].items()}
+    orders = [
+        OrderJudgment(
+            shown="AB",
+            answer=as_given["value"],
+            value=as_given["value"],
+            rationale=as_given["rationale"],
+            scores=as_given["scores"],
+        ),
+        OrderJudgment(
+            shown="BA",
+            answer=swapped["value"],
+            value=_SWAP[str(swapped["value"])],
+            rationale=swapped["rationale"],
+            scores=swapped_scores,
+        ),
+    ]
+    consistent = orders[0]["value"] == orders[1]["value"]
+    value = orders[0]["value"] if consistent else "tie"
+    if consistent:
+        rationale = as_given["rationale"]
+    else:
+        rationale = (
+            f"Order-inconsistent, so tie: with A shown first the judge said {orders[0]['value']} "
+            f"({as_given['rationale']}); with B shown first it said {orders[1]['value']} ({swapped['rationale']})."
+        )
+    scores = None
+    if as_given["scores"] is not None and swapped_scores is not None:
+        scores = {str(v): round((as_given["scores"][str(v)] + swapped_scores[str(v)]) / 2, 4) for v in spec.values}
+    usage = empty_usage()
+    for part in (as_given, swapped):
+        for key in usage:
+            usage[key] += part["usage"][key]  # type: ignore[literal-required]
+    return Judgment(  # type: ignore[typeddict-item]
+        **{
+            **as_given,
+            "value": value,
+            "rationale": rationale,
+            "scores": scores,
+            "usage": usage,
+            "attempts": as_given["attempts"] + swapped["attempts"],
+            "clipped": bool(as_given.get("clipped") or swapped.get("clipped")),
+            "orders": orders,
+        }
+    )
+
+
+def _judge_once(model, spec, case, principles, episodes, cfg) -> Judgment:  # type: ignore[no-untyped-def]
+    memory = _prepare(model, spec, case, principles, episodes, cfg)
+    messages = memory.messages
+    counter = CallCounter()
+    call = _model_call(model, spec, cfg, counter)
+    usage = empty_usage()
+    answer: BaseMessage = AIMessage("")
+    error = ""
+    for _ in range(cfg["max_retries"] + 1):
+        try:
+            answer = call.invoke(messages)
+        except Exception as exc:
+            raise _call_failed(model, case, counter, exc) from exc
+        add_usage(usage, answer)
+        try:
+            value, rationale = parse_judgment(spec, answer.text)
+        except ValueError as exc:
+            error = str(exc)
+            messages = _repair(spec, messages, answer, error)
+            continue
+        return _finish(
+            spec, answer, value, rationale, principles, episodes, model, usage, counter.n, memory.case_clipped
+        )
+    raise _unusable(model, case, counter, answer.text, error)
+
+
+async def _ajudge_once(model, spec, case, principles, episodes, cfg) -> Judgment:  # type: ignore[no-untyped-def]
+    memory = _prepare(model, spec, case, principles, episodes, cfg)
+    messages = memory.messages
+    counter = CallCounter()
+    call = _model_call(model, spec, cfg, counter)
+    usage = empty_usage()
+    answer: BaseMessage = AIMessage("")
+    error = ""
+    for _ in range(cfg["max_retries"] + 1):
+        try:
+            answer = await call.ainvoke(messages)
+        except Exception as exc:
+            raise _call_failed(model, case, counter, exc) from exc
+        add_usage(usage, answer)
+        try:
+            value, rationale = parse_judgment(spec, answer.text)
+        except ValueError as exc:
+            error = str(exc)
+            messages = _repair(spec, messages, answer, error)
+            continue
+        return _finish(
+            spec, answer, value, rationale, principles, episodes, model, usage, counter.n, memory.case_clipped
+        )
+    raise _unusable(model, case, counter, answer.text, error)
+
+
 def run_judge(
     model: BaseChatModel,
     spec: JudgeSpec,
@@ -477,6 +891,11 @@ def run_judge(
     settings: JudgeSettings | None = None,
 ) -> Judgment:
     """Judge one case with the given working memory (no precedent rule here).
+
+    Working memory is sized to the model's context window (:func:`working_memory`); a judgment
+    whose case had to be clipped says ``clipped: True``. A pairwise judge with
+    ``pairwise_orders="both"`` (the default) judges the case twice, outputs as given and swapped,
+    to cancel position bias; see :func:`_both_orders` for how the two answers combine.
 
     Args:
         model: any LangChain chat model.
@@ -496,27 +915,14 @@ def run_judge(
             5xx) still failing after ``transient_retries`` retries with backoff, or any other error
             (authentication, bad request), which is not retried. Names the case id, the model and
             the attempts; the provider's error is its ``__cause__``.
+        ValueError: for a bad setting (``context_window``, ``pairwise_orders``).
     """
-    cfg, messages = _prepare(spec, case, principles, episodes, settings)
-    counter = CallCounter()
-    call = _model_call(model, spec, cfg, counter)
-    usage = empty_usage()
-    answer: BaseMessage = AIMessage("")
-    error = ""
-    for _ in range(cfg["max_retries"] + 1):
-        try:
-            answer = call.invoke(messages)
-        except Exception as exc:
-            raise _call_failed(model, case, counter, exc) from exc
-        add_usage(usage, answer)
-        try:
-            value, rationale = parse_judgment(spec, answer.text)
-        except ValueError as exc:
-            error = str(exc)
-            messages = _repair(spec, messages, answer, error)
-            continue
-        return _finish(spec, answer, value, rationale, principles, episodes, model, usage, counter.n)
-    raise _unusable(model, case, counter, answer.text, error)
+    cfg = _settings(settings)
+    judgment = _judge_once(model, spec, case, principles, episodes, cfg)
+    if spec.kind != "pairwise" or cfg["pairwise_orders"] != "both":
+        return judgment
+    swapped = _judge_once(model, spec, _swapped(case), principles, episodes, cfg)
+    return _both_orders(spec, judgment, swapped)
 
 
 async def arun_judge(
@@ -527,29 +933,18 @@ async def arun_judge(
     episodes: list[Episode],
     settings: JudgeSettings | None = None,
 ) -> Judgment:
-    """Async :func:`run_judge` (same arguments and result).
+    """Async :func:`run_judge` (same arguments and result); a pairwise case's two orders run concurrently.
 
     Raises:
         JudgmentParseError: as :func:`run_judge`.
         JudgeError: as :func:`run_judge`.
+        ValueError: as :func:`run_judge`.
     """
-    cfg, messages = _prepare(spec, case, principles, episodes, settings)
-    counter = CallCounter()
-    call = _model_call(model, spec, cfg, counter)
-    usage = empty_usage()
-    answer: BaseMessage = AIMessage("")
-    error = ""
-    for _ in range(cfg["max_retries"] + 1):
-        try:
-            answer = await call.ainvoke(messages)
-        except Exception as exc:
-            raise _call_failed(model, case, counter, exc) from exc
-        add_usage(usage, answer)
-        try:
-            value, rationale = parse_judgment(spec, answer.text)
-        except ValueError as exc:
-            error = str(exc)
-            messages = _repair(spec, messages, answer, error)
-            continue
-        return _finish(spec, answer, value, rationale, principles, episodes, model, usage, counter.n)
-    raise _unusable(model, case, counter, answer.text, error)
+    cfg = _settings(settings)
+    if spec.kind != "pairwise" or cfg["pairwise_orders"] != "both":
+        return await _ajudge_once(model, spec, case, principles, episodes, cfg)
+    judgment, swapped = await asyncio.gather(
+        _ajudge_once(model, spec, case, principles, episodes, cfg),
+        _ajudge_once(model, spec, _swapped(case), principles, episodes, cfg),
+    )
+    return _both_orders(spec, judgment, swapped)

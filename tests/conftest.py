@@ -182,7 +182,7 @@ def value_from_principles(messages: list, kwargs: dict) -> str:
     if "<feedback id=" in messages[-1].text:
         return default_responder(messages, kwargs)
     system, user = messages[0].text, messages[-1].text
-    rules = re.findall(r"- Never use (\w+)", system)
+    rules = re.findall(r"Never use (\w+)", system.split("<principles>")[-1])
     output = user.split("Case to judge:")[-1]
     value = "fail" if any(rule in output for rule in rules) else "pass"
     return json.dumps({"rationale": f"rules {rules}", "value": value})

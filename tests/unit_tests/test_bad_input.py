@@ -403,10 +403,10 @@ def test_installed_cli_names_a_broken_directory(name, mems):
 
 
 def test_long_fields_are_clipped_in_prompts_and_kept_whole_in_memory(mems, emb):
-    """A 150 000-character output (under MAX_FIELD_CHARS) is stored whole but clipped in every prompt.
+    """A 150 000-character output (under MAX_FIELD_CHARS) is stored whole, clipped where a prompt cannot hold it.
 
     Clipping keeps the start and the end with "…" between: 600 characters per field in
-    distillation, 2000 for the case being judged, 200 inside each retrieved episode.
+    distillation; in judging, as much as the model's context window holds (whole when it fits).
     """
     memory = mems["categorical"]
     long = "SELECT " + "x, " * 50_000 + "END_OF_QUERY"
@@ -417,14 +417,26 @@ def test_long_fields_are_clipped_in_prompts_and_kept_whole_in_memory(mems, emb):
     assert len(clipped) == 600 and "…" in clipped and clipped.endswith("END_OF_QUERY")
     assert len(Memory.open(memory.backend.path, embeddings=emb).episodes.get(["big"])[0]["outputs"]) == len(long)
 
+    def shown(prompt, tag):
+        sections = [json.loads(b) for b in re.findall(rf"^<{tag}>\n(.*?)\n</{tag}>$", prompt, re.M | re.S)]
+        return {s.get("id"): s["outputs"] for s in sections}
+
     judge = build_judge_graph().compile()
-    context = Context(memory_dir=memory.backend.location, model=stub, embeddings=emb)
-    judgment = judge.invoke({"inputs": "request big", "outputs": long + " LIMIT 1"}, context=context)["judgment"]
+    case = {"inputs": "request big", "outputs": long + " LIMIT 1"}
+    context = Context(memory_dir=memory.backend.location, model=stub, embeddings=emb, context_window=2_000)
+    judgment = judge.invoke(case, context=context)["judgment"]
     assert judgment["value"] in ("pass", "fail") and judgment["precedent"] is None and "big" in judgment["episode_ids"]
-    episode_output, case_output = re.findall(r"Input: request big\nOutput: (.*)$", stub.prompts[-1][-1].text, re.M)
-    assert len(episode_output) == 200 and "…" in episode_output and episode_output.endswith("END_OF_QUERY")
-    assert len(case_output) == 2000 and "…" in case_output and case_output.endswith("END_OF_QUERY LIMIT 1")
-    assert sum(len(m.text) for m in stub.prompts[-1]) < 4000
+    assert judgment["clipped"] is True
+    prompt = stub.prompts[-1][-1].text
+    episode_output, case_output = shown(prompt, "episode")["big"], shown(prompt, "case")[None]
+    assert "…" in episode_output and episode_output.endswith("END_OF_QUERY")
+    assert "…" in case_output and case_output.endswith("END_OF_QUERY LIMIT 1")
+    assert len(case_output) > len(episode_output) and sum(len(m.text) for m in stub.prompts[-1]) <= 2_000 * 3
+
+    judgment = judge.invoke(case, context=Context(memory_dir=memory.backend.location, model=stub, embeddings=emb))
+    prompt = stub.prompts[-1][-1].text
+    assert judgment["judgment"]["clipped"] is False  # a 128k-token window holds both whole
+    assert shown(prompt, "episode")["big"] == long and shown(prompt, "case") == {None: long + " LIMIT 1"}
 
     with pytest.raises(RecordError, match="judge input: field 'outputs' has 1000000 characters, more than"):
         judge.invoke({"inputs": "q", "outputs": "x" * 1_000_000}, context=context)
