@@ -41,7 +41,7 @@ def embed(text: str) -> list[float]:
 
 def _logprobs(text: str, values: list[Any]) -> dict[str, Any]:
     """OpenAI-style ``logprobs.content``: one token per character run, alternatives at the value."""
-    tokens = re.findall(r'\w+|[^\w]', text)
+    tokens = re.findall(r"\w+|[^\w]", text)
     match = re.search(r'"value"\s*:\s*"?', text)
     content, offset = [], 0
     for token in tokens:
