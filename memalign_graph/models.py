@@ -45,6 +45,8 @@ from typing import Any, TypeVar
 from langchain_core.embeddings import Embeddings
 from langchain_core.language_models import BaseChatModel
 
+from memalign_graph.errors import MissingDependencyError
+
 EMBEDDED = "embedded"
 T = TypeVar("T")
 
@@ -150,12 +152,12 @@ def require(module: str, extra: str, what: str) -> None:
     """Check that an optional dependency is importable (without importing it).
 
     Raises:
-        ImportError: naming ``what`` needs it and the extra that installs it.
+        MissingDependencyError: (an ``ImportError``) naming ``what`` needs it and the extra that installs it.
     """
     import importlib.util
 
     if importlib.util.find_spec(module) is None:
-        raise ImportError(
+        raise MissingDependencyError(
             f"{what} needs the {module!r} package, which the base install does not include: "
             f"pip install 'memalign-graph[{extra}]'"
         )
@@ -230,7 +232,8 @@ def resolve_chat_model(model: str | BaseChatModel | None = None, *, base_url: st
     Raises:
         ValueError: for a string that names no known form, or ``base_url`` given with a model instance.
         TypeError: if ``model`` is neither a string nor a ``BaseChatModel``.
-        ImportError: naming the extra to install, if the embedded model's runtime is missing.
+        MissingDependencyError: (an ``ImportError``) naming the extra to install, if the embedded
+            model's runtime is missing.
         ModelFileError: if the embedded model's files are not installed or do not match their pinned SHA-256.
     """
     if isinstance(model, BaseChatModel):
@@ -285,7 +288,8 @@ def resolve_embeddings(embeddings: str | Embeddings | None = None) -> Embeddings
 
     Raises:
         ValueError: for a string that names no known form.
-        ImportError: naming the extra to install, if the embedded embedder is missing.
+        MissingDependencyError: (an ``ImportError``) naming the extra to install, if the embedded
+            embedder is missing.
     """
     if isinstance(embeddings, Embeddings):
         return embeddings
