@@ -572,7 +572,8 @@ def bind_structured(
     (the fallback for every model) work unchanged. Log-probabilities are requested from
     OpenAI-compatible models (not reasoning models) and the llama.cpp model. If the provider
     refuses a parameter with HTTP 400 (``logprobs``, ``temperature``, ``response_format`` or tools),
-    the call is made again without it and the refusal is remembered for that model in this process.
+    the call is made again without it (within the same attempt: a judgment's ``attempts`` does not
+    count it) and the refusal is remembered for that model in this process.
 
     Args:
         model: any LangChain chat model.
