@@ -155,10 +155,14 @@ class Memory:
             location: a directory (file backend), a ``postgresql://…?judge=NAME`` connection
                 string (PostgreSQL backend), or a :class:`MemoryBackend` (see :func:`backend_for`).
             spec: the judge definition.
-            embeddings: see :func:`memalign_graph.models.resolve_embeddings`.
+            embeddings: an ``Embeddings`` instance or a spec string (see
+                :func:`memalign_graph.models.resolve_embeddings`); ``None`` for ``MEMALIGN_EMBEDDINGS``,
+                else the embedded e5-small. The memory keeps their name and refuses others later.
 
         Raises:
             FileExistsError: if a memory already exists there.
+            MissingDependencyError: (an ``ImportError``) naming the extra to install, if the
+                embeddings or the backend need one that is missing; nothing is created.
         """
         backend = backend_for(location)
         emb = resolve_embeddings(embeddings)
@@ -170,9 +174,18 @@ class Memory:
     def open(cls, location: str | Path | MemoryBackend, *, embeddings: str | Embeddings | None = None) -> Memory:
         """Open an existing memory.
 
+        Args:
+            location: a directory, a ``postgresql://…?judge=NAME`` connection string, or a
+                :class:`MemoryBackend` (see :func:`backend_for`).
+            embeddings: the embeddings the memory was created with: an instance or a spec string
+                (see :func:`memalign_graph.models.resolve_embeddings`); ``None`` for ``MEMALIGN_EMBEDDINGS``,
+                else the embedded e5-small.
+
         Raises:
             MemoryFormatError: if there is no valid memory there, or it was embedded
                 with other embeddings.
+            MissingDependencyError: (an ``ImportError``) naming the extra to install, if the
+                embeddings or the backend need one that is missing.
         """
         return cls(backend_for(location), resolve_embeddings(embeddings))
 
