@@ -11,6 +11,10 @@ class MemAlignError(Exception):
     """Base class for every error this package raises on purpose."""
 
 
+class MissingDependencyError(MemAlignError, ImportError):
+    """An optional dependency is not installed; the message names the extra (or command) that installs it."""
+
+
 class RecordError(MemAlignError, ValueError):
     """A case or feedback record is malformed.
 

@@ -13,7 +13,6 @@ import contextlib
 import math
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,7 +27,16 @@ from memalign_graph.backends.postgres import PostgresBackend, is_postgres_url
 from memalign_graph.distill import CallCounter, aclassify_pairs, adistill, estimate_tokens, is_salient
 from memalign_graph.episodic import Episode, EpisodicMemory, episode_from_record, unit
 from memalign_graph.errors import MemoryFormatError, RecordError
-from memalign_graph.models import embeddings_name, resolve_chat_model, resolve_embeddings
+from memalign_graph.judge import (
+    JudgeSettings,
+    Judgment,
+    PrecedentMode,
+    arun_judge,
+    find_precedent,
+    precedent_judgment,
+    run_judge,
+)
+from memalign_graph.models import embeddings_name, resolve_chat_model, resolve_embeddings, run_sync
 from memalign_graph.prompts import PROMPT_VERSION
 from memalign_graph.semantic import (
     Principle,
@@ -147,10 +155,14 @@ class Memory:
             location: a directory (file backend), a ``postgresql://…?judge=NAME`` connection
                 string (PostgreSQL backend), or a :class:`MemoryBackend` (see :func:`backend_for`).
             spec: the judge definition.
-            embeddings: see :func:`memalign_graph.models.resolve_embeddings`.
+            embeddings: an ``Embeddings`` instance or a spec string (see
+                :func:`memalign_graph.models.resolve_embeddings`); ``None`` for ``MEMALIGN_EMBEDDINGS``,
+                else the embedded e5-small. The memory keeps their name and refuses others later.
 
         Raises:
             FileExistsError: if a memory already exists there.
+            MissingDependencyError: (an ``ImportError``) naming the extra to install, if the
+                embeddings or the backend need one that is missing; nothing is created.
         """
         backend = backend_for(location)
         emb = resolve_embeddings(embeddings)
@@ -162,9 +174,18 @@ class Memory:
     def open(cls, location: str | Path | MemoryBackend, *, embeddings: str | Embeddings | None = None) -> Memory:
         """Open an existing memory.
 
+        Args:
+            location: a directory, a ``postgresql://…?judge=NAME`` connection string, or a
+                :class:`MemoryBackend` (see :func:`backend_for`).
+            embeddings: the embeddings the memory was created with: an instance or a spec string
+                (see :func:`memalign_graph.models.resolve_embeddings`); ``None`` for ``MEMALIGN_EMBEDDINGS``,
+                else the embedded e5-small.
+
         Raises:
             MemoryFormatError: if there is no valid memory there, or it was embedded
                 with other embeddings.
+            MissingDependencyError: (an ``ImportError``) naming the extra to install, if the
+                embeddings or the backend need one that is missing.
         """
         return cls(backend_for(location), resolve_embeddings(embeddings))
 
@@ -240,6 +261,147 @@ class Memory:
         """Async :meth:`retrieve_episodes`."""
         return await self.episodes.asearch(case, k)
 
+    def judge(
+        self,
+        case: dict[str, Any],
+        *,
+        model: str | BaseChatModel | None = None,
+        base_url: str | None = None,
+        k: int = 5,
+        precedent: PrecedentMode = "exact",
+        precedent_threshold: float = 0.98,
+        use_principles: bool = True,
+        principles_token_budget: int | None = 2000,
+        use_episodes: bool = True,
+        max_retries: int = 2,
+        backoff_s: float | None = None,
+        backoff_max_s: float | None = None,
+        structured_output: str = "auto",
+        rationale_max_chars: int = 300,
+    ) -> Judgment:
+        """Judge one case with this memory: what the judge graph does, as one call.
+
+        Working memory is the criterion, the principles (all, or the most relevant within
+        ``principles_token_budget``), the ``k`` most similar episodes and the case; if a retrieved
+        episode is this same case with an expert value, that value is returned without a model call
+        (the expert-precedent rule). Defaults and configuration resolution are those of
+        :class:`~memalign_graph.context.Context`: ``model``/``base_url`` left ``None`` are read from
+        ``MEMALIGN_MODEL``/``MEMALIGN_BASE_URL``. The model is called synchronously, so repeated
+        calls in one process work with every model.
+
+        Example::
+
+            judgment = memory.judge({"inputs": "2+2?", "outputs": "5"}, model="openai:gpt-4.1-mini")
+            judgment["value"], judgment["rationale"], judgment["scores"]
+
+        Args:
+            case: ``{"inputs", "outputs", "expectations"?, "id"?}``; pairwise judges take ``outputs`` as
+                a list of two.
+            model: chat model instance or spec string (see :func:`resolve_chat_model`).
+            base_url: base URL of an OpenAI-compatible server; ``model`` is then its model name.
+            k: episodes retrieved into working memory (MemAlign uses 5).
+            precedent: ``"exact"`` (same normalised case), ``"similar"`` (also cosine similarity
+                >= ``precedent_threshold``) or ``"off"``.
+            precedent_threshold: cosine similarity, in [-1, 1], for ``precedent="similar"``.
+            use_principles: include semantic memory.
+            principles_token_budget: estimated tokens (characters / 4) of principles; ``None``: all.
+            use_episodes: include episodic memory.
+            max_retries: repair rounds for an unusable answer, and retries of a call after a
+                transient error (timeout, rate limit, connection, 5xx).
+            backoff_s: first wait before such a retry, in seconds (``None``: 0.5), doubled each retry.
+            backoff_max_s: longest single wait, in seconds (``None``: 20).
+            structured_output: ``"auto"``, ``"json_schema"``, ``"function_calling"``, ``"json_mode"`` or
+                ``"prompt"`` (see :func:`memalign_graph.judge.bind_structured`).
+            rationale_max_chars: cap on the rationale's length, in characters.
+
+        Returns:
+            A :class:`~memalign_graph.judge.Judgment` (``value``, ``rationale``, ``scores`` where the
+            model gave log-probabilities, the principle and episode ids used, ``usage``, ``attempts``);
+            ``id`` when the case had one.
+
+        Raises:
+            RecordError: if the case is malformed (names the field).
+            ValueError: for an unknown ``precedent`` or ``structured_output``, a model string that
+                names no known form, or ``base_url`` with a model instance.
+            JudgeError: if the model call failed (after its retries, for transient errors).
+            JudgmentParseError: if no usable answer came after ``max_retries`` repairs.
+        """
+        parsed, principles, omitted, episodes, found = self._working_memory(
+            case, k, precedent, precedent_threshold, use_principles, principles_token_budget, use_episodes
+        )
+        if found is not None:
+            judgment = precedent_judgment(found, principles, episodes)
+        else:
+            settings = _judge_settings(max_retries, backoff_s, backoff_max_s, structured_output, rationale_max_chars)
+            chat = resolve_chat_model(model, base_url=base_url)
+            judgment = run_judge(chat, self.spec, parsed, principles, episodes, settings)
+        return _with_case(judgment, parsed, omitted)
+
+    async def ajudge(
+        self,
+        case: dict[str, Any],
+        *,
+        model: str | BaseChatModel | None = None,
+        base_url: str | None = None,
+        k: int = 5,
+        precedent: PrecedentMode = "exact",
+        precedent_threshold: float = 0.98,
+        use_principles: bool = True,
+        principles_token_budget: int | None = 2000,
+        use_episodes: bool = True,
+        max_retries: int = 2,
+        backoff_s: float | None = None,
+        backoff_max_s: float | None = None,
+        structured_output: str = "auto",
+        rationale_max_chars: int = 300,
+    ) -> Judgment:
+        """Async :meth:`judge` (same arguments, result and errors); the model call is awaited.
+
+        Raises:
+            RecordError: as :meth:`judge`.
+            ValueError: as :meth:`judge`.
+            JudgeError: as :meth:`judge`.
+            JudgmentParseError: as :meth:`judge`.
+        """
+        parsed, principles, omitted, episodes, found = await asyncio.to_thread(
+            self._working_memory,
+            case,
+            k,
+            precedent,
+            precedent_threshold,
+            use_principles,
+            principles_token_budget,
+            use_episodes,
+        )
+        if found is not None:
+            judgment = precedent_judgment(found, principles, episodes)
+        else:
+            settings = _judge_settings(max_retries, backoff_s, backoff_max_s, structured_output, rationale_max_chars)
+            chat = await asyncio.to_thread(resolve_chat_model, model, base_url=base_url)
+            judgment = await arun_judge(chat, self.spec, parsed, principles, episodes, settings)
+        return _with_case(judgment, parsed, omitted)
+
+    def _working_memory(
+        self,
+        case: dict[str, Any],
+        k: int,
+        precedent: str,
+        precedent_threshold: float,
+        use_principles: bool,
+        principles_token_budget: int | None,
+        use_episodes: bool,
+    ) -> tuple[dict[str, Any], list[Principle], list[str], list[Episode], Episode | None]:
+        if precedent not in PRECEDENT_MODES:
+            raise ValueError(f"precedent {precedent!r}: use one of {', '.join(PRECEDENT_MODES)}")
+        if isinstance(k, bool) or not isinstance(k, int) or k < 0:
+            raise ValueError(f"k must be a non-negative integer, got {k!r}")
+        raw = {key: case[key] for key in ("id", "inputs", "outputs", "expectations") if key in case}
+        parsed = dict(parse_record(raw, self.spec, where="case"))
+        principles, omitted = self.select_principles(parsed, principles_token_budget) if use_principles else ([], [])
+        episodes = self.retrieve_episodes(parsed, k) if use_episodes and k else []
+        found = find_precedent(parsed, episodes, precedent, precedent_threshold)  # type: ignore[arg-type]
+        return parsed, principles, omitted, episodes, found
+
     def validate_feedback(self, records: list[dict[str, Any]]) -> list[FeedbackRecord]:
         """Validate a batch of feedback records against this judge (all before any write).
 
@@ -257,24 +419,69 @@ class Memory:
             out.append(record)
         return out
 
-    def align(self, records: list[dict[str, Any]], **kwargs: Any) -> AlignmentReport:
-        """Synchronous :meth:`aalign` (same arguments, result and errors).
+    def align(
+        self,
+        records: list[dict[str, Any]],
+        *,
+        model: str | BaseChatModel | None = None,
+        base_url: str | None = None,
+        batch_size: int = 50,
+        token_budget: int = 6000,
+        concurrency: int = 8,
+        max_retries: int = 2,
+        backoff_s: float | None = None,
+        dedup_threshold: float = 0.95,
+        consolidate_threshold: float = 0.85,
+        author: str = "expert",
+        reason: str | None = None,
+        progress: Any = None,
+    ) -> AlignmentReport:
+        """Align the judge to a batch of expert feedback; synchronous :meth:`aalign` (same arguments and errors).
 
-        Runs the coroutine in a fresh event loop (in a worker thread when called
-        from inside a running loop).
+        Safe to call any number of times in one process, with any model, from any thread (also
+        one whose event loop is running): the work runs on one persistent background event loop
+        (:func:`memalign_graph.models.run_sync`), so async clients a model cached in one call are
+        still usable in the next.
+
+        Example::
+
+            report = memory.align(records, model="qwen2.5-7b-instruct", base_url="http://127.0.0.1:8000/v1")
+            report.distilled, report.failed, report.version
+
+        Returns:
+            An :class:`AlignmentReport`.
+
+        Raises:
+            RecordError: for an invalid record; nothing is written.
+            ValueError: for a model string that names no known form, or ``base_url`` with a model instance.
+            ImportError: naming the extra to install, if the embedded model's runtime is missing.
+            RuntimeError: if another process committed during this alignment, or if called from a
+                coroutine on the background loop itself (await :meth:`aalign` there).
         """
-        try:
-            asyncio.get_running_loop()
-        except RuntimeError:
-            return asyncio.run(self.aalign(records, **kwargs))
-        with ThreadPoolExecutor(max_workers=1) as pool:
-            return pool.submit(asyncio.run, self.aalign(records, **kwargs)).result()
+        return run_sync(
+            self.aalign(
+                records,
+                model=model,
+                base_url=base_url,
+                batch_size=batch_size,
+                token_budget=token_budget,
+                concurrency=concurrency,
+                max_retries=max_retries,
+                backoff_s=backoff_s,
+                dedup_threshold=dedup_threshold,
+                consolidate_threshold=consolidate_threshold,
+                author=author,
+                reason=reason,
+                progress=progress,
+            )
+        )
 
     async def aalign(
         self,
         records: list[dict[str, Any]],
         *,
         model: str | BaseChatModel | None = None,
+        base_url: str | None = None,
         batch_size: int = 50,
         token_budget: int = 6000,
         concurrency: int = 8,
@@ -297,9 +504,17 @@ class Memory:
         re-derived from the new content. Records whose distillation failed
         stay marked undistilled and are retried by the next call.
 
+        Configuration resolves as in the graphs (:class:`~memalign_graph.context.Context`): a
+        ``model`` or ``base_url`` left ``None`` is read from ``MEMALIGN_MODEL`` / ``MEMALIGN_BASE_URL``,
+        and without either the embedded offline model distils.
+
         Args:
             records: feedback records (see :mod:`memalign_graph.spec`), each with an ``id``.
-            model: chat model for distillation (see :func:`resolve_chat_model`).
+            model: chat model for distillation: an instance, or a spec string such as
+                ``"openai:gpt-4.1-mini"``, ``"embedded"``, or a model name served at ``base_url``
+                (see :func:`resolve_chat_model`).
+            base_url: base URL of an OpenAI-compatible server (vLLM, llama.cpp server, Ollama,
+                LM Studio), e.g. ``"http://127.0.0.1:8000/v1"``; ``model`` is then its model name.
             batch_size: most records per distillation call.
             token_budget: most estimated prompt tokens of records per call.
             concurrency: most distillation calls in flight.
@@ -323,11 +538,13 @@ class Memory:
 
         Raises:
             RecordError: for an invalid record; nothing is written.
+            ValueError: for a model string that names no known form, or ``base_url`` with a model instance.
+            ImportError: naming the extra to install, if the embedded model's runtime is missing.
             RuntimeError: if another process committed during this alignment.
         """
         started = time.perf_counter()
         valid = self.validate_feedback(records)
-        chat = resolve_chat_model(model)
+        chat = resolve_chat_model(model, base_url=base_url)
         lock = self.backend.lock()
         await asyncio.to_thread(self._write_lock.acquire)
         try:
@@ -733,6 +950,33 @@ def diff_versions(backend: MemoryBackend, old: int, new: int) -> dict[str, Any]:
             "changed": sorted(i for i in set(ra) & set(rb) if ra[i]["hash"] != rb[i]["hash"]),
         },
     }
+
+
+PRECEDENT_MODES = ("exact", "similar", "off")
+
+
+def _judge_settings(
+    max_retries: int,
+    backoff_s: float | None,
+    backoff_max_s: float | None,
+    structured_output: str,
+    rationale_max_chars: int,
+) -> JudgeSettings:
+    settings = JudgeSettings(
+        max_retries=max_retries, structured_output=structured_output, rationale_max_chars=rationale_max_chars
+    )
+    if backoff_s is not None:
+        settings["backoff_s"] = float(backoff_s)
+    if backoff_max_s is not None:
+        settings["backoff_max_s"] = float(backoff_max_s)
+    return settings
+
+
+def _with_case(judgment: Judgment, case: dict[str, Any], omitted: list[str]) -> Judgment:
+    judgment["principles_omitted"] = omitted
+    if "id" in case:
+        judgment["id"] = case["id"]
+    return judgment
 
 
 def _default_reason(report: AlignmentReport) -> str:

@@ -61,7 +61,7 @@ from memalign_graph.backends.base import (
     purge_checkpoint,
 )
 from memalign_graph.backends.file import CompactDocstore, new_faiss
-from memalign_graph.errors import MemoryFormatError
+from memalign_graph.errors import MemoryFormatError, MissingDependencyError
 
 SCHEMES = ("postgresql://", "postgres://")
 DEFAULT_JUDGE = "default"
@@ -172,7 +172,7 @@ class PostgresBackend(MemoryBackend):
             more while held).
 
     Raises:
-        ImportError: if the ``postgres`` extra (psycopg, pgvector) is not installed.
+        MissingDependencyError: (an ``ImportError``) if the ``postgres`` extra (psycopg, pgvector) is not installed.
         ValueError: if the URL names an empty judge.
     """
 
@@ -182,7 +182,7 @@ class PostgresBackend(MemoryBackend):
             import psycopg_pool  # noqa: F401
             from pgvector.psycopg import register_vector  # noqa: F401
         except ImportError as exc:  # pragma: no cover - depends on the install
-            raise ImportError(
+            raise MissingDependencyError(
                 "the PostgreSQL backend needs the 'postgres' extra: pip install 'memalign-graph[postgres]'"
             ) from exc
         self.url = url
