@@ -407,12 +407,12 @@ def demo_table(result: dict[str, Any]) -> Table:
     )
     for header in (
         "feedback",
-        f"unseen with memory (n={cfg['test']})",
-        "unseen without memory",
-        "seen, precedent off",
+        f"unseen, memory (n={cfg['test']})",
+        "unseen, no memory",
+        "seen, no precedent",
         "principles",
         "episodes",
-        "judge s p50",
+        "s/judgment",
         "align s",
     ):
         table.add_column(header, justify="right", no_wrap=True)
@@ -460,12 +460,12 @@ def demo(
         )
     except (ValueError, OSError, MemAlignError) as exc:
         _fail(exc)
-    Console(width=max(console.width, 120)).print(demo_table(result))
+    Console(width=max(console.width, 132)).print(demo_table(result))
     console.print(
         "Agreement = exact match with the expert. Every model figure has the expert-precedent rule off. 'without "
         "memory' = the same model on the same unseen cases with an empty memory (measured once per run, at 0). "
         "'seen' = a sample of the feedback cases aligned so far, judged by the model from its memory. "
-        "'judge s p50' = median seconds per judgment at that step (k=5 episodes, all principles).",
+        "'s/judgment' = median seconds per judgment at that step (k=5 episodes, all principles).",
         highlight=False,
     )
     for seed, figures in result["precedent"].items():

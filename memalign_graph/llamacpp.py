@@ -2,7 +2,8 @@
 
 This runs the embedded offline models (:mod:`memalign_graph.modelfiles`: Qwen2.5-Coder-0.5B-Instruct
 by default, assembled from PyPI part packages and verified by SHA-256) or any local GGUF file, with
-the prebuilt ``xllamacpp`` wheel (no compiler, no network). It accepts OpenAI-style ``response_format`` (a JSON schema, compiled
+the prebuilt ``xllamacpp`` wheel (no compiler, no network). It accepts OpenAI-style
+``response_format`` (a JSON schema, compiled
 to a grammar, so the answer is always valid JSON) and ``logprobs``.
 """
 
