@@ -307,9 +307,7 @@ def from_mlflow(
     try:
         from mlflow import MlflowClient
     except ImportError as exc:
-        raise ImportError(
-            "reading feedback from MLflow needs mlflow: pip install 'memalign-graph[mlflow]'"
-        ) from exc
+        raise ImportError("reading feedback from MLflow needs mlflow: pip install 'memalign-graph[mlflow]'") from exc
 
     client = MlflowClient(tracking_uri=tracking_uri)
     ids: list[str] = []
@@ -513,7 +511,10 @@ def from_langsmith(
 
     Args:
         paths: one file or several.
-        spec, feedback_name, resolve, value_map: as in :func:`langsmith_records`.
+        spec: the judge the records are for.
+        feedback_name: the feedback ``key`` to import (default: as in :func:`from_mlflow`).
+        resolve: ``"newest"`` or ``"majority"`` (see the module docstring).
+        value_map: feedback value or score -> judge value (see :func:`from_mlflow`).
 
     Returns:
         An :class:`ImportResult` (see :func:`langsmith_records`).
