@@ -75,11 +75,21 @@ def _use_base_url(model: str | None, base_url: str | None) -> None:
         os.environ["MEMALIGN_BASE_URL"] = base_url
 
 
-def _table(title: str, *columns: str, **kwargs: Any) -> Table:
-    table = Table(title=escape(title), box=box.SIMPLE_HEAD, title_justify="left", **kwargs)
-    for column in columns:
-        table.add_column(column, overflow="fold")
-    return table
+class _Report(Table):
+    """A table under a one-line heading (shown as it is, never squeezed to the table's width)."""
+
+    def __init__(self, heading: str, *columns: str, **kwargs: Any) -> None:
+        super().__init__(box=box.SIMPLE_HEAD, **kwargs)
+        self.heading = Text(heading, style="bold")
+        for column in columns:
+            self.add_column(column, overflow="fold")
+
+    def __rich_console__(self, console: Console, options: Any) -> Any:
+        yield self.heading
+        yield from super().__rich_console__(console, options)
+
+
+_table = _Report
 
 
 @app.command()
@@ -455,13 +465,15 @@ def _print_versions(location: str, versions: list[dict[str, Any]], *, as_json: b
     if as_json:
         _print_json(rows)
         return
-    table = _table(f"versions of {location}", "version", "created (UTC)", "author", "reason", "principles", "episodes")
-    created = table.columns[1]
-    created.no_wrap, created.min_width = True, 25  # a full ISO timestamp, never cut
-    for column in (table.columns[0], table.columns[4], table.columns[5]):
-        column.justify = "right"
+    table = _table(f"versions of {location}", "version", "created / reason", "author", "principles", "episodes")
+    table.columns[1].min_width = 25  # a full ISO timestamp (seconds, time zone) on one line; the reason folds below
+    for column in (table.columns[0], table.columns[3], table.columns[4]):
+        column.justify, column.no_wrap = "right", True
     for row in rows:
-        table.add_row(*(_cell(row[key]) for key in row))
+        when = Text(row["created_at"]) + Text("\n") + Text(row["reason"] or "-", style="dim")
+        table.add_row(
+            _cell(row["version"]), when, _cell(row["author"]), _cell(row["principles"]), _cell(row["episodes"])
+        )
     console.print(table)
 
 
