@@ -279,6 +279,10 @@ def align(
                 f"(got {' and '.join(sources) or 'none'})"
             )
         )
+    if experiment and not from_mlflow:
+        _fail(ValueError("--experiment goes with --from-mlflow"))
+    if feedback is not None and (feedback_name or value_map):
+        _fail(ValueError("--feedback-name and --value-map go with --from-mlflow or --from-langsmith, not a JSONL file"))
     _check_base_url(model, base_url)
     imported = None
     try:

@@ -263,6 +263,32 @@ def _ms(value: Any) -> float:
     return float(value) / 1000 if value is not None else 0.0
 
 
+def _mlflow_traces(client: Any, tracking_uri: str, experiments: Sequence[str], max_traces: int | None) -> list[Any]:
+    ids: list[str] = []
+    for wanted in experiments:
+        found = client.get_experiment_by_name(wanted)
+        if found is None and wanted.isdigit():
+            try:
+                found = client.get_experiment(wanted)
+            except Exception:  # MlflowException: no such id; reported below by name
+                found = None
+        if found is None:
+            raise ValueError(f"{tracking_uri}: no experiment named {wanted!r}")
+        ids.append(found.experiment_id)
+    if not experiments:
+        ids = [e.experiment_id for e in client.search_experiments()]
+    traces: list[Any] = []
+    for experiment_id in ids:
+        token = None
+        while max_traces is None or len(traces) < max_traces:
+            page = client.search_traces(locations=[experiment_id], max_results=100, page_token=token)
+            traces.extend(page)
+            token = page.token
+            if not token:
+                break
+    return traces if max_traces is None else traces[:max_traces]
+
+
 def from_mlflow(
     tracking_uri: str,
     spec: JudgeSpec,
@@ -296,7 +322,8 @@ def from_mlflow(
 
     Raises:
         ImportError: if mlflow is not installed (names the extra).
-        ValueError: for an unknown experiment, a pairwise judge, or an unknown ``resolve``.
+        ValueError: for an unknown experiment, a store MLflow cannot read, a pairwise judge, or an
+            unknown ``resolve``.
         RecordError: naming the trace and the assessment, for a value the judge does not allow;
             or naming the store if no human feedback was found or its name is ambiguous.
     """
@@ -306,34 +333,19 @@ def from_mlflow(
         os.environ.setdefault(key, val)
     try:
         from mlflow import MlflowClient
+        from mlflow.exceptions import MlflowException
     except ImportError as exc:
         raise ImportError("reading feedback from MLflow needs mlflow: pip install 'memalign-graph[mlflow]'") from exc
 
-    client = MlflowClient(tracking_uri=tracking_uri)
-    ids: list[str] = []
-    for wanted in experiments:
-        found = client.get_experiment_by_name(wanted)
-        if found is None and wanted.isdigit():
-            try:
-                found = client.get_experiment(wanted)
-            except Exception:  # MlflowException: no such id; reported below by name
-                found = None
-        if found is None:
-            raise ValueError(f"{tracking_uri}: no experiment named {wanted!r}")
-        ids.append(found.experiment_id)
-    if not experiments:
-        ids = [e.experiment_id for e in client.search_experiments()]
-    traces: list[Any] = []
-    for experiment_id in ids:
-        token = None
-        while max_traces is None or len(traces) < max_traces:
-            page = client.search_traces(locations=[experiment_id], max_results=100, page_token=token)
-            traces.extend(page)
-            token = page.token
-            if not token:
-                break
-    if max_traces is not None:
-        traces = traces[:max_traces]
+    try:
+        traces = _mlflow_traces(MlflowClient(tracking_uri=tracking_uri), tracking_uri, experiments, max_traces)
+    except ValueError:
+        raise
+    except Exception as exc:  # the store's own failures: MlflowException, SQLAlchemy or HTTP errors
+        reason = exc.message if isinstance(exc, MlflowException) else str(exc)
+        raise ValueError(
+            f"{tracking_uri}: cannot read traces from MLflow ({type(exc).__name__}: {reason.splitlines()[0]})"
+        ) from exc
 
     verdicts: list[_Verdict] = []
     cases: dict[str, dict[str, Any]] = {}

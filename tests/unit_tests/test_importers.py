@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import sys
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -375,3 +376,37 @@ def test_evaluator_numeric_score_is_the_value(tmp_path, emb):
     memory = Memory.create(tmp_path / "tone", NUMERIC, embeddings=emb)
     out = as_evaluator(memory.backend.location, model=StubChatModel(), embeddings=emb)(inputs="hi", outputs="hello")
     assert out["score"] == out["value"] == 1 and out["key"] == NUMERIC.name
+
+
+def test_without_mlflow_the_error_names_the_extra(tmp_path, emb, monkeypatch):
+    monkeypatch.setitem(sys.modules, "mlflow", None)  # what an install without the extra sees
+    with pytest.raises(ImportError, match=r"pip install 'memalign-graph\[mlflow\]'"):
+        from_mlflow("sqlite:///x.db", QA)
+    mem = tmp_path / "mem"
+    Memory.create(mem, QA, embeddings=emb)
+    before = all_files(mem)
+    result = CliRunner().invoke(app, ["align", str(mem), "--from-mlflow", "sqlite:///x.db", "--model", "stub"])
+    assert result.exit_code == 2 and "memalign-graph[mlflow]" in result.stderr and "Traceback" not in result.output
+    assert all_files(mem) == before
+
+
+def test_options_that_do_not_go_with_the_source_are_refused(tmp_path, emb):
+    mem = tmp_path / "mem"
+    Memory.create(mem, QA, embeddings=emb)
+    fb = tmp_path / "fb.jsonl"
+    fb.write_text(json.dumps({"id": "a", "inputs": "q", "outputs": "a", "value": "pass"}) + "\n")
+    for extra, message in (
+        (["--experiment", "qa"], "--experiment goes with --from-mlflow"),
+        (["--value-map", "true=pass"], "not a JSONL file"),
+        (["--feedback-name", "correct"], "not a JSONL file"),
+    ):
+        result = CliRunner().invoke(app, ["align", str(mem), str(fb), "--model", "stub", *extra])
+        assert result.exit_code == 2 and message in result.stderr, result.stderr
+    nothing = CliRunner().invoke(app, ["align", str(mem), "--model", "stub"])
+    assert nothing.exit_code == 2 and "give one source of feedback" in nothing.stderr
+
+
+def test_mlflow_store_that_cannot_be_read(mlflow_store, tmp_path):
+    with pytest.raises(ValueError, match=r"unreadable\.db: cannot read traces from MLflow"):
+        (tmp_path / "unreadable.db").write_text("not a database")
+        from_mlflow(f"sqlite:///{tmp_path / 'unreadable.db'}", QA)
