@@ -89,9 +89,6 @@ class _Report(Table):
         yield from super().__rich_console__(console, options)
 
 
-_table = _Report
-
-
 @app.command()
 def init(
     store: Annotated[
@@ -189,7 +186,7 @@ def judge(
     else:
         sys.stdout.write(text)
     if failed:
-        table = _table(f"{len(failed)} of {len(records)} case(s) could not be judged", "id", "error")
+        table = _Report(f"{len(failed)} of {len(records)} case(s) could not be judged", "id", "error")
         for rid, message in failed.items():
             table.add_row(_cell(rid), _cell(message))
         err.print(table)
@@ -347,7 +344,7 @@ def _print_import(imported: Any) -> None:
         highlight=False,
     )
     if imported.skipped:
-        table = _table("skipped", "trace / run", "why")
+        table = _Report("skipped", "trace / run", "why")
         for source_id, why in imported.skipped.items():
             table.add_row(_cell(source_id), _cell(why))
         err.print(table)
@@ -355,7 +352,7 @@ def _print_import(imported: Any) -> None:
 
 def _print_alignment(report: dict[str, Any], memory: Any) -> None:
     """An alignment report as a person reads it: counts, then the principles it added."""
-    table = _table(f"aligned: memory version {report['version']} ({report['seconds']:.1f} s)", "", "records", "ids")
+    table = _Report(f"aligned: memory version {report['version']} ({report['seconds']:.1f} s)", "", "records", "ids")
     table.columns[1].justify = "right"
     rows = [
         ("new", report["added"]),
@@ -370,7 +367,7 @@ def _print_alignment(report: dict[str, Any], memory: Any) -> None:
     console.print(table)
     texts = {p["id"]: p for p in memory.principles}
     if report["new_principles"]:
-        table = _table("new principles", "id", "principle", "sources")
+        table = _Report("new principles", "id", "principle", "sources")
         for pid in report["new_principles"]:
             p = texts.get(pid)
             table.add_row(_cell(pid), _cell(p and p["text"]), _cell(p and ", ".join(p["sources"])))
@@ -384,7 +381,7 @@ def _print_alignment(report: dict[str, Any], memory: Any) -> None:
     extra.append(f"{report['llm_calls']} LLM calls" + (f", {tokens} tokens" if tokens else ""))
     console.print("; ".join(extra), markup=False, highlight=False)
     if report["failed"]:
-        table = _table("distillation failed", "id", "error")
+        table = _Report("distillation failed", "id", "error")
         for rid, message in report["failed"].items():
             table.add_row(_cell(rid), _cell(message))
         err.print(table)
@@ -469,7 +466,7 @@ def _print_versions(location: str, versions: list[dict[str, Any]], *, as_json: b
     if as_json:
         _print_json(rows)
         return
-    table = _table(f"versions of {location}", "version", "created / reason", "author", "principles", "episodes")
+    table = _Report(f"versions of {location}", "version", "created / reason", "author", "principles", "episodes")
     table.columns[1].min_width = 25  # a full ISO timestamp (seconds, time zone) on one line; the reason folds below
     for column in (table.columns[0], table.columns[3], table.columns[4]):
         column.justify, column.no_wrap = "right", True
@@ -496,7 +493,7 @@ def _print_diff(diff: dict[str, Any], old: int, new: int, *, as_json: bool) -> N
     if as_json:
         _print_json(shown)
         return
-    table = _table(f"memory version {old} -> {new}", "", "id", "principle")
+    table = _Report(f"memory version {old} -> {new}", "", "id", "principle")
     for p in principles["added"]:
         table.add_row(Text("+ added", style="green"), _cell(p["id"]), _cell(p["text"]))
     for p in principles["removed"]:
@@ -523,7 +520,7 @@ def _print_change(report: dict[str, Any], what: str, *, as_json: bool) -> None:
     if as_json:
         _print_json(report)
         return
-    table = _table(f"{what}: memory version {report['version']}", "", "count", "ids")
+    table = _Report(f"{what}: memory version {report['version']}", "", "count", "ids")
     table.columns[1].justify = "right"
     for key in ("episodes_removed", "episodes_restored", "principles_removed", "principles_added"):
         if report.get(key):
