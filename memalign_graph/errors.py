@@ -6,6 +6,12 @@ so a user can fix the input without reading a traceback.
 
 from __future__ import annotations
 
+MISSING_MEMORY_HINT = (
+    "create it with `memalign init`, or point at an existing memory: the STORE argument of the CLI, "
+    "Context.store / Context.memory_dir in a graph, or MEMALIGN_STORE / MEMALIGN_MEMORY_DIR"
+)
+"""Said wherever a memory is not found: where the location came from and how to make one."""
+
 
 class MemAlignError(Exception):
     """Base class for every error this package raises on purpose."""

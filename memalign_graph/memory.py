@@ -892,6 +892,23 @@ class Memory:
                 episodes_changed=False,
             )
 
+    def as_evaluator(self, **kwargs: Any) -> Any:
+        """This judge as a LangSmith / openevals evaluator (see :func:`memalign_graph.importers.as_evaluator`).
+
+        Args:
+            **kwargs: ``model``, ``base_url``, ``key``, ``score_map`` and other context fields.
+
+        Returns:
+            ``evaluator(inputs=None, outputs=None, reference_outputs=None, *, run=None, example=None)``
+            returning ``{"key", "score", "value", "comment", "metadata"}``.
+        """
+        from memalign_graph.importers import as_evaluator
+
+        location = (
+            getattr(self.backend, "url", None) or self.backend.location
+        )  # PostgreSQL: location hides the password
+        return as_evaluator(location, embeddings=self.embeddings, **kwargs)
+
     def diff(self, old: int, new: int) -> dict[str, Any]:
         """What changed between two versions (see :func:`diff_versions`)."""
         return diff_versions(self.backend, old, new)

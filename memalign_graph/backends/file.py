@@ -44,7 +44,7 @@ from memalign_graph.backends.base import (
     PrinciplesCheckpoint,
     purge_checkpoint,
 )
-from memalign_graph.errors import MemoryFormatError
+from memalign_graph.errors import MISSING_MEMORY_HINT, MemoryFormatError
 from memalign_graph.spec import case_text
 
 with warnings.catch_warnings():
@@ -191,7 +191,7 @@ class FileBackend(MemoryBackend):
         file = self.path / MANIFEST
         try:
             if not self.path.is_dir():
-                raise MemoryFormatError(f"{self.path}: no such memory directory (create it with `memalign init`)")
+                raise MemoryFormatError(f"{self.path}: no such memory directory ({MISSING_MEMORY_HINT})")
             if not file.is_file():
                 raise MemoryFormatError(f"{self.path}: not a memalign memory directory ({MANIFEST} is missing)")
             manifest = json.loads(file.read_text(encoding="utf-8"))

@@ -61,7 +61,7 @@ from memalign_graph.backends.base import (
     purge_checkpoint,
 )
 from memalign_graph.backends.file import CompactDocstore, new_faiss
-from memalign_graph.errors import MemoryFormatError, MissingDependencyError
+from memalign_graph.errors import MISSING_MEMORY_HINT, MemoryFormatError, MissingDependencyError
 
 SCHEMES = ("postgresql://", "postgres://")
 DEFAULT_JUDGE = "default"
@@ -257,7 +257,7 @@ class PostgresBackend(MemoryBackend):
     def _require(self, row: tuple[Any, ...] | None) -> tuple[Any, ...]:
         if row is None:
             raise MemoryFormatError(
-                f"{self.location}: no judge {self.judge!r} in this database (create it with `memalign init`)"
+                f"{self.location}: no judge {self.judge!r} in this database ({MISSING_MEMORY_HINT})"
             )
         if not isinstance(row[0], int) or row[0] > FORMAT_VERSION:
             raise MemoryFormatError(

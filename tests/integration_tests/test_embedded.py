@@ -97,9 +97,9 @@ def test_cli_init_align_judge_principles(tmp_path):
     assert result.exit_code == 0, result.output
     fb = tmp_path / "feedback.jsonl"
     fb.write_text("\n".join(json.dumps(r) for r in FEEDBACK) + "\n")
-    result = runner.invoke(app, ["align", str(mem), str(fb)])
+    result = runner.invoke(app, ["align", str(mem), str(fb), "--json"])
     assert result.exit_code == 0, result.output
-    assert '"version": 1' in result.stdout
+    assert json.loads(result.stdout)["version"] == 1
     cases = tmp_path / "cases.jsonl"
     cases.write_text(
         json.dumps({"id": "c1", "inputs": "Revenue by week", "outputs": "SELECT * FROM raw.payments"}) + "\n"

@@ -44,14 +44,14 @@ def test_forget_principles_versions_rollback(tmp_path, new_location, all_bytes):
     pid = next(p["id"] for p in listing["principles"] if p["text"] == "Use views.")
     run("principles", mem, "--edit", pid, "Use certified views.")
     assert "ana" in run("principles", mem, "--versions")
-    diff = json.loads(run("principles", mem, "--diff", 1, 3))
+    diff = json.loads(run("principles", mem, "--diff", 1, 3, "--json"))
     assert {c["new"] for c in diff["principles"]["changed"]} == {"Use certified views."}
 
-    report = json.loads(run("forget", mem, "--record", "pii", "--reason", "privacy request"))
+    report = json.loads(run("forget", mem, "--record", "pii", "--reason", "privacy request", "--json"))
     assert report["episodes_removed"] == ["pii"] and len(report["principles_removed"]) == 1
     assert SECRET.encode() not in all_bytes(mem)
 
-    rolled = json.loads(run("principles", mem, "--rollback", 1))
+    rolled = json.loads(run("principles", mem, "--rollback", 1, "--json"))
     assert rolled["version"] == 5 and "pii" not in rolled["episodes_restored"]
     texts = [p["text"] for p in json.loads(run("principles", mem, "--json"))["principles"]]
     assert texts == ["Use views."]

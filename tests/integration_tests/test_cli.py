@@ -1,0 +1,200 @@
+"""The command line as a person meets it: tables and --json, partial judge failures, real diffs, fast help.
+
+Runs through typer's ``CliRunner`` with the deterministic stub model and fake embeddings,
+and in subprocesses where what is measured is the installed program's own start-up.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from langchain_core.embeddings import DeterministicFakeEmbedding
+from typer.testing import CliRunner
+
+import memalign_graph.cli as cli_module
+import memalign_graph.graph as graph_module
+import memalign_graph.memory as memory_module
+from memalign_graph import Context, Memory, build_judge_graph
+from memalign_graph.cli import app
+from memalign_graph.errors import MemoryFormatError
+from memalign_graph.testing import StubChatModel
+from tests.conftest import CATEGORICAL
+
+ISO = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?(?:\+00:00|Z)"
+
+
+@pytest.fixture
+def emb(monkeypatch) -> DeterministicFakeEmbedding:
+    emb = DeterministicFakeEmbedding(size=32)
+    monkeypatch.setattr(memory_module, "resolve_embeddings", lambda embeddings=None: emb)
+    return emb
+
+
+@pytest.fixture
+def mem(tmp_path, emb) -> Path:
+    Memory.create(tmp_path / "mem", CATEGORICAL, embeddings=emb)
+    return tmp_path / "mem"
+
+
+@pytest.fixture
+def wide(monkeypatch) -> None:
+    """A wide terminal, so that long texts in table cells are not folded across lines."""
+    monkeypatch.setattr(cli_module.console, "width", 240)
+
+
+def invoke(*args, code: int = 0):
+    result = CliRunner().invoke(app, [str(a) for a in args])
+    assert result.exit_code == code, (result.stdout, result.stderr, result.exception)
+    return result
+
+
+def write_jsonl(path: Path, records: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return path
+
+
+def test_judge_output_keeps_every_success_and_lists_the_failures(mem, tmp_path, monkeypatch):
+    def fail_on_bad_case(number, messages):
+        return ValueError("provider refused the request") if "BAD-CASE" in messages[-1].text else None
+
+    model = StubChatModel(faults=fail_on_bad_case)
+    monkeypatch.setattr(graph_module, "resolve_chat_model", lambda *a, **k: model)
+    cases = write_jsonl(
+        tmp_path / "cases.jsonl",
+        [
+            {"id": "c1", "inputs": "q1", "outputs": "SELECT 1"},
+            {"id": "c2", "inputs": "BAD-CASE", "outputs": "SELECT 2"},
+            {"id": "c3", "inputs": "q3", "outputs": "SELECT 3"},
+        ],
+    )
+    out = tmp_path / "judgments.jsonl"
+    out.write_text("old content\n")
+    result = invoke("judge", mem, cases, "-o", out, "--model", "stub", code=1)
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [line["id"] for line in lines] == ["c1", "c3"] and all(line["value"] == "pass" for line in lines)
+    assert "1 of 3 case(s) could not be judged" in result.stderr and "c2" in result.stderr
+    assert "provider refused the request" in result.stderr
+    assert not list(tmp_path.glob(".judgments.jsonl.*"))  # no temporary file left behind
+
+    to_stdout = invoke("judge", mem, cases, "--model", "stub", code=1)
+    assert [json.loads(line)["id"] for line in to_stdout.stdout.splitlines()] == ["c1", "c3"]
+
+
+def test_align_forget_tables_and_json(mem, tmp_path):
+    feedback = write_jsonl(
+        tmp_path / "fb.jsonl",
+        [
+            {"id": "a", "inputs": "q1", "outputs": "SELECT 1", "value": "fail", "feedback": "Use certified views."},
+            {"id": "b", "inputs": "q2", "outputs": "SELECT 2", "value": "pass"},
+        ],
+    )
+    table = invoke("align", mem, feedback, "--model", "stub").stdout
+    assert re.search(r"new\s+2\s+a, b", table) and re.search(r"failed\s+0\s+-", table)
+    assert "new principles" in table and "Use certified views." in table
+    assert not table.lstrip().startswith("{")
+
+    forgotten = invoke("forget", mem, "--record", "a").stdout
+    assert "forgot 1 record(s): memory version 2" in forgotten
+    assert re.search(r"episodes removed\s+1\s+a", forgotten) and re.search(r"principles removed\s+1\s+p-", forgotten)
+
+    again = json.loads(invoke("align", mem, feedback, "--model", "stub", "--json").stdout)
+    assert again["version"] == 3 and again["added"] == ["a"] and again["unchanged"] == ["b"]
+    report = json.loads(invoke("forget", mem, "--record", "b", "--json").stdout)
+    assert report["episodes_removed"] == ["b"] and report["version"] == 4
+
+
+def test_diff_shows_only_real_changes(mem, tmp_path, wide):
+    first = {"id": "a", "inputs": "q1", "outputs": "SELECT 1", "value": "fail", "feedback": "Use certified views."}
+    invoke("align", mem, write_jsonl(tmp_path / "1.jsonl", [first]), "--model", "stub")  # v1
+    same_lesson = {**first, "id": "b", "inputs": "q2"}  # distils to the same text: only the sources change
+    invoke("align", mem, write_jsonl(tmp_path / "2.jsonl", [same_lesson]), "--model", "stub")  # v2
+    pid = json.loads(invoke("principles", mem, "--json").stdout)["principles"][0]["id"]
+    invoke("principles", mem, "--edit", pid, "Use the certified views only.")  # v3
+    invoke("principles", mem, "--add", "Name every column.")  # v4
+
+    sources_only = invoke("principles", mem, "--diff", 1, 2).stdout
+    assert "no principle added, removed or reworded between versions 1 and 2" in sources_only
+    assert "1 principle(s) kept their text and gained or lost sources" in sources_only
+    assert "episodes: 1 added, 0 removed, 0 changed" in sources_only
+    as_json = json.loads(invoke("principles", mem, "--diff", 1, 2, "--json").stdout)
+    assert as_json["principles"] == {"added": [], "removed": [], "changed": []}
+    assert as_json["principles_sources_changed"] == [pid]
+
+    reworded = invoke("principles", mem, "--diff", 2, 4).stdout
+    assert "~ changed" in reworded and "+ added" in reworded and "Name every column." in reworded
+    assert "Use certified views." in reworded and "Use the certified views only." in reworded
+    data = json.loads(invoke("principles", mem, "--diff", 2, 4, "--json").stdout)
+    assert [c["new"] for c in data["principles"]["changed"]] == ["Use the certified views only."]
+    assert [p["text"] for p in data["principles"]["added"]] == ["Name every column."]
+
+
+def test_versions_show_full_timestamps(mem, tmp_path):
+    invoke("principles", mem, "--add", "Name every column.", "--reason", "house rule 7")
+    rows = json.loads(invoke("principles", mem, "--versions", "--json").stdout)
+    assert [r["version"] for r in rows] == [0, 1] and all(re.fullmatch(ISO, r["created_at"]) for r in rows)
+    table = invoke("principles", mem, "--versions").stdout  # 80 columns, as in a small terminal
+    for row in rows:
+        assert row["created_at"] in table  # whole: date, seconds and time zone, never cut or wrapped
+    assert "house rule 7" in table
+
+
+def test_text_from_experts_and_models_is_printed_as_is(mem, tmp_path, wide):
+    """Rich markup in a principle, an id or a reason is shown literally, never interpreted or swallowed."""
+    tricky = "[bold red]Never[/] trust [link=http://x]this[/link] or [/]"
+    invoke("principles", mem, "--add", tricky, "--reason", "[red]why[/red]")
+    listing = invoke("principles", mem).stdout
+    assert "[bold red]Never[/]" in listing and "[link=http://x]this[/link]" in listing and "[/]" in listing
+    assert "[red]why[/red]" in listing
+    record = {"id": "[b]x[/b]", "inputs": "q", "outputs": "SELECT 1", "value": "fail", "feedback": "[i]Use views.[/i]"}
+    table = invoke("align", mem, write_jsonl(tmp_path / "fb.jsonl", [record]), "--model", "stub").stdout
+    assert "[b]x[/b]" in table and "[i]Use views.[/i]" in table
+    assert "[red]why[/red]" in invoke("principles", mem, "--versions").stdout
+
+
+def test_missing_memory_names_where_the_location_came_from(tmp_path, emb):
+    missing = tmp_path / "nowhere"
+    result = invoke("principles", missing, code=2)
+    assert f"{missing}: no such memory directory" in result.stderr
+    for name in ("memalign init", "STORE", "MEMALIGN_MEMORY_DIR", "memory_dir"):
+        assert name in result.stderr.replace("\n", " "), name
+    with pytest.raises(MemoryFormatError, match=r"Context\.store / Context\.memory_dir .* MEMALIGN_MEMORY_DIR"):
+        build_judge_graph().compile().invoke(
+            {"inputs": "q", "outputs": "a"}, context=Context(memory_dir=str(missing), model="stub", embeddings=emb)
+        )
+
+
+@pytest.mark.parametrize("command", ["judge", "align", "review", "demo", "eval"])
+def test_base_url_wherever_a_model_is_used(command, tmp_path):
+    assert "--base-url" in invoke(command, "--help").stdout
+    args = {
+        "judge": ["judge", tmp_path, tmp_path / "c.jsonl"],
+        "align": ["align", tmp_path, tmp_path / "f.jsonl"],
+        "review": ["review", tmp_path, tmp_path / "c.jsonl"],
+        "demo": ["demo", "--out", tmp_path / "d"],
+        "eval": ["eval", tmp_path / "data.jsonl"],
+    }[command]
+    result = invoke(*args, "--base-url", "http://127.0.0.1:9/v1", code=2)
+    assert "--base-url needs --model" in result.stderr
+
+
+HEAVY = ("langgraph", "langchain_core", "langchain", "faiss", "numpy", "mlflow", "langsmith", "sklearn", "torch")
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["align", "--help"], ["principles", "--help"], ["judge", "--help"]])
+def test_help_loads_no_heavy_library(argv):
+    """`memalign --help` stays under a second by importing only typer and rich (every command imports lazily)."""
+    code = (
+        "import sys\n"
+        "from memalign_graph.cli import app\n"
+        f"try:\n    app({argv!r})\nexcept SystemExit:\n    pass\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules}))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    loaded = set(json.loads(done.stdout.strip().splitlines()[-1].replace("'", '"')))
+    assert "Usage" in done.stdout and not loaded & set(HEAVY), loaded & set(HEAVY)

@@ -1,0 +1,412 @@
+"""Feedback in from MLflow traces and LangSmith exports; the aligned judge out as a LangSmith/openevals evaluator.
+
+The MLflow tests write real traces and human assessments into a local SQLite tracking
+store with mlflow's own API (``mlflow.trace``, ``mlflow.log_feedback``,
+``mlflow.override_feedback``); the LangSmith tests build the SDK's ``Run`` / ``Feedback``
+objects and serialise them as the SDK does.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from langchain_core.embeddings import DeterministicFakeEmbedding
+from langsmith.evaluation.evaluator import run_evaluator
+from langsmith.schemas import Example, Feedback, Run
+from typer.testing import CliRunner
+
+import memalign_graph.memory as memory_module
+from memalign_graph import Memory
+from memalign_graph.cli import app
+from memalign_graph.errors import RecordError
+from memalign_graph.importers import as_evaluator, from_langsmith, from_mlflow, langsmith_records, parse_value_map
+from memalign_graph.testing import StubChatModel
+from tests.conftest import CATEGORICAL, NUMERIC, PAIRWISE
+
+for _key, _value in {
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+    "MLFLOW_MODEL_CATALOG_URI": "",
+    "MLFLOW_ENABLE_ASYNC_TRACE_LOGGING": "false",
+}.items():
+    os.environ.setdefault(_key, _value)
+
+QA = CATEGORICAL.__class__.categorical("correct", "Is the answer correct?", ["pass", "fail"])
+
+
+def all_files(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture
+def emb(monkeypatch) -> DeterministicFakeEmbedding:
+    """Fake embeddings, also for the CLI (which resolves embeddings by name)."""
+    emb = DeterministicFakeEmbedding(size=32)
+    monkeypatch.setattr(memory_module, "resolve_embeddings", lambda embeddings=None: emb)
+    return emb
+
+
+# --- MLflow ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def mlflow_store(tmp_path_factory) -> dict:
+    """A SQLite tracking store with traces and assessments, written through mlflow's public API.
+
+    Experiment ``qa``:
+      * ``disputed``: ana says fail, then bob says pass, then carl says fail (newest: fail; majority: fail),
+        and an LLM judge said pass.
+      * ``changed``: ana says fail, then bob says pass (a 1-1 tie: both rules give bob's pass).
+      * ``thumbs``: ana gives ``True`` (a yes/no value that needs a value map).
+      * ``overridden``: ana says pass, then overrides it with fail: the overridden one is ignored.
+      * ``silent``: no assessment.
+      * ``tone-only``: human feedback under another name only.
+    Experiment ``other``: one trace with human feedback (excluded by ``--experiment qa``).
+    """
+    mlflow = pytest.importorskip("mlflow")
+    from mlflow.entities import AssessmentSource
+
+    uri = f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(uri)
+
+    @mlflow.trace
+    def answer(question: str) -> str:
+        return {"2+2?": "5", "Capital of France?": "Paris", "3*3?": "9", "Largest ocean?": "Atlantic"}.get(
+            question, "I do not know"
+        )
+
+    def human(who: str):
+        return AssessmentSource(source_type="HUMAN", source_id=who)
+
+    def traced(question: str) -> str:
+        answer(question)
+        return mlflow.get_last_active_trace_id()
+
+    def feedback(trace_id, value, rationale, who, name="correct", source=None):
+        time.sleep(0.005)  # distinct update times
+        return mlflow.log_feedback(
+            trace_id=trace_id, name=name, value=value, rationale=rationale, source=source or human(who)
+        )
+
+    try:
+        mlflow.set_experiment("qa")
+        ids = {
+            "disputed": traced("2+2?"),
+            "changed": traced("Largest ocean?"),
+            "thumbs": traced("Capital of France?"),
+            "overridden": traced("3*3?"),
+            "silent": traced("Who are you?"),
+            "tone-only": traced("Say hi"),
+        }
+        feedback(ids["disputed"], "pass", "Looks right.", "", source=AssessmentSource(source_type="LLM_JUDGE"))
+        feedback(ids["disputed"], "fail", "2+2 is 4, not 5.", "ana")
+        feedback(ids["disputed"], "pass", "Fine by me.", "bob")
+        feedback(ids["disputed"], "fail", "Wrong sum: 4.", "carl")
+        feedback(ids["changed"], "fail", "The Pacific is larger.", "ana")
+        feedback(ids["changed"], "pass", "Accepted for this quiz.", "bob")
+        feedback(ids["thumbs"], True, "Correct capital.", "ana")
+        first = feedback(ids["overridden"], "pass", "ok", "ana")
+        time.sleep(0.005)
+        mlflow.override_feedback(
+            trace_id=ids["overridden"],
+            assessment_id=first.assessment_id,
+            value="fail",
+            rationale="Show the working for arithmetic.",
+            source=human("ana"),
+        )
+        feedback(ids["tone-only"], "fail", "Too curt.", "ana", name="tone")
+        mlflow.set_experiment("other")
+        ids["other"] = traced("Capital of France?")
+        feedback(ids["other"], "fail", "other team", "zed")
+    finally:
+        mlflow.set_tracking_uri(previous)
+    return {"uri": uri, "ids": ids}
+
+
+VALUE_MAP = {"true": "pass", "false": "fail"}
+
+
+def test_mlflow_traces_become_feedback_records(mlflow_store):
+    ids = mlflow_store["ids"]
+    result = from_mlflow(mlflow_store["uri"], QA, experiments=["qa"], feedback_name="correct", value_map=VALUE_MAP)
+    by_id = {r["id"]: r for r in result.records}
+    assert set(by_id) == {ids["disputed"], ids["changed"], ids["thumbs"], ids["overridden"]}
+    disputed = by_id[ids["disputed"]]
+    assert (disputed["inputs"], disputed["outputs"]) == ("2+2?", "5")  # request/response, single-key object unwrapped
+    assert (disputed["value"], disputed["feedback"]) == ("fail", "Wrong sum: 4.")  # newest (carl)
+    assert disputed["judge_value"] == "pass"  # the LLM judge's verdict, never the expert's
+    assert disputed["metadata"]["experts"] == ["ana", "bob", "carl"]
+    assert result.disagreements[ids["disputed"]] == {"fail": 2, "pass": 1}
+    assert (by_id[ids["changed"]]["value"], by_id[ids["changed"]]["feedback"]) == ("pass", "Accepted for this quiz.")
+    assert by_id[ids["thumbs"]]["value"] == "pass" and "judge_value" not in by_id[ids["thumbs"]]
+    overridden = by_id[ids["overridden"]]
+    assert (overridden["value"], overridden["feedback"]) == ("fail", "Show the working for arithmetic.")
+    assert len(overridden["metadata"]["feedback_ids"]) == 1  # the overridden assessment is not counted
+
+
+def test_mlflow_majority_rule(mlflow_store):
+    ids = mlflow_store["ids"]
+    result = from_mlflow(mlflow_store["uri"], QA, experiments=["qa"], value_map=VALUE_MAP, resolve="majority")
+    by_id = {r["id"]: r for r in result.records}
+    # 2 fail vs 1 pass: fail, with the newest fail's rationale
+    assert (by_id[ids["disputed"]]["value"], by_id[ids["disputed"]]["feedback"]) == ("fail", "Wrong sum: 4.")
+    # 1-1 tie: the value voted last wins
+    assert by_id[ids["changed"]]["value"] == "pass"
+    assert by_id[ids["disputed"]]["metadata"]["resolved_by"] == "majority"
+
+
+def test_mlflow_names_what_it_cannot_take(mlflow_store):
+    uri, ids = mlflow_store["uri"], mlflow_store["ids"]
+    with pytest.raises(RecordError, match=rf"mlflow trace {ids['thumbs']} \(a-[0-9a-f]+\): value True is a yes/no"):
+        from_mlflow(uri, QA, experiments=["qa"])
+    with pytest.raises(RecordError, match=r"several names: 'correct' \(\d+\), 'tone' \(1\); choose one"):
+        from_mlflow(uri, QA.__class__.categorical("other-judge", "x", ["pass", "fail"]), experiments=["qa"])
+    with pytest.raises(ValueError, match="no experiment named 'nope'"):
+        from_mlflow(uri, QA, experiments=["nope"])
+    with pytest.raises(ValueError, match="pairwise"):
+        from_mlflow(uri, PAIRWISE, experiments=["qa"])
+    with pytest.raises(RecordError, match=r"mlflow trace tr-[0-9a-f]+ \(a-[0-9a-f]+\): value 'fail' is not an integer"):
+        from_mlflow(uri, NUMERIC.__class__.numeric("correct", "x", 1, 5), experiments=["qa"], value_map=VALUE_MAP)
+    everything = from_mlflow(uri, QA, value_map=VALUE_MAP)
+    assert ids["other"] in {r["id"] for r in everything.records}  # no --experiment: every experiment
+
+
+def test_cli_align_from_mlflow_then_reimport_is_a_no_op(mlflow_store, tmp_path, emb):
+    runner = CliRunner()
+    mem = tmp_path / "mem"
+    Memory.create(mem, QA, embeddings=emb)
+    args = ["align", str(mem), "--from-mlflow", mlflow_store["uri"], "--experiment", "qa", "--model", "stub"]
+
+    refused = runner.invoke(app, args)  # True without a value map: refused, nothing written
+    before = all_files(mem)
+    assert refused.exit_code == 2 and "yes/no" in refused.stderr and "--value-map" in refused.stderr
+    assert all_files(mem) == before
+
+    done = runner.invoke(app, [*args, "--value-map", "true=pass", "--json"])
+    assert done.exit_code == 0, done.output
+    report = json.loads(done.stdout)
+    assert sorted(report["added"]) == sorted(
+        mlflow_store["ids"][k] for k in ("disputed", "changed", "thumbs", "overridden")
+    )
+    memory = Memory.open(mem, embeddings=emb)
+    texts = {p["text"] for p in memory.principles}
+    assert "Wrong sum: 4." in texts and "Show the working for arithmetic." in texts
+
+    again = runner.invoke(app, [*args, "--value-map", "true=pass", "--json"])
+    assert again.exit_code == 0 and json.loads(again.stdout)["unchanged"] == report["added"]
+
+    table = runner.invoke(app, [*args, "--value-map", "true=pass", "--resolve", "majority"])
+    assert table.exit_code == 0 and "imported 4 records from mlflow" in table.stderr
+    assert re.search(r"unchanged\s+4\s", table.stdout), table.stdout
+
+
+# --- LangSmith ------------------------------------------------------------------------------------------
+
+T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
+
+
+def ls_run(question: str, answer: str) -> Run:
+    rid = uuid.uuid4()
+    return Run(
+        id=rid,
+        trace_id=rid,
+        name="qa-agent",
+        run_type="chain",
+        start_time=T0,
+        end_time=T0 + timedelta(seconds=1),
+        inputs={"question": question},
+        outputs={"answer": answer},
+    )
+
+
+def ls_feedback(run: Run, key: str, *, minutes: int, source: str = "app", who: str = "ana", **fields) -> Feedback:
+    return Feedback(
+        id=uuid.uuid4(),
+        run_id=run.id,
+        trace_id=run.trace_id,
+        key=key,
+        created_at=T0 + timedelta(minutes=minutes),
+        modified_at=T0 + timedelta(minutes=minutes),
+        feedback_source={"type": source, "user_name": who},
+        **fields,
+    )
+
+
+@pytest.fixture
+def langsmith_export():
+    sum_run, capital_run, orphan = ls_run("2+2?", "5"), ls_run("Capital of France?", "Paris"), ls_run("x", "y")
+    feedback = [
+        ls_feedback(sum_run, "correct", minutes=1, source="model", value="pass", comment="judge says fine"),
+        ls_feedback(sum_run, "correct", minutes=2, value="pass", comment="ok?", who="bob"),
+        ls_feedback(sum_run, "correct", minutes=3, value="fail", comment="2+2 is 4.", who="ana"),
+        ls_feedback(capital_run, "correct", minutes=1, score=1, comment="Right capital.", source="api"),
+        ls_feedback(orphan, "correct", minutes=1, value="fail", comment="run not exported"),
+    ]
+    return [sum_run, capital_run], feedback, {"sum": str(sum_run.id), "capital": str(capital_run.id)}
+
+
+def test_langsmith_objects_become_feedback_records(langsmith_export):
+    runs, feedback, ids = langsmith_export
+    result = langsmith_records(runs, feedback, QA, value_map={"1": "pass", "0": "fail"})
+    by_id = {r["id"]: r for r in result.records}
+    assert list(by_id) == [ids["sum"], ids["capital"]]
+    assert by_id[ids["sum"]] | {"metadata": None} == {
+        "id": ids["sum"],
+        "inputs": "2+2?",
+        "outputs": "5",
+        "value": "fail",
+        "feedback": "2+2 is 4.",
+        "judge_value": "pass",
+        "metadata": None,
+    }
+    assert by_id[ids["capital"]]["value"] == "pass"  # score 1 through the value map
+    assert list(result.skipped.values()) == [
+        f"feedback on {feedback[-1].run_id}, which is not in the langsmith data read"
+    ]
+    assert result.disagreements == {ids["sum"]: {"fail": 1, "pass": 1}}
+
+
+@pytest.mark.parametrize("layout", ["jsonl-one-file", "json-runs-and-feedback", "two-json-lists"])
+def test_langsmith_files_as_the_sdk_writes_them(layout, langsmith_export, tmp_path):
+    runs, feedback, ids = langsmith_export
+    dump = [json.loads(o.model_dump_json()) for o in [*runs, *feedback]]
+    if layout == "jsonl-one-file":
+        paths = [tmp_path / "export.jsonl"]
+        paths[0].write_text("\n".join(json.dumps(o) for o in dump) + "\n")
+    elif layout == "json-runs-and-feedback":
+        paths = [tmp_path / "export.json"]
+        paths[0].write_text(json.dumps({"runs": dump[:2], "feedback": dump[2:]}))
+    else:
+        paths = [tmp_path / "runs.json", tmp_path / "feedback.json"]
+        paths[0].write_text(json.dumps(dump[:2]))
+        paths[1].write_text(json.dumps(dump[2:]))
+    result = from_langsmith(paths, QA, value_map={"1": "pass"})
+    assert [(r["id"], r["value"]) for r in result.records] == [(ids["sum"], "fail"), (ids["capital"], "pass")]
+
+
+def test_langsmith_bad_file_names_the_line(tmp_path, langsmith_export, emb):
+    runs, _, _ = langsmith_export
+    path = tmp_path / "export.jsonl"
+    path.write_text(runs[0].model_dump_json() + "\n" + json.dumps({"key": "correct", "run_id": "not-a-uuid"}) + "\n")
+    with pytest.raises(RecordError, match=rf"{path}:2: not a valid LangSmith Feedback"):
+        from_langsmith(path, QA)
+    path.write_text(runs[0].model_dump_json() + "\n{broken\n")
+    with pytest.raises(RecordError, match=rf"{path}:2: not valid JSON"):
+        from_langsmith(path, QA)
+    mem = tmp_path / "mem"
+    Memory.create(mem, QA, embeddings=emb)
+    before = all_files(mem)
+    result = CliRunner().invoke(app, ["align", str(mem), "--from-langsmith", str(path), "--model", "stub"])
+    assert result.exit_code == 2 and f"{path}:2: not valid JSON" in result.stderr
+    assert all_files(mem) == before
+
+
+def test_cli_align_from_langsmith(langsmith_export, tmp_path, emb):
+    runs, feedback, ids = langsmith_export
+    path = tmp_path / "export.jsonl"
+    path.write_text("\n".join(o.model_dump_json() for o in [*runs, *feedback]) + "\n")
+    mem = tmp_path / "mem"
+    Memory.create(mem, QA, embeddings=emb)
+    args = ["align", str(mem), "--from-langsmith", str(path), "--value-map", "1=pass", "--model", "stub", "--json"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert sorted(json.loads(result.stdout)["added"]) == sorted(ids.values())
+    both = CliRunner().invoke(app, [*args, "--from-mlflow", "sqlite:///x.db"])
+    assert both.exit_code == 2 and "one source" in both.stderr
+
+
+def test_value_map_parsing():
+    assert parse_value_map(["true=pass,false=fail", " 1 = pass "]) == {"true": "pass", "false": "fail", "1": "pass"}
+    with pytest.raises(ValueError, match="'true': use FROM=TO"):
+        parse_value_map(["true"])
+
+
+# --- the judge as an evaluator ----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def aligned(tmp_path, emb) -> Memory:
+    memory = Memory.create(tmp_path / "mem", QA, embeddings=emb)
+    memory.align(
+        [{"id": "fb-1", "inputs": "2+2?", "outputs": "5", "value": "fail", "feedback": "Check arithmetic."}],
+        model=StubChatModel(),
+    )
+    return memory
+
+
+def test_evaluator_in_a_langsmith_evaluation_loop(aligned):
+    """``run_evaluator`` is what ``langsmith.evaluate`` wraps a function in; ``evaluate_run`` is its per-row call."""
+    evaluator = run_evaluator(aligned.as_evaluator(model=StubChatModel(), score_map={"pass": 1, "fail": 0}))
+    dataset = [("2+2?", "5", None), ("Capital of France?", "Paris", {"answer": "Paris"})]
+    results = []
+    for question, answer, reference in dataset:
+        run = ls_run(question, answer)
+        example = Example(id=uuid.uuid4(), dataset_id=uuid.uuid4(), inputs={"question": question}, outputs=reference)
+        results.append(evaluator.evaluate_run(run, example))
+    seen, unseen = results
+    # the case the expert judged: their value, through the expert-precedent rule, not the model's "pass"
+    assert (seen.key, seen.value, seen.score) == ("correct", "fail", 0)
+    assert seen.metadata["precedent"] == "fb-1"
+    assert (unseen.value, unseen.score, unseen.comment) == ("pass", 1, "stub judgment")
+    assert unseen.metadata["model"] == "stub" and unseen.metadata["precedent"] is None
+
+
+def test_evaluator_openevals_style_uses_the_experts_precedent(aligned):
+    evaluator = aligned.as_evaluator(model=StubChatModel(), score_map={"pass": 1, "fail": 0})
+    seen = evaluator(inputs={"question": "2+2?"}, outputs={"answer": "5"})
+    assert set(seen) == {"key", "score", "value", "comment", "metadata"}
+    assert (seen["key"], seen["value"], seen["score"]) == ("correct", "fail", 0)
+    assert seen["metadata"]["precedent"] == "fb-1" and "fb-1" in seen["metadata"]["episode_ids"]
+    new = evaluator(inputs="3+3?", outputs="6", reference_outputs="6")
+    assert (new["value"], new["score"], new["metadata"]["precedent"]) == ("pass", 1, None)
+    with pytest.raises(ValueError, match="no outputs to judge"):
+        evaluator(inputs="3+3?")
+
+
+def test_evaluator_numeric_score_is_the_value(tmp_path, emb):
+    memory = Memory.create(tmp_path / "tone", NUMERIC, embeddings=emb)
+    out = as_evaluator(memory.backend.location, model=StubChatModel(), embeddings=emb)(inputs="hi", outputs="hello")
+    assert out["score"] == out["value"] == 1 and out["key"] == NUMERIC.name
+
+
+def test_without_mlflow_the_error_names_the_extra(tmp_path, emb, monkeypatch):
+    monkeypatch.setitem(sys.modules, "mlflow", None)  # what an install without the extra sees
+    with pytest.raises(ImportError, match=r"pip install 'memalign-graph\[mlflow\]'"):
+        from_mlflow("sqlite:///x.db", QA)
+    mem = tmp_path / "mem"
+    Memory.create(mem, QA, embeddings=emb)
+    before = all_files(mem)
+    result = CliRunner().invoke(app, ["align", str(mem), "--from-mlflow", "sqlite:///x.db", "--model", "stub"])
+    assert result.exit_code == 2 and "memalign-graph[mlflow]" in result.stderr and "Traceback" not in result.output
+    assert all_files(mem) == before
+
+
+def test_options_that_do_not_go_with_the_source_are_refused(tmp_path, emb):
+    mem = tmp_path / "mem"
+    Memory.create(mem, QA, embeddings=emb)
+    fb = tmp_path / "fb.jsonl"
+    fb.write_text(json.dumps({"id": "a", "inputs": "q", "outputs": "a", "value": "pass"}) + "\n")
+    for extra, message in (
+        (["--experiment", "qa"], "--experiment goes with --from-mlflow"),
+        (["--value-map", "true=pass"], "not a JSONL file"),
+        (["--feedback-name", "correct"], "not a JSONL file"),
+    ):
+        result = CliRunner().invoke(app, ["align", str(mem), str(fb), "--model", "stub", *extra])
+        assert result.exit_code == 2 and message in result.stderr, result.stderr
+    nothing = CliRunner().invoke(app, ["align", str(mem), "--model", "stub"])
+    assert nothing.exit_code == 2 and "give one source of feedback" in nothing.stderr
+
+
+def test_mlflow_store_that_cannot_be_read(mlflow_store, tmp_path):
+    with pytest.raises(ValueError, match=r"unreadable\.db: cannot read traces from MLflow"):
+        (tmp_path / "unreadable.db").write_text("not a database")
+        from_mlflow(f"sqlite:///{tmp_path / 'unreadable.db'}", QA)
