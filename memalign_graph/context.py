@@ -4,7 +4,7 @@ Pass it as ``graph.invoke(input, context=Context(...))``. When the judge graph
 runs as a subgraph it receives the *parent's* context (or none): fields it
 does not find there fall back to the defaults below, which read environment
 variables (``MEMALIGN_STORE``, ``MEMALIGN_MEMORY_DIR``, ``MEMALIGN_MODEL``, ``MEMALIGN_BASE_URL``,
-``MEMALIGN_EMBEDDINGS``) so a deployment can configure them without code.
+``MEMALIGN_EMBEDDINGS``, ``MEMALIGN_PRINCIPLES_POLICY``) so a deployment can configure them without code.
 """
 
 from __future__ import annotations
@@ -108,6 +108,14 @@ class Context:
     review_sample_rate: float = field(default=0.1, metadata={"description": "Share of cases reviewed under 'sample'."})
     store_accepted: bool = field(
         default=False, metadata={"description": "Store accepted judgments as confirming episodes."}
+    )
+    principles_policy: str | None = field(
+        default_factory=_env("MEMALIGN_PRINCIPLES_POLICY"),
+        metadata={
+            "description": "'review' holds every distilled principle for an expert's approval (the review graph "
+            "asks at approve_principles); 'auto' or unset apply the judge's stored policy. A run can tighten the "
+            "stored policy to review, never relax it."
+        },
     )
 
 

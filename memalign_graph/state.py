@@ -35,18 +35,20 @@ class JudgeState(JudgeInput, total=False):
 
 
 class ReviewOutput(TypedDict, total=False):
-    """The review graph's output: the judgment, the expert's answer (if reviewed) and the alignment report."""
+    """The review graph's output: judgment, expert's answer, alignment report, decision on proposed principles."""
 
     judgment: Judgment
     review: dict[str, Any] | None
     report: dict[str, Any] | None
+    principles_review: dict[str, Any] | None
 
 
 class ReviewState(JudgeState, total=False):
-    """Judge state plus the expert's answer and what alignment did with it."""
+    """Judge state plus the expert's answer, what alignment did with it, and the decision on proposed principles."""
 
     review: dict[str, Any] | None
     report: dict[str, Any] | None
+    principles_review: dict[str, Any] | None
 
 
 class BatchReviewInput(TypedDict):
