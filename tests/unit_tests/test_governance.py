@@ -323,3 +323,25 @@ def test_cli_policy_pending_approve_reject(tmp_path, new_location):
     out = run("principles", mem, "--approve", "p-0000", code=2)
     assert "not pending proposals: p-0000 (unknown)" in out
     assert "is not a principles policy" in run("principles", mem, "--policy", "sometimes", code=2)
+
+
+def test_cli_review_asks_about_proposed_principles_and_resumes_there(tmp_path, new_location):
+    runner = CliRunner()
+    mem = new_location("mem")
+    runner.invoke(app, ["init", mem, "--name", "sql", "--criterion", "House rules.", "--labels", "pass,fail"])
+    runner.invoke(app, ["principles", mem, "--policy", "review"])
+    cases = tmp_path / "cases.jsonl"
+    cases.write_text(json.dumps({"id": "c0", "inputs": "report", "outputs": "SELECT * FROM raw.t"}) + "\n")
+    review = ["review", mem, str(cases), "--model", "stub", "--reviewer", "ana"]
+
+    first = runner.invoke(app, review, input="c\nfail\nUse the certified view.\n")  # input ends at the approval
+    assert first.exit_code == 130, first.output
+    assert "proposed principle" in first.output and "Use the certified view." in first.output
+    listing = json.loads(runner.invoke(app, ["principles", mem, "--json"]).output)
+    assert listing["principles"] == [] and [p["status"] for p in listing["proposed"]] == ["pending"]
+
+    second = runner.invoke(app, review, input="a\n")  # the same thread resumes at the approval
+    assert second.exit_code == 0, second.output
+    assert "1 reviewed" not in second.output and "case c0" not in second.output
+    listing = json.loads(runner.invoke(app, ["principles", mem, "--json"]).output)
+    assert [(p["text"], p["decided_by"]) for p in listing["principles"]] == [("Use the certified view.", "ana")]
