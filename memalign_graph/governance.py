@@ -200,7 +200,8 @@ def propose(
     not modified.
 
     Returns:
-        ``(proposed, new_pending_ids)``.
+        ``(proposed, pending_ids)``: the new list, and the ids of the pending proposals
+        these candidates made or joined (not those filed under a rejected one).
     """
     fresh: list[Principle] = []
     for cand in held:
@@ -209,8 +210,10 @@ def propose(
         if relation == "contradicts" and other_id:
             entry["supersedes"] = other_id
         fresh.append(entry)
-    merged, added, _ = merge_principles(proposed, fresh)
-    return merged, added
+    merged, added, joined = merge_principles(proposed, fresh)
+    status = {p["id"]: p.get("status") for p in merged}
+    touched = [*added, *(i for i in dict.fromkeys(joined.values()) if status.get(i) == "pending")]
+    return merged, list(dict.fromkeys(touched))
 
 
 def pending(proposed: list[Principle]) -> list[Principle]:

@@ -57,8 +57,8 @@ class AlignmentReport:
         new_principles: ids of principles added.
         merged_principles: candidate id -> id of the existing principle it repeated.
         removed_principles: ids of principles whose only sources were replaced.
-        proposed_principles: id -> why it was held: distilled principles stored as pending
-            proposals, outside working memory until an expert approves them (see
+        proposed_principles: id -> why it was held: the pending proposals this alignment made or
+            added sources to, outside working memory until an expert approves them (see
             :mod:`memalign_graph.governance`).
         llm_calls: LLM calls made (distillation and consolidation, retries included).
         usage: tokens spent.
@@ -499,7 +499,8 @@ class Memory:
                 self.proposed_principles, [c for c in result.principles if c["id"] in held], held, relations
             )
             report.new_principles, report.merged_principles = added, absorbed
-            report.proposed_principles = {i: held[i] for i in report_held}
+            reasons = {p["id"]: p.get("held", "") for p in proposed}
+            report.proposed_principles = {i: held.get(i) or reasons[i] for i in report_held}
             report.timings["merge_s"] = round(time.perf_counter() - started, 3)
             vectorstore = self.episodes.vectorstore
             try:

@@ -345,3 +345,11 @@ def test_cli_review_asks_about_proposed_principles_and_resumes_there(tmp_path, n
     assert "1 reviewed" not in second.output and "case c0" not in second.output
     listing = json.loads(runner.invoke(app, ["principles", mem, "--json"]).output)
     assert [(p["text"], p["decided_by"]) for p in listing["principles"]] == [("Use the certified view.", "ana")]
+
+
+def test_a_repeat_of_a_pending_proposal_joins_it(memory, stub):
+    memory.set_principles_policy("review")
+    (pid,) = memory.align([feedback("r1", "x", text="Use the certified view.")], model=stub).proposed_principles
+    report = memory.align([feedback("r2", "y", text="use the certified VIEW")], model=stub)
+    assert report.proposed_principles == {pid: "principles policy is review"}
+    assert [(p["id"], p["sources"]) for p in memory.pending_principles] == [(pid, ["r1", "r2"])]
