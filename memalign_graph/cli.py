@@ -399,14 +399,35 @@ def principles(
     versions: Annotated[bool, typer.Option("--versions", help="List every version of memory.")] = False,
     diff: Annotated[Optional[tuple[int, int]], typer.Option("--diff", help="What changed: --diff V1 V2.")] = None,
     rollback: Annotated[Optional[int], typer.Option("--rollback", help="Restore memory as it was at V.")] = None,
+    policy: Annotated[
+        Optional[str],
+        typer.Option(
+            "--policy",
+            help="Set the judge's principles policy: auto (distilled principles enter working memory at once) "
+            "or review (they wait for --approve).",
+        ),
+    ] = None,
+    pending: Annotated[
+        bool, typer.Option("--pending", help="List proposed principles awaiting approval (and rejected ones).")
+    ] = False,
+    approve: Annotated[
+        Optional[list[str]], typer.Option("--approve", help="Approve pending principle ID (repeat for several).")
+    ] = None,
+    reject: Annotated[
+        Optional[list[str]], typer.Option("--reject", help="Reject pending principle ID (repeat for several).")
+    ] = None,
     author: Annotated[str, typer.Option(help="Recorded with a change.")] = "expert",
     reason: Annotated[Optional[str], typer.Option(help="One line recorded with a change.")] = None,
     embeddings: EmbOpt = None,
 ) -> None:
-    """List the current principles (with sources and version), or change them, or inspect and roll back versions."""
+    """List the current principles (with sources and version), or change them, or inspect and roll back versions.
+
+    Under the principles policy 'review' distilled principles are proposed, not used: list them with
+    --pending and decide with --approve ID / --reject ID (one version for all decisions).
+    """
     from memalign_graph.memory import Memory, backend_for, diff_versions
 
-    changes = any(x is not None for x in (add, edit, delete, rollback))
+    changes = any(x is not None for x in (add, edit, delete, rollback, policy, approve, reject))
     try:
         backend = backend_for(store)
         if not changes:
@@ -416,6 +437,9 @@ def principles(
                 return
             if versions:
                 _print_versions(backend.location, backend.versions(), as_json=as_json)
+                return
+            if pending:
+                _print_proposals(checkpoint, as_json)
                 return
         else:
             memory = Memory.open(store, embeddings=embeddings)
@@ -435,6 +459,14 @@ def principles(
             report = memory.rollback(rollback, author=author, reason=reason)
             _print_change(report.to_dict(), f"rolled back to version {rollback}", as_json=as_json)
             return
+        if policy is not None:
+            version = memory.set_principles_policy(policy, author=author, reason=reason)
+            console.print(f"principles policy {escape(policy)} (version {version})", highlight=False)
+            return
+        if approve or reject:
+            report = memory.decide_principles(approve or [], reject or [], author=author, reason=reason)
+            console.print_json(json.dumps(report.to_dict()))
+            return
     except (OSError, KeyError, ValueError, MemAlignError) as exc:
         _fail(exc)
     if as_json:
@@ -447,6 +479,27 @@ def principles(
     for p in checkpoint["principles"]:
         table.add_row(
             _cell(p["id"]), _cell(p["text"]), _cell(", ".join(p["sources"]) or "(hand-written)"), _cell(p["author"])
+        )
+    console.print(table)
+    waiting = sum(p.get("status") == "pending" for p in checkpoint.get("proposed") or [])
+    console.print(
+        f"principles policy: {escape(str(checkpoint.get('principles_policy') or 'auto'))}"
+        + (f"; {waiting} proposed principle(s) pending (--pending)" if waiting else ""),
+        highlight=False,
+    )
+
+
+def _print_proposals(checkpoint: dict[str, Any], as_json: bool) -> None:
+    proposed = checkpoint.get("proposed") or []
+    if as_json:
+        console.print_json(json.dumps(proposed))
+        return
+    table = Table(title=f"proposed principles, version {checkpoint['version']}")
+    for column in ("id", "status", "principle", "sources", "why held"):
+        table.add_column(column, overflow="fold")
+    for p in proposed:
+        table.add_row(
+            *(_cell(x) for x in (p["id"], p.get("status", ""), p["text"], ", ".join(p["sources"]), p.get("held", "")))
         )
     console.print(table)
 
@@ -590,6 +643,24 @@ def _ask_review(values: list[Any]) -> dict[str, Any]:
     return answer
 
 
+def _ask_principles(proposed: list[dict[str, Any]], reviewer: str | None) -> dict[str, Any]:
+    answer: dict[str, Any] = {"approve": [], "reject": []}
+    if reviewer:
+        answer["reviewer"] = reviewer
+    for p in proposed:
+        console.print(
+            f"proposed principle {escape(p['id'])}: {escape(p['text'])} "
+            f"(from {escape(', '.join(p['sources']))}; held: {escape(p.get('held', ''))})",
+            highlight=False,
+        )
+        choice = typer.prompt("[a]pprove, [r]eject, [l]eave pending", default="l").strip().lower()[:1]
+        if choice == "a":
+            answer["approve"].append(p["id"])
+        elif choice == "r":
+            answer["reject"].append(p["id"])
+    return answer
+
+
 @app.command()
 def review(
     store: StoreArg,
@@ -651,25 +722,34 @@ def review(
                     continue
                 state = graph.get_state(config)
             payload = state.interrupts[0].value
-            _show_review(payload)
-            while True:
-                answer = _ask_review(payload["judge"]["values"])
-                if reviewer and answer["action"] == "correct":
-                    answer["reviewer"] = reviewer
-                try:
-                    out = graph.invoke(Command(resume=answer), config, context=context)
-                    break
-                except ValidationError as exc:
-                    err.print(f"[red]answer rejected:[/] {escape(exc.errors()[0]['msg'])}; try again")
-            counts["reviewed"] += 1
-            if out.get("report"):
-                rep = out["report"]
-                console.print(
-                    f"memory version {rep['version']}: {len(rep['new_principles'])} new principle(s), "
-                    f"episode {', '.join(rep['added'] + rep['replaced']) or 'unchanged'}",
-                    markup=False,
-                    highlight=False,
-                )
+            while payload is not None:
+                principles_asked = payload.get("kind") == "principles"
+                if not principles_asked:
+                    _show_review(payload)
+                while True:
+                    if principles_asked:
+                        answer = _ask_principles(payload["proposed"], reviewer)
+                    else:
+                        answer = _ask_review(payload["judge"]["values"])
+                        if reviewer and answer["action"] == "correct":
+                            answer["reviewer"] = reviewer
+                    try:
+                        out = graph.invoke(Command(resume=answer), config, context=context)
+                        break
+                    except ValidationError as exc:
+                        err.print(f"[red]answer rejected:[/] {escape(exc.errors()[0]['msg'])}; try again")
+                if not principles_asked:
+                    counts["reviewed"] += 1
+                if out.get("report") and not principles_asked:
+                    rep = out["report"]
+                    console.print(
+                        f"memory version {rep['version']}: {len(rep['new_principles'])} new principle(s), "
+                        f"{len(rep.get('proposed_principles') or {})} proposed, "
+                        f"episode {', '.join(rep['added'] + rep['replaced']) or 'unchanged'}",
+                        markup=False,
+                        highlight=False,
+                    )
+                payload = out["__interrupt__"][0].value if out.get("__interrupt__") else None
     except (KeyboardInterrupt, typer.Abort, EOFError):
         err.print("\nstopped; memory is consistent. Run the same command again to continue.")
         raise typer.Exit(130) from None

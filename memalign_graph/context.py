@@ -8,7 +8,8 @@ Two schemas, for two kinds of caller:
   When the judge graph runs as a subgraph it receives the *parent's* context
   (or none): fields it does not find there fall back to the defaults below,
   which read environment variables (``MEMALIGN_STORE``, ``MEMALIGN_MEMORY_DIR``,
-  ``MEMALIGN_MODEL``, ``MEMALIGN_BASE_URL``, ``MEMALIGN_EMBEDDINGS``).
+  ``MEMALIGN_MODEL``, ``MEMALIGN_BASE_URL``, ``MEMALIGN_EMBEDDINGS``,
+  ``MEMALIGN_PRINCIPLES_POLICY``).
 - :class:`ServedContext`, for API clients of the graphs served through
   ``langgraph.json`` (LangGraph Server, ``langgraph dev``, Studio): a client
   names at most a judge from those the server exposes (:func:`served_judges`)
@@ -30,7 +31,7 @@ from typing import Annotated, Any, Literal, get_args
 from pydantic import WithJsonSchema
 
 Precedent = Literal["exact", "similar", "off"]
-StructuredOutput = Literal["auto", "json_schema", "prompt"]
+StructuredOutput = Literal["auto", "json_schema", "function_calling", "json_mode", "prompt"]
 ReviewPolicy = Literal["all", "none", "unsure", "sample"]
 
 DEFAULT_JUDGE = "default"
@@ -145,6 +146,14 @@ class Context:
             "description": "Who is recorded as the author of new versions and the reviewer of corrections, "
             "overriding the align input's `author` and the review answer's `reviewer` (served graphs set it to "
             "the authenticated user)."
+        },
+    )
+    principles_policy: Literal["auto", "review"] | None = field(
+        default_factory=_env("MEMALIGN_PRINCIPLES_POLICY"),
+        metadata={
+            "description": "'review' holds every distilled principle for an expert's approval (the review graph "
+            "asks at approve_principles); 'auto' or unset apply the judge's stored policy. A run can tighten the "
+            "stored policy to review, never relax it."
         },
     )
 

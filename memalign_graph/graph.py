@@ -1,7 +1,9 @@
 """The MemAlign graphs: judging, alignment, and judging with expert review.
 
 Judging: ``retrieve_principles`` → ``retrieve_episodes`` → ``judge``. Alignment:
-``distill``. Review: judging → ``collect_feedback`` (``interrupt``) → ``distill``.
+``distill``. Review: judging → ``collect_feedback`` (``interrupt``) → ``distill``
+→ ``approve_principles`` (``interrupt``, only when distillation held principles
+for an expert; see :mod:`memalign_graph.governance`).
 
 Both are plain ``StateGraph`` s with JSON-like state and a :class:`Context`
 ``context_schema``; compile them with any checkpointer, or use them as a node
@@ -42,9 +44,12 @@ from memalign_graph.models import resolve_chat_model
 from memalign_graph.review import (
     corrected_judgment,
     needs_review,
+    principles_answer_model,
+    principles_payload,
     record_from_review,
     review_answer_model,
     review_payload,
+    review_record_id,
 )
 from memalign_graph.spec import parse_record
 from memalign_graph.state import (
@@ -222,6 +227,7 @@ def distill(state: AlignState, runtime: Runtime[Context]) -> dict[str, Any]:
         backoff_s=ctx.retry_backoff_s,
         author=ctx.author or state.get("author", "expert"),
         reason=state.get("reason"),
+        principles_policy=ctx.principles_policy,
     )
     return {"report": report.to_dict()}
 
@@ -312,11 +318,16 @@ def collect_feedback(state: ReviewState, runtime: Runtime[Context]) -> dict[str,
 def distill_review(state: ReviewState, runtime: Runtime[Context]) -> dict[str, Any]:
     """Write the expert's correction into memory through the same path as batch alignment.
 
+    The record keeps the case's id unless another author's record has it (then it gets
+    its own ``review-…`` id; see :func:`~memalign_graph.review.review_record_id`).
     Re-running it is harmless: aligning an identical record again is a no-op.
     """
     ctx, memory = _memory(runtime)
     review = state["review"] or {}
     record = record_from_review(_case(state, memory), state["judgment"], review, store_accepted=ctx.store_accepted)
+    reviewer = ctx.author or review.get("reviewer") or "expert"
+    if record is not None:
+        record = review_record_id(record, memory.records, reviewer, replace=bool(review.get("replace")))
     update: dict[str, Any] = {"report": None}
     if review.get("action") == "correct" and review.get("value") is not None:
         update["judgment"] = corrected_judgment(state["judgment"], review)
@@ -329,22 +340,62 @@ def distill_review(state: ReviewState, runtime: Runtime[Context]) -> dict[str, A
         token_budget=ctx.token_budget,
         max_retries=ctx.max_retries,
         backoff_s=ctx.retry_backoff_s,
-        author=ctx.author or review.get("reviewer") or "expert",
+        author=reviewer,
         reason=f"review of {record['id']}: {review['action']}",
+        principles_policy=ctx.principles_policy,
+        via="review",
     )
     return {**update, "report": report.to_dict()}
+
+
+def route_principles(state: ReviewState) -> str:
+    """Ask the expert about principles distillation held (``approve_principles``), or finish."""
+    report = state.get("report") or {}
+    return "approve_principles" if report.get("proposed_principles") else END
+
+
+def approve_principles(state: ReviewState, runtime: Runtime[Context]) -> dict[str, Any]:
+    """Pause for the expert (``interrupt``) to approve or reject the principles this review's distillation proposed.
+
+    The answer (``{"approve": [ids], "reject": [ids], "reviewer"?}``, validated by
+    :func:`~memalign_graph.review.principles_answer_model`) is applied with
+    :meth:`~memalign_graph.memory.Memory.decide_principles` as one new version;
+    proposals left unanswered stay pending (``memalign principles STORE --pending``).
+    Nothing before the ``interrupt()`` has side effects, and proposals already
+    decided (by another expert, or before a re-run) are left out.
+    """
+    ctx, memory = _memory(runtime)
+    wanted = set((state.get("report") or {}).get("proposed_principles") or {})
+    proposals = [p for p in memory.pending_principles if p["id"] in wanted]
+    if not proposals:
+        return {"principles_review": None}
+    answer = interrupt(
+        principles_payload(proposals), response_schema=principles_answer_model([p["id"] for p in proposals])
+    )
+    decision = answer.model_dump(exclude_none=True)
+    still = {p["id"] for p in memory.pending_principles}
+    approve = [i for i in decision.get("approve", []) if i in still]
+    reject = [i for i in decision.get("reject", []) if i in still]
+    if approve or reject:
+        author = ctx.author or decision.get("reviewer") or (state.get("review") or {}).get("reviewer") or "expert"
+        change = memory.decide_principles(approve, reject, author=author)
+        decision["version"] = change.version
+    return {"principles_review": decision}
 
 
 def build_review_graph(*, served: bool = False) -> StateGraph:
     """The judge graph with interrupt-driven expert review, uncompiled.
 
-    ``retrieve_principles → retrieve_episodes → judge → [collect_feedback → distill] → END``;
-    the review policy (``Context.review``) decides whether a judgment goes to the
-    expert. Compile with a checkpointer to pause and resume. Output:
-    ``{"judgment", "review", "report"}``; when the expert corrected the value,
-    ``judgment`` carries the expert's value (see :func:`corrected_judgment`). With ``served``:
-    context :class:`ServedContext`, the reviewer is the authenticated user, and the output also
-    carries the working memory (:class:`ServedReviewOutput`).
+    ``retrieve_principles → retrieve_episodes → judge → [collect_feedback → distill
+    → [approve_principles]] → END``; the review policy (``Context.review``) decides
+    whether a judgment goes to the expert, and ``approve_principles`` runs when
+    distillation held principles for an expert (principles policy ``review``, or the
+    gate in :mod:`memalign_graph.governance`). Compile with a checkpointer to pause
+    and resume. Output: ``{"judgment", "review", "report", "principles_review"}``;
+    when the expert corrected the value, ``judgment`` carries the expert's value
+    (see :func:`corrected_judgment`). With ``served``: context :class:`ServedContext`,
+    the reviewer and approver are the authenticated user, and the output also carries
+    the working memory (:class:`ServedReviewOutput`).
     """
     builder = StateGraph(
         ReviewState,
@@ -356,8 +407,10 @@ def build_review_graph(*, served: bool = False) -> StateGraph:
     builder.add_node("collect_feedback", node(collect_feedback, served=served))
     builder.add_node("distill", node(distill_review, served=served))
     builder.add_conditional_edges("judge", _serve(route_review) if served else route_review, ["collect_feedback", END])
+    builder.add_node("approve_principles", node(approve_principles, served=served))
     builder.add_edge("collect_feedback", "distill")
-    builder.add_edge("distill", END)
+    builder.add_conditional_edges("distill", route_principles, ["approve_principles", END])
+    builder.add_edge("approve_principles", END)
     return builder
 
 

@@ -27,6 +27,7 @@ from memalign_graph.backends.postgres import PostgresBackend, is_postgres_url
 from memalign_graph.distill import CallCounter, aclassify_pairs, adistill, estimate_tokens, is_salient
 from memalign_graph.episodic import Episode, EpisodicMemory, episode_from_record, unit
 from memalign_graph.errors import MemoryFormatError, RecordError
+from memalign_graph.governance import check_policy, decide, effective_policy, govern_candidates, pending, propose
 from memalign_graph.judge import (
     JudgeSettings,
     Judgment,
@@ -64,6 +65,9 @@ class AlignmentReport:
         new_principles: ids of principles added.
         merged_principles: candidate id -> id of the existing principle it repeated.
         removed_principles: ids of principles whose only sources were replaced.
+        proposed_principles: id -> why it was held: the pending proposals this alignment made or
+            added sources to, outside working memory until an expert approves them (see
+            :mod:`memalign_graph.governance`).
         llm_calls: LLM calls made (distillation and consolidation, retries included).
         usage: tokens spent.
         consolidation: pairs of similar principles sent to the LLM and its verdicts.
@@ -81,6 +85,7 @@ class AlignmentReport:
     new_principles: list[str] = field(default_factory=list)
     merged_principles: dict[str, str] = field(default_factory=dict)
     removed_principles: list[str] = field(default_factory=list)
+    proposed_principles: dict[str, str] = field(default_factory=dict)
     llm_calls: int = 0
     usage: dict[str, int] = field(default_factory=dict)
     consolidation: dict[str, int] = field(default_factory=dict)
@@ -198,6 +203,21 @@ class Memory:
     def principles(self) -> list[Principle]:
         """All principles at the loaded version."""
         return list(self.checkpoint["principles"])
+
+    @property
+    def principles_policy(self) -> str:
+        """The judge's stored principles policy: ``"auto"`` or ``"review"`` (see :mod:`memalign_graph.governance`)."""
+        return str(self.checkpoint.get("principles_policy") or "auto")
+
+    @property
+    def proposed_principles(self) -> list[Principle]:
+        """Distilled principles held for an expert: pending and rejected proposals (never in working memory)."""
+        return list(self.checkpoint.get("proposed") or [])
+
+    @property
+    def pending_principles(self) -> list[Principle]:
+        """Proposals awaiting an expert's decision (status ``pending``)."""
+        return pending(self.proposed_principles)
 
     @property
     def records(self) -> dict[str, LedgerEntry]:
@@ -435,6 +455,8 @@ class Memory:
         author: str = "expert",
         reason: str | None = None,
         progress: Any = None,
+        principles_policy: str | None = None,
+        via: str = "align",
     ) -> AlignmentReport:
         """Align the judge to a batch of expert feedback; synchronous :meth:`aalign` (same arguments and errors).
 
@@ -473,6 +495,8 @@ class Memory:
                 author=author,
                 reason=reason,
                 progress=progress,
+                principles_policy=principles_policy,
+                via=via,
             )
         )
 
@@ -492,6 +516,8 @@ class Memory:
         author: str = "expert",
         reason: str | None = None,
         progress: Any = None,
+        principles_policy: str | None = None,
+        via: str = "align",
     ) -> AlignmentReport:
         """Align the judge to a batch of expert feedback (MemAlign's alignment step).
 
@@ -532,17 +558,24 @@ class Memory:
             author: recorded with the new version.
             reason: one line recorded with the new version.
             progress: optional ``update(n)`` sink advanced per distilled record.
+            principles_policy: ``"review"`` holds every new distilled principle for an expert
+                for this alignment; ``"auto"`` or ``None`` apply the judge's stored policy
+                (a run can tighten it, never relax it; see :mod:`memalign_graph.governance`).
+            via: ``"align"`` or ``"review"``, kept with each record in the ledger (who owns it).
 
         Returns:
-            An :class:`AlignmentReport`.
+            An :class:`AlignmentReport`; held principles are in ``proposed_principles``.
 
         Raises:
+            ValueError: for a ``principles_policy`` other than ``auto``/``review``; nothing is written.
             RecordError: for an invalid record; nothing is written.
             ValueError: for a model string that names no known form, or ``base_url`` with a model instance.
             ImportError: naming the extra to install, if the embedded model's runtime is missing.
             RuntimeError: if another process committed during this alignment.
         """
         started = time.perf_counter()
+        if principles_policy is not None:
+            check_policy(principles_policy, "align")
         valid = self.validate_feedback(records)
         chat = resolve_chat_model(model, base_url=base_url)
         lock = self.backend.lock()
@@ -564,6 +597,8 @@ class Memory:
                     author,
                     reason,
                     progress,
+                    principles_policy=principles_policy,
+                    via=via,
                 )
             finally:
                 await asyncio.to_thread(lock.__exit__, None, None, None)
@@ -586,6 +621,9 @@ class Memory:
         author: str,
         reason: str | None,
         progress: Any,
+        *,
+        principles_policy: str | None = None,
+        via: str = "align",
     ) -> AlignmentReport:
         ledger = self.records
         report = AlignmentReport(version=self.version)
@@ -662,12 +700,28 @@ class Memory:
         }
         vectors = await embedding
 
+        policy = effective_policy(self.checkpoint.get("principles_policy"), principles_policy)
+
         def commit() -> int:
             started = time.perf_counter()
+            admitted, held, admitted_relations = govern_candidates(
+                principles,
+                result.principles,
+                relations,
+                policy=policy,
+                values=list(self.spec.values),
+                vectors=self._vectors,
+                threshold=dedup_threshold,
+            )
             merged, added, absorbed = merge_principles(
-                principles, result.principles, self._vectors, threshold=dedup_threshold, relations=relations
+                principles, admitted, self._vectors, threshold=dedup_threshold, relations=admitted_relations
+            )
+            proposed, report_held = propose(
+                self.proposed_principles, [c for c in result.principles if c["id"] in held], held, relations
             )
             report.new_principles, report.merged_principles = added, absorbed
+            reasons = {p["id"]: p.get("held", "") for p in proposed}
+            report.proposed_principles = {i: held.get(i) or reasons[i] for i in report_held}
             report.timings["merge_s"] = round(time.perf_counter() - started, 3)
             vectorstore = self.episodes.vectorstore
             try:
@@ -679,6 +733,8 @@ class Memory:
                         hash=record_hash(record),
                         distilled=(not salient) or record["id"] not in result.failed,
                         salient=salient,
+                        author=author,
+                        via=via,
                     )
                 report.timings["index_s"] = round(time.perf_counter() - started, 3)
                 started = time.perf_counter()
@@ -691,6 +747,7 @@ class Memory:
                     records=ledger,
                     usage=dict(report.usage),
                     prompt_version=PROMPT_VERSION,  # type: ignore[typeddict-unknown-key]
+                    **self._governance(proposed),  # type: ignore[typeddict-item]
                 )
                 version = self.backend.commit(
                     checkpoint, vectorstore, embeddings_changed=bool(fresh), new_episodes=new_episodes
@@ -725,6 +782,8 @@ class Memory:
         reason: str,
         episodes_changed: bool,
         new_episodes: list[Episode] | None = None,
+        proposed: list[Principle] | None = None,
+        policy: str | None = None,
     ) -> int:
         checkpoint = PrinciplesCheckpoint(
             version=self.version + 1,
@@ -733,6 +792,7 @@ class Memory:
             reason=reason,
             principles=principles,
             records=records,
+            **self._governance(proposed, policy),  # type: ignore[typeddict-item]
         )
         version = self.backend.commit(
             checkpoint,
@@ -743,14 +803,26 @@ class Memory:
         self.checkpoint = checkpoint
         return version
 
+    def _governance(self, proposed: list[Principle] | None = None, policy: str | None = None) -> dict[str, Any]:
+        """The governance fields a new checkpoint carries: the policy, and the proposals (current ones by default)."""
+        out: dict[str, Any] = {}
+        policy = policy or self.checkpoint.get("principles_policy")
+        if policy:
+            out["principles_policy"] = policy
+        proposed = self.proposed_principles if proposed is None else proposed
+        if proposed or "proposed" in self.checkpoint:
+            out["proposed"] = proposed
+        return out
+
     def forget(self, record_ids: list[str], *, author: str = "expert", reason: str | None = None) -> ChangeReport:
         """Delete records for good: their episodes, their ledger entries, and what was derived from them alone.
 
         Principles whose every source is forgotten are removed; principles with
         remaining sources lose the forgotten ids; hand-written principles (no
-        sources) stay. This is a privacy deletion: after the new version is
-        committed, the records are also erased from every older version, the
-        episode history, older index snapshots and cached review threads, so a
+        sources) stay; a principle superseded by a forgotten record's rule comes
+        back (listed in ``principles_added``); proposals lose the ids too. This is
+        a privacy deletion: after the new version is committed, the records are
+        also erased from every older version, the episode history, older index snapshots and cached review threads, so a
         rollback cannot bring them back.
 
         Raises:
@@ -764,7 +836,9 @@ class Memory:
             unknown = sorted(wanted - known)
             if unknown:
                 raise KeyError(f"{self.backend.location}: no record with id {', '.join(unknown)} in any version")
+            before = {p["id"] for p in self.principles}
             principles, removed = drop_sources(self.principles, wanted)
+            proposed, _ = drop_sources(self.proposed_principles, wanted)
             records = {k: v for k, v in self.records.items() if k not in wanted}
             gone = self.episodes.delete(sorted(wanted))
             version = self._commit(
@@ -773,14 +847,20 @@ class Memory:
                 author=author,
                 reason=reason or f"forgot {len(wanted)} record(s)",
                 episodes_changed=bool(gone),
+                proposed=proposed,
             )
             self.backend.purge(wanted)
-        return ChangeReport(version=version, episodes_removed=gone, principles_removed=removed)
+        restored = [p["id"] for p in principles if p["id"] not in before]
+        return ChangeReport(
+            version=version, episodes_removed=gone, principles_removed=removed, principles_added=restored
+        )
 
     def rollback(self, version: int, *, author: str = "expert", reason: str | None = None) -> ChangeReport:
         """Restore principles and episodes as they were at ``version``, as a new version.
 
         Records forgotten since stay forgotten (they were erased from history).
+        Proposals (pending and rejected) are restored as at ``version`` too; the
+        principles policy is not rolled back (a rollback never relaxes ``review``).
 
         Raises:
             KeyError: if ``version`` does not exist.
@@ -807,6 +887,7 @@ class Memory:
                 author=author,
                 reason=reason or f"rollback to version {version}",
                 episodes_changed=bool(remove or restore),
+                proposed=list(target.get("proposed") or []),
             )
         return ChangeReport(
             version=new_version,
@@ -908,6 +989,78 @@ class Memory:
             getattr(self.backend, "url", None) or self.backend.location
         )  # PostgreSQL: location hides the password
         return as_evaluator(location, embeddings=self.embeddings, **kwargs)
+
+    def set_principles_policy(self, policy: str, *, author: str = "expert", reason: str | None = None) -> int:
+        """Store the judge's principles policy (``auto`` or ``review``) as a new version.
+
+        Returns:
+            The version after it (unchanged if the policy already was ``policy``).
+
+        Raises:
+            ValueError: for a policy other than ``auto``/``review``; nothing is written.
+        """
+        check_policy(policy)
+        with self._writing():
+            if self.principles_policy == policy:
+                return self.version
+            return self._commit(
+                self.principles,
+                self.records,
+                author=author,
+                reason=reason or f"principles policy set to {policy}",
+                episodes_changed=False,
+                policy=policy,
+            )
+
+    def decide_principles(
+        self,
+        approve: list[str] | tuple[str, ...] = (),
+        reject: list[str] | tuple[str, ...] = (),
+        *,
+        author: str = "expert",
+        reason: str | None = None,
+    ) -> ChangeReport:
+        """Approve or reject pending proposals, as one new version (see :func:`memalign_graph.governance.decide`).
+
+        Approved proposals enter working memory (merged into an active principle that says
+        the same; replacing the one they contradict unless it is hand-written); rejected ones
+        stay in :attr:`proposed_principles` with status ``rejected``, so the same rule
+        distilled again is not proposed again.
+
+        Returns:
+            A :class:`ChangeReport`: ``principles_added`` (approved and new in working memory),
+            ``principles_removed`` (superseded by an approved one).
+
+        Raises:
+            KeyError: naming ids that are not pending proposals; nothing is written.
+            ValueError: if no id is given or one is both approved and rejected; nothing is written.
+        """
+        with self._writing():
+            before = {p["id"] for p in self.principles}
+            active, proposed, _ = decide(
+                self.principles,
+                self.proposed_principles,
+                list(approve),
+                list(reject),
+                author=author,
+                vectors=self._vectors,
+            )
+            parts = [
+                f"approved {', '.join(approve)}" if approve else "",
+                f"rejected {', '.join(reject)}" if reject else "",
+            ]
+            version = self._commit(
+                active,
+                self.records,
+                author=author,
+                reason=reason or "; ".join(p for p in parts if p),
+                episodes_changed=False,
+                proposed=proposed,
+            )
+        after = {p["id"] for p in active}
+        return ChangeReport(
+            version=version, principles_added=sorted(after - before), principles_removed=sorted(before - after)
+        )
 
     def diff(self, old: int, new: int) -> dict[str, Any]:
         """What changed between two versions (see :func:`diff_versions`)."""

@@ -169,8 +169,7 @@ def part_paths(model: EmbeddedModel) -> list[Path]:
         paths = [_package_dir(model.package, model) / model.member]
     else:
         paths = [
-            _package_dir(model.package.format(n=n), model) / model.member.format(n=n)
-            for n in range(1, model.parts + 1)
+            _package_dir(model.package.format(n=n), model) / model.member.format(n=n) for n in range(1, model.parts + 1)
         ]
     for path in paths:
         if not path.is_file():

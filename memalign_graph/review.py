@@ -6,6 +6,13 @@ expert answers **accept**, **correct** (a value and/or feedback text) or
 against a Pydantic model built for the judge (the value must be one of the
 judge's values); a malformed answer raises ``pydantic.ValidationError`` to the
 caller, nothing is saved, and the same interrupt stays open to be answered again.
+
+A review never silently overwrites a record someone else aligned: it replaces an
+existing record only when the same reviewer made it through a review, or when
+the answer says ``replace: true`` (see :func:`review_record_id`). When
+distillation holds principles for an expert (principles policy ``review``, see
+:mod:`memalign_graph.governance`), the graph pauses once more at
+``approve_principles``; that answer is validated by :func:`principles_answer_model`.
 """
 
 from __future__ import annotations
@@ -17,7 +24,7 @@ from typing import Any, Literal, Optional
 from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
 
 from memalign_graph.judge import Judgment
-from memalign_graph.spec import JudgeSpec, case_hash
+from memalign_graph.spec import JudgeSpec, case_hash, record_hash
 
 ReviewPolicy = Literal["all", "none", "unsure", "sample"]
 
@@ -28,6 +35,10 @@ class _ReviewBase(BaseModel):
     action: Literal["accept", "correct", "skip"] = Field(description="accept the judgment, correct it, or skip")
     feedback: Optional[str] = Field(default=None, description="the expert's words: what is wrong, and the rule")
     reviewer: Optional[str] = Field(default=None, description="who answered (recorded as the version's author)")
+    replace: Optional[bool] = Field(
+        default=None,
+        description="replace the stored record with the case's id even if another author aligned it",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> _ReviewBase:
@@ -54,8 +65,10 @@ def review_answer_model(spec: JudgeSpec) -> type[BaseModel]:
     """The Pydantic model of an expert's answer for ``spec``.
 
     Fields: ``action`` (``accept``/``correct``/``skip``), ``value`` (one of the
-    judge's values; only with ``correct``), ``feedback`` (text), ``reviewer``.
-    A ``correct`` answer needs a value and/or feedback text.
+    judge's values; only with ``correct``), ``feedback`` (text), ``reviewer``,
+    ``replace`` (``true`` to overwrite a record with the case's id that another
+    author aligned; default ``false``). A ``correct`` answer needs a value and/or
+    feedback text.
     """
     return _answer_model(tuple(spec.values))
 
@@ -176,6 +189,73 @@ def record_from_review(
         if (answer.get("feedback") or "").strip():
             record["feedback"] = answer["feedback"].strip()
     return record
+
+
+def review_record_id(
+    record: dict[str, Any], ledger: dict[str, Any], reviewer: str, *, replace: bool = False
+) -> dict[str, Any]:
+    """``record`` with the id it may be stored under, so a review never replaces another author's record by accident.
+
+    The record keeps its id (the case's id, or ``case-<hash>``) when no record has
+    that id yet, when the stored one was made through a review by the same
+    ``reviewer`` (reviewing the same case again overwrites it), or when ``replace``
+    is true (the expert said so explicitly). Otherwise it gets its own id,
+    ``review-<16 hex>`` (:func:`~memalign_graph.spec.record_hash` of its content), and
+    the stored record, its episode and its principles stay as they are.
+
+    Args:
+        record: the record :func:`record_from_review` made.
+        ledger: the memory's ledger (record id -> entry with ``author`` and ``via``).
+        reviewer: who answered.
+        replace: the answer's ``replace`` flag.
+
+    Returns:
+        A new dict; ``record`` is not modified.
+    """
+    entry = ledger.get(record["id"])
+    owned = entry is not None and entry.get("via") == "review" and entry.get("author") == reviewer
+    if entry is None or owned or replace:
+        return dict(record)
+    return {**record, "id": f"review-{record_hash(record)}"}
+
+
+def principles_payload(proposals: list[dict[str, Any]]) -> dict[str, Any]:
+    """What the expert is shown at the ``approve_principles`` interrupt (JSON-like)."""
+    return {
+        "kind": "principles",
+        "question": "Distillation proposed these principles. Approve the ones the judge should follow, reject the rest "
+        "(unanswered ones stay pending).",
+        "proposed": [{k: p[k] for k in ("id", "text", "sources", "held", "supersedes") if k in p} for p in proposals],
+    }
+
+
+class _DecisionBase(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    reviewer: Optional[str] = Field(default=None, description="who decided (recorded as the version's author)")
+
+    @model_validator(mode="after")
+    def _check(self) -> _DecisionBase:
+        approve, reject = getattr(self, "approve", []), getattr(self, "reject", [])
+        both = sorted(set(approve) & set(reject))
+        if both:
+            raise ValueError(f"proposal {', '.join(both)} cannot be both approved and rejected")
+        return self
+
+
+def principles_answer_model(ids: list[str]) -> type[BaseModel]:
+    """The Pydantic model of an expert's decision on the proposals ``ids``.
+
+    Fields: ``approve`` and ``reject`` (lists of those ids; other ids are refused),
+    ``reviewer``. An id in both lists is refused; ids in neither stay pending.
+    """
+    id_type = Literal[tuple(ids)] if ids else str  # type: ignore[valid-type]
+    return create_model(
+        "PrinciplesAnswer",
+        __base__=_DecisionBase,
+        approve=(list[id_type], Field(default_factory=list, description="ids of proposals to approve")),
+        reject=(list[id_type], Field(default_factory=list, description="ids of proposals to reject")),
+    )
 
 
 def corrected_judgment(judgment: Judgment, answer: dict[str, Any]) -> Judgment:

@@ -16,6 +16,8 @@ import numpy as np
 from langchain_core.embeddings import Embeddings
 from typing_extensions import TypedDict
 
+PrincipleStatus = Literal["active", "pending", "rejected"]
+
 
 class Principle(TypedDict):
     """One rule in semantic memory.
@@ -29,6 +31,15 @@ class Principle(TypedDict):
         author: who or what wrote it (``"distill:<model>"`` or a person).
         updated_at: when its text or sources last changed.
         history: earlier forms it replaced (edited texts, principles it superseded), oldest first.
+        status: governance state (see :mod:`memalign_graph.governance`): absent or ``"active"`` in
+            working memory; ``"pending"`` (proposed, awaiting an expert) or ``"rejected"`` in the
+            checkpoint's ``proposed`` list, never in working memory.
+        held: why a proposal was held for an expert (the policy, the verdict-directive gate, a
+            contradicted hand-written principle).
+        supersedes: id of the principle a proposal contradicts (applied on approval, unless hand-written).
+        decided_by: who approved or rejected it.
+        decided_at: when (ISO-8601 UTC).
+        restored_at: when it came back because the record whose rule superseded it was forgotten.
     """
 
     id: str
@@ -38,6 +49,12 @@ class Principle(TypedDict):
     author: str
     updated_at: NotRequired[str]
     history: NotRequired[list[dict]]
+    status: NotRequired[PrincipleStatus]
+    held: NotRequired[str]
+    supersedes: NotRequired[str]
+    decided_by: NotRequired[str]
+    decided_at: NotRequired[str]
+    restored_at: NotRequired[str]
 
 
 def now_iso() -> str:
@@ -57,6 +74,15 @@ def new_principle(text: str, sources: list[str], author: str) -> Principle:
     return Principle(
         id=f"p-{uuid.uuid4().hex[:8]}", text=text, sources=sorted(set(sources)), created_at=now_iso(), author=author
     )
+
+
+def is_hand_written(principle: Principle | dict) -> bool:
+    """Whether an expert wrote ``principle`` by hand (it cites no feedback record).
+
+    Hand-written principles are never merged away, superseded or removed by
+    distillation or by forgetting records.
+    """
+    return not principle.get("sources")
 
 
 def _normalise(text: str) -> str:
@@ -128,7 +154,10 @@ def merge_principles(
     so it never depends on a record that merely repeated it). A candidate that
     ``contradicts`` an existing principle (the expert changed the rule) replaces
     it: the newer feedback wins, and the replaced principle is kept in the new
-    one's ``history``.
+    one's ``history``. A hand-written principle is never replaced: a candidate
+    said to contradict one is handled as ``different`` here (both kept; see
+    :func:`memalign_graph.governance.govern_candidates`, which holds such a
+    candidate for an expert before it gets here).
 
     Args:
         existing: current principles (not modified).
@@ -154,7 +183,7 @@ def merge_principles(
         other_id, relation = relations.get(cand["id"], ("", "different"))
         if relation == "same" and other_id in by_id:
             twin = by_id[other_id]
-        elif relation == "contradicts" and other_id in by_id:
+        elif relation == "contradicts" and other_id in by_id and not is_hand_written(by_id[other_id]):
             old = by_id[other_id]
             result = [p for p in result if p["id"] != other_id]
             history = [
@@ -196,14 +225,19 @@ def drop_sources(principles: list[Principle], record_ids: set[str]) -> tuple[lis
     principles (no sources) are never removed here. The same holds inside each
     kept principle's ``history`` (principles it superseded, earlier texts): an
     entry whose every source is removed is dropped, so a forgotten record's words
-    do not survive in the history of a principle that replaced theirs. The input
-    is not modified.
+    do not survive in the history of a principle that replaced theirs. A
+    principle that goes and had superseded another (the expert changed the rule,
+    see :func:`merge_principles`) gives the superseded one back: the rule it
+    replaced returns to working memory with its own earlier history and a
+    ``restored_at`` time (see :func:`superseded_to_restore`). The input is not
+    modified.
 
     Returns:
         ``(principles, removed_ids)``; ``removed_ids`` lists top-level principles only.
     """
     kept: list[Principle] = []
     removed: list[str] = []
+    restored: list[Principle] = []
     for p in principles:
         history = p.get("history")
         if history:
@@ -219,4 +253,30 @@ def drop_sources(principles: list[Principle], record_ids: set[str]) -> tuple[lis
             kept.append(Principle(**{**p, "sources": remaining, "updated_at": now_iso()}))  # type: ignore[typeddict-item]
         else:
             removed.append(p["id"])
+            back = superseded_to_restore(p)
+            if back is not None:
+                restored.append(back)
+    for back in restored:
+        if all(q["id"] != back["id"] and _normalise(q["text"]) != _normalise(back["text"]) for q in kept):
+            kept.append(back)
     return kept, removed
+
+
+def superseded_to_restore(principle: Principle) -> Principle | None:
+    """The principle ``principle`` superseded, as it was, or ``None`` if it superseded none.
+
+    :func:`merge_principles` keeps a superseded principle as an entry with
+    ``superseded_at`` in the new one's ``history``, after the superseded
+    principle's own history entries. The last such entry with another id is the
+    one this principle replaced; what precedes it is its history.
+    """
+    history = list(principle.get("history") or [])
+    for i in range(len(history) - 1, -1, -1):
+        entry = history[i]
+        if entry.get("superseded_at") and entry.get("id") != principle["id"]:
+            back = {k: v for k, v in entry.items() if k != "superseded_at"}
+            if history[:i]:
+                back["history"] = history[:i]
+            back["restored_at"] = now_iso()
+            return Principle(**back)  # type: ignore[typeddict-item]
+    return None

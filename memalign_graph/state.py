@@ -58,7 +58,7 @@ class JudgeState(JudgeInput, total=False):
 
 @with_config(_DESCRIBED)
 class ReviewOutput(TypedDict, total=False):
-    """The review graph's output: the judgment, the expert's answer (if reviewed) and the alignment report."""
+    """The review graph's output: judgment, expert's answer, alignment report, decision on proposed principles."""
 
     judgment: Judgment
     """The judgment; after a correction, it carries the expert's value."""
@@ -66,6 +66,8 @@ class ReviewOutput(TypedDict, total=False):
     """The expert's answer (action, value, feedback, reviewer), or null if not reviewed."""
     report: dict[str, Any] | None
     """What alignment did with the answer, or null if nothing was stored."""
+    principles_review: dict[str, Any] | None
+    """The expert's decision on principles distillation held for approval (approve/reject ids), or null."""
 
 
 @with_config(_DESCRIBED)
@@ -106,12 +108,14 @@ class ServedReviewOutput(TypedDict, total=False):
 
 @with_config(_DESCRIBED)
 class ReviewState(JudgeState, total=False):
-    """Judge state plus the expert's answer and what alignment did with it."""
+    """Judge state plus the expert's answer, what alignment did with it, and the decision on proposed principles."""
 
     review: dict[str, Any] | None
     """The expert's answer (action, value, feedback, reviewer), or null if not reviewed."""
     report: dict[str, Any] | None
     """What alignment did with the answer, or null if nothing was stored."""
+    principles_review: dict[str, Any] | None
+    """The expert's decision on principles distillation held for approval (approve/reject ids), or null."""
 
 
 @with_config(_DESCRIBED)

@@ -30,11 +30,17 @@ class LedgerEntry(TypedDict):
         hash: :func:`memalign_graph.spec.record_hash` of the record when aligned.
         distilled: whether its distillation succeeded (``False``: retried by the next alignment).
         salient: whether it was sent to distillation at all.
+        author: who aligned it (the version's author); absent in memories older than this field.
+        via: ``"align"`` (feedback aligned directly) or ``"review"`` (an expert's answer in
+            the review graph). A review replaces only a record that the same reviewer made
+            through a review (see :func:`memalign_graph.review.review_record_id`).
     """
 
     hash: str
     distilled: bool
     salient: NotRequired[bool]
+    author: NotRequired[str]
+    via: NotRequired[str]
 
 
 class PrinciplesCheckpoint(TypedDict):
@@ -48,6 +54,10 @@ class PrinciplesCheckpoint(TypedDict):
         principles: the principles at this version.
         records: record id -> ledger entry.
         usage: tokens spent by the alignment that made this version.
+        principles_policy: ``"auto"`` (absent: the default) or ``"review"``; see
+            :mod:`memalign_graph.governance`.
+        proposed: distilled principles held for an expert, with ``status`` ``"pending"`` or
+            ``"rejected"``; never in working memory.
     """
 
     version: int
@@ -57,6 +67,8 @@ class PrinciplesCheckpoint(TypedDict):
     principles: list[Principle]
     records: dict[str, LedgerEntry]
     usage: NotRequired[dict[str, int]]
+    principles_policy: NotRequired[str]
+    proposed: NotRequired[list[Principle]]
 
 
 @dataclass
@@ -72,17 +84,26 @@ class LoadedMemory:
 def purge_checkpoint(checkpoint: dict[str, Any], record_ids: set[str]) -> dict[str, Any] | None:
     """``checkpoint`` with these records erased from its ledger and principles, or ``None`` if it has none.
 
-    Principles lose the ids from their sources and from their history (see
-    :func:`memalign_graph.semantic.drop_sources`); principles left with no source
-    are dropped (hand-written ones have none to lose). The input is not modified.
+    Principles and proposals (``proposed``) lose the ids from their sources and from
+    their history (see :func:`memalign_graph.semantic.drop_sources`); those left with
+    no source are dropped (hand-written ones have none to lose), and a principle a
+    dropped one had superseded comes back. The input is not modified.
     """
     from memalign_graph.semantic import drop_sources
 
     ledger = {k: v for k, v in checkpoint["records"].items() if k not in record_ids}
     principles, _ = drop_sources(checkpoint["principles"], record_ids)
-    if ledger == checkpoint["records"] and principles == checkpoint["principles"]:
+    proposed, _ = drop_sources(checkpoint.get("proposed") or [], record_ids)
+    if (
+        ledger == checkpoint["records"]
+        and principles == checkpoint["principles"]
+        and proposed == (checkpoint.get("proposed") or [])
+    ):
         return None
-    return {**checkpoint, "records": ledger, "principles": principles}
+    out = {**checkpoint, "records": ledger, "principles": principles}
+    if "proposed" in checkpoint:
+        out["proposed"] = proposed
+    return out
 
 
 class MemoryBackend(ABC):
