@@ -231,6 +231,19 @@ class FileBackend(MemoryBackend):
                 _refuse_link(path, self.path)
         return self.path / rel
 
+    def _check_layout(self) -> None:
+        """Refuse a symbolic link at any fixed place of the layout before a write starts.
+
+        Checked once per writer lock, so a change is refused before anything is written
+        (not half-way, after its commit, when it reaches the review threads).
+
+        Raises:
+            MemoryFormatError: naming the link.
+        """
+        for rel in (MANIFEST, "principles", "episodes/log", ".lock"):
+            self._inside(rel)
+        self._review_db()
+
     def exists(self) -> bool:  # noqa: D102
         return os.path.lexists(self.path / MANIFEST)
 
@@ -584,12 +597,14 @@ class FileBackend(MemoryBackend):
         """LangGraph's ``SqliteSaver`` on ``DIR/review-checkpoints.sqlite`` (closed on exit).
 
         Raises:
-            MemoryFormatError: if that file or one of SQLite's side files is a symbolic link.
+            MemoryFormatError: if that file, one of SQLite's side files, or a folder of the memory is a
+                symbolic link.
         """
         import sqlite3
 
         from langgraph.checkpoint.sqlite import SqliteSaver
 
+        self._check_layout()
         conn = sqlite3.connect(self._review_db(), check_same_thread=False)
         try:
             yield SqliteSaver(conn)
@@ -607,6 +622,7 @@ class FileBackend(MemoryBackend):
             MemoryFormatError: if ``.lock`` (or a folder :meth:`_recover` cleans) is a symbolic link.
         """
         self.path.mkdir(parents=True, exist_ok=True)
+        self._check_layout()
         path = self._inside(".lock")
         try:
             fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
