@@ -527,7 +527,7 @@ class Memory:
         ``episodes`` is the changed draft of the episodic memory (see
         :meth:`EpisodicMemory.draft`), or ``None`` when episodes did not change.
         """
-        episodes = episodes or self.episodes
+        episodes = self.episodes if episodes is None else episodes  # an empty draft is falsy (len 0)
         checkpoint = PrinciplesCheckpoint(
             version=self.version + 1,
             created_at=now_iso(),
