@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import sys
 import time
 from pathlib import Path
@@ -58,7 +59,7 @@ def _print_json(data: Any) -> None:
 
 def _cell(value: Any) -> Text:
     """A table cell shown as it is: text from experts, models or files is never read as rich markup."""
-    return Text("-" if value is None or value == "" else str(value))
+    return Text("-") if value is None or value == "" else _plain(str(value))
 
 
 def _check_base_url(model: str | None, base_url: str | None) -> None:
@@ -472,8 +473,14 @@ def principles(
     if as_json:
         _print_json(checkpoint)
         return
-    title = f"principles, version {checkpoint['version']} ({checkpoint['created_at']}, {checkpoint['reason']})"
-    table = Table(title=escape(title))
+    title = Text.assemble(
+        f"principles, version {checkpoint['version']} (",
+        _plain(checkpoint["created_at"]),
+        ", ",
+        _plain(checkpoint["reason"]),
+        ")",
+    )
+    table = Table(title=title)
     for column in ("id", "principle", "sources", "author"):
         table.add_column(column, overflow="fold")
     for p in checkpoint["principles"]:
@@ -602,25 +609,57 @@ def forget(
     _print_change(report.to_dict(), f"forgot {len(set(record))} record(s)", as_json=as_json)
 
 
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def _plain(value: Any, style: str = "") -> Text:
+    r"""Text from outside (cases, principles, ids, names, model output) for the terminal, inert.
+
+    Never parsed as Rich markup; control and bidi characters (terminal escape sequences,
+    carriage returns) shown as ``\xNN``/``\uNNNN`` escapes; non-strings as JSON.
+    """
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+    return Text(_CONTROL.sub(lambda m: ascii(m.group())[1:-1], text), style=style)
+
+
 def _show_review(payload: dict[str, Any]) -> None:
+    """Print one case for review: fixed labels on the left, everything from outside in the right column.
+
+    User text can hold markup or line breaks, but it never reaches the label column, so it
+    cannot draw a line that passes for the judgment or a label.
+    """
     judgment = payload["judgment"]
     case = payload["case"]
-    console.rule(f"case {case.get('id', '')}")
-    console.print(f"[bold]input[/]: {case['inputs']}", highlight=False)
-    console.print(f"[bold]output[/]: {case['outputs']}", highlight=False)
+    console.rule(Text.assemble("case ", _plain(case.get("id", ""))))
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold", no_wrap=True)
+    grid.add_column(overflow="fold")
+    grid.add_row("input", _plain(case["inputs"]))
+    grid.add_row("output", _plain(case["outputs"]))
     if case.get("expectations") is not None:
-        console.print(f"[bold]expected[/]: {case['expectations']}", highlight=False)
-    how = f"expert precedent {judgment['precedent']}" if judgment.get("precedent") else judgment["model"]
-    console.print(f"[bold]judgment[/]: [cyan]{judgment['value']}[/] ({how}) - {judgment['rationale']}", highlight=False)
+        grid.add_row("expected", _plain(case["expectations"]))
+    how = Text.assemble("expert precedent ", _plain(judgment["precedent"])) if judgment.get("precedent") else None
+    grid.add_row(
+        "judgment",
+        Text.assemble(_plain(judgment["value"], "cyan"), " (", how or _plain(judgment.get("model", "")), ")"),
+    )
+    grid.add_row("rationale", _plain(judgment.get("rationale", "")))
     if judgment.get("scores"):
-        console.print(f"  scores: {judgment['scores']}", highlight=False)
+        grid.add_row("scores", _plain(judgment["scores"]))
     for p in payload["principles"]:
-        console.print(f"  principle {p['id']}: {p['text']}", highlight=False)
+        grid.add_row("principle", Text.assemble(_plain(p["id"], "dim"), " ", _plain(p["text"])))
     for e in payload["episodes"]:
-        console.print(
-            f"  episode {e['id']} (similarity {e['score']}): expert value {e.get('value')}; {e.get('feedback') or ''}",
-            highlight=False,
+        grid.add_row(
+            "episode",
+            Text.assemble(
+                _plain(e["id"], "dim"),
+                f" (similarity {e['score']}): expert value ",
+                _plain(e.get("value")),
+                "; " if e.get("feedback") else "",
+                _plain(e.get("feedback") or ""),
+            ),
         )
+    console.print(grid)
 
 
 def _ask_review(values: list[Any]) -> dict[str, Any]:
@@ -649,9 +688,17 @@ def _ask_principles(proposed: list[dict[str, Any]], reviewer: str | None) -> dic
         answer["reviewer"] = reviewer
     for p in proposed:
         console.print(
-            f"proposed principle {escape(p['id'])}: {escape(p['text'])} "
-            f"(from {escape(', '.join(p['sources']))}; held: {escape(p.get('held', ''))})",
-            highlight=False,
+            Text.assemble(
+                "proposed principle ",
+                _plain(p["id"]),
+                ": ",
+                _plain(p["text"]),
+                " (from ",
+                _plain(", ".join(p["sources"])),
+                "; held: ",
+                _plain(p.get("held", "")),
+                ")",
+            )
         )
         choice = typer.prompt("[a]pprove, [r]eject, [l]eave pending", default="l").strip().lower()[:1]
         if choice == "a":
@@ -661,10 +708,32 @@ def _ask_principles(proposed: list[dict[str, Any]], reviewer: str | None) -> dic
     return answer
 
 
+def _rejected(exc: Any) -> Text:
+    """The first problem of a refused review answer, as ``field: message`` (pydantic ``ValidationError``)."""
+    first = exc.errors()[0]
+    where = ".".join(str(part) for part in first.get("loc", ())) or "answer"
+    return Text.assemble(("answer rejected: ", "red"), _plain(f"{where}: {first['msg']}"), "; try again")
+
+
+def _ask_again(graph: Any, config: dict[str, Any], context: Any) -> Any:
+    """Put a review thread back at its question (LangGraph time travel) after a stored answer proved unusable.
+
+    Forks the thread from its last checkpoint before ``collect_feedback`` and runs it to the
+    interrupt again; returns the new state (with the interrupt), or ``None`` if there is none.
+    """
+    for snapshot in graph.get_state_history(config):
+        if snapshot.next == ("collect_feedback",):
+            graph.invoke(None, snapshot.config, context=context)
+            return graph.get_state(config)
+    return None
+
+
 @app.command()
 def review(
     store: StoreArg,
-    cases: Annotated[Path, typer.Argument(help="JSONL file of cases (each with an id, or line ids are used).")],
+    cases: Annotated[
+        Path, typer.Argument(help="JSONL file of cases (a case without an id is known by its content's hash).")
+    ],
     model: ModelOpt = None,
     base_url: BaseUrlOpt = None,
     embeddings: EmbOpt = None,
@@ -676,22 +745,30 @@ def review(
 
     Progress is checkpointed with the memory (one LangGraph thread per case id): in
     STORE/review-checkpoints.sqlite for a directory, in LangGraph's PostgresSaver tables for
-    PostgreSQL. So Ctrl-C is safe and a later run continues where this one stopped.
+    PostgreSQL. So Ctrl-C is safe and a later run continues where this one stopped. A case
+    whose answer could not be saved (e.g. the disk was full) is saved by the next run; the
+    command then exits with status 1.
     """
     from langgraph.types import Command
     from pydantic import ValidationError
 
     from memalign_graph.context import Context
+    from memalign_graph.errors import RecordError
     from memalign_graph.graph import build_review_graph
     from memalign_graph.memory import open_memory
+    from memalign_graph.review import review_answer_model
     from memalign_graph.spec import read_jsonl
 
     _check_base_url(model, base_url)
     try:
         memory = open_memory(store, embeddings)
-        records = read_jsonl(cases, memory.spec, allow_empty=False)
+        records = read_jsonl(cases, memory.spec, allow_empty=False, content_ids=True)
+        if reviewer is not None:
+            review_answer_model(memory.spec)(action="accept", reviewer=reviewer)
     except (OSError, MemAlignError) as exc:
         _fail(exc)
+    except ValidationError as exc:
+        _fail(ValueError(f"--reviewer: {exc.errors()[0]['msg']}"))
     context = Context(
         store=store,
         model=model,
@@ -706,7 +783,26 @@ def review(
     except (OSError, MemAlignError) as exc:
         _fail(exc)
     graph = build_review_graph().compile(checkpointer=saver)
-    counts = {"reviewed": 0, "done before": 0, "not selected": 0}
+    counts = {"reviewed": 0, "done before": 0, "not selected": 0, "failed": 0}
+
+    def saved(out: dict[str, Any]) -> None:
+        counts["reviewed"] += 1
+        if out.get("report"):
+            rep = out["report"]
+            console.print(
+                Text.assemble(
+                    f"memory version {rep['version']}: {len(rep['new_principles'])} new principle(s), "
+                    f"{len(rep.get('proposed_principles') or {})} proposed, episode ",
+                    _plain(", ".join(rep["added"] + rep["replaced"]) or "unchanged"),
+                )
+            )
+
+    def failed(case_id: str, exc: BaseException) -> None:
+        counts["failed"] += 1
+        err.print(
+            Text.assemble(("case ", "red"), _plain(case_id), ": not saved (", _plain(str(exc)), "); run again to retry")
+        )
+
     try:
         for record in records:
             config = {"configurable": {"thread_id": memory.backend.review_thread_id(record["id"])}}
@@ -714,6 +810,19 @@ def review(
             if state.values.get("judgment") and not state.next:
                 counts["done before"] += 1
                 continue
+            if state.next and not state.interrupts:  # answered, but saving it failed last time: save it now
+                try:
+                    saved(graph.invoke(None, config, context=context))
+                    continue
+                except RecordError as exc:  # the stored answer can never be saved: ask the expert again
+                    err.print(Text.assemble("earlier answer not usable (", _plain(str(exc)), "); asked again"))
+                    state = _ask_again(graph, config, context)
+                except MemAlignError as exc:
+                    failed(record["id"], exc)
+                    continue
+                if state is None or not state.interrupts:
+                    failed(record["id"], RuntimeError("the review thread has no question to ask again"))
+                    continue
             if not state.next:
                 case = {k: record[k] for k in ("id", "inputs", "outputs", "expectations") if k in record}
                 out = graph.invoke(case, config, context=context)
@@ -726,6 +835,7 @@ def review(
                 principles_asked = payload.get("kind") == "principles"
                 if not principles_asked:
                     _show_review(payload)
+                out = None
                 while True:
                     if principles_asked:
                         answer = _ask_principles(payload["proposed"], reviewer)
@@ -737,18 +847,19 @@ def review(
                         out = graph.invoke(Command(resume=answer), config, context=context)
                         break
                     except ValidationError as exc:
-                        err.print(f"[red]answer rejected:[/] {escape(exc.errors()[0]['msg'])}; try again")
+                        err.print(_rejected(exc))
+                    except RecordError as exc:
+                        err.print(Text.assemble(("answer not usable: ", "red"), _plain(str(exc)), "; try again"))
+                        if _ask_again(graph, config, context) is None:
+                            failed(record["id"], exc)
+                            break
+                    except MemAlignError as exc:
+                        failed(record["id"], exc)
+                        break
+                if out is None:
+                    break
                 if not principles_asked:
-                    counts["reviewed"] += 1
-                if out.get("report") and not principles_asked:
-                    rep = out["report"]
-                    console.print(
-                        f"memory version {rep['version']}: {len(rep['new_principles'])} new principle(s), "
-                        f"{len(rep.get('proposed_principles') or {})} proposed, "
-                        f"episode {', '.join(rep['added'] + rep['replaced']) or 'unchanged'}",
-                        markup=False,
-                        highlight=False,
-                    )
+                    saved(out)
                 payload = out["__interrupt__"][0].value if out.get("__interrupt__") else None
     except (KeyboardInterrupt, typer.Abort, EOFError):
         err.print("\nstopped; memory is consistent. Run the same command again to continue.")
@@ -757,7 +868,9 @@ def review(
         _fail(exc)
     finally:
         stack.close()
-    console.print(", ".join(f"{n} {k}" for k, n in counts.items()))
+    console.print(", ".join(f"{n} {k}" for k, n in counts.items() if n or k != "failed"))
+    if counts["failed"]:
+        raise typer.Exit(1)
 
 
 def _fmt(value: Any) -> str:

@@ -87,6 +87,27 @@ class MemoryFormatError(MemAlignError):
     """A memory directory is missing, unreadable, foreign, or from a newer format."""
 
 
+class MemoryWriteError(MemAlignError, OSError):
+    """A new version could not be written (disk full, read-only file system, lost connection).
+
+    The message says which version is current ("memory unchanged at version N" when
+    the failed commit left nothing behind, which is the usual case).
+
+    Attributes:
+        version: the version current after the failure, or ``None`` if it could not be read.
+    """
+
+    def __init__(self, message: str, *, version: int | None) -> None:
+        self.version = version
+        super().__init__(message)
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+    def __reduce__(self) -> tuple:
+        return _rebuild, (type(self), (self.args[0],), {"version": self.version})
+
+
 class JudgeError(MemAlignError):
     """The judge model could not be called successfully for one case.
 

@@ -144,11 +144,23 @@ class Memory:
                 f"but {name!r} was given; use the same embeddings"
             )
         try:
-            self.spec = JudgeSpec.from_dict(loaded.spec)
+            spec = JudgeSpec.from_dict(loaded.spec)
         except ValueError as exc:
             raise MemoryFormatError(f"{self.backend.location}: invalid judge definition ({exc})") from None
-        self.checkpoint: PrinciplesCheckpoint = loaded.checkpoint
-        self.episodes = EpisodicMemory(loaded.vectorstore, self.embeddings)
+        episodes = EpisodicMemory(loaded.vectorstore, self.embeddings)
+        self.spec = spec
+        self._publish(loaded.checkpoint, episodes)
+
+    def _publish(self, checkpoint: PrinciplesCheckpoint, episodes: EpisodicMemory) -> None:
+        """Make a committed (or freshly loaded) version the one readers see.
+
+        Readers in other threads hold no lock: they take ``self.episodes`` and
+        ``self.checkpoint`` as they find them. Both are replaced whole, never
+        changed in place (writers change a draft, see :meth:`EpisodicMemory.draft`),
+        so a reader sees a complete, committed vector store.
+        """
+        self.episodes = episodes
+        self.checkpoint: PrinciplesCheckpoint = checkpoint
 
     @classmethod
     def create(
@@ -723,10 +735,10 @@ class Memory:
             reasons = {p["id"]: p.get("held", "") for p in proposed}
             report.proposed_principles = {i: held.get(i) or reasons[i] for i in report_held}
             report.timings["merge_s"] = round(time.perf_counter() - started, 3)
-            vectorstore = self.episodes.vectorstore
             try:
                 started = time.perf_counter()
-                self.episodes.upsert_with_vectors(new_episodes, vectors)
+                draft = self.episodes.draft()  # readers keep searching the committed store meanwhile
+                draft.upsert_with_vectors(new_episodes, vectors)
                 for record in fresh + retry:
                     salient = is_salient(record)
                     ledger[record["id"]] = LedgerEntry(
@@ -750,13 +762,13 @@ class Memory:
                     **self._governance(proposed),  # type: ignore[typeddict-item]
                 )
                 version = self.backend.commit(
-                    checkpoint, vectorstore, embeddings_changed=bool(fresh), new_episodes=new_episodes
+                    checkpoint, draft.vectorstore, embeddings_changed=bool(fresh), new_episodes=new_episodes
                 )
                 report.timings["persist_s"] = round(time.perf_counter() - started, 3)
             except BaseException:
-                self._load()  # in-memory episodes were touched: go back to what is committed
+                self._load()  # the backend may have committed before failing: read what is current
                 raise
-            self.checkpoint = checkpoint
+            self._publish(checkpoint, draft)
             return version
 
         report.version = await asyncio.to_thread(commit)
@@ -784,7 +796,14 @@ class Memory:
         new_episodes: list[Episode] | None = None,
         proposed: list[Principle] | None = None,
         policy: str | None = None,
+        episodes: EpisodicMemory | None = None,
     ) -> int:
+        """Commit a new version and publish it to readers (see :meth:`_publish`).
+
+        ``episodes`` is the changed draft of the episodic memory (see
+        :meth:`EpisodicMemory.draft`), or ``None`` when episodes did not change.
+        """
+        episodes = self.episodes if episodes is None else episodes  # an empty draft is falsy (len 0)
         checkpoint = PrinciplesCheckpoint(
             version=self.version + 1,
             created_at=now_iso(),
@@ -796,11 +815,11 @@ class Memory:
         )
         version = self.backend.commit(
             checkpoint,
-            self.episodes.vectorstore,
+            episodes.vectorstore,
             embeddings_changed=episodes_changed,
             new_episodes=list(new_episodes or []),  # type: ignore[arg-type]
         )
-        self.checkpoint = checkpoint
+        self._publish(checkpoint, episodes)
         return version
 
     def _governance(self, proposed: list[Principle] | None = None, policy: str | None = None) -> dict[str, Any]:
@@ -840,7 +859,8 @@ class Memory:
             principles, removed = drop_sources(self.principles, wanted)
             proposed, _ = drop_sources(self.proposed_principles, wanted)
             records = {k: v for k, v in self.records.items() if k not in wanted}
-            gone = self.episodes.delete(sorted(wanted))
+            draft = self.episodes.draft()
+            gone = draft.delete(sorted(wanted))
             version = self._commit(
                 principles,
                 records,
@@ -848,6 +868,7 @@ class Memory:
                 reason=reason or f"forgot {len(wanted)} record(s)",
                 episodes_changed=bool(gone),
                 proposed=proposed,
+                episodes=draft,
             )
             self.backend.purge(wanted)
         restored = [p["id"] for p in principles if p["id"] not in before]
@@ -876,9 +897,9 @@ class Memory:
             missing = [rid for rid in restore if (rid, want[rid]) not in history]
             if missing:
                 raise MemoryFormatError(f"{self.backend.location}: episodes {missing} of version {version} are lost")
-            self.episodes.delete(remove)
-            episodes = [history[(rid, want[rid])] for rid in restore]
-            self.episodes.upsert(episodes)  # type: ignore[arg-type]
+            draft = self.episodes.draft()
+            draft.delete(remove)
+            draft.upsert([history[(rid, want[rid])] for rid in restore])  # type: ignore[misc]
             before = {p["id"] for p in self.principles}
             after = {p["id"] for p in target["principles"]}
             new_version = self._commit(
@@ -888,6 +909,7 @@ class Memory:
                 reason=reason or f"rollback to version {version}",
                 episodes_changed=bool(remove or restore),
                 proposed=list(target.get("proposed") or []),
+                episodes=draft,
             )
         return ChangeReport(
             version=new_version,

@@ -19,12 +19,16 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import unicodedata
 from typing import Any, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
+from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
 
 from memalign_graph.judge import Judgment
-from memalign_graph.spec import JudgeSpec, case_hash, record_hash
+from memalign_graph.spec import MAX_FIELD_CHARS, JudgeSpec, case_hash, record_hash
+
+MAX_REVIEWER_CHARS = 200
+"""Most characters in a reviewer's name."""
 
 ReviewPolicy = Literal["all", "none", "unsure", "sample"]
 
@@ -33,12 +37,31 @@ class _ReviewBase(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     action: Literal["accept", "correct", "skip"] = Field(description="accept the judgment, correct it, or skip")
-    feedback: Optional[str] = Field(default=None, description="the expert's words: what is wrong, and the rule")
-    reviewer: Optional[str] = Field(default=None, description="who answered (recorded as the version's author)")
+    feedback: Optional[str] = Field(
+        default=None,
+        max_length=MAX_FIELD_CHARS,
+        description=f"the expert's words: what is wrong, and the rule (at most {MAX_FIELD_CHARS} characters)",
+    )
+    reviewer: Optional[str] = Field(
+        default=None,
+        min_length=1,
+        max_length=MAX_REVIEWER_CHARS,
+        description=f"who answered (recorded as the version's author; at most {MAX_REVIEWER_CHARS} characters, "
+        "no control characters)",
+    )
+
     replace: Optional[bool] = Field(
         default=None,
         description="replace the stored record with the case's id even if another author aligned it",
     )
+
+    @field_validator("reviewer")
+    @classmethod
+    def _printable(cls, name: Optional[str]) -> Optional[str]:
+        """A reviewer's name is one printable line (it is recorded as a version's author)."""
+        if name is not None and any(unicodedata.category(c) in ("Cc", "Cf") for c in name):
+            raise ValueError("must not contain control characters")
+        return name
 
     @model_validator(mode="after")
     def _check(self) -> _ReviewBase:
@@ -65,10 +88,12 @@ def review_answer_model(spec: JudgeSpec) -> type[BaseModel]:
     """The Pydantic model of an expert's answer for ``spec``.
 
     Fields: ``action`` (``accept``/``correct``/``skip``), ``value`` (one of the
-    judge's values; only with ``correct``), ``feedback`` (text), ``reviewer``,
-    ``replace`` (``true`` to overwrite a record with the case's id that another
-    author aligned; default ``false``). A ``correct`` answer needs a value and/or
-    feedback text.
+    judge's values; only with ``correct``), ``feedback`` (text, at most
+    :data:`~memalign_graph.spec.MAX_FIELD_CHARS` characters, the limit of a
+    record's fields), ``reviewer`` (at most :data:`MAX_REVIEWER_CHARS` characters,
+    no control characters), ``replace`` (``true`` to overwrite a record with the
+    case's id that another author aligned; default ``false``). A ``correct`` answer
+    needs a value and/or feedback text.
     """
     return _answer_model(tuple(spec.values))
 

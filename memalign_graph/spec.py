@@ -324,15 +324,17 @@ def parse_record(
 
 
 def read_jsonl(
-    path: str | Path, spec: JudgeSpec, *, feedback: bool = False, allow_empty: bool = True
+    path: str | Path, spec: JudgeSpec, *, feedback: bool = False, allow_empty: bool = True, content_ids: bool = False
 ) -> list[FeedbackRecord]:
     """Read and validate a whole JSONL file before anything is done with it.
 
     Blank lines are skipped, and a UTF-8 byte-order mark at the start of the file.
     Ids are required for feedback and must be unique within the file; cases
-    without an id get ``"line-N"``. The file is read line by line, and a line
-    longer than :data:`MAX_LINE_BYTES` is refused before it is decoded, so an
-    absurd file cannot exhaust memory on one line.
+    without an id get ``"line-N"``, or with ``content_ids`` ``"case-" +``
+    :func:`case_hash` (stable across files: what ``memalign review`` keys its
+    threads by). The file is read line by line, and a line longer than
+    :data:`MAX_LINE_BYTES` is refused before it is decoded, so an absurd file
+    cannot exhaust memory on one line.
 
     Args:
         path: the JSONL file.
@@ -340,6 +342,7 @@ def read_jsonl(
         feedback: read feedback records (an ``id`` and the expert's ``value`` and/or ``feedback`` required).
         allow_empty: return ``[]`` for a file without records; if false, that is an error
             (a command given an empty file was most likely given the wrong file).
+        content_ids: give a case without an id the id ``"case-" + case_hash(case)`` instead of ``"line-N"``.
 
     Raises:
         RecordError: ``"FILE:LINE: reason"`` for the first bad line (bad JSON, a line
@@ -382,8 +385,11 @@ def read_jsonl(
             except ValueError:  # Python refuses integers of more than 4300 digits
                 raise RecordError(where, "not valid JSON (a number with too many digits)") from None
             record = parse_record(obj, spec, where=where, feedback=feedback, require_id=feedback)
-            rid = record.setdefault("id", f"line-{lineno}")
+            named = "id" in record
+            rid = record.setdefault("id", f"case-{case_hash(record)}" if content_ids else f"line-{lineno}")
             if rid in seen:
+                if not named and content_ids:
+                    raise RecordError(where, f"the same case as line {seen[rid]} (a case without an id is its content)")
                 raise RecordError(where, f"duplicate id {rid!r} (first on line {seen[rid]})")
             seen[rid] = lineno
             records.append(record)

@@ -10,6 +10,7 @@ behind the same interface without touching the graph.
 
 from __future__ import annotations
 
+import re
 from abc import ABC, abstractmethod
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -82,28 +83,49 @@ class LoadedMemory:
 
 
 def purge_checkpoint(checkpoint: dict[str, Any], record_ids: set[str]) -> dict[str, Any] | None:
-    """``checkpoint`` with these records erased from its ledger and principles, or ``None`` if it has none.
+    """``checkpoint`` with these records erased from its ledger, principles and reason, or ``None`` if it has none.
 
-    Principles and proposals (``proposed``) lose the ids from their sources and from
-    their history (see :func:`memalign_graph.semantic.drop_sources`); those left with
-    no source are dropped (hand-written ones have none to lose), and a principle a
-    dropped one had superseded comes back. The input is not modified.
+    The reason loses the ids (see :func:`scrub_ids`). Principles and proposals (``proposed``)
+    lose the ids from their sources and from their history (see
+    :func:`memalign_graph.semantic.drop_sources`); those left with no source are dropped
+    (hand-written ones have none to lose), and a principle a dropped one had superseded
+    comes back. The input is not modified.
     """
     from memalign_graph.semantic import drop_sources
 
     ledger = {k: v for k, v in checkpoint["records"].items() if k not in record_ids}
     principles, _ = drop_sources(checkpoint["principles"], record_ids)
     proposed, _ = drop_sources(checkpoint.get("proposed") or [], record_ids)
+    reason = checkpoint.get("reason")
+    if isinstance(reason, str):  # e.g. "review of ID: correct" (the review graph's reason)
+        reason = scrub_ids(reason, record_ids)
     if (
         ledger == checkpoint["records"]
         and principles == checkpoint["principles"]
         and proposed == (checkpoint.get("proposed") or [])
+        and reason == checkpoint.get("reason")
     ):
         return None
-    out = {**checkpoint, "records": ledger, "principles": principles}
+    out = {**checkpoint, "records": ledger, "principles": principles, "reason": reason}
     if "proposed" in checkpoint:
         out["proposed"] = proposed
     return out
+
+
+FORGOTTEN = "[forgotten record]"
+"""What a forgotten record's id becomes in a version's reason."""
+
+
+def scrub_ids(text: str, record_ids: set[str]) -> str:
+    """``text`` with every whole occurrence of these record ids replaced by :data:`FORGOTTEN`.
+
+    An occurrence is whole when no letter, digit, ``_``, ``-`` or ``.`` touches it on
+    either side: ``"review of rv-secret: correct"`` loses ``rv-secret``, while a
+    forgotten id ``a`` leaves ``"aligned 1 new"`` alone. Longer ids are replaced first.
+    """
+    for rid in sorted((i for i in record_ids if i and i in text), key=len, reverse=True):
+        text = re.sub(rf"(?<![\w.-]){re.escape(rid)}(?![\w.-])", FORGOTTEN, text)
+    return text
 
 
 class MemoryBackend(ABC):

@@ -17,16 +17,23 @@ current; the next writer to take the lock deletes what the crashed commit left
 unpickles: the FAISS index is read with ``faiss.read_index`` and the episodes
 from JSON (LangChain's ``FAISS.load_local`` would unpickle the docstore, which
 can execute code).
+
+Confinement: nothing outside ``DIR`` is read, written or deleted. Every path is
+checked component by component below ``DIR`` and a symbolic link anywhere
+inside is refused (:class:`~memalign_graph.errors.MemoryFormatError` naming it);
+files are opened with ``O_NOFOLLOW``; cleanup deletes only files and folders of
+the names above (never through a link, never a folder with foreign files in it).
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import os
 import re
-import shutil
+import stat
 import tempfile
 import warnings
 from collections.abc import Iterator
@@ -44,7 +51,7 @@ from memalign_graph.backends.base import (
     PrinciplesCheckpoint,
     purge_checkpoint,
 )
-from memalign_graph.errors import MISSING_MEMORY_HINT, MemoryFormatError
+from memalign_graph.errors import MISSING_MEMORY_HINT, MemoryFormatError, MemoryWriteError
 from memalign_graph.spec import case_text
 
 with warnings.catch_warnings():
@@ -54,6 +61,33 @@ with warnings.catch_warnings():
     from langchain_community.vectorstores.utils import DistanceStrategy
 
 MANIFEST = "memalign.json"
+REVIEW_DB = "review-checkpoints.sqlite"
+SNAPSHOT_FILES = ("index.faiss", "episodes.jsonl")
+"""The files of one episode snapshot ``episodes/eNNNNNN/`` (the only files cleanup deletes there)."""
+
+
+def _refuse_link(path: Path, root: Path) -> None:
+    raise MemoryFormatError(
+        f"{path}: is a symbolic link inside the memory directory {root}; refused "
+        "(memalign reads, writes and deletes only inside its directory; replace the link by the real file or folder)"
+    )
+
+
+def read_text_nofollow(path: Path, root: Path) -> str:
+    """The UTF-8 text of ``path``, opened without following a symbolic link (``O_NOFOLLOW``).
+
+    Raises:
+        MemoryFormatError: if ``path`` is a symbolic link (naming it).
+        OSError: if it cannot be read (e.g. ``FileNotFoundError``).
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            _refuse_link(path, root)
+        raise
+    with os.fdopen(fd, "r", encoding="utf-8") as fh:
+        return fh.read()
 
 
 def _single_threaded_search() -> None:
@@ -169,32 +203,67 @@ def atomic_write_json(path: Path, data: Any) -> None:
 
 
 class FileBackend(MemoryBackend):
-    """Memory in a local directory (see the module docstring for the layout).
+    """Memory in a local directory (see the module docstring for the layout and confinement).
 
     Args:
-        path: the memory directory; created by :meth:`create`.
+        path: the memory directory; created by :meth:`create`. The path itself may be
+            a symbolic link (it is resolved once, here); nothing inside it may be.
     """
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path).expanduser().resolve()
         self.location = str(self.path)
 
+    def _inside(self, rel: str) -> Path:
+        """``DIR/rel``, after checking that no existing component of ``rel`` is a symbolic link.
+
+        Raises:
+            MemoryFormatError: naming the first component that is a symbolic link.
+        """
+        path = self.path
+        for part in Path(rel).parts:
+            path = path / part
+            try:
+                mode = os.lstat(path).st_mode
+            except FileNotFoundError:
+                break
+            if stat.S_ISLNK(mode):
+                _refuse_link(path, self.path)
+        return self.path / rel
+
+    def _check_layout(self) -> None:
+        """Refuse a symbolic link at any fixed place of the layout before a write starts.
+
+        Checked once per writer lock, so a change is refused before anything is written
+        (not half-way, after its commit, when it reaches the review threads).
+
+        Raises:
+            MemoryFormatError: naming the link.
+        """
+        for rel in (MANIFEST, "principles", "episodes/log", ".lock"):
+            self._inside(rel)
+        self._review_db()
+
     def exists(self) -> bool:  # noqa: D102
-        return (self.path / MANIFEST).is_file()
+        return os.path.lexists(self.path / MANIFEST)
 
     def _manifest(self) -> dict[str, Any]:
         """The manifest, checked: a memalign-graph manifest of a format this version reads, fields well-formed.
 
         Raises:
-            MemoryFormatError: naming the directory or the manifest file and what is wrong.
+            MemoryFormatError: naming the directory or the manifest file and what is wrong
+                (a symbolic link included).
         """
         file = self.path / MANIFEST
         try:
             if not self.path.is_dir():
                 raise MemoryFormatError(f"{self.path}: no such memory directory ({MISSING_MEMORY_HINT})")
-            if not file.is_file():
-                raise MemoryFormatError(f"{self.path}: not a memalign memory directory ({MANIFEST} is missing)")
-            manifest = json.loads(file.read_text(encoding="utf-8"))
+            try:
+                manifest = json.loads(read_text_nofollow(file, self.path))
+            except FileNotFoundError:
+                raise MemoryFormatError(
+                    f"{self.path}: not a memalign memory directory ({MANIFEST} is missing)"
+                ) from None
         except OSError as exc:  # e.g. a directory without read permission
             raise MemoryFormatError(f"{file}: cannot read the manifest ({exc.strerror or exc})") from None
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -231,10 +300,10 @@ class FileBackend(MemoryBackend):
         checkpoint = PrinciplesCheckpoint(
             version=0, created_at=_now(), author="memalign init", reason="created", principles=[], records={}
         )
-        atomic_write_json(self.path / "principles" / "v000000.json", checkpoint)
+        atomic_write_json(self._inside("principles/v000000.json"), checkpoint)
         self._write_episodes(new_faiss(embeddings, int(embeddings_info["dim"])), 0)
         atomic_write_json(
-            self.path / MANIFEST,
+            self._inside(MANIFEST),
             {
                 "format": "memalign-graph",
                 "format_version": FORMAT_VERSION,
@@ -254,9 +323,11 @@ class FileBackend(MemoryBackend):
 
         _single_threaded_search()
         manifest = self._manifest()
-        principles_file = self.path / manifest["principles"]
-        episodes_dir = self.path / manifest["episodes"]
-        checkpoint = _read_checkpoint(principles_file, manifest["version"])
+        principles_file = self._inside(manifest["principles"])
+        episodes_dir = self._inside(manifest["episodes"])
+        for name in SNAPSHOT_FILES:
+            self._inside(f"{manifest['episodes']}/{name}")
+        checkpoint = _read_checkpoint(principles_file, manifest["version"], self.path)
         try:
             store = CompactDocstore.read(episodes_dir / "episodes.jsonl")
             index = faiss.read_index(str(episodes_dir / "index.faiss"))
@@ -287,7 +358,7 @@ class FileBackend(MemoryBackend):
         import faiss
 
         assert isinstance(vectorstore, FAISS), "the file backend stores episodes in FAISS"
-        root = self.path / "episodes"
+        root = self._inside("episodes")
         root.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=root))
         mapping = vectorstore.index_to_docstore_id
@@ -304,9 +375,9 @@ class FileBackend(MemoryBackend):
             os.fsync(fd)
             os.close(fd)
         name = f"e{version:06d}"
-        target = root / name
-        if target.exists():  # left by a crash after this step but before the manifest
-            shutil.rmtree(target)
+        target = self._inside(f"episodes/{name}")
+        if os.path.lexists(target):  # left by a crash after this step but before the manifest
+            _remove_snapshot(target)
         os.rename(tmp, target)
         _fsync_dir(root)
         return f"episodes/{name}"
@@ -328,33 +399,67 @@ class FileBackend(MemoryBackend):
             )
         principles_rel = f"principles/v{version:06d}.json"
         episodes_rel = manifest["episodes"]
-        if new_episodes:
-            atomic_write_text(
-                self.path / "episodes" / "log" / f"v{version:06d}.jsonl",
-                "".join(json.dumps(e, ensure_ascii=False) + "\n" for e in new_episodes),
+        try:
+            if new_episodes:
+                atomic_write_text(
+                    self._inside(f"episodes/log/v{version:06d}.jsonl"),
+                    "".join(json.dumps(e, ensure_ascii=False) + "\n" for e in new_episodes),
+                )
+            if embeddings_changed:
+                assert vectorstore is not None
+                episodes_rel = self._write_episodes(vectorstore, version)
+            atomic_write_json(self._inside(principles_rel), {**checkpoint, "episodes": episodes_rel})
+            atomic_write_json(
+                self._inside(MANIFEST),
+                {**manifest, "version": version, "principles": principles_rel, "episodes": episodes_rel},
             )
-        if embeddings_changed:
-            assert vectorstore is not None
-            episodes_rel = self._write_episodes(vectorstore, version)
-        atomic_write_json(self.path / principles_rel, {**checkpoint, "episodes": episodes_rel})
-        atomic_write_json(
-            self.path / MANIFEST,
-            {**manifest, "version": version, "principles": principles_rel, "episodes": episodes_rel},
-        )
+        except OSError as exc:
+            self._write_failed(exc, manifest["version"], version)
         self._collect_garbage(keep={episodes_rel, manifest["episodes"]})
         return version
 
+    def _write_failed(self, exc: OSError, before: int, version: int) -> None:
+        """Turn a failed write of ``version`` (disk full, read-only, ...) into an error saying what is current.
+
+        Removes what the failed commit left (see :meth:`_recover`; the writer lock is held),
+        then reads the manifest again to tell which version is current.
+
+        Raises:
+            MemoryWriteError: always.
+        """
+        reason = exc.strerror or str(exc)
+        with contextlib.suppress(OSError, MemoryFormatError):
+            self._recover()
+        try:
+            now = self.current_version()
+        except MemoryFormatError:
+            now = None
+        if now == before:
+            raise MemoryWriteError(
+                f"{self.path}: could not write version {version} ({reason}); memory unchanged at version {before}",
+                version=before,
+            ) from exc
+        raise MemoryWriteError(
+            f"{self.path}: a write for version {version} failed ({reason}); the current version is {now}",
+            version=now,
+        ) from exc
+
     def _collect_garbage(self, keep: set[str]) -> None:
-        """Delete episode snapshots other than the current and the previous one, and stale temp dirs."""
-        root = self.path / "episodes"
-        for child in root.iterdir():
-            rel = f"episodes/{child.name}"
-            if rel in keep:
-                continue
-            if child.name.startswith(".tmp-") or re.fullmatch(r"e\d{6}", child.name):
-                shutil.rmtree(child, ignore_errors=True)
-        for child in self.path.glob("principles/.*.tmp"):
-            child.unlink(missing_ok=True)
+        """Delete episode snapshots other than ``keep`` and stale temp files; never raises.
+
+        Only snapshot folders (``eNNNNNN``, ``.tmp-*``) and their own files go; links are
+        left alone (never followed), and so is a folder holding files of other names.
+        """
+        with contextlib.suppress(OSError, MemoryFormatError):
+            root = self._inside("episodes")
+            for child in root.iterdir() if root.is_dir() else ():
+                if f"episodes/{child.name}" in keep:
+                    continue
+                if child.name.startswith(".tmp-") or re.fullmatch(r"e\d{6,}", child.name):
+                    _remove_snapshot(child)
+            folder = self._inside("principles")
+            for child in folder.glob(".*.tmp") if folder.is_dir() else ():
+                _remove_file(child)
 
     def _recover(self) -> None:
         """Remove what a writer that died in the middle of a commit left behind; call with the writer lock held.
@@ -368,6 +473,9 @@ class FileBackend(MemoryBackend):
         ``forget`` cannot reach it (they are in no version). Removed: every temp
         file and directory, and the log, snapshot and checkpoint of versions newer
         than the manifest's. A directory without a readable manifest is left alone.
+
+        Raises:
+            MemoryFormatError: if ``principles/``, ``episodes/`` or ``episodes/log/`` is a symbolic link.
         """
         try:
             manifest = self._manifest()
@@ -375,37 +483,40 @@ class FileBackend(MemoryBackend):
             return
         current = manifest["version"]
         for tmp in self.path.glob(f".{MANIFEST}.*.tmp"):
-            tmp.unlink(missing_ok=True)
-        for folder, pattern in (
-            (self.path / "principles", r"v(\d+)\.json"),
-            (self.path / "episodes" / "log", r"v(\d+)\.jsonl"),
-        ):
-            for child in folder.glob("*") if folder.is_dir() else ():
+            _remove_file(tmp)
+        for rel, pattern in (("principles", r"v(\d+)\.json"), ("episodes/log", r"v(\d+)\.jsonl")):
+            folder = self._inside(rel)
+            for child in folder.iterdir() if folder.is_dir() else ():
                 temp = child.name.startswith(".") and child.name.endswith(".tmp")
-                if child.is_file() and (temp or _number(child.name, pattern, default=-1) > current):
-                    child.unlink(missing_ok=True)
-        root = self.path / "episodes"
+                if temp or _number(child.name, pattern, default=-1) > current:
+                    _remove_file(child)
+        root = self._inside("episodes")
         for child in root.iterdir() if root.is_dir() else ():
-            if f"episodes/{child.name}" == manifest["episodes"] or not child.is_dir():
+            if f"episodes/{child.name}" == manifest["episodes"]:
                 continue
             if child.name.startswith(".tmp-") or _number(child.name, r"e(\d+)", default=-1) > current:
-                shutil.rmtree(child, ignore_errors=True)
+                _remove_snapshot(child)
 
     def checkpoint(self, version: int) -> PrinciplesCheckpoint:  # noqa: D102
         if version > self.current_version():
             raise KeyError(f"{self.path}: no version {version} (current is {self.current_version()})")
-        file = self.path / "principles" / f"v{version:06d}.json"
-        if not file.is_file():
+        file = self._inside(f"principles/v{version:06d}.json")
+        if not os.path.lexists(file):
             raise KeyError(f"{self.path}: no version {version}")
-        return _read_checkpoint(file, version)
+        return _read_checkpoint(file, version, self.path)
+
+    def _logs(self) -> list[Path]:
+        """The episode history files ``episodes/log/vNNNNNN.jsonl``, oldest first."""
+        folder = self._inside("episodes/log")
+        return sorted(folder.glob("v*.jsonl")) if folder.is_dir() else []
 
     def episode_history(self, wanted: set[tuple[str, str]]) -> dict[tuple[str, str], dict[str, Any]]:  # noqa: D102
         found: dict[tuple[str, str], dict[str, Any]] = {}
         current = self.current_version()
-        for file in sorted((self.path / "episodes" / "log").glob("v*.jsonl"), reverse=True):
+        for file in reversed(self._logs()):
             if _number(file.name, r"v(\d+)\.jsonl", default=0) > current:
                 continue  # written by a commit that never reached the manifest
-            for line in file.read_text(encoding="utf-8").splitlines():
+            for line in read_text_nofollow(file, self.path).splitlines():
                 episode = json.loads(line)
                 key = (episode["id"], episode.get("record_hash", ""))
                 if key in wanted and key not in found:
@@ -422,8 +533,8 @@ class FileBackend(MemoryBackend):
         ids again still finds them and finishes the job. Superseded principles kept in a
         principle's ``history`` lose the ids too (dropped when no source is left).
         """
-        for file in sorted((self.path / "episodes" / "log").glob("v*.jsonl")):
-            lines = file.read_text(encoding="utf-8").splitlines()
+        for file in self._logs():
+            lines = read_text_nofollow(file, self.path).splitlines()
             kept = [line for line in lines if json.loads(line)["id"] not in record_ids]
             if len(kept) != len(lines):
                 if kept:
@@ -432,16 +543,31 @@ class FileBackend(MemoryBackend):
                     file.unlink()
         self._collect_garbage(keep={self._manifest()["episodes"]})
         self._purge_review_threads(record_ids)
-        for file in sorted((self.path / "principles").glob("v*.json")):
-            cleaned = purge_checkpoint(json.loads(file.read_text(encoding="utf-8")), record_ids)
+        for file in self._checkpoint_files():
+            cleaned = purge_checkpoint(json.loads(read_text_nofollow(file, self.path)), record_ids)
             if cleaned is not None:
                 atomic_write_json(file, cleaned)
+
+    def _checkpoint_files(self) -> list[Path]:
+        """The principles checkpoints ``principles/vNNNNNN.json``, oldest first."""
+        folder = self._inside("principles")
+        return sorted(folder.glob("v*.json")) if folder.is_dir() else []
+
+    def _review_db(self) -> Path:
+        """``DIR/review-checkpoints.sqlite``, after checking that neither it nor SQLite's side files are links.
+
+        Raises:
+            MemoryFormatError: naming the link.
+        """
+        for suffix in ("-wal", "-shm", "-journal"):
+            self._inside(REVIEW_DB + suffix)
+        return self._inside(REVIEW_DB)
 
     def _purge_review_threads(self, record_ids: set[str]) -> None:
         """Delete `memalign review` threads of these records and VACUUM so their bytes are gone."""
         import sqlite3
 
-        db = self.path / "review-checkpoints.sqlite"
+        db = self._review_db()
         if not db.exists():
             return
         from langgraph.checkpoint.sqlite import SqliteSaver
@@ -450,7 +576,7 @@ class FileBackend(MemoryBackend):
         try:
             saver = SqliteSaver(conn)
             for rid in record_ids:
-                saver.delete_thread(f"review:{rid}")
+                saver.delete_thread(self.review_thread_id(rid))
             conn.commit()
             conn.execute("VACUUM")
             conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -460,20 +586,26 @@ class FileBackend(MemoryBackend):
     def versions(self) -> list[dict[str, Any]]:  # noqa: D102
         current = self.current_version()
         out = []
-        for file in sorted((self.path / "principles").glob("v*.json")):
+        for file in self._checkpoint_files():
             version = _number(file.name, r"v(\d+)\.json", default=-1)
             if 0 <= version <= current:
-                out.append(_read_checkpoint(file, version))
+                out.append(_read_checkpoint(file, version, self.path))
         return out
 
     @contextlib.contextmanager
     def review_checkpointer(self) -> Iterator[Any]:
-        """LangGraph's ``SqliteSaver`` on ``DIR/review-checkpoints.sqlite`` (closed on exit)."""
+        """LangGraph's ``SqliteSaver`` on ``DIR/review-checkpoints.sqlite`` (closed on exit).
+
+        Raises:
+            MemoryFormatError: if that file, one of SQLite's side files, or a folder of the memory is a
+                symbolic link.
+        """
         import sqlite3
 
         from langgraph.checkpoint.sqlite import SqliteSaver
 
-        conn = sqlite3.connect(self.path / "review-checkpoints.sqlite", check_same_thread=False)
+        self._check_layout()
+        conn = sqlite3.connect(self._review_db(), check_same_thread=False)
         try:
             yield SqliteSaver(conn)
         finally:
@@ -485,25 +617,62 @@ class FileBackend(MemoryBackend):
 
         The kernel releases it when its holder dies, even by SIGKILL. Whoever takes it
         first removes what a dead writer left behind (see :meth:`_recover`).
+
+        Raises:
+            MemoryFormatError: if ``.lock`` (or a folder :meth:`_recover` cleans) is a symbolic link.
         """
         self.path.mkdir(parents=True, exist_ok=True)
-        with open(self.path / ".lock", "a+") as fh:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        self._check_layout()
+        path = self._inside(".lock")
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                _refuse_link(path, self.path)
+            raise
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
             try:
                 self._recover()
                 yield
             finally:
-                fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+                fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)
 
 
-def _read_checkpoint(file: Path, version: int) -> PrinciplesCheckpoint:
-    """The principles checkpoint of ``version`` stored in ``file``, checked.
+def _remove_file(path: Path) -> None:
+    """Delete ``path`` if it is a file or a symbolic link (the link itself, never its target)."""
+    with contextlib.suppress(FileNotFoundError):
+        if not stat.S_ISDIR(os.lstat(path).st_mode):
+            path.unlink()
 
-    Raises:
-        MemoryFormatError: naming the file, if it is unreadable or not that version's checkpoint.
+
+def _remove_snapshot(folder: Path) -> None:
+    """Delete an episode snapshot folder: its own files (:data:`SNAPSHOT_FILES`), then the folder if empty.
+
+    A symbolic link is never followed (a link named like a snapshot is left alone), and a
+    folder holding files of other names is kept, so cleanup deletes nothing it did not write.
     """
     try:
-        data = json.loads(file.read_text(encoding="utf-8"))
+        if not stat.S_ISDIR(os.lstat(folder).st_mode):
+            return
+    except FileNotFoundError:
+        return
+    for name in SNAPSHOT_FILES:
+        _remove_file(folder / name)
+    with contextlib.suppress(OSError):
+        folder.rmdir()
+
+
+def _read_checkpoint(file: Path, version: int, root: Path) -> PrinciplesCheckpoint:
+    """The principles checkpoint of ``version`` stored in ``file`` (inside the memory directory ``root``), checked.
+
+    Raises:
+        MemoryFormatError: naming the file, if it is unreadable, a symbolic link, or not that version's checkpoint.
+    """
+    try:
+        data = json.loads(read_text_nofollow(file, root))
     except (OSError, UnicodeDecodeError, ValueError) as exc:
         raise MemoryFormatError(f"{file}: unreadable principles checkpoint ({exc})") from None
     if not (

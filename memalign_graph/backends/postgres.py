@@ -45,6 +45,7 @@ import hashlib
 import json
 import re
 import threading
+import unicodedata
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import parse_qsl, unquote_plus, urlencode, urlsplit, urlunsplit
@@ -61,10 +62,12 @@ from memalign_graph.backends.base import (
     purge_checkpoint,
 )
 from memalign_graph.backends.file import CompactDocstore, new_faiss
-from memalign_graph.errors import MISSING_MEMORY_HINT, MemoryFormatError, MissingDependencyError
+from memalign_graph.errors import MISSING_MEMORY_HINT, MemoryFormatError, MemoryWriteError, MissingDependencyError
 
 SCHEMES = ("postgresql://", "postgres://")
 DEFAULT_JUDGE = "default"
+MAX_JUDGE_CHARS = 200
+"""Most characters in a judge name (``?judge=NAME``)."""
 
 _SCHEMA = """
 CREATE EXTENSION IF NOT EXISTS vector;
@@ -112,14 +115,27 @@ def is_postgres_url(location: object) -> bool:
     return isinstance(location, str) and location.startswith(SCHEMES)
 
 
+class JudgeNameError(MemoryFormatError, ValueError):
+    """A PostgreSQL URL names no valid judge (``?judge=NAME``): empty, too long, or with control characters."""
+
+
 def split_url(url: str) -> tuple[str, str]:
     """``(libpq connection string, judge name)`` from a memalign PostgreSQL URL.
 
+    A judge name is 1 to :data:`MAX_JUDGE_CHARS` characters of percent-encoded
+    UTF-8 without control or format characters (NUL, newline, bidi overrides...)
+    and not only spaces.
+
     Raises:
-        ValueError: if the judge name is empty.
+        JudgeNameError: (a ``ValueError``) naming the redacted URL and what is wrong with the judge name.
     """
     parts = urlsplit(url)
-    query = parse_qsl(parts.query, keep_blank_values=True)
+    try:
+        query = parse_qsl(parts.query, keep_blank_values=True, errors="strict")
+    except UnicodeDecodeError:
+        raise JudgeNameError(
+            f"{redact(url)}: the judge name (?judge=NAME) or another parameter is not percent-encoded UTF-8"
+        ) from None
     judge = DEFAULT_JUDGE
     rest = []
     for key, value in query:
@@ -127,12 +143,27 @@ def split_url(url: str) -> tuple[str, str]:
             judge = value
         else:
             rest.append((key, value))
-    if not judge.strip():
-        raise ValueError(f"{redact(url)}: the judge name (?judge=NAME) is empty")
+    _check_judge_name(judge, url)
     return urlunsplit(parts._replace(query=urlencode(rest))), judge
 
 
 _SECRET_PARAMS = frozenset({"password", "sslpassword"})
+
+
+def _check_judge_name(judge: str, url: str) -> None:
+    """Raise :class:`JudgeNameError` unless ``judge`` is a valid judge name (see :func:`split_url`)."""
+    problem = None
+    if not judge.strip():
+        problem = "is empty"
+    elif len(judge) > MAX_JUDGE_CHARS:
+        problem = f"has {len(judge)} characters, more than {MAX_JUDGE_CHARS}"
+    else:
+        bad = next((c for c in judge if unicodedata.category(c) in ("Cc", "Cf", "Cs", "Co", "Cn")), None)
+        if bad is not None:
+            problem = f"contains the control character U+{ord(bad):04X} at position {judge.index(bad)}"
+    if problem:
+        shown = judge if len(judge) <= 40 else judge[:40] + "..."
+        raise JudgeNameError(f"{redact(url)}: the judge name (?judge=NAME) {ascii(shown)} {problem}")
 
 
 def redact(url: str) -> str:
@@ -340,6 +371,46 @@ class PostgresBackend(MemoryBackend):
         embeddings_changed: bool,
         new_episodes: list[dict[str, Any]] | None = None,
     ) -> int:
+        import psycopg
+
+        version = int(checkpoint["version"])
+        try:
+            self._commit(checkpoint, vectorstore, embeddings_changed, new_episodes)
+        except psycopg.Error as exc:  # the transaction rolled back, or the connection is gone
+            self._write_failed(exc, version - 1, version)
+        return version
+
+    def _write_failed(self, exc: Exception, before: int, version: int) -> None:
+        """Turn a failed commit (disk full, lost connection...) into an error saying which version is current.
+
+        Raises:
+            MemoryWriteError: always.
+        """
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        try:
+            now: int | None = self.current_version()
+        except Exception:  # noqa: BLE001 - the server may be gone: say so below
+            now = None
+        if now == before:
+            raise MemoryWriteError(
+                f"{self.location}: judge {self.judge!r}: could not write version {version} ({reason}); "
+                f"memory unchanged at version {before}",
+                version=before,
+            ) from exc
+        raise MemoryWriteError(
+            f"{self.location}: judge {self.judge!r}: writing version {version} failed ({reason}); "
+            + (f"the current version is {now}" if now is not None else "the current version could not be read"),
+            version=now,
+        ) from exc
+
+    def _commit(
+        self,
+        checkpoint: PrinciplesCheckpoint,
+        vectorstore: VectorStore | None,
+        embeddings_changed: bool,
+        new_episodes: list[dict[str, Any]] | None,
+    ) -> None:
+        """:meth:`commit`'s transaction."""
         from pgvector.psycopg import register_vector
         from psycopg.types.json import Json
 
@@ -368,7 +439,6 @@ class PostgresBackend(MemoryBackend):
                 (self.judge, version, Json(checkpoint)),
             )
             conn.execute("UPDATE memalign_judge SET version = %s WHERE name = %s", (version, self.judge))
-        return version
 
     def _write_episodes(self, conn: Any, vectorstore: VectorStore) -> None:
         """Make the stored episodes equal ``vectorstore``'s: delete, insert and replace by digest."""
@@ -467,9 +537,9 @@ class PostgresBackend(MemoryBackend):
         from langgraph.checkpoint.postgres import PostgresSaver
 
         saver = PostgresSaver(conn)
-        for rid in ids:
+        for thread in [self.review_thread_id(rid) for rid in ids] + self._legacy_thread_ids(conn, ids):
             with contextlib.suppress(psycopg.errors.UndefinedTable):
-                saver.delete_thread(self.review_thread_id(rid))
+                saver.delete_thread(thread)
         for table in ("checkpoints", "checkpoint_blobs", "checkpoint_writes"):
             with contextlib.suppress(psycopg.errors.UndefinedTable):
                 conn.execute(f"VACUUM FULL {table}")
@@ -493,8 +563,29 @@ class PostgresBackend(MemoryBackend):
             conn.close()
 
     def review_thread_id(self, record_id: str) -> str:
-        """The LangGraph thread id of ``memalign review`` for one case (judge-scoped: one database, many judges)."""
-        return f"review:{self.judge}:{record_id}"
+        """The LangGraph thread id of ``memalign review`` for one case (judge-scoped: one database, many judges).
+
+        ``review:`` and the JSON array ``[judge, record id]``: unambiguous for any names
+        (judges ``a`` and ``a:b`` with records ``b:c`` and ``c`` get different ids).
+        """
+        return "review:" + json.dumps([self.judge, record_id], ensure_ascii=False, separators=(",", ":"))
+
+    def _legacy_thread_ids(self, conn: Any, ids: list[str]) -> list[str]:
+        """Thread ids of the earlier ``review:JUDGE:RECORD`` form that only this judge could have written.
+
+        ``review:a:b:c`` is judge ``a``'s record ``b:c`` or judge ``a:b``'s record ``c``; such an
+        id is left alone when another judge of this database could have written it.
+        """
+        others = [
+            name
+            for (name,) in conn.execute("SELECT name FROM memalign_judge WHERE name <> %s", (self.judge,)).fetchall()
+        ]
+        out = []
+        for rid in ids:
+            tail = f"{self.judge}:{rid}"
+            if not any(tail.startswith(other + ":") or other.startswith(tail + ":") for other in others):
+                out.append(f"review:{tail}")
+        return out
 
     @contextlib.contextmanager
     def review_checkpointer(self) -> Iterator[Any]:

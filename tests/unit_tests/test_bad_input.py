@@ -369,14 +369,14 @@ def test_unreadable_memory_directory(mems, emb):
 def test_permission_denied_on_the_manifest_is_a_format_error(mems, emb, monkeypatch):
     """What a non-root user gets from a chmod 000 directory, simulated (tests may run as root)."""
     mem = mems["categorical"].backend.path
-    real = Path.read_text
+    real = os.open
 
-    def denied(self, *args, **kwargs):
-        if self.name == "memalign.json":
-            raise PermissionError(13, "Permission denied", str(self))
-        return real(self, *args, **kwargs)
+    def denied(path, *args, **kwargs):
+        if Path(path).name == "memalign.json":
+            raise PermissionError(13, "Permission denied", str(path))
+        return real(path, *args, **kwargs)
 
-    monkeypatch.setattr(Path, "read_text", denied)
+    monkeypatch.setattr(os, "open", denied)  # the manifest is opened with os.open (O_NOFOLLOW)
     message = re.escape(f"{mem / 'memalign.json'}: cannot read the manifest (Permission denied)")
     with pytest.raises(MemoryFormatError, match=message):
         Memory.open(mem, embeddings=emb)

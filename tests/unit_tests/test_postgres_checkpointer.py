@@ -70,7 +70,7 @@ async def test_async_batch_review_with_async_postgres_saver(memory, ctx):
 
 
 def test_backend_review_checkpointer_scopes_threads_by_judge(memory):
-    assert memory.backend.review_thread_id("q-1") == f"review:{memory.backend.judge}:q-1"
+    assert memory.backend.review_thread_id("q-1") == f'review:["{memory.backend.judge}","q-1"]'
     with memory.backend.review_checkpointer() as saver:
         assert isinstance(saver, PostgresSaver)
         assert saver.get_tuple(cfg(memory.backend.review_thread_id("q-1"))) is None

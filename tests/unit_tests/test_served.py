@@ -41,7 +41,13 @@ def test_compiled_graphs_have_typed_described_schemas(name: str, served: bool) -
     if served:
         assert "judge" in context and not SERVER_ONLY & set(context)
     else:
-        assert context["structured_output"]["enum"] == ["auto", "json_schema", "function_calling", "json_mode", "prompt"]
+        assert context["structured_output"]["enum"] == [
+            "auto",
+            "json_schema",
+            "function_calling",
+            "json_mode",
+            "prompt",
+        ]
         assert context["model"]["type"] == ["string", "null"]
     if name == "align":
         assert ("author" in schemas["input"]["properties"]) is not served
