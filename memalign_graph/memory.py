@@ -13,6 +13,8 @@ import contextlib
 import math
 import threading
 import time
+import warnings
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -22,7 +24,7 @@ import numpy as np
 from langchain_core.embeddings import Embeddings
 from langchain_core.language_models import BaseChatModel
 
-from memalign_graph.backends.base import LedgerEntry, MemoryBackend, PrinciplesCheckpoint
+from memalign_graph.backends.base import LedgerEntry, MemoryBackend, PrinciplesCheckpoint, principle_digest
 from memalign_graph.backends.file import FileBackend
 from memalign_graph.backends.postgres import PostgresBackend, is_postgres_url
 from memalign_graph.distill import CallCounter, aclassify_pairs, adistill, estimate_tokens, is_salient
@@ -119,6 +121,7 @@ class Memory:
         self.backend = backend
         self.embeddings = embeddings
         self._vectors = PrincipleVectors(embeddings)
+        self._stored_vectors: set[str] = set()  # digests of the principle vectors the backend holds
         self._write_lock = threading.Lock()
         self._load()
 
@@ -136,6 +139,44 @@ class Memory:
             raise MemoryFormatError(f"{self.backend.location}: invalid judge definition ({exc})") from None
         self.checkpoint: PrinciplesCheckpoint = loaded.checkpoint
         self.episodes = EpisodicMemory(loaded.vectorstore, self.embeddings)
+        self._seed_principle_vectors(loaded.embeddings_info.get("dim"))
+
+    def _seed_principle_vectors(self, dim: Any) -> None:
+        """Take the principle vectors stored with the memory, so this process does not embed them again."""
+        texts = [p["text"] for p in self.checkpoint["principles"] if p["text"] not in self._vectors]
+        if not texts:
+            return
+        stored = self.backend.load_principle_vectors()
+        self._stored_vectors = set(stored)
+        found = [(t, stored[principle_digest(t)]) for t in texts if principle_digest(t) in stored]
+        found = [(t, v) for t, v in found if v.shape == (dim,)] if isinstance(dim, int) else found
+        if found:
+            self._vectors.seed([t for t, _ in found], np.stack([v for _, v in found]))
+
+    def _persist_principle_vectors(self, embed_missing: int | None = None) -> None:
+        """Store the current principles' vectors with the memory (and only theirs); call after a commit.
+
+        Args:
+            embed_missing: embed up to this many principles not embedded yet first (``None``: all).
+
+        A cache: a failure is reported as a warning, never raised (the commit stands).
+        """
+        texts = list(dict.fromkeys(p["text"] for p in self.checkpoint["principles"]))
+        try:
+            missing = [t for t in texts if t not in self._vectors]
+            if missing and (embed_missing is None or len(missing) <= embed_missing):
+                self._vectors(missing)
+            kept, matrix = self._vectors.known(texts)
+            vectors = {principle_digest(t): matrix[i] for i, t in enumerate(kept)}
+            if set(vectors) != self._stored_vectors:
+                self.backend.save_principle_vectors(vectors)
+                self._stored_vectors = set(vectors)
+        except Exception as exc:  # noqa: BLE001 - a cache; the commit is done
+            warnings.warn(
+                f"{self.backend.location}: principle vectors not stored ({exc}); they will be embedded again",
+                RuntimeWarning,
+                stacklevel=2,
+            )
 
     @classmethod
     def create(
@@ -316,7 +357,11 @@ class Memory:
                 replaces the older, which is kept in its ``history``) or differ.
             author: recorded with the new version.
             reason: one line recorded with the new version.
-            progress: optional ``update(n)`` sink advanced per distilled record.
+            progress: optional progress sink. A callable ``progress(phase, done, total)`` hears every
+                phase (``"embed"``: episodes embedded, ``"distill"``: records distilled,
+                ``"consolidate"``: principles compared, ``"merge"``, ``"index"``, ``"persist"``; the
+                first two run at the same time); an object with only ``update(n)`` (e.g. a tqdm bar)
+                is advanced per distilled record.
 
         Returns:
             An :class:`AlignmentReport`.
@@ -396,17 +441,18 @@ class Memory:
         new_episodes = [episode_from_record(r) for r in fresh]
         to_distill = [r for r in fresh + retry if is_salient(r)]
 
-        def embed() -> list[list[float]]:
+        phases = _Phases(progress)
+
+        def embed() -> np.ndarray:
             started = time.perf_counter()
-            vectors = (
-                unit(self.embeddings.embed_documents([embedding_text(e) for e in new_episodes])) if new_episodes else []
-            )
+            vectors = self._embed_episodes(new_episodes, phases)
             report.timings["embed_s"] = round(time.perf_counter() - started, 3)
             return vectors
 
         # Episodes are embedded in a worker thread while the LLM distills: the two overlap.
         started = time.perf_counter()
         embedding = asyncio.create_task(asyncio.to_thread(embed))
+        phases.start("distill", len(to_distill))
         result = await adistill(
             chat,
             self.spec,
@@ -417,17 +463,19 @@ class Memory:
             concurrency=concurrency,
             max_retries=max_retries,
             backoff_s=backoff_s,
-            progress=progress,
+            progress=phases.sink("distill"),
         )
         report.timings["distill_s"] = round(time.perf_counter() - started, 3)
         report.distilled, report.failed = result.distilled, result.failed
         report.llm_calls, report.usage = result.calls, result.usage
 
         started = time.perf_counter()
+        phases.start("consolidate", len(result.principles))
         pairs = await asyncio.to_thread(
             related_pairs, principles, result.principles, self._vectors, low=consolidate_threshold, high=dedup_threshold
         )
         report.timings["consolidate_embed_s"] = round(time.perf_counter() - started, 3)
+        phases.advance("consolidate", len(result.principles))
         texts = {p["id"]: p["text"] for p in principles + result.principles}
         consolidation_calls = CallCounter()
         relations = await aclassify_pairs(
@@ -447,14 +495,17 @@ class Memory:
 
         def commit() -> int:
             started = time.perf_counter()
+            phases.start("merge", len(result.principles))
             merged, added, absorbed = merge_principles(
                 principles, result.principles, self._vectors, threshold=dedup_threshold, relations=relations
             )
             report.new_principles, report.merged_principles = added, absorbed
             report.timings["merge_s"] = round(time.perf_counter() - started, 3)
+            phases.advance("merge", len(result.principles))
             vectorstore = self.episodes.vectorstore
             try:
                 started = time.perf_counter()
+                phases.start("index", len(new_episodes))
                 self.episodes.upsert_with_vectors(new_episodes, vectors)
                 for record in fresh + retry:
                     salient = is_salient(record)
@@ -464,7 +515,9 @@ class Memory:
                         salient=salient,
                     )
                 report.timings["index_s"] = round(time.perf_counter() - started, 3)
+                phases.advance("index", len(new_episodes))
                 started = time.perf_counter()
+                phases.start("persist", 1)
                 checkpoint = PrinciplesCheckpoint(
                     version=self.version + 1,
                     created_at=now_iso(),
@@ -478,15 +531,39 @@ class Memory:
                 version = self.backend.commit(
                     checkpoint, vectorstore, embeddings_changed=bool(fresh), new_episodes=new_episodes
                 )
-                report.timings["persist_s"] = round(time.perf_counter() - started, 3)
             except BaseException:
                 self._load()  # in-memory episodes were touched: go back to what is committed
                 raise
             self.checkpoint = checkpoint
+            self._persist_principle_vectors()
+            report.timings["persist_s"] = round(time.perf_counter() - started, 3)
+            phases.advance("persist", 1)
             return version
 
         report.version = await asyncio.to_thread(commit)
         return report
+
+    def _embed_episodes(self, episodes: list[Episode], phases: _Phases, chunk: int = 256) -> np.ndarray:
+        """Unit vectors of ``episodes`` (shape ``(n, dim)``, float32), embedded ``chunk`` texts per call.
+
+        Filled into one preallocated array, so 100 000 episodes cost 150 MB of vectors, not lists of floats.
+        """
+        phases.start("embed", len(episodes))
+        if not episodes:
+            return np.zeros((0, 0), dtype=np.float32)
+        out: np.ndarray | None = None
+        for start in range(0, len(episodes), chunk):
+            part = episodes[start : start + chunk]
+            block = np.asarray(self.embeddings.embed_documents([embedding_text(e) for e in part]), dtype=np.float32)
+            if block.ndim != 2 or len(block) != len(part):
+                raise ValueError(f"embeddings returned {block.shape} for {len(part)} texts")
+            if out is None:
+                out = np.empty((len(episodes), block.shape[1]), dtype=np.float32)
+            norms = np.linalg.norm(block, axis=1, keepdims=True)
+            out[start : start + len(part)] = block / np.where(norms == 0, 1.0, norms)
+            phases.advance("embed", len(part))
+        assert out is not None
+        return out
 
     @contextlib.contextmanager
     def _writing(self) -> Any:
@@ -524,6 +601,7 @@ class Memory:
             new_episodes=list(new_episodes or []),  # type: ignore[arg-type]
         )
         self.checkpoint = checkpoint
+        self._persist_principle_vectors(embed_missing=self._vectors.batch_size)
         return version
 
     def forget(self, record_ids: list[str], *, author: str = "expert", reason: str | None = None) -> ChangeReport:
@@ -743,6 +821,48 @@ def _default_reason(report: AlignmentReport) -> str:
     if report.failed:
         parts.append(f"{len(report.failed)} failed")
     return ", ".join(parts) + " feedback records"
+
+
+class _Phases:
+    """Alignment progress to a sink: ``sink(phase, done, total)``, or ``sink.update(n)`` for distillation only."""
+
+    def __init__(self, sink: Any) -> None:
+        self._sink = sink
+        self._totals: dict[str, int] = {}
+        self._done: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def start(self, phase: str, total: int) -> None:
+        with self._lock:
+            self._totals[phase], self._done[phase] = total, 0
+        if callable(self._sink):
+            self._sink(phase, 0, total)
+
+    def advance(self, phase: str, n: int) -> None:
+        with self._lock:
+            self._done[phase] = self._done.get(phase, 0) + n
+            done, total = self._done[phase], self._totals.get(phase, 0)
+        if callable(self._sink):
+            self._sink(phase, done, total)
+        elif phase == "distill" and self._sink is not None:
+            self._sink.update(n)
+
+    def sink(self, phase: str) -> Any:
+        """An ``update(n)`` object that advances ``phase``."""
+        return _PhaseSink(self, phase) if self._sink is not None else None
+
+
+@dataclass
+class _PhaseSink:
+    phases: _Phases
+    phase: str
+
+    def update(self, n: int) -> None:
+        self.phases.advance(self.phase, n)
+
+
+ProgressCallback = Callable[[str, int, int], None]
+"""``progress(phase, done, total)``, see :meth:`Memory.aalign`."""
 
 
 _registry: dict[tuple[str, int], Memory] = {}

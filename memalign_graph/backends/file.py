@@ -7,6 +7,8 @@ Layout of ``DIR``::
     episodes/e000003/        FAISS index (index.faiss) and episodes as JSON lines (episodes.jsonl); the current
                              snapshot and the one before it are kept
     episodes/log/v000003.jsonl  episodes added or replaced by version 3 (history, for rollback)
+    principle_vectors.npz    unit vectors of the current principles by text digest (a cache: principles are not
+                             embedded again by every process; rewritten after each commit)
     review-checkpoints.sqlite   LangGraph checkpoints of `memalign review` (a cache; purged on forget)
     .lock                    writer lock (fcntl)
 
@@ -54,6 +56,7 @@ with warnings.catch_warnings():
     from langchain_community.vectorstores.utils import DistanceStrategy
 
 MANIFEST = "memalign.json"
+PRINCIPLE_VECTORS = "principle_vectors.npz"
 
 
 def _single_threaded_search() -> None:
@@ -344,6 +347,43 @@ class FileBackend(MemoryBackend):
         self._collect_garbage(keep={episodes_rel, manifest["episodes"]})
         return version
 
+    def load_principle_vectors(self) -> dict[str, Any]:  # noqa: D102
+        import numpy as np
+
+        file = self.path / PRINCIPLE_VECTORS
+        try:
+            with np.load(file, allow_pickle=False) as data:
+                digests, vectors = data["digests"], data["vectors"]
+        except (OSError, KeyError, ValueError, EOFError):  # absent or unreadable: a cache, embed again
+            return {}
+        if vectors.ndim != 2 or len(digests) != len(vectors) or vectors.dtype != np.float32:
+            return {}
+        return {str(d): v for d, v in zip(digests, vectors)}
+
+    def save_principle_vectors(self, vectors: dict[str, Any]) -> None:  # noqa: D102
+        import numpy as np
+
+        file = self.path / PRINCIPLE_VECTORS
+        if not vectors:
+            file.unlink(missing_ok=True)
+            return
+        fd, tmp = tempfile.mkstemp(prefix=f".{file.name}.", suffix=".tmp", dir=self.path)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                np.savez(
+                    fh,
+                    digests=np.asarray(list(vectors), dtype="U64"),
+                    vectors=np.stack([np.asarray(v, dtype=np.float32) for v in vectors.values()]),
+                )
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, file)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+        _fsync_dir(self.path)
+
     def _collect_garbage(self, keep: set[str]) -> None:
         """Delete episode snapshots other than the current and the previous one, and stale temp dirs."""
         root = self.path / "episodes"
@@ -374,7 +414,7 @@ class FileBackend(MemoryBackend):
         except MemoryFormatError:
             return
         current = manifest["version"]
-        for tmp in self.path.glob(f".{MANIFEST}.*.tmp"):
+        for tmp in [*self.path.glob(f".{MANIFEST}.*.tmp"), *self.path.glob(f".{PRINCIPLE_VECTORS}.*.tmp")]:
             tmp.unlink(missing_ok=True)
         for folder, pattern in (
             (self.path / "principles", r"v(\d+)\.json"),
