@@ -56,40 +56,55 @@ from memalign_graph.state import (
 )
 
 
-def _memory(runtime: Runtime[Context]) -> tuple[Context, Any]:
+def _memory(runtime: Runtime[Context], *, refresh: bool = True) -> tuple[Context, Any]:
     ctx = resolve_context(runtime.context)
-    return ctx, open_memory(memory_location(ctx), ctx.embeddings)
+    return ctx, open_memory(memory_location(ctx), ctx.embeddings, refresh=refresh)
+
+
+_CASE_KEYS = ("id", "inputs", "outputs", "expectations")
 
 
 def _case(state: JudgeState, memory: Any) -> dict[str, Any]:
-    raw = {k: state[k] for k in ("id", "inputs", "outputs", "expectations") if k in state}  # type: ignore[literal-required]
+    """The case, validated against the judge (for nodes that may run first, e.g. on resume)."""
+    raw = {k: state[k] for k in _CASE_KEYS if k in state}  # type: ignore[literal-required]
     return dict(parse_record(raw, memory.spec, where="judge input"))
+
+
+def _validated_case(state: JudgeState) -> dict[str, Any]:
+    """The case as ``retrieve_principles`` validated and wrote it back to the state (no second check)."""
+    return {k: state[k] for k in _CASE_KEYS if k in state and state[k] is not None}  # type: ignore[literal-required]
 
 
 def retrieve_principles(state: JudgeState, runtime: Runtime[Context]) -> dict[str, Any]:
     """Semantic memory: every principle, or the most relevant that fit ``principles_token_budget``.
 
-    None if ``use_principles`` is off. Validates the case first.
+    None if ``use_principles`` is off. The first node of a judgment: it validates the case once
+    (writing its canonical form back to the state for the nodes after it) and picks up a newer
+    version of memory if one was committed; the later nodes of the judgment use that version.
+
+    Raises:
+        RecordError: if the case is malformed.
     """
     ctx, memory = _memory(runtime)
     case = _case(state, memory)
+    update: dict[str, Any] = {k: case[k] for k in _CASE_KEYS if k in case}
     if not ctx.use_principles:
-        return {"principles": [], "principles_omitted": []}
+        return {**update, "principles": [], "principles_omitted": []}
     selected, omitted = memory.select_principles(case, ctx.principles_token_budget)
-    return {"principles": selected, "principles_omitted": omitted}
+    return {**update, "principles": selected, "principles_omitted": omitted}
 
 
 def retrieve_episodes(state: JudgeState, runtime: Runtime[Context]) -> dict[str, Any]:
     """Episodic memory: the ``k`` episodes most similar to the case (none if ``use_episodes`` is off)."""
-    ctx, memory = _memory(runtime)
+    ctx, memory = _memory(runtime, refresh=False)
     if not ctx.use_episodes:
         return {"episodes": []}
-    return {"episodes": memory.retrieve_episodes(_case(state, memory), ctx.k)}
+    return {"episodes": memory.retrieve_episodes(_validated_case(state), ctx.k)}
 
 
 def _judge_inputs(state: JudgeState, runtime: Runtime[Context]) -> tuple[Context, Any, dict[str, Any], Any]:
-    ctx, memory = _memory(runtime)
-    case = _case(state, memory)
+    ctx, memory = _memory(runtime, refresh=False)
+    case = _validated_case(state)
     episodes = state.get("episodes", [])
     precedent = find_precedent(case, episodes, ctx.precedent, ctx.precedent_threshold)  # type: ignore[arg-type]
     return ctx, memory, case, precedent
@@ -191,8 +206,9 @@ def distill(state: AlignState, runtime: Runtime[Context]) -> dict[str, Any]:
 
 def _add_judging(builder: StateGraph) -> None:
     """``START → retrieve_principles → retrieve_episodes → judge``, shared by the judge and review graphs."""
-    builder.add_node("retrieve_principles", node(retrieve_principles))
-    builder.add_node("retrieve_episodes", node(retrieve_episodes))
+    # Plain functions: LangGraph calls them directly, and in a worker thread under ``ainvoke``.
+    builder.add_node("retrieve_principles", retrieve_principles)
+    builder.add_node("retrieve_episodes", retrieve_episodes)
     builder.add_node("judge", node(judge, ajudge))
     builder.add_edge(START, "retrieve_principles")
     builder.add_edge("retrieve_principles", "retrieve_episodes")

@@ -36,6 +36,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import sys
 from typing import Any, Literal, NotRequired, TypedDict
 
 from langchain_core.language_models import BaseChatModel
@@ -321,11 +322,10 @@ def supports_response_format(model: BaseChatModel) -> bool:
 
     if isinstance(model, ChatLlamaCpp):
         return True
-    try:
-        from langchain_openai.chat_models.base import BaseChatOpenAI
-    except ImportError:  # pragma: no cover - langchain-openai is a core dependency
-        return False
-    return isinstance(model, BaseChatOpenAI)
+    # An OpenAI model's class is imported already; importing langchain-openai here would cost the
+    # first judgment of every process seconds for models that are not OpenAI's.
+    openai = sys.modules.get("langchain_openai.chat_models.base")
+    return openai is not None and isinstance(model, openai.BaseChatOpenAI)
 
 
 def bind_structured(

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import math
+import os
 import threading
 import time
 import warnings
@@ -102,7 +104,14 @@ def backend_for(location: str | Path | MemoryBackend) -> MemoryBackend:
 
 
 def _location_key(location: str | Path) -> str:
-    return str(location) if is_postgres_url(location) else str(Path(location).expanduser().resolve())
+    if is_postgres_url(location):
+        return str(location)
+    return _resolved(str(location), os.getcwd())
+
+
+@functools.lru_cache(maxsize=256)
+def _resolved(location: str, cwd: str) -> str:
+    return str((Path(cwd) / Path(location).expanduser()).resolve())
 
 
 class Memory:
@@ -869,11 +878,17 @@ _registry: dict[tuple[str, int], Memory] = {}
 _registry_lock = threading.Lock()
 
 
-def open_memory(location: str | Path, embeddings: str | Embeddings | None = None) -> Memory:
+def open_memory(location: str | Path, embeddings: str | Embeddings | None = None, *, refresh: bool = True) -> Memory:
     """A process-wide shared :class:`Memory` for ``location``, refreshed if another writer committed.
 
     Graph nodes use this so that judging does not reload memory from disk on
     every call, yet sees every committed alignment.
+
+    Args:
+        location: see :func:`backend_for`.
+        embeddings: see :func:`memalign_graph.models.resolve_embeddings`.
+        refresh: check for a newer version (one small read; ``False`` for the later nodes of a
+            judgment, which use the version its first node saw).
 
     Raises:
         MemoryFormatError: if there is no valid memory at ``location``.
@@ -886,9 +901,10 @@ def open_memory(location: str | Path, embeddings: str | Embeddings | None = None
             memory = Memory.open(location, embeddings=emb)
             _registry[key] = memory
             return memory
-    with contextlib.suppress(MemoryFormatError):
-        if not memory._write_lock.locked():
-            memory.refresh()
+    if refresh:
+        with contextlib.suppress(MemoryFormatError):
+            if not memory._write_lock.locked():
+                memory.refresh()
     return memory
 
 

@@ -8,6 +8,7 @@ what it caused. All principles go into every judgment (MemAlign, Databricks 2025
 
 from __future__ import annotations
 
+import re
 import uuid
 from datetime import UTC, datetime
 from typing import Any, Literal, NotRequired, TypedDict
@@ -58,8 +59,12 @@ def new_principle(text: str, sources: list[str], author: str) -> Principle:
     )
 
 
+_PUNCTUATION = re.compile(r"[^\w\s]|_")
+
+
 def _normalise(text: str) -> str:
-    return " ".join("".join(c for c in text.lower() if c.isalnum() or c.isspace()).split())
+    """Lower case, letters, digits and single spaces only (what exact repeats are compared by)."""
+    return " ".join(_PUNCTUATION.sub("", text.lower()).split())
 
 
 Relation = Literal["same", "contradicts", "different"]

@@ -181,6 +181,7 @@ class FileBackend(MemoryBackend):
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path).expanduser().resolve()
         self.location = str(self.path)
+        self._version_seen: tuple[tuple[int, int, int], int] | None = None
 
     def exists(self) -> bool:  # noqa: D102
         return (self.path / MANIFEST).is_file()
@@ -250,7 +251,16 @@ class FileBackend(MemoryBackend):
         )
 
     def current_version(self) -> int:  # noqa: D102
-        return int(self._manifest()["version"])
+        # Every judgment asks; the manifest is replaced by rename on each commit, so an unchanged
+        # (inode, mtime, size) means an unchanged version and the file need not be read again.
+        try:
+            st = os.stat(self.path / MANIFEST)
+        except OSError:
+            return int(self._manifest()["version"])  # raises the precise error
+        key = (st.st_ino, st.st_mtime_ns, st.st_size)
+        if self._version_seen is None or self._version_seen[0] != key:
+            self._version_seen = (key, int(self._manifest()["version"]))
+        return self._version_seen[1]
 
     def load(self, embeddings: Embeddings) -> LoadedMemory:  # noqa: D102
         import faiss
