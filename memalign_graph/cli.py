@@ -144,7 +144,15 @@ def align(
         memory = Memory.open(store, embeddings=embeddings)
         records = read_jsonl(feedback, memory.spec, feedback=True, allow_empty=False)
         chat = resolve_chat_model(model, base_url=base_url)
-        with tqdm(total=len(records), desc="distilling", unit="record", file=sys.stderr) as bar:
+        bars: dict[str, Any] = {}
+
+        def progress(phase: str, done: int, total: int) -> None:  # one bar per phase of the alignment
+            if phase not in bars:
+                bars[phase] = tqdm(total=total, desc=phase, unit="item", file=sys.stderr, position=len(bars))
+            bars[phase].total = total
+            bars[phase].update(done - bars[phase].n)
+
+        try:
             report = memory.align(
                 records,
                 model=chat,
@@ -153,8 +161,11 @@ def align(
                 concurrency=concurrency,
                 author=author,
                 reason=reason,
-                progress=bar,
+                progress=progress,
             )
+        finally:
+            for bar in bars.values():
+                bar.close()
     except (OSError, ValueError, MemAlignError) as exc:
         _fail(exc)
     console.print_json(json.dumps(report.to_dict()))
