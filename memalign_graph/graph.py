@@ -14,14 +14,17 @@ embedding work runs in a worker thread, so no blocking I/O reaches the event loo
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Callable
 from typing import Any
 
+from langchain_core.language_models import BaseChatModel
 from langchain_core.runnables import RunnableLambda
 from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime, get_runtime
 from langgraph.types import Send, interrupt
 
+from memalign_graph.backends.postgres import is_postgres_url
 from memalign_graph.context import Context, memory_location, resolve_context
 from memalign_graph.errors import JudgeBatchError
 from memalign_graph.judge import (
@@ -158,12 +161,22 @@ async def ajudge(state: JudgeState, runtime: Runtime[Context]) -> dict[str, Any]
         JudgmentParseError: as :func:`judge`.
         RecordError: as :func:`judge`.
     """
-    ctx, memory, case, precedent = await asyncio.to_thread(_judge_inputs, state, runtime)
+    # Without I/O (the first node of the judgment refreshed memory; an absolute path or a URL needs no
+    # file system to be found) no worker-thread hop: under concurrency those queue behind embeddings.
+    location = memory_location(resolve_context(runtime.context))
+    if is_postgres_url(location) or os.path.isabs(location):
+        ctx, memory, case, precedent = _judge_inputs(state, runtime)
+    else:
+        ctx, memory, case, precedent = await asyncio.to_thread(_judge_inputs, state, runtime)
     principles, episodes = state.get("principles", []), state.get("episodes", [])
     if precedent is not None:
         judgment = precedent_judgment(precedent, principles, episodes)
     else:
-        model = await asyncio.to_thread(resolve_chat_model, ctx.model, base_url=ctx.base_url)
+        model = (
+            ctx.model
+            if isinstance(ctx.model, BaseChatModel)  # an instance is used as it is; a name may load a model
+            else await asyncio.to_thread(resolve_chat_model, ctx.model, base_url=ctx.base_url)
+        )
         judgment = await arun_judge(model, memory.spec, case, principles, episodes, _judge_settings(ctx))
     return _finish_judgment(state, case, judgment)
 

@@ -106,7 +106,9 @@ def backend_for(location: str | Path | MemoryBackend) -> MemoryBackend:
 def _location_key(location: str | Path) -> str:
     if is_postgres_url(location):
         return str(location)
-    return _resolved(str(location), os.getcwd())
+    text = str(location)
+    # An absolute path needs no working directory (asking for it is a blocking call to an event loop).
+    return _resolved(text, "" if os.path.isabs(text) else os.getcwd())
 
 
 @functools.lru_cache(maxsize=256)
