@@ -133,6 +133,7 @@ class Memory:
         self.embeddings = embeddings
         self._vectors = PrincipleVectors(embeddings)
         self._stored_vectors: set[str] = set()  # digests of the principle vectors the backend holds
+        self._principles_cache: tuple[Any, list[Principle], np.ndarray, np.ndarray, dict[str, Any]] | None = None
         self._write_lock = threading.Lock()
         self._load()
 
@@ -261,28 +262,49 @@ class Memory:
         Returns:
             ``(selected principles, ids of principles left out)``.
         """
-        principles = self.principles
-        costs = [estimate_tokens(p["text"]) + 2 for p in principles]
-        if token_budget is None or sum(costs) <= token_budget:
-            return principles, []
-        similarity = self._vectors([p["text"] for p in principles]) @ np.asarray(
-            unit([self.embeddings.embed_query(embedding_text(case))])[0], dtype=np.float32
-        )
-        supports = [math.log1p(len(p["sources"])) if p["sources"] else None for p in principles]
-        best = max([s for s in supports if s is not None], default=1.0) or 1.0
-        scores = [
-            float(sim) + support_weight * ((s if s is not None else best) / best)
-            for sim, s in zip(similarity, supports)
-        ]
-        chosen: set[int] = set()
-        used = 0
-        for i in sorted(range(len(principles)), key=lambda i: -scores[i]):
+        principles, costs, supports = self._principle_table()
+        if token_budget is None or int(costs.sum()) <= token_budget:
+            return list(principles), []
+        matrix = self._principle_matrix(principles)
+        query = np.asarray(unit([self.embeddings.embed_query(embedding_text(case))])[0], dtype=np.float32)
+        known = supports[~np.isnan(supports)]
+        best = float(known.max()) if known.size and known.max() > 0 else 1.0
+        scores = matrix @ query + support_weight * np.where(np.isnan(supports), best, supports) / best
+        chosen = np.zeros(len(principles), dtype=bool)
+        used, cheapest = 0, int(costs.min())
+        for i in np.argsort(-scores, kind="stable"):
             if used + costs[i] <= token_budget:
-                chosen.add(i)
-                used += costs[i]
-        return [p for i, p in enumerate(principles) if i in chosen], [
-            p["id"] for i, p in enumerate(principles) if i not in chosen
+                chosen[i] = True
+                used += int(costs[i])
+                if token_budget - used < cheapest:
+                    break
+        return [p for i, p in enumerate(principles) if chosen[i]], [
+            p["id"] for i, p in enumerate(principles) if not chosen[i]
         ]
+
+    def _principle_table(self) -> tuple[list[Principle], np.ndarray, np.ndarray]:
+        """The loaded principles, their token costs and supports (``log(1 + sources)``, NaN: hand-written).
+
+        Computed once per loaded version, not per judgment.
+        """
+        cached = self._principles_cache
+        if cached is None or cached[0] is not self.checkpoint:
+            principles = list(self.checkpoint["principles"])
+            costs = np.array([estimate_tokens(p["text"]) + 2 for p in principles], dtype=np.int64)
+            supports = np.array(
+                [math.log1p(len(p["sources"])) if p["sources"] else np.nan for p in principles], dtype=np.float64
+            )
+            cached = (self.checkpoint, principles, costs, supports, {})
+            self._principles_cache = cached
+        return cached[1], cached[2], cached[3]
+
+    def _principle_matrix(self, principles: list[Principle]) -> np.ndarray:
+        """Unit vectors of the loaded principles, shape ``(len(principles), dim)``, once per loaded version."""
+        cached = self._principles_cache
+        assert cached is not None
+        if "matrix" not in cached[4]:
+            cached[4]["matrix"] = self._vectors([p["text"] for p in principles])
+        return cached[4]["matrix"]
 
     def retrieve_episodes(self, case: dict[str, Any], k: int = 5) -> list[Episode]:
         """The ``k`` most similar episodes to ``case`` (with ``score``)."""

@@ -73,3 +73,27 @@ def test_merge_embeds_candidates_in_one_call_and_finds_duplicates():
     assert absorbed[candidates[-2]["id"]] == existing[7]["id"]
     assert absorbed["p-again"] == candidates[0]["id"]
     assert next(p for p in merged if p["id"] == candidates[0]["id"])["sources"] == ["c-again", "c0"]
+
+
+def test_selection_matches_a_plain_greedy_ranking(tmp_path, stub):
+    import math
+
+    memory = Memory.create(tmp_path / "mem", CATEGORICAL, embeddings=CountingEmbeddings(size=32))
+    memory.align(rules(12), model=stub)
+    memory.add_principle("Hand-written: always name the columns.")
+    case = {"inputs": "report", "outputs": "SELECT * FROM raw.t3"}
+    principles = memory.principles
+    query = np.asarray(memory.embeddings.embed_query("Input: report\nOutput: SELECT * FROM raw.t3"), dtype=np.float32)
+    sims = memory._vectors([p["text"] for p in principles]) @ (query / np.linalg.norm(query))
+    supports = [math.log1p(len(p["sources"])) if p["sources"] else None for p in principles]
+    best = max(s for s in supports if s is not None)
+    scores = [float(x) + 0.25 * ((s if s is not None else best) / best) for x, s in zip(sims, supports)]
+    costs = [math.ceil(len(p["text"]) / 4) + 2 for p in principles]
+    chosen, used = set(), 0
+    for i in sorted(range(len(principles)), key=lambda i: -scores[i]):
+        if used + costs[i] <= 40:
+            chosen.add(principles[i]["id"])
+            used += costs[i]
+    selected, omitted = memory.select_principles(case, 40)
+    assert {p["id"] for p in selected} == chosen and set(omitted) == {p["id"] for p in principles} - chosen
+    assert [p["id"] for p in selected] == [p["id"] for p in principles if p["id"] in chosen]  # stored order
