@@ -83,3 +83,23 @@ def test_first_judgment_refuses_a_budget_that_ranks_nothing():
 
     with pytest.raises(RuntimeError, match="nothing was ranked"):
         bench_first_judgment(3, episodes=2, runs=1)
+
+
+def test_cli_prints_targets_and_writes_the_report(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from memalign_graph import bench
+    from memalign_graph.cli import app
+
+    monkeypatch.setattr(
+        bench, "run_all", lambda **kwargs: {"merge_s_4000": 2.5, "retrieval_p50_ms_10000": 20.0, "x": 1}
+    )
+    out = tmp_path / "bench.json"
+    result = CliRunner().invoke(app, ["bench", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    lines = {line.split()[0]: line for line in result.output.splitlines() if line.strip()}
+    assert "≤ 2" in lines["merge_s_4000"] and "FAIL" in lines["merge_s_4000"]
+    assert "≤ 25" in lines["retrieval_p50_ms_10000"] and "pass" in lines["retrieval_p50_ms_10000"]
+    written = json.loads(out.read_text())
+    assert written["passed"] is False and written["runs"] == 3
+    assert [r["ok"] for r in written["checks"]] == [False, True, None]
