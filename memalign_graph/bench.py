@@ -66,10 +66,9 @@ class HashEmbeddings(Embeddings):
         self.name = f"bench:hashed-{dim}"
 
     def _vector(self, text: str) -> list[float]:
-        vec = np.zeros(self.dim, dtype=np.float32)
-        for word in re.findall(r"\w+", text.lower()):
-            h = zlib.crc32(word.encode("utf-8"))
-            vec[h % self.dim] += 1.0 if h & 0x80000000 else -1.0
+        hashes = np.array([zlib.crc32(w.encode("utf-8")) for w in re.findall(r"\w+", text.lower())], dtype=np.int64)
+        signs = np.where(hashes & 0x80000000, 1.0, -1.0)
+        vec = np.bincount(hashes % self.dim, weights=signs, minlength=self.dim) if len(hashes) else np.zeros(self.dim)
         norm = float(np.linalg.norm(vec))
         return (vec / norm if norm else vec).tolist()
 

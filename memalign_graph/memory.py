@@ -504,9 +504,14 @@ class Memory:
 
         started = time.perf_counter()
         phases.start("consolidate", len(result.principles))
-        pairs = await asyncio.to_thread(
-            related_pairs, principles, result.principles, self._vectors, low=consolidate_threshold, high=dedup_threshold
-        )
+
+        def compare() -> list[tuple[str, str, float]]:
+            self._vectors([p["text"] for p in result.principles])  # new principles: batched calls, cached for merge
+            return related_pairs(
+                principles, result.principles, self._vectors, low=consolidate_threshold, high=dedup_threshold
+            )
+
+        pairs = await asyncio.to_thread(compare)
         report.timings["consolidate_embed_s"] = round(time.perf_counter() - started, 3)
         phases.advance("consolidate", len(result.principles))
         texts = {p["id"]: p["text"] for p in principles + result.principles}

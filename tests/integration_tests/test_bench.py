@@ -103,3 +103,25 @@ def test_cli_prints_targets_and_writes_the_report(tmp_path, monkeypatch):
     written = json.loads(out.read_text())
     assert written["passed"] is False and written["runs"] == 3
     assert [r["ok"] for r in written["checks"]] == [False, True, None]
+
+
+@pytest.mark.skipif(importlib.util.find_spec("onnxruntime") is None, reason="[minilm-int8] extra not installed")
+def test_minilm_int8_embeds_unit_vectors_that_rank_the_same_case_first():
+    import numpy as np
+
+    from memalign_graph.models import resolve_embeddings
+    from memalign_graph.spec import case_text
+
+    embeddings = resolve_embeddings("minilm-int8")
+    cases = [
+        case_text({"inputs": "Which magazine started first?", "outputs": "Arthur's Magazine"}),
+        case_text({"inputs": "Where is the Oberoi Group based?", "outputs": "Delhi"}),
+        case_text({"inputs": "Convert the order total to EUR.", "outputs": "SELECT sum(amount) FROM raw.orders"}),
+    ]
+    docs = np.asarray(embeddings.embed_documents(cases))
+    assert docs.shape == (3, 384) and np.allclose(np.linalg.norm(docs, axis=1), 1.0, atol=1e-4)
+    query = np.asarray(
+        embeddings.embed_query(case_text({"inputs": "Which magazine was started first?", "outputs": "First for Women"}))
+    )
+    assert int(np.argmax(docs @ query)) == 0
+    assert np.allclose(embeddings.embed_documents(cases[:1])[0], docs[0], atol=1e-4)  # batching changes nothing
