@@ -432,23 +432,38 @@ def bench_first_judgment(
     }
 
 
+def bulk_embeddings() -> str:
+    """The embeddings ``align_wall_s_100000`` uses: ``"minilm-int8"`` when its extra is installed, else the default."""
+    import importlib.util
+
+    return "minilm-int8" if importlib.util.find_spec("onnxruntime") else "embedded"
+
+
 _ALIGN_AT_SCALE = """
 import json, resource, sys
 from memalign_graph.bench import bench_align
-figures = bench_align(int(sys.argv[1]), latency_s=0.0, concurrency=8)
+figures = bench_align(int(sys.argv[1]), latency_s=0.0, concurrency=8, embeddings=sys.argv[2])
 figures["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 print(json.dumps(figures))
 """
 
 
-def bench_align_at_scale(n: int = 100_000) -> dict[str, float]:
-    """Alignment of ``n`` records in a fresh process (default embedder, stub model without latency), once.
+def bench_align_at_scale(n: int = 100_000, *, embeddings: str | None = None) -> dict[str, float]:
+    """Alignment of ``n`` records in a fresh process (stub model without latency), once.
+
+    ``embeddings``: a name for :func:`~memalign_graph.models.resolve_embeddings` (``None``:
+    :func:`bulk_embeddings`).
 
     Returns:
         ``align_wall_s_N`` and ``align_peak_rss_mib_N`` (the process's peak resident memory),
         plus that run's phases (``align_<phase>_N``).
     """
-    out = subprocess.run([sys.executable, "-c", _ALIGN_AT_SCALE, str(n)], capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", _ALIGN_AT_SCALE, str(n), embeddings or bulk_embeddings()],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     figures = json.loads(out.stdout.strip().splitlines()[-1])
     peak = round(figures.pop("peak_rss_mib"), 1)
     keep = {k: v for k, v in figures.items() if k.startswith(("align_wall_s_", "align_embed_s_", "align_distill_s_"))}
@@ -547,7 +562,7 @@ def report(figures: dict[str, float], *, quick: bool, runs: int) -> dict[str, An
     Returns:
         ``{"figures": {key: value}, "checks": [see checks()], "passed": bool | None (``None`` when no
         figure has a target), "quick", "runs" (runs per median), "cpus", "load_average" (1, 5, 15 min at
-        the end: how busy the machine was), "python"}``.
+        the end: how busy the machine was), "bulk_embeddings" (see :func:`bulk_embeddings`), "python"}``.
     """
     import os
     import platform
@@ -562,6 +577,7 @@ def report(figures: dict[str, float], *, quick: bool, runs: int) -> dict[str, An
         "runs": runs,
         "cpus": os.cpu_count(),
         "load_average": [round(x, 2) for x in os.getloadavg()],
+        "bulk_embeddings": bulk_embeddings(),
         "python": platform.python_version(),
     }
 
@@ -588,6 +604,7 @@ __all__ = [
     "HashEmbeddings",
     "bench_align",
     "bench_align_at_scale",
+    "bulk_embeddings",
     "bench_first_judgment",
     "bench_judge_batch",
     "bench_judge_overhead",
