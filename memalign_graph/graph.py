@@ -21,14 +21,17 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import os
 from collections.abc import Callable
 from typing import Any
 
+from langchain_core.language_models import BaseChatModel
 from langchain_core.runnables import RunnableLambda
 from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime, get_runtime
 from langgraph.types import Send, interrupt
 
+from memalign_graph.backends.postgres import is_postgres_url
 from memalign_graph.context import Context, ServedContext, memory_location, resolve_context, served_context
 from memalign_graph.errors import JudgeBatchError
 from memalign_graph.judge import (
@@ -69,40 +72,55 @@ from memalign_graph.state import (
 )
 
 
-def _memory(runtime: Runtime[Context]) -> tuple[Context, Any]:
+def _memory(runtime: Runtime[Context], *, refresh: bool = True) -> tuple[Context, Any]:
     ctx = resolve_context(runtime.context)
-    return ctx, open_memory(memory_location(ctx), ctx.embeddings)
+    return ctx, open_memory(memory_location(ctx), ctx.embeddings, refresh=refresh)
+
+
+_CASE_KEYS = ("id", "inputs", "outputs", "expectations")
 
 
 def _case(state: JudgeState, memory: Any) -> dict[str, Any]:
-    raw = {k: state[k] for k in ("id", "inputs", "outputs", "expectations") if k in state}  # type: ignore[literal-required]
+    """The case, validated against the judge (for nodes that may run first, e.g. on resume)."""
+    raw = {k: state[k] for k in _CASE_KEYS if k in state}  # type: ignore[literal-required]
     return dict(parse_record(raw, memory.spec, where="judge input"))
+
+
+def _validated_case(state: JudgeState) -> dict[str, Any]:
+    """The case as ``retrieve_principles`` validated and wrote it back to the state (no second check)."""
+    return {k: state[k] for k in _CASE_KEYS if k in state and state[k] is not None}  # type: ignore[literal-required]
 
 
 def retrieve_principles(state: JudgeState, runtime: Runtime[Context]) -> dict[str, Any]:
     """Semantic memory: every principle, or the most relevant that fit ``principles_token_budget``.
 
-    None if ``use_principles`` is off. Validates the case first.
+    None if ``use_principles`` is off. The first node of a judgment: it validates the case once
+    (writing its canonical form back to the state for the nodes after it) and picks up a newer
+    version of memory if one was committed; the later nodes of the judgment use that version.
+
+    Raises:
+        RecordError: if the case is malformed.
     """
     ctx, memory = _memory(runtime)
     case = _case(state, memory)
+    update: dict[str, Any] = {k: case[k] for k in _CASE_KEYS if k in case}
     if not ctx.use_principles:
-        return {"principles": [], "principles_omitted": []}
+        return {**update, "principles": [], "principles_omitted": []}
     selected, omitted = memory.select_principles(case, ctx.principles_token_budget)
-    return {"principles": selected, "principles_omitted": omitted}
+    return {**update, "principles": selected, "principles_omitted": omitted}
 
 
 def retrieve_episodes(state: JudgeState, runtime: Runtime[Context]) -> dict[str, Any]:
     """Episodic memory: the ``k`` episodes most similar to the case (none if ``use_episodes`` is off)."""
-    ctx, memory = _memory(runtime)
+    ctx, memory = _memory(runtime, refresh=False)
     if not ctx.use_episodes:
         return {"episodes": []}
-    return {"episodes": memory.retrieve_episodes(_case(state, memory), ctx.k)}
+    return {"episodes": memory.retrieve_episodes(_validated_case(state), ctx.k)}
 
 
 def _judge_inputs(state: JudgeState, runtime: Runtime[Context]) -> tuple[Context, Any, dict[str, Any], Any]:
-    ctx, memory = _memory(runtime)
-    case = _case(state, memory)
+    ctx, memory = _memory(runtime, refresh=False)
+    case = _validated_case(state)
     episodes = state.get("episodes", [])
     precedent = find_precedent(case, episodes, ctx.precedent, ctx.precedent_threshold)  # type: ignore[arg-type]
     return ctx, memory, case, precedent
@@ -157,12 +175,22 @@ async def ajudge(state: JudgeState, runtime: Runtime[Context]) -> dict[str, Any]
         JudgmentParseError: as :func:`judge`.
         RecordError: as :func:`judge`.
     """
-    ctx, memory, case, precedent = await asyncio.to_thread(_judge_inputs, state, runtime)
+    # Without I/O (the first node of the judgment refreshed memory; an absolute path or a URL needs no
+    # file system to be found) no worker-thread hop: under concurrency those queue behind embeddings.
+    location = memory_location(resolve_context(runtime.context))
+    if is_postgres_url(location) or os.path.isabs(location):
+        ctx, memory, case, precedent = _judge_inputs(state, runtime)
+    else:
+        ctx, memory, case, precedent = await asyncio.to_thread(_judge_inputs, state, runtime)
     principles, episodes = state.get("principles", []), state.get("episodes", [])
     if precedent is not None:
         judgment = precedent_judgment(precedent, principles, episodes)
     else:
-        model = await asyncio.to_thread(resolve_chat_model, ctx.model, base_url=ctx.base_url)
+        model = (
+            ctx.model
+            if isinstance(ctx.model, BaseChatModel)  # an instance is used as it is; a name may load a model
+            else await asyncio.to_thread(resolve_chat_model, ctx.model, base_url=ctx.base_url)
+        )
         judgment = await arun_judge(model, memory.spec, case, principles, episodes, _judge_settings(ctx))
     return _finish_judgment(state, case, judgment)
 
@@ -234,8 +262,12 @@ def distill(state: AlignState, runtime: Runtime[Context]) -> dict[str, Any]:
 
 def _add_judging(builder: StateGraph, served: bool) -> None:
     """``START → retrieve_principles → retrieve_episodes → judge``, shared by the judge and review graphs."""
-    builder.add_node("retrieve_principles", node(retrieve_principles, served=served))
-    builder.add_node("retrieve_episodes", node(retrieve_episodes, served=served))
+    if served:  # the served runtime (server configuration, authenticated user) replaces the client's context
+        builder.add_node("retrieve_principles", node(retrieve_principles, served=True))
+        builder.add_node("retrieve_episodes", node(retrieve_episodes, served=True))
+    else:  # plain functions: LangGraph calls them directly, and in a worker thread under ``ainvoke``
+        builder.add_node("retrieve_principles", retrieve_principles)
+        builder.add_node("retrieve_episodes", retrieve_episodes)
     builder.add_node("judge", node(judge, ajudge, served=served))
     builder.add_edge(START, "retrieve_principles")
     builder.add_edge("retrieve_principles", "retrieve_episodes")

@@ -52,6 +52,7 @@ import json
 import logging
 import math
 import re
+import sys
 import threading
 from typing import Any, Literal, NamedTuple, NotRequired
 
@@ -698,11 +699,12 @@ def supports_response_format(model: BaseChatModel) -> bool:
 
 def _returns_logprobs(model: BaseChatModel) -> bool:
     """Whether to ask ``model`` for log-probabilities: OpenAI-compatible chat models that are not reasoning models."""
-    try:
-        from langchain_openai.chat_models.base import BaseChatOpenAI
-    except ImportError:  # pragma: no cover - langchain-openai is a core dependency
+    # An OpenAI model's class is imported already; importing langchain-openai here would cost the
+    # first judgment of every process seconds for models that are not OpenAI's.
+    openai = sys.modules.get("langchain_openai.chat_models.base")
+    if openai is None:
         return False
-    return isinstance(model, BaseChatOpenAI) and (model.profile or {}).get("reasoning_output") is not True
+    return isinstance(model, openai.BaseChatOpenAI) and (model.profile or {}).get("reasoning_output") is not True
 
 
 def _model_key(model: BaseChatModel) -> tuple[str, str, str | None]:

@@ -10,9 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import math
+import os
 import threading
 import time
+import warnings
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,7 +25,7 @@ import numpy as np
 from langchain_core.embeddings import Embeddings
 from langchain_core.language_models import BaseChatModel
 
-from memalign_graph.backends.base import LedgerEntry, MemoryBackend, PrinciplesCheckpoint
+from memalign_graph.backends.base import LedgerEntry, MemoryBackend, PrinciplesCheckpoint, principle_digest
 from memalign_graph.backends.file import FileBackend
 from memalign_graph.backends.postgres import PostgresBackend, is_postgres_url
 from memalign_graph.distill import CallCounter, aclassify_pairs, adistill, estimate_tokens, is_salient
@@ -113,7 +117,16 @@ def backend_for(location: str | Path | MemoryBackend) -> MemoryBackend:
 
 
 def _location_key(location: str | Path) -> str:
-    return str(location) if is_postgres_url(location) else str(Path(location).expanduser().resolve())
+    if is_postgres_url(location):
+        return str(location)
+    text = str(location)
+    # An absolute path needs no working directory (asking for it is a blocking call to an event loop).
+    return _resolved(text, "" if os.path.isabs(text) else os.getcwd())
+
+
+@functools.lru_cache(maxsize=256)
+def _resolved(location: str, cwd: str) -> str:
+    return str((Path(cwd) / Path(location).expanduser()).resolve())
 
 
 class Memory:
@@ -132,6 +145,8 @@ class Memory:
         self.backend = backend
         self.embeddings = embeddings
         self._vectors = PrincipleVectors(embeddings)
+        self._stored_vectors: set[str] = set()  # digests of the principle vectors the backend holds
+        self._principles_cache: tuple[Any, list[Principle], np.ndarray, np.ndarray, dict[str, Any]] | None = None
         self._write_lock = threading.Lock()
         self._load()
 
@@ -150,6 +165,44 @@ class Memory:
         episodes = EpisodicMemory(loaded.vectorstore, self.embeddings)
         self.spec = spec
         self._publish(loaded.checkpoint, episodes)
+        self._seed_principle_vectors(loaded.embeddings_info.get("dim"))
+
+    def _seed_principle_vectors(self, dim: Any) -> None:
+        """Take the principle vectors stored with the memory, so this process does not embed them again."""
+        texts = [p["text"] for p in self.checkpoint["principles"] if p["text"] not in self._vectors]
+        if not texts:
+            return
+        stored = self.backend.load_principle_vectors()
+        self._stored_vectors = set(stored)
+        found = [(t, stored[principle_digest(t)]) for t in texts if principle_digest(t) in stored]
+        found = [(t, v) for t, v in found if v.shape == (dim,)] if isinstance(dim, int) else found
+        if found:
+            self._vectors.seed([t for t, _ in found], np.stack([v for _, v in found]))
+
+    def _persist_principle_vectors(self, embed_missing: int | None = None) -> None:
+        """Store the current principles' vectors with the memory (and only theirs); call after a commit.
+
+        Args:
+            embed_missing: embed up to this many principles not embedded yet first (``None``: all).
+
+        A cache: a failure is reported as a warning, never raised (the commit stands).
+        """
+        texts = list(dict.fromkeys(p["text"] for p in self.checkpoint["principles"]))
+        try:
+            missing = [t for t in texts if t not in self._vectors]
+            if missing and (embed_missing is None or len(missing) <= embed_missing):
+                self._vectors(missing)
+            kept, matrix = self._vectors.known(texts)
+            vectors = {principle_digest(t): matrix[i] for i, t in enumerate(kept)}
+            if set(vectors) != self._stored_vectors:
+                self.backend.save_principle_vectors(vectors)
+                self._stored_vectors = set(vectors)
+        except Exception as exc:  # noqa: BLE001 - a cache; the commit is done
+            warnings.warn(
+                f"{self.backend.location}: principle vectors not stored ({exc}); they will be embedded again",
+                RuntimeWarning,
+                stacklevel=2,
+            )
 
     def _publish(self, checkpoint: PrinciplesCheckpoint, episodes: EpisodicMemory) -> None:
         """Make a committed (or freshly loaded) version the one readers see.
@@ -262,28 +315,49 @@ class Memory:
         Returns:
             ``(selected principles, ids of principles left out)``.
         """
-        principles = self.principles
-        costs = [estimate_tokens(p["text"]) + 2 for p in principles]
-        if token_budget is None or sum(costs) <= token_budget:
-            return principles, []
-        similarity = self._vectors([p["text"] for p in principles]) @ np.asarray(
-            unit([self.embeddings.embed_query(embedding_text(case))])[0], dtype=np.float32
-        )
-        supports = [math.log1p(len(p["sources"])) if p["sources"] else None for p in principles]
-        best = max([s for s in supports if s is not None], default=1.0) or 1.0
-        scores = [
-            float(sim) + support_weight * ((s if s is not None else best) / best)
-            for sim, s in zip(similarity, supports)
-        ]
-        chosen: set[int] = set()
-        used = 0
-        for i in sorted(range(len(principles)), key=lambda i: -scores[i]):
+        principles, costs, supports = self._principle_table()
+        if token_budget is None or int(costs.sum()) <= token_budget:
+            return list(principles), []
+        matrix = self._principle_matrix(principles)
+        query = np.asarray(unit([self.embeddings.embed_query(embedding_text(case))])[0], dtype=np.float32)
+        known = supports[~np.isnan(supports)]
+        best = float(known.max()) if known.size and known.max() > 0 else 1.0
+        scores = matrix @ query + support_weight * np.where(np.isnan(supports), best, supports) / best
+        chosen = np.zeros(len(principles), dtype=bool)
+        used, cheapest = 0, int(costs.min())
+        for i in np.argsort(-scores, kind="stable"):
             if used + costs[i] <= token_budget:
-                chosen.add(i)
-                used += costs[i]
-        return [p for i, p in enumerate(principles) if i in chosen], [
-            p["id"] for i, p in enumerate(principles) if i not in chosen
+                chosen[i] = True
+                used += int(costs[i])
+                if token_budget - used < cheapest:
+                    break
+        return [p for i, p in enumerate(principles) if chosen[i]], [
+            p["id"] for i, p in enumerate(principles) if not chosen[i]
         ]
+
+    def _principle_table(self) -> tuple[list[Principle], np.ndarray, np.ndarray]:
+        """The loaded principles, their token costs and supports (``log(1 + sources)``, NaN: hand-written).
+
+        Computed once per loaded version, not per judgment.
+        """
+        cached = self._principles_cache
+        if cached is None or cached[0] is not self.checkpoint:
+            principles = list(self.checkpoint["principles"])
+            costs = np.array([estimate_tokens(p["text"]) + 2 for p in principles], dtype=np.int64)
+            supports = np.array(
+                [math.log1p(len(p["sources"])) if p["sources"] else np.nan for p in principles], dtype=np.float64
+            )
+            cached = (self.checkpoint, principles, costs, supports, {})
+            self._principles_cache = cached
+        return cached[1], cached[2], cached[3]
+
+    def _principle_matrix(self, principles: list[Principle]) -> np.ndarray:
+        """Unit vectors of the loaded principles, shape ``(len(principles), dim)``, once per loaded version."""
+        cached = self._principles_cache
+        assert cached is not None
+        if "matrix" not in cached[4]:
+            cached[4]["matrix"] = self._vectors([p["text"] for p in principles])
+        return cached[4]["matrix"]
 
     def retrieve_episodes(self, case: dict[str, Any], k: int = 5) -> list[Episode]:
         """The ``k`` most similar episodes to ``case`` (with ``score``)."""
@@ -569,7 +643,11 @@ class Memory:
                 replaces the older, which is kept in its ``history``) or differ.
             author: recorded with the new version.
             reason: one line recorded with the new version.
-            progress: optional ``update(n)`` sink advanced per distilled record.
+            progress: optional progress sink. A callable ``progress(phase, done, total)`` hears every
+                phase (``"embed"``: episodes embedded, ``"distill"``: records distilled,
+                ``"consolidate"``: principles compared, ``"merge"``, ``"index"``, ``"persist"``; the
+                first two run at the same time); an object with only ``update(n)`` (e.g. a tqdm bar)
+                is advanced per distilled record.
             principles_policy: ``"review"`` holds every new distilled principle for an expert
                 for this alignment; ``"auto"`` or ``None`` apply the judge's stored policy
                 (a run can tighten it, never relax it; see :mod:`memalign_graph.governance`).
@@ -663,17 +741,18 @@ class Memory:
         new_episodes = [episode_from_record(r) for r in fresh]
         to_distill = [r for r in fresh + retry if is_salient(r)]
 
-        def embed() -> list[list[float]]:
+        phases = _Phases(progress)
+
+        def embed() -> np.ndarray:
             started = time.perf_counter()
-            vectors = (
-                unit(self.embeddings.embed_documents([embedding_text(e) for e in new_episodes])) if new_episodes else []
-            )
+            vectors = self._embed_episodes(new_episodes, phases)
             report.timings["embed_s"] = round(time.perf_counter() - started, 3)
             return vectors
 
         # Episodes are embedded in a worker thread while the LLM distills: the two overlap.
         started = time.perf_counter()
         embedding = asyncio.create_task(asyncio.to_thread(embed))
+        phases.start("distill", len(to_distill))
         result = await adistill(
             chat,
             self.spec,
@@ -684,17 +763,24 @@ class Memory:
             concurrency=concurrency,
             max_retries=max_retries,
             backoff_s=backoff_s,
-            progress=progress,
+            progress=phases.sink("distill"),
         )
         report.timings["distill_s"] = round(time.perf_counter() - started, 3)
         report.distilled, report.failed = result.distilled, result.failed
         report.llm_calls, report.usage = result.calls, result.usage
 
         started = time.perf_counter()
-        pairs = await asyncio.to_thread(
-            related_pairs, principles, result.principles, self._vectors, low=consolidate_threshold, high=dedup_threshold
-        )
+        phases.start("consolidate", len(result.principles))
+
+        def compare() -> list[tuple[str, str, float]]:
+            self._vectors([p["text"] for p in result.principles])  # new principles: batched calls, cached for merge
+            return related_pairs(
+                principles, result.principles, self._vectors, low=consolidate_threshold, high=dedup_threshold
+            )
+
+        pairs = await asyncio.to_thread(compare)
         report.timings["consolidate_embed_s"] = round(time.perf_counter() - started, 3)
+        phases.advance("consolidate", len(result.principles))
         texts = {p["id"]: p["text"] for p in principles + result.principles}
         consolidation_calls = CallCounter()
         relations = await aclassify_pairs(
@@ -716,6 +802,7 @@ class Memory:
 
         def commit() -> int:
             started = time.perf_counter()
+            phases.start("merge", len(result.principles))
             admitted, held, admitted_relations = govern_candidates(
                 principles,
                 result.principles,
@@ -735,8 +822,10 @@ class Memory:
             reasons = {p["id"]: p.get("held", "") for p in proposed}
             report.proposed_principles = {i: held.get(i) or reasons[i] for i in report_held}
             report.timings["merge_s"] = round(time.perf_counter() - started, 3)
+            phases.advance("merge", len(result.principles))
             try:
                 started = time.perf_counter()
+                phases.start("index", len(new_episodes))
                 draft = self.episodes.draft()  # readers keep searching the committed store meanwhile
                 draft.upsert_with_vectors(new_episodes, vectors)
                 for record in fresh + retry:
@@ -749,7 +838,9 @@ class Memory:
                         via=via,
                     )
                 report.timings["index_s"] = round(time.perf_counter() - started, 3)
+                phases.advance("index", len(new_episodes))
                 started = time.perf_counter()
+                phases.start("persist", 1)
                 checkpoint = PrinciplesCheckpoint(
                     version=self.version + 1,
                     created_at=now_iso(),
@@ -764,15 +855,39 @@ class Memory:
                 version = self.backend.commit(
                     checkpoint, draft.vectorstore, embeddings_changed=bool(fresh), new_episodes=new_episodes
                 )
-                report.timings["persist_s"] = round(time.perf_counter() - started, 3)
             except BaseException:
                 self._load()  # the backend may have committed before failing: read what is current
                 raise
             self._publish(checkpoint, draft)
+            self._persist_principle_vectors()
+            report.timings["persist_s"] = round(time.perf_counter() - started, 3)
+            phases.advance("persist", 1)
             return version
 
         report.version = await asyncio.to_thread(commit)
         return report
+
+    def _embed_episodes(self, episodes: list[Episode], phases: _Phases, chunk: int = 256) -> np.ndarray:
+        """Unit vectors of ``episodes`` (shape ``(n, dim)``, float32), embedded ``chunk`` texts per call.
+
+        Filled into one preallocated array, so 100 000 episodes cost 150 MB of vectors, not lists of floats.
+        """
+        phases.start("embed", len(episodes))
+        if not episodes:
+            return np.zeros((0, 0), dtype=np.float32)
+        out: np.ndarray | None = None
+        for start in range(0, len(episodes), chunk):
+            part = episodes[start : start + chunk]
+            block = np.asarray(self.embeddings.embed_documents([embedding_text(e) for e in part]), dtype=np.float32)
+            if block.ndim != 2 or len(block) != len(part):
+                raise ValueError(f"embeddings returned {block.shape} for {len(part)} texts")
+            if out is None:
+                out = np.empty((len(episodes), block.shape[1]), dtype=np.float32)
+            norms = np.linalg.norm(block, axis=1, keepdims=True)
+            out[start : start + len(part)] = block / np.where(norms == 0, 1.0, norms)
+            phases.advance("embed", len(part))
+        assert out is not None
+        return out
 
     @contextlib.contextmanager
     def _writing(self) -> Any:
@@ -820,6 +935,7 @@ class Memory:
             new_episodes=list(new_episodes or []),  # type: ignore[arg-type]
         )
         self._publish(checkpoint, episodes)
+        self._persist_principle_vectors(embed_missing=self._vectors.batch_size)
         return version
 
     def _governance(self, proposed: list[Principle] | None = None, policy: str | None = None) -> dict[str, Any]:
@@ -1181,15 +1297,63 @@ def _default_reason(report: AlignmentReport) -> str:
     return ", ".join(parts) + " feedback records"
 
 
+class _Phases:
+    """Alignment progress to a sink: ``sink(phase, done, total)``, or ``sink.update(n)`` for distillation only."""
+
+    def __init__(self, sink: Any) -> None:
+        self._sink = sink
+        self._totals: dict[str, int] = {}
+        self._done: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def start(self, phase: str, total: int) -> None:
+        with self._lock:
+            self._totals[phase], self._done[phase] = total, 0
+        if callable(self._sink):
+            self._sink(phase, 0, total)
+
+    def advance(self, phase: str, n: int) -> None:
+        with self._lock:
+            self._done[phase] = self._done.get(phase, 0) + n
+            done, total = self._done[phase], self._totals.get(phase, 0)
+        if callable(self._sink):
+            self._sink(phase, done, total)
+        elif phase == "distill" and self._sink is not None:
+            self._sink.update(n)
+
+    def sink(self, phase: str) -> Any:
+        """An ``update(n)`` object that advances ``phase``."""
+        return _PhaseSink(self, phase) if self._sink is not None else None
+
+
+@dataclass
+class _PhaseSink:
+    phases: _Phases
+    phase: str
+
+    def update(self, n: int) -> None:
+        self.phases.advance(self.phase, n)
+
+
+ProgressCallback = Callable[[str, int, int], None]
+"""``progress(phase, done, total)``, see :meth:`Memory.aalign`."""
+
+
 _registry: dict[tuple[str, int], Memory] = {}
 _registry_lock = threading.Lock()
 
 
-def open_memory(location: str | Path, embeddings: str | Embeddings | None = None) -> Memory:
+def open_memory(location: str | Path, embeddings: str | Embeddings | None = None, *, refresh: bool = True) -> Memory:
     """A process-wide shared :class:`Memory` for ``location``, refreshed if another writer committed.
 
     Graph nodes use this so that judging does not reload memory from disk on
     every call, yet sees every committed alignment.
+
+    Args:
+        location: see :func:`backend_for`.
+        embeddings: see :func:`memalign_graph.models.resolve_embeddings`.
+        refresh: check for a newer version (one small read; ``False`` for the later nodes of a
+            judgment, which use the version its first node saw).
 
     Raises:
         MemoryFormatError: if there is no valid memory at ``location``.
@@ -1202,9 +1366,10 @@ def open_memory(location: str | Path, embeddings: str | Embeddings | None = None
             memory = Memory.open(location, embeddings=emb)
             _registry[key] = memory
             return memory
-    with contextlib.suppress(MemoryFormatError):
-        if not memory._write_lock.locked():
-            memory.refresh()
+    if refresh:
+        with contextlib.suppress(MemoryFormatError):
+            if not memory._write_lock.locked():
+                memory.refresh()
     return memory
 
 

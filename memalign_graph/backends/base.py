@@ -10,6 +10,7 @@ behind the same interface without touching the graph.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from abc import ABC, abstractmethod
 from contextlib import AbstractContextManager
@@ -22,6 +23,11 @@ from langchain_core.vectorstores import VectorStore
 from memalign_graph.semantic import Principle
 
 FORMAT_VERSION = 1
+
+
+def principle_digest(text: str) -> str:
+    """The key a principle's stored vector is found by: SHA-256 of its text, hex."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 class LedgerEntry(TypedDict):
@@ -218,6 +224,22 @@ class MemoryBackend(ABC):
     @abstractmethod
     def lock(self) -> AbstractContextManager[None]:
         """Exclusive writer lock across processes, held for a whole read-modify-commit."""
+
+    def load_principle_vectors(self) -> dict[str, Any]:
+        """Principle vectors stored with this memory: ``principle_digest(text)`` -> unit vector (float32 array).
+
+        A cache: empty when none are stored or they cannot be read (principles are then embedded again).
+        """
+        return {}
+
+    def save_principle_vectors(self, vectors: dict[str, Any]) -> None:
+        """Replace the stored principle vectors with ``vectors`` (digest -> unit vector, all of one length).
+
+        Call with the writer lock held, after a commit, with the vectors of the current principles
+        only, so that nothing of a removed principle stays behind. Backends that keep no vectors
+        ignore it.
+        """
+        return None
 
     def review_thread_id(self, record_id: str) -> str:
         """The LangGraph thread id under which ``memalign review`` keeps one case's review."""

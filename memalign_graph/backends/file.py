@@ -7,6 +7,8 @@ Layout of ``DIR``::
     episodes/e000003/        FAISS index (index.faiss) and episodes as JSON lines (episodes.jsonl); the current
                              snapshot and the one before it are kept
     episodes/log/v000003.jsonl  episodes added or replaced by version 3 (history, for rollback)
+    principle_vectors.npz    unit vectors of the current principles by text digest (a cache: principles are not
+                             embedded again by every process; rewritten after each commit)
     review-checkpoints.sqlite   LangGraph checkpoints of `memalign review` (a cache; purged on forget)
     .lock                    writer lock (fcntl)
 
@@ -88,6 +90,9 @@ def read_text_nofollow(path: Path, root: Path) -> str:
         raise
     with os.fdopen(fd, "r", encoding="utf-8") as fh:
         return fh.read()
+
+
+PRINCIPLE_VECTORS = "principle_vectors.npz"
 
 
 def _single_threaded_search() -> None:
@@ -213,6 +218,7 @@ class FileBackend(MemoryBackend):
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path).expanduser().resolve()
         self.location = str(self.path)
+        self._version_seen: tuple[tuple[int, int, int], int] | None = None
 
     def _inside(self, rel: str) -> Path:
         """``DIR/rel``, after checking that no existing component of ``rel`` is a symbolic link.
@@ -316,7 +322,16 @@ class FileBackend(MemoryBackend):
         )
 
     def current_version(self) -> int:  # noqa: D102
-        return int(self._manifest()["version"])
+        # Every judgment asks; the manifest is replaced by rename on each commit, so an unchanged
+        # (inode, mtime, size) means an unchanged version and the file need not be read again.
+        try:
+            st = os.stat(self.path / MANIFEST)
+        except OSError:
+            return int(self._manifest()["version"])  # raises the precise error
+        key = (st.st_ino, st.st_mtime_ns, st.st_size)
+        if self._version_seen is None or self._version_seen[0] != key:
+            self._version_seen = (key, int(self._manifest()["version"]))
+        return self._version_seen[1]
 
     def load(self, embeddings: Embeddings) -> LoadedMemory:  # noqa: D102
         import faiss
@@ -444,6 +459,43 @@ class FileBackend(MemoryBackend):
             version=now,
         ) from exc
 
+    def load_principle_vectors(self) -> dict[str, Any]:  # noqa: D102
+        import numpy as np
+
+        file = self.path / PRINCIPLE_VECTORS
+        try:
+            with np.load(file, allow_pickle=False) as data:
+                digests, vectors = data["digests"], data["vectors"]
+        except (OSError, KeyError, ValueError, EOFError):  # absent or unreadable: a cache, embed again
+            return {}
+        if vectors.ndim != 2 or len(digests) != len(vectors) or vectors.dtype != np.float32:
+            return {}
+        return {str(d): v for d, v in zip(digests, vectors)}
+
+    def save_principle_vectors(self, vectors: dict[str, Any]) -> None:  # noqa: D102
+        import numpy as np
+
+        file = self.path / PRINCIPLE_VECTORS
+        if not vectors:
+            file.unlink(missing_ok=True)
+            return
+        fd, tmp = tempfile.mkstemp(prefix=f".{file.name}.", suffix=".tmp", dir=self.path)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                np.savez(
+                    fh,
+                    digests=np.asarray(list(vectors), dtype="U64"),
+                    vectors=np.stack([np.asarray(v, dtype=np.float32) for v in vectors.values()]),
+                )
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, file)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+        _fsync_dir(self.path)
+
     def _collect_garbage(self, keep: set[str]) -> None:
         """Delete episode snapshots other than ``keep`` and stale temp files; never raises.
 
@@ -482,7 +534,7 @@ class FileBackend(MemoryBackend):
         except MemoryFormatError:
             return
         current = manifest["version"]
-        for tmp in self.path.glob(f".{MANIFEST}.*.tmp"):
+        for tmp in [*self.path.glob(f".{MANIFEST}.*.tmp"), *self.path.glob(f".{PRINCIPLE_VECTORS}.*.tmp")]:
             _remove_file(tmp)
         for rel, pattern in (("principles", r"v(\d+)\.json"), ("episodes/log", r"v(\d+)\.jsonl")):
             folder = self._inside(rel)

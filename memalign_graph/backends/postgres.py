@@ -12,6 +12,8 @@ Schema (created on first ``create``; ``memalign_`` tables, one row set per judge
     memalign_principles     (judge, version) -> principles checkpoint with the ledger (every version kept)
     memalign_episode        (judge, id) -> episode JSON, digest, embedding vector (pgvector)
     memalign_episode_log    (judge, version, id) -> episodes added or replaced by that version (rollback)
+    memalign_principle_vector  (judge, digest) -> unit vector of a current principle's text (a cache, so
+                            no process embeds every principle again; replaced after each commit)
 
 Review threads of ``memalign review`` live in LangGraph's own checkpoint
 tables (:class:`langgraph.checkpoint.postgres.PostgresSaver`) in the same
@@ -102,6 +104,12 @@ CREATE TABLE IF NOT EXISTS memalign_episode_log (
     record_hash text NOT NULL,
     episode     json NOT NULL,
     PRIMARY KEY (judge, version, id)
+);
+CREATE TABLE IF NOT EXISTS memalign_principle_vector (
+    judge     text NOT NULL REFERENCES memalign_judge(name) ON DELETE CASCADE,
+    digest    text NOT NULL,
+    embedding vector NOT NULL,
+    PRIMARY KEY (judge, digest)
 );
 """
 
@@ -222,6 +230,7 @@ class PostgresBackend(MemoryBackend):
         self._max_connections = max_connections
         self._pool: Any = None
         self._pool_lock = threading.Lock()
+        self._schema_checked = False
         self._lock_key = int.from_bytes(
             hashlib.blake2b(self.judge.encode(), digest_size=8).digest(), "big", signed=True
         )
@@ -439,6 +448,56 @@ class PostgresBackend(MemoryBackend):
                 (self.judge, version, Json(checkpoint)),
             )
             conn.execute("UPDATE memalign_judge SET version = %s WHERE name = %s", (version, self.judge))
+
+    def load_principle_vectors(self) -> dict[str, Any]:  # noqa: D102
+        import psycopg
+        from pgvector.psycopg import register_vector
+
+        with self._connection() as conn:
+            try:
+                register_vector(conn)
+                with conn.cursor(binary=True) as cur:
+                    rows = cur.execute(
+                        "SELECT digest, embedding FROM memalign_principle_vector WHERE judge = %s", (self.judge,)
+                    ).fetchall()
+            except psycopg.errors.UndefinedTable:  # a database created before vectors were kept
+                return {}
+        return {r[0]: np.asarray(r[1].to_numpy(), dtype=np.float32) for r in rows}
+
+    def save_principle_vectors(self, vectors: dict[str, Any]) -> None:  # noqa: D102
+        from pgvector.psycopg import register_vector
+
+        with self._connection() as conn:
+            if not self._schema_checked:  # once per process: adds the vector table to an older database
+                with conn.transaction():
+                    conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
+                    conn.execute(_SCHEMA)
+                self._schema_checked = True
+            register_vector(conn)
+            with conn.transaction():
+                stored = {
+                    r[0]
+                    for r in conn.execute(
+                        "SELECT digest FROM memalign_principle_vector WHERE judge = %s", (self.judge,)
+                    ).fetchall()
+                }
+                gone = sorted(stored - set(vectors))
+                if gone:
+                    conn.execute(
+                        "DELETE FROM memalign_principle_vector WHERE judge = %s AND digest = ANY(%s)",
+                        (self.judge, gone),
+                    )
+                new = [d for d in vectors if d not in stored]
+                if new:
+                    with (
+                        conn.cursor() as cur,
+                        cur.copy(
+                            "COPY memalign_principle_vector (judge, digest, embedding) FROM STDIN WITH (FORMAT BINARY)"
+                        ) as copy,
+                    ):
+                        copy.set_types(["text", "text", "vector"])
+                        for digest in new:
+                            copy.write_row((self.judge, digest, np.asarray(vectors[digest], dtype=np.float32)))
 
     def _write_episodes(self, conn: Any, vectorstore: VectorStore) -> None:
         """Make the stored episodes equal ``vectorstore``'s: delete, insert and replace by digest."""
