@@ -56,6 +56,8 @@ class AlignmentReport:
         new_principles: ids of principles added.
         merged_principles: candidate id -> id of the existing principle it repeated.
         removed_principles: ids of principles whose only sources were replaced.
+        refused_principles: principles distillation gave but refused (placeholders, prompt echoes,
+            case copies, cut-short names): ``{"text", "sources", "reason"}``.
         llm_calls: LLM calls made (distillation and consolidation, retries included).
         usage: tokens spent.
         consolidation: pairs of similar principles sent to the LLM and its verdicts.
@@ -73,6 +75,7 @@ class AlignmentReport:
     new_principles: list[str] = field(default_factory=list)
     merged_principles: dict[str, str] = field(default_factory=dict)
     removed_principles: list[str] = field(default_factory=list)
+    refused_principles: list[dict[str, Any]] = field(default_factory=list)
     llm_calls: int = 0
     usage: dict[str, int] = field(default_factory=dict)
     consolidation: dict[str, int] = field(default_factory=dict)
@@ -276,11 +279,10 @@ class Memory:
         *,
         model: str | BaseChatModel | None = None,
         batch_size: int = 50,
-        token_budget: int = 6000,
+        token_budget: int | None = None,
         concurrency: int = 8,
         max_retries: int = 2,
         backoff_s: float | None = None,
-        dedup_threshold: float = 0.95,
         consolidate_threshold: float = 0.85,
         author: str = "expert",
         reason: str | None = None,
@@ -301,17 +303,17 @@ class Memory:
             records: feedback records (see :mod:`memalign_graph.spec`), each with an ``id``.
             model: chat model for distillation (see :func:`resolve_chat_model`).
             batch_size: most records per distillation call.
-            token_budget: most estimated prompt tokens of records per call.
+            token_budget: most estimated prompt tokens of records per call (``None``: what the
+                model's context window holds, see :func:`memalign_graph.distill.adistill`).
             concurrency: most distillation calls in flight.
             max_retries: retries of a distillation batch (and of the consolidation call) after a
                 transient error (timeout, rate limit, connection, 5xx) or an unreadable answer;
                 other errors (authentication, bad request) fail the batch at once.
             backoff_s: first wait before a retry, in seconds, doubled each retry, plus jitter
                 (``None``: 0.5 s).
-            dedup_threshold: cosine similarity at or above which two principles are the
-                same without asking the LLM.
             consolidate_threshold: cosine similarity from which a new principle and
-                its most similar existing one go to the LLM, which says whether they
+                its most similar principle (existing, or new before it) go to the LLM, however
+                similar they are (embeddings alone never merge), which says whether they
                 are the same (merged: union of sources), contradict (the newer
                 replaces the older, which is kept in its ``history``) or differ.
             author: recorded with the new version.
@@ -342,7 +344,6 @@ class Memory:
                     concurrency,
                     max_retries,
                     backoff_s,
-                    dedup_threshold,
                     consolidate_threshold,
                     author,
                     reason,
@@ -360,11 +361,10 @@ class Memory:
         records: list[FeedbackRecord],
         chat: BaseChatModel,
         batch_size: int,
-        token_budget: int,
+        token_budget: int | None,
         concurrency: int,
         max_retries: int,
         backoff_s: float | None,
-        dedup_threshold: float,
         consolidate_threshold: float,
         author: str,
         reason: str | None,
@@ -421,11 +421,12 @@ class Memory:
         )
         report.timings["distill_s"] = round(time.perf_counter() - started, 3)
         report.distilled, report.failed = result.distilled, result.failed
+        report.refused_principles = result.refused
         report.llm_calls, report.usage = result.calls, result.usage
 
         started = time.perf_counter()
         pairs = await asyncio.to_thread(
-            related_pairs, principles, result.principles, self._vectors, low=consolidate_threshold, high=dedup_threshold
+            related_pairs, principles, result.principles, self._vectors, threshold=consolidate_threshold
         )
         report.timings["consolidate_embed_s"] = round(time.perf_counter() - started, 3)
         texts = {p["id"]: p["text"] for p in principles + result.principles}
@@ -437,6 +438,7 @@ class Memory:
             usage=report.usage,
             backoff_s=backoff_s,
             counter=consolidation_calls,
+            concurrency=concurrency,
         )
         report.llm_calls += consolidation_calls.n
         report.consolidation = {
@@ -447,9 +449,7 @@ class Memory:
 
         def commit() -> int:
             started = time.perf_counter()
-            merged, added, absorbed = merge_principles(
-                principles, result.principles, self._vectors, threshold=dedup_threshold, relations=relations
-            )
+            merged, added, absorbed = merge_principles(principles, result.principles, relations=relations)
             report.new_principles, report.merged_principles = added, absorbed
             report.timings["merge_s"] = round(time.perf_counter() - started, 3)
             vectorstore = self.episodes.vectorstore

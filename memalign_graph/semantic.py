@@ -90,51 +90,63 @@ class PrincipleVectors:
 
 
 def related_pairs(
-    existing: list[Principle], candidates: list[Principle], vectors: PrincipleVectors, *, low: float, high: float
+    existing: list[Principle], candidates: list[Principle], vectors: PrincipleVectors, *, threshold: float
 ) -> list[tuple[str, str, float]]:
-    """Pairs (candidate id, existing id, cosine) whose similarity lies in ``[low, high)``.
+    """Pairs (candidate id, other id, cosine) of similar principles, for the LLM to classify.
 
-    These may say the same thing in other words, or contradict each other; an
-    LLM decides (see :func:`memalign_graph.distill.aclassify_pairs`). At most one
-    pair per candidate: its most similar existing principle.
+    For each candidate, its most similar principle among ``existing`` and the
+    candidates before it, if their cosine similarity is at least ``threshold``.
+    Similar is not the same: "Exclude cancelled orders from revenue." and "Include
+    cancelled orders in revenue." score 0.97 under e5, so every such pair goes to the
+    LLM (see :func:`memalign_graph.distill.aclassify_pairs`), however high its score.
+    A candidate whose text equals one of those principles (after lower-casing and
+    dropping punctuation) is left out: :func:`merge_principles` merges it without asking.
+    Every text is embedded in one call (:class:`PrincipleVectors` embeds what it has not seen).
     """
-    if not existing or not candidates:
+    if not candidates or (not existing and len(candidates) < 2):
         return []
-    sims = vectors([c["text"] for c in candidates]) @ vectors([p["text"] for p in existing]).T
+    others = existing + candidates
+    matrix = vectors([p["text"] for p in others])
+    sims = matrix[len(existing) :] @ matrix.T
+    seen = {_normalise(p["text"]) for p in existing}
     pairs = []
     for i, cand in enumerate(candidates):
-        j = int(np.argmax(sims[i]))
-        if low <= float(sims[i, j]) < high:
-            pairs.append((cand["id"], existing[j]["id"], round(float(sims[i, j]), 4)))
+        key = _normalise(cand["text"])
+        if key in seen:
+            continue
+        seen.add(key)
+        row = sims[i, : len(existing) + i]  # existing principles and earlier candidates only
+        if row.size == 0:
+            continue
+        j = int(np.argmax(row))
+        if float(row[j]) >= threshold:
+            pairs.append((cand["id"], others[j]["id"], round(float(row[j]), 4)))
     return pairs
 
 
 def merge_principles(
     existing: list[Principle],
     candidates: list[Principle],
-    vectors: PrincipleVectors | None = None,
     *,
-    threshold: float = 0.95,
     relations: dict[str, tuple[str, Relation]] | None = None,
 ) -> tuple[list[Principle], list[str], dict[str, str]]:
     """Add ``candidates`` to ``existing`` without repeating a principle.
 
     A candidate repeats a principle when their texts are equal after lower-casing
-    and dropping punctuation, when (with ``vectors``) the cosine similarity of
-    their embeddings is at least ``threshold``, or when ``relations`` says it is
-    the ``same`` as one: it is not added, and its sources are merged into the
-    principle it repeats (unless that one is hand-written: it keeps no sources,
-    so it never depends on a record that merely repeated it). A candidate that
-    ``contradicts`` an existing principle (the expert changed the rule) replaces
-    it: the newer feedback wins, and the replaced principle is kept in the new
-    one's ``history``.
+    and dropping punctuation, or when ``relations`` (the LLM's verdict) says it is
+    the ``same`` as one; similarity of embeddings alone never merges (a rule and its
+    negation embed alike). A repeating candidate is not added, and its sources are
+    merged into the principle it repeats (unless that one is hand-written: it keeps
+    no sources, so it never depends on a record that merely repeated it). A
+    candidate that ``contradicts`` an existing principle (the expert changed the
+    rule) replaces it: the newer feedback wins, and the replaced principle is kept
+    in the new one's ``history``. A relation may name an earlier candidate; if that
+    one was itself merged, the principle it was merged into is meant.
 
     Args:
         existing: current principles (not modified).
-        candidates: new principles from distillation, newer than ``existing``.
-        vectors: embeddings for near-duplicate detection; ``None`` for exact only.
-        threshold: cosine similarity in [0, 1] at or above which two principles are the same.
-        relations: candidate id -> (existing id, ``same``/``contradicts``/``different``),
+        candidates: new principles from distillation, newer than ``existing``, oldest first.
+        relations: candidate id -> (other id, ``same``/``contradicts``/``different``),
             as confirmed by an LLM.
 
     Returns:
@@ -151,6 +163,8 @@ def merge_principles(
         by_id = {p["id"]: p for p in result}
         twin = None
         other_id, relation = relations.get(cand["id"], ("", "different"))
+        while other_id in merged and other_id not in by_id:
+            other_id = merged[other_id]
         if relation == "same" and other_id in by_id:
             twin = by_id[other_id]
         elif relation == "contradicts" and other_id in by_id:
@@ -161,6 +175,7 @@ def merge_principles(
                 {**{k: v for k, v in old.items() if k != "history"}, "superseded_at": now_iso()},
             ]
             result.append(Principle(**{**cand, "history": history}))  # type: ignore[typeddict-item]
+            added = [a for a in added if a != other_id]  # an earlier candidate replaced in the same alignment
             added.append(cand["id"])
             merged[cand["id"]] = other_id
             continue
@@ -169,11 +184,6 @@ def merge_principles(
                 if _normalise(p["text"]) == _normalise(cand["text"]):
                     twin = p
                     break
-        if twin is None and vectors is not None and result:
-            sims = vectors([cand["text"]]) @ vectors([p["text"] for p in result]).T
-            j = int(np.argmax(sims[0]))
-            if float(sims[0, j]) >= threshold:
-                twin = result[j]
         if twin is None:
             result.append(Principle(**cand))  # type: ignore[typeddict-item]
             added.append(cand["id"])

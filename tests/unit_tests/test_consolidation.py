@@ -31,7 +31,7 @@ def test_related_pairs_by_similarity():
     vectors = PrincipleVectors(KeywordEmbeddings(size=256))
     old = [{"id": "p1", "text": "Never use raw tables."}, {"id": "p2", "text": "Convert amounts to EUR."}]
     new = [{"id": "c1", "text": "Do not use the raw tables."}, {"id": "c2", "text": "Greet the customer warmly."}]
-    pairs = related_pairs(old, new, vectors, low=0.5, high=0.95)
+    pairs = related_pairs(old, new, vectors, threshold=0.5)
     assert [(c, e) for c, e, _ in pairs] == [("c1", "p1")]
 
 

@@ -15,7 +15,7 @@ def records(n, text="Use the certified view."):
 def test_plan_batches_respects_size_and_budget():
     batches = plan_batches(records(120), batch_size=50, token_budget=10**6)
     assert [len(b) for b in batches] == [50, 50, 20]
-    cost = estimate_tokens(format_record(records(1)[0]))
+    cost = estimate_tokens(format_record(records(1)[0])) + 1  # a record and its line break
     batches = plan_batches(records(10), batch_size=50, token_budget=cost * 3)
     assert [len(b) for b in batches] == [3, 3, 3, 1]
     huge = [feedback("big", "x" * 10_000, text="long")]
@@ -54,7 +54,8 @@ async def test_adistill_batches_concurrently_and_counts_calls():
     result = await adistill(model, CATEGORICAL, records(100), [], batch_size=10, token_budget=10**6, concurrency=4)
     assert result.calls == math.ceil(100 / 10) == model.calls
     assert sorted(result.distilled) == sorted(f"r{i}" for i in range(100)) and not result.failed
-    assert len(result.principles) == 100 and result.principles[0]["sources"] == ["r0"]
+    # The stub gives one principle per record, as many as the prompt allows: 3 per batch of 10.
+    assert len(result.principles) == 30 and result.principles[0]["sources"] == ["r0"]
     assert result.usage["total_tokens"] > 0
     assert model.max_in_flight == 4  # batches overlap, bounded by the concurrency
 
@@ -73,7 +74,7 @@ async def test_known_principles_are_shown_to_the_distiller():
     model = StubChatModel()
     known = [{"id": "p-1", "text": "Prefer certified views.", "sources": [], "created_at": "", "author": "x"}]
     await adistill(model, CATEGORICAL, records(1), known)
-    assert "- Prefer certified views." in model.prompts[0][0].text
+    assert '\n"Prefer certified views."\n' in model.prompts[0][0].text
 
 
 async def test_batches_fit_the_models_context_window():

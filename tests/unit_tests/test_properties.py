@@ -34,7 +34,7 @@ from langchain_core.embeddings import DeterministicFakeEmbedding
 from memalign_graph import JudgeSpec, Memory
 from memalign_graph.errors import RecordError
 from memalign_graph.spec import MAX_FIELD_CHARS, parse_record, read_jsonl, record_hash
-from memalign_graph.testing import StubChatModel, default_responder
+from memalign_graph.testing import StubChatModel, consolidation_pairs, default_responder
 from tests.conftest import CATEGORICAL, NUMERIC, PAIRWISE
 
 SPECS = {"categorical": CATEGORICAL, "numeric": NUMERIC, "pairwise": PAIRWISE}
@@ -417,7 +417,8 @@ class MemoryMachine(RuleBasedStateMachine):
         prompt = "\n".join(m.text for m in messages)
         if '"verdicts"' in prompt:
             verdicts = []
-            for n, old, new in re.findall(r"^\[(\d+)\] OLD: (.*)\n\s*NEW: (.*)$", prompt, re.M):
+            for pair in consolidation_pairs(messages):
+                n, old, new = pair["pair"], pair["old"], pair["new"]
                 relation = self.relation
                 if relation == "same" and MARK in old + new:
                     # Rules naming different markers are not the same rule. (Were they merged, the kept text
