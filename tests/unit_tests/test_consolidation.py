@@ -210,15 +210,16 @@ def test_new_principles_are_embedded_in_one_call(tmp_path):
 
     calls = []
     memory = Memory.create(tmp_path / "count", CATEGORICAL, embeddings=Counting(size=256))
-    first = [feedback(f"a{i}", f"case a{i}", text=f"Rule {i} names table t{i} explicitly.") for i in range(10)]
-    memory.align(first, model=StubChatModel())
-    calls.clear()
-    second = [feedback(f"b{i}", f"case b{i}", text=f"Policy {i} covers report q{i} only.") for i in range(30)]
-    report = memory.align(second, model=StubChatModel(), batch_size=10)
-    new_texts = {p["text"] for p in memory.principles if p["id"] in report.new_principles}
-    assert len(new_texts) == 9  # three batches of ten, three principles allowed each
-    principle_calls = [c for c in calls if set(c) & new_texts]
-    assert len(principle_calls) == 1 and new_texts <= set(principle_calls[0])
+    for batch in ("a", "b"):  # into an empty memory, then next to existing principles
+        calls.clear()
+        records = [
+            feedback(f"{batch}{i}", f"case {batch}{i}", text=f"Policy {batch}{i} covers q{i}.") for i in range(30)
+        ]
+        report = memory.align(records, model=StubChatModel(), batch_size=10)
+        new_texts = {p["text"] for p in memory.principles if p["id"] in report.new_principles}
+        assert len(new_texts) == 9  # three batches of ten, three principles allowed each
+        principle_calls = [c for c in calls if set(c) & new_texts]
+        assert len(principle_calls) == 1 and new_texts <= set(principle_calls[0])
 
 
 async def test_consolidation_pairs_go_in_calls_of_bounded_size():
