@@ -287,9 +287,10 @@ def _normalise(text: str) -> str:
 
 
 def _copied_share(words: list[str], source_grams: set[tuple[str, ...]], source_text: str) -> float:
-    """Share of ``words`` inside runs of at least four consecutive words of the source.
+    """Share of the words with a letter in ``words`` inside runs of at least four consecutive words of the source.
 
-    For fewer than four words: 1.0 if they are the whole source, else 0.0.
+    Numbers do not count (a rule may quote an order number or a card number from the case
+    it came from). For fewer than four words: 1.0 if they are the whole source, else 0.0.
     """
     if not words:
         return 0.0
@@ -299,7 +300,8 @@ def _copied_share(words: list[str], source_grams: set[tuple[str, ...]], source_t
     for i in range(len(words) - _COPY_RUN + 1):
         if tuple(words[i : i + _COPY_RUN]) in source_grams:
             covered[i : i + _COPY_RUN] = [True] * _COPY_RUN
-    return sum(covered) / len(words)
+    lettered = [c for w, c in zip(words, covered) if not w.isdigit()]
+    return sum(lettered) / len(lettered) if lettered else 0.0
 
 
 @dataclass
@@ -427,8 +429,8 @@ def vet_principle(text: str, batch: BatchText, limit: int = 200) -> tuple[str | 
 
     Refused (``(None, reason)``): a placeholder (``<rule_1>``, ``<rule> ...``,
     ``{criterion}``); an echo of the prompt's own instructions or example; a copy
-    of one case's input or output (at least 60 % of its words in runs of four or
-    more words copied from one case field, or all of them for shorter texts); an
+    of one case's input or output (at least 60 % of its words, numbers aside, in runs
+    of four or more words copied from one case field, or all of them for shorter texts); an
     identifier or quoted name cut short that cannot be completed unambiguously;
     a text with no letters. Repaired: an identifier cut short at the end of the
     text (``"Use the certified view analytics."`` from feedback naming

@@ -270,6 +270,12 @@ def test_placeholders_echoes_case_copies_and_cut_names_are_refused(text, batch, 
         ("Never use raw tables for revenue.", SQL_BATCH, None),
         ("Apologise when a parcel has not arrived before giving instructions.", SUPPORT_BATCH, None),
         ("Be polite.", SUPPORT_BATCH, None),
+        # numbers quoted from the case are data, not a copy of its words
+        (
+            "Never echo card 4111-1111-1111-1111.",
+            [feedback("pii", "ok", inputs="refund card 4111-1111-1111-1111")],
+            None,
+        ),
     ],
 )
 def test_cut_names_are_completed_and_general_rules_kept(text, batch, kept):
