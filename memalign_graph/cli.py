@@ -244,7 +244,10 @@ def align(
     base_url: BaseUrlOpt = None,
     embeddings: EmbOpt = None,
     batch_size: Annotated[int, typer.Option(help="Most records per distillation call.")] = 50,
-    token_budget: Annotated[int, typer.Option(help="Most estimated prompt tokens of records per call.")] = 6000,
+    token_budget: Annotated[
+        Optional[int],
+        typer.Option(help="Most estimated prompt tokens of records per call (default: what the model's window holds)."),
+    ] = None,
     concurrency: Annotated[int, typer.Option(help="Distillation calls in flight.")] = 8,
     author: Annotated[str, typer.Option(help="Recorded with the new version.")] = "expert",
     reason: Annotated[Optional[str], typer.Option(help="One line recorded with the new version.")] = None,

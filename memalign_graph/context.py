@@ -122,8 +122,12 @@ class Context:
         },
     )
     batch_size: int = field(default=50, metadata={"description": "Most feedback records per distillation call."})
-    token_budget: int = field(
-        default=6000, metadata={"description": "Most estimated prompt tokens of records per distillation call."}
+    token_budget: int | None = field(
+        default=None,
+        metadata={
+            "description": "Most estimated prompt tokens of records per distillation call (None: what the "
+            "model's context window holds)."
+        },
     )
     concurrency: int = field(default=8, metadata={"description": "Most distillation calls in flight."})
     review: ReviewPolicy = field(

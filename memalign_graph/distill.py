@@ -1,21 +1,36 @@
 """Distillation: expert feedback in, general principles out (semantic memory).
 
-Records are packed into batches (at most ``batch_size`` records and at most
-``token_budget`` estimated prompt tokens per LLM call; tokens are estimated as
-characters / 4, the usual rule of thumb for English with BPE tokenisers) and
-the batches run concurrently (at most ``concurrency`` calls at once). A batch
-whose call hits a transient error (timeout, rate limit, connection or server
-error, see :func:`memalign_graph.faults.is_transient`) or whose answer cannot be
-read is retried with exponential backoff and jitter (``Runnable.with_retry``),
-at most ``max_retries`` times; an error retrying cannot fix (authentication, bad
+Records are packed into batches of at most ``batch_size`` records (50, the
+batch size of MemAlign's distillation) that fit the model's context window
+(tokens are estimated as characters / 4, the usual rule of thumb for English
+with BPE tokenisers), and the batches run concurrently (at most
+``concurrency`` calls at once). A batch whose call hits a transient error
+(timeout, rate limit, connection or server error, see
+:func:`memalign_graph.faults.is_transient`) or whose answer cannot be read is
+retried with exponential backoff and jitter (``Runnable.with_retry``), at most
+``max_retries`` times; an error retrying cannot fix (authentication, bad
 request) is not retried. A batch that still fails has its record ids reported
 with the error, and the records stay undistilled for the next alignment.
+
+Untrusted text is data. Every record enters the prompt as one JSON object on one
+line between fixed marker lines (:data:`memalign_graph.prompts.RECORDS_BEGIN` /
+``RECORDS_END``), JSON-escaped with ``<``, ``>``, ``&`` and Unicode line
+separators escaped too (:func:`encode_data`), so no field (case, feedback,
+record id) can end a record, open another or forge the prompt's instructions.
+An answer is cut to the principles the call allowed; a principle may cite only
+records of its own batch, by their real ids (other sources are dropped); and
+every principle is vetted (:func:`vet_principle`): placeholders, echoes of the
+prompt, copies of a case's text and truncated identifiers are refused or
+repaired, never stored.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import math
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,23 +47,45 @@ from memalign_graph.judge import (
     bind_structured,
     empty_usage,
     extract_json,
-    format_case,
 )
 from memalign_graph.models import model_name
 from memalign_graph.semantic import Principle, new_principle
-from memalign_graph.spec import FeedbackRecord, JudgeSpec
+from memalign_graph.spec import FeedbackRecord, JudgeSpec, render
 
 log = logging.getLogger(__name__)
 
 CHARS_PER_TOKEN = 4
 MAX_SOURCES = 8
+DEFAULT_TOKEN_BUDGET = 24_000
+"""Estimated prompt tokens of records per call for a model whose context window is unknown (a
+hosted model: most serve 32 000 tokens or more), enough for 50 records of usual size."""
+RECORD_CHARS = 600
+"""Characters kept of each case field in a distillation prompt (feedback: twice as many)."""
+
+_ESCAPES = {ord(c): f"\\u{ord(c):04x}" for c in "<>&\x85\u2028\u2029"}
+
+
+def encode_data(value: Any) -> str:
+    r"""``value`` as JSON on one line, safe to place between a prompt's marker lines.
+
+    JSON escapes quotes, backslashes and control characters; ``<``, ``>``, ``&``
+    and the Unicode line breaks U+0085, U+2028 and U+2029 are escaped as well
+    (``\u003c`` ...), so the text can neither close a tag, open a marker line
+    (markers start ``<<<`` or end ``>>>``) nor start a new line. ``json.loads``
+    gives ``value`` back unchanged.
+
+    Raises:
+        TypeError: if ``value`` is not JSON-serialisable.
+    """
+    return json.dumps(value, ensure_ascii=False).translate(_ESCAPES)
 
 
 def context_window(model: BaseChatModel) -> int | None:
     """Tokens one call to ``model`` may use (prompt + answer), where known.
 
     Known for the in-process llama.cpp model (its context divided among its
-    slots); ``None`` for others, whose limits the caller's ``token_budget`` respects.
+    slots); ``None`` for others, for which :data:`DEFAULT_TOKEN_BUDGET` applies
+    unless the caller gives ``token_budget``.
     """
     from memalign_graph.llamacpp import ChatLlamaCpp
 
@@ -71,15 +108,31 @@ def is_salient(record: FeedbackRecord) -> bool:
     return record.get("judge_value") != record["value"]
 
 
-def format_record(record: FeedbackRecord, chars: int = 600) -> str:
-    """One feedback record as it appears in the distillation prompt."""
-    return prompts.DISTILL_RECORD.format(
-        id=record["id"],
-        case=format_case(record, chars),  # type: ignore[arg-type]
-        judge_value=record.get("judge_value", "unknown"),
-        value=record.get("value", "not given"),
-        feedback=_clip(record.get("feedback", "none"), chars * 2),
-    )
+def record_data(record: FeedbackRecord, chars: int = RECORD_CHARS) -> dict[str, Any]:
+    """The fields of a record a distiller sees, case fields clipped to ``chars`` characters.
+
+    Returns:
+        ``{"id", "inputs", "outputs" | "output_a"/"output_b", "expectations"?, "judge_value",
+        "expert_value", "feedback"}``; feedback clipped to ``2 * chars`` (start and end kept).
+    """
+    data: dict[str, Any] = {"id": record["id"], "inputs": _clip(render(record["inputs"]), chars)}
+    outputs = record["outputs"]
+    if isinstance(outputs, list) and len(outputs) == 2:
+        data["output_a"] = _clip(render(outputs[0]), chars)
+        data["output_b"] = _clip(render(outputs[1]), chars)
+    else:
+        data["outputs"] = _clip(render(outputs), chars)
+    if record.get("expectations") is not None:
+        data["expectations"] = _clip(render(record["expectations"]), chars)
+    data["judge_value"] = record.get("judge_value", "unknown")
+    data["expert_value"] = record.get("value", "not given")
+    data["feedback"] = _clip(record.get("feedback") or "none", chars * 2)
+    return data
+
+
+def format_record(record: FeedbackRecord, chars: int = RECORD_CHARS) -> str:
+    """One feedback record as it appears in the distillation prompt: one line of JSON (:func:`encode_data`)."""
+    return encode_data(record_data(record, chars))
 
 
 def estimate_tokens(text: str) -> int:
@@ -88,9 +141,9 @@ def estimate_tokens(text: str) -> int:
 
 
 def plan_batches(
-    records: list[FeedbackRecord], batch_size: int = 50, token_budget: int = 6000
+    records: list[FeedbackRecord], batch_size: int = 50, token_budget: int = DEFAULT_TOKEN_BUDGET
 ) -> list[list[FeedbackRecord]]:
-    """Split records into batches of at most ``batch_size`` records and ``token_budget`` estimated tokens.
+    """Split records, in order, into batches of at most ``batch_size`` records and ``token_budget`` estimated tokens.
 
     A single record above the budget gets a batch of its own.
 
@@ -103,7 +156,7 @@ def plan_batches(
     current: list[FeedbackRecord] = []
     used = 0
     for record in records:
-        cost = estimate_tokens(format_record(record))
+        cost = estimate_tokens(format_record(record)) + 1  # the line break
         if current and (len(current) >= batch_size or used + cost > token_budget):
             batches.append(current)
             current, used = [], 0
@@ -114,8 +167,22 @@ def plan_batches(
     return batches
 
 
+def allowed_principles(n_records: int) -> int:
+    """Most principles one distillation call may return for a batch of ``n_records`` records.
+
+    One per five records, at least 3 and at most 10: a batch of 50 records may teach
+    several rules, but a principle per record would be case text, not a rule.
+    """
+    return min(10, max(3, math.ceil(n_records / 5)))
+
+
 def distill_schema(ids: list[str], max_principles: int = 3, max_chars: int = 200) -> dict[str, Any]:
-    """JSON schema of a distillation answer; sources may only name ids of the batch."""
+    """JSON schema of a distillation answer; sources may only name ids of the batch.
+
+    A principle's text may run to ``2 * max_chars`` characters in the answer, so that
+    grammar-constrained decoding never stops a rule mid-word; :func:`clip_principle`
+    then clips it to ``max_chars`` at a sentence or word boundary.
+    """
     return {
         "type": "object",
         "properties": {
@@ -125,7 +192,7 @@ def distill_schema(ids: list[str], max_principles: int = 3, max_chars: int = 200
                 "items": {
                     "type": "object",
                     "properties": {
-                        "text": {"type": "string", "minLength": 8, "maxLength": max_chars},
+                        "text": {"type": "string", "minLength": 8, "maxLength": 2 * max_chars},
                         "sources": {"type": "array", "items": {"enum": ids}, "minItems": 1, "maxItems": MAX_SOURCES},
                     },
                     "required": ["text", "sources"],
@@ -141,22 +208,40 @@ def distill_schema(ids: list[str], max_principles: int = 3, max_chars: int = 200
 def build_distill_messages(
     spec: JudgeSpec, batch: list[FeedbackRecord], known: list[Principle], max_principles: int = 3
 ) -> list[BaseMessage]:
-    """The distillation prompt for one batch."""
+    """The distillation prompt for one batch: instructions, then the records between marker lines.
+
+    The criterion and the known principles are JSON-encoded too (:func:`encode_data`):
+    a judge's criterion or a stored principle cannot forge the prompt's structure either.
+    """
     known_text = ""
     if known:
-        known_text = prompts.DISTILL_KNOWN.format(principles="\n".join(f"- {p['text']}" for p in known))
+        known_text = prompts.DISTILL_KNOWN.format(
+            begin=prompts.KNOWN_BEGIN,
+            end=prompts.KNOWN_END,
+            principles="\n".join(encode_data(p["text"]) for p in known),
+        )
     system = prompts.DISTILL_SYSTEM.format(
-        criterion=spec.criterion, values=spec.describe_values(), max_principles=max_principles, known=known_text
+        criterion=encode_data(spec.criterion),
+        values=spec.describe_values(),
+        max_principles=max_principles,
+        known=known_text,
     )
-    user = prompts.DISTILL_USER.format(records="\n\n".join(format_record(r) for r in batch))
+    user = prompts.DISTILL_USER.format(
+        begin=prompts.RECORDS_BEGIN,
+        end=prompts.RECORDS_END,
+        records="\n".join(format_record(r) for r in batch),
+    )
     return [SystemMessage(system), HumanMessage(user)]
 
 
-def parse_principles(text: str, batch_ids: list[str]) -> list[tuple[str, list[str]]]:
-    """``[(text, sources)]`` from a distillation answer.
+def parse_principles(text: str, batch_ids: list[str], max_principles: int | None = None) -> list[tuple[str, list[str]]]:
+    """``[(text, sources)]`` from a distillation answer, at most ``max_principles`` of them.
 
     Sources outside the batch are dropped; a principle left with no source is
-    attributed to the whole batch (it came from this batch's feedback).
+    attributed to the whole batch (it came from this batch's feedback, and
+    forgetting any record of the batch removes it). Principles beyond
+    ``max_principles`` (``None``: no limit) are cut, with a warning: a model that
+    ignores the limit does not get to flood memory.
 
     Raises:
         ValueError: if the answer has no ``principles`` list.
@@ -165,13 +250,218 @@ def parse_principles(text: str, batch_ids: list[str]) -> list[tuple[str, list[st
     items = obj.get("principles")
     if not isinstance(items, list):
         raise ValueError("the answer has no 'principles' list")
+    known = set(batch_ids)
     out = []
     for item in items:
         if not isinstance(item, dict) or not isinstance(item.get("text"), str) or not item["text"].strip():
             continue
-        sources = [s for s in item.get("sources") or [] if s in batch_ids]
+        cited = item.get("sources")
+        cited = cited if isinstance(cited, list) else []
+        sources = [s for s in cited if isinstance(s, str) and s in known]
         out.append((item["text"].strip(), sorted(set(sources or batch_ids))))
+    if max_principles is not None and len(out) > max_principles:
+        log.warning("a distillation answer gave %d principles where %d were allowed; cut", len(out), max_principles)
+        out = out[:max_principles]
     return out
+
+
+# --- vetting principles ---------------------------------------------------------------------------------------------
+
+_PLACEHOLDER = re.compile(
+    r"<\s*/?\s*(?:rule|principle|guideline|text|feedback|source|id|number|value|criterion|placeholder|insert"
+    r"|your|one|general|answer|record)\b[^<>]{0,60}>"
+    r"|<\w*_\d+>|\{\w+\}|\[(?:rule|principle|guideline|insert|placeholder)\b[^\]]{0,60}\]",
+    re.I,
+)
+_WORD = re.compile(r"\w+")
+_IDENT = re.compile(r"(?<![\w.])[A-Za-z_]\w*(?:\.\w+)*")
+_SOURCE_IDENT = re.compile(r"(?<![\w.])[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)+|(?<![\w.])[A-Za-z]\w*_\w+")
+_QUOTED = re.compile(r'"([^"\n]{2,120})"|`([^`\n]{2,120})`|“([^”\n]{2,120})”|(?<!\w)\'([^\'\n]{2,120})\'(?!\w)')
+_OPENERS = {'"': '"', "`": "`", "“": "”"}
+_COPY_RUN = 4
+_COPY_SHARE = 0.6
+
+
+def _normalise(text: str) -> str:
+    return " ".join(_WORD.findall(text.lower()))
+
+
+def _copied_share(words: list[str], source_grams: set[tuple[str, ...]], source_text: str) -> float:
+    """Share of the words with a letter in ``words`` inside runs of at least four consecutive words of the source.
+
+    Numbers do not count (a rule may quote an order number or a card number from the case
+    it came from). For fewer than four words: 1.0 if they are the whole source, else 0.0.
+    """
+    if not words:
+        return 0.0
+    if len(words) < _COPY_RUN:
+        return 1.0 if " ".join(words) == source_text else 0.0
+    covered = [False] * len(words)
+    for i in range(len(words) - _COPY_RUN + 1):
+        if tuple(words[i : i + _COPY_RUN]) in source_grams:
+            covered[i : i + _COPY_RUN] = [True] * _COPY_RUN
+    lettered = [c for w, c in zip(words, covered) if not w.isdigit()]
+    return sum(lettered) / len(lettered) if lettered else 0.0
+
+
+@dataclass
+class BatchText:
+    """What a batch's principles are checked against (built once per batch by :meth:`of`).
+
+    Attributes:
+        cases: ``(record id, normalised case text, its 4-word runs)`` per case field (inputs, outputs).
+        identifiers: dotted and snake_case names in the batch's cases and feedback
+            (``analytics.revenue_certified``).
+        quoted: names quoted in the batch's cases and feedback.
+        tokens: every identifier-like token of the batch, whole (a token found here is not truncated).
+        scaffold: the normalised text of the prompt's own instructions (echoes of it are refused).
+    """
+
+    cases: list[tuple[str, str, set[tuple[str, ...]]]]
+    identifiers: set[str]
+    quoted: set[str]
+    tokens: set[str]
+    scaffold: str
+
+    @classmethod
+    def of(cls, spec: JudgeSpec, batch: list[FeedbackRecord], max_principles: int = 3) -> BatchText:
+        """Index ``batch`` (its full texts, not the clipped prompt form) and the prompt's instructions."""
+        cases = []
+        texts = []
+        for record in batch:
+            outputs = record["outputs"]
+            fields = [record["inputs"], *(outputs if isinstance(outputs, list) else [outputs])]
+            for value in fields:
+                text = render(value)
+                texts.append(text)
+                words = _normalise(text).split()
+                grams = {tuple(words[i : i + _COPY_RUN]) for i in range(len(words) - _COPY_RUN + 1)}
+                cases.append((record["id"], " ".join(words), grams))
+            if record.get("expectations") is not None:
+                texts.append(render(record["expectations"]))
+            texts.append(record.get("feedback") or "")
+        joined = "\n".join(texts)
+        quoted = {next(g for g in m.groups() if g is not None) for m in _QUOTED.finditer(joined)}
+        scaffold = " ".join(m.text for m in build_distill_messages(spec, [], [], max_principles))
+        return cls(
+            cases=cases,
+            identifiers=set(_SOURCE_IDENT.findall(joined)),
+            quoted=quoted,
+            tokens=set(_IDENT.findall(joined)),
+            scaffold=_normalise(scaffold),
+        )
+
+
+def _repair_identifiers(text: str, batch: BatchText) -> tuple[str | None, str]:
+    """``text`` with identifiers cut short completed, or ``(None, reason)`` where that is ambiguous."""
+    for match in reversed(list(_IDENT.finditer(text))):
+        token = match.group()
+        if token in batch.tokens:
+            continue
+        after = text[match.end() : match.end() + 1]
+        separated = "." in token or "_" in token
+        longer = sorted(
+            x
+            for x in batch.identifiers
+            if len(x) > len(token)
+            and x.startswith(token)
+            and (separated or (x[len(token)] in "._" and after in ("_", ".")))
+        )
+        if not longer:
+            continue
+        at_end = not text[match.end() :].strip(" .")
+        if len(longer) == 1 and at_end:
+            text = text[: match.start()] + longer[0] + "."
+            continue
+        return None, f"names {token!r}, a cut-short form of {', '.join(repr(x) for x in longer[:3])}"
+    return text, ""
+
+
+def _repair_quotes(text: str, batch: BatchText) -> tuple[str | None, str]:
+    """``text`` with a quoted name cut short completed, or ``(None, reason)``."""
+    for opener, closer in _OPENERS.items():
+        start = text.rfind(opener)
+        balanced = text.count(opener) % 2 == 0 if opener == closer else text.count(opener) == text.count(closer)
+        if start < 0 or balanced:
+            continue
+        tail = text[start + 1 :].rstrip(" .…")
+        names = sorted(q for q in batch.quoted if tail and q.startswith(tail))
+        if len(names) == 1:
+            return text[: start + 1] + names[0] + closer + ".", ""
+        return None, f"has an unclosed quote ({opener}{tail[:40]})"
+    for match in _QUOTED.finditer(text):
+        name = next(g for g in match.groups() if g is not None)
+        if name in batch.quoted:
+            continue
+        longer = sorted(q for q in batch.quoted if len(q) > len(name) and q.startswith(name))
+        if len(longer) == 1:
+            text = text.replace(match.group(), match.group()[0] + longer[0] + match.group()[-1], 1)
+        elif longer:
+            return None, f"quotes {name!r}, a cut-short form of a quoted name"
+    return text, ""
+
+
+def clip_principle(text: str, limit: int) -> str | None:
+    """``text`` clipped to at most ``limit`` characters without cutting a word, identifier or quoted name.
+
+    Cut at the last sentence end that fits, else at the last space outside quotes
+    (with ``…`` appended); ``None`` if neither exists.
+    """
+    if len(text) <= limit:
+        return text
+    ends = [m.end() for m in re.finditer(r"[.!?](?=\s)", text) if m.end() <= limit]
+    if ends:
+        return text[: ends[-1]]
+    quote_open = False
+    cut = -1
+    for i, char in enumerate(text[:limit]):
+        if char in '"`“”':
+            quote_open = not quote_open if char in '"`' else char == "“"
+        elif char == " " and not quote_open:
+            cut = i
+    if cut <= 0:
+        return None
+    return text[:cut].rstrip(" ,;:") + "…"
+
+
+def vet_principle(text: str, batch: BatchText, limit: int = 200) -> tuple[str | None, str]:
+    """Check that ``text`` is a general rule in plain words; repair what can be repaired.
+
+    Refused (``(None, reason)``): a placeholder (``<rule_1>``, ``<rule> ...``,
+    ``{criterion}``); an echo of the prompt's own instructions or example; a copy
+    of one case's input or output (at least 60 % of its words, numbers aside, in runs
+    of four or more words copied from one case field, or all of them for shorter texts); an
+    identifier or quoted name cut short that cannot be completed unambiguously;
+    a text with no letters. Repaired: an identifier cut short at the end of the
+    text (``"Use the certified view analytics."`` from feedback naming
+    ``analytics.revenue_certified`` becomes ``"... analytics.revenue_certified."``)
+    and a quoted name cut short, when exactly one name of the batch completes it;
+    a text longer than ``limit`` characters, clipped by :func:`clip_principle`.
+
+    Returns:
+        ``(text, "")`` with the (possibly repaired) text, or ``(None, reason)``.
+    """
+    text = " ".join(text.split())
+    if not any(c.isalpha() for c in text):
+        return None, "has no words"
+    if _PLACEHOLDER.search(text):
+        return None, f"is a placeholder ({_PLACEHOLDER.search(text).group()})"  # type: ignore[union-attr]
+    words = _normalise(text).split()
+    if f" {' '.join(words)} " in f" {batch.scaffold} ":
+        return None, "echoes the distillation prompt"
+    for rid, case_text, grams in batch.cases:
+        if _copied_share(words, grams, case_text) >= _COPY_SHARE:
+            return None, f"copies the text of case {rid!r}"
+    repaired, reason = _repair_identifiers(text, batch)
+    if repaired is None:
+        return None, reason
+    repaired, reason = _repair_quotes(repaired, batch)
+    if repaired is None:
+        return None, reason
+    clipped = clip_principle(repaired, limit)
+    if clipped is None:
+        return None, f"is longer than {limit} characters with no word boundary to clip at"
+    return clipped, ""
 
 
 class UnparseableAnswer(ValueError):
@@ -202,9 +492,12 @@ class DistillResult:
     """What a distillation run produced.
 
     Attributes:
-        principles: new candidate principles (before de-duplication).
+        principles: new candidate principles (before de-duplication), in the order of
+            their batches (records given later come later: newer feedback).
         distilled: ids of records whose batch succeeded.
         failed: record id -> error message, for batches that failed after retries.
+        refused: principles the model gave that :func:`vet_principle` refused:
+            ``{"text", "sources", "reason"}``.
         calls: LLM calls made (retries included).
         usage: tokens spent.
     """
@@ -212,6 +505,7 @@ class DistillResult:
     principles: list[Principle] = field(default_factory=list)
     distilled: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
+    refused: list[dict[str, Any]] = field(default_factory=list)
     calls: int = 0
     usage: dict[str, int] = field(default_factory=lambda: dict(empty_usage()))
 
@@ -231,12 +525,21 @@ def fit_known(known: list[Principle], token_budget: int) -> list[Principle]:
     kept: list[Principle] = []
     used = 0
     for principle in reversed(known):
-        cost = estimate_tokens(principle["text"]) + 2
+        cost = estimate_tokens(encode_data(principle["text"])) + 1
         if used + cost > token_budget:
             break
         kept.append(principle)
         used += cost
     return kept[::-1]
+
+
+def _answer_tokens(max_principles: int, principle_chars: int, sources: int, longest_id: int) -> int:
+    """Tokens of the longest answer the schema allows.
+
+    Principle text (up to ``2 * principle_chars`` characters) at one token per two characters
+    (prose runs at about four), ids at one per two, as many sources as a batch can cite.
+    """
+    return max_principles * (principle_chars + sources * (longest_id // 2 + 4) + 24) + 32
 
 
 async def adistill(
@@ -246,11 +549,11 @@ async def adistill(
     known: list[Principle],
     *,
     batch_size: int = 50,
-    token_budget: int = 6000,
+    token_budget: int | None = None,
     concurrency: int = 8,
     max_retries: int = 2,
     backoff_s: float | None = None,
-    max_principles: int = 3,
+    max_principles: int | None = None,
     principle_chars: int = 200,
     progress: Any = None,
 ) -> DistillResult:
@@ -259,19 +562,23 @@ async def adistill(
     Args:
         model: any LangChain chat model.
         spec: the judge.
-        records: salient feedback records (see :func:`is_salient`).
+        records: salient feedback records (see :func:`is_salient`), oldest first.
         known: principles already in memory, shown so they are not repeated (the newest that
             fit :data:`KNOWN_TOKEN_BUDGET`, see :func:`fit_known`).
-        batch_size: most records per call.
-        token_budget: most estimated prompt tokens of records per call; lowered
-            to fit the model's context window where it is known (:func:`context_window`).
+        batch_size: most records per call (50: MemAlign's batch size).
+        token_budget: most estimated prompt tokens of records per call; ``None``: as many
+            as the model's context window holds after the instructions, the known principles
+            and the longest answer, where the window is known (:func:`context_window`), else
+            :data:`DEFAULT_TOKEN_BUDGET`. A given budget is still lowered to fit a known window.
         concurrency: most calls in flight.
         max_retries: retries per batch after a transient error or an unreadable answer
             (``max_retries + 1`` calls at most); other errors are not retried.
         backoff_s: first retry delay in seconds, doubled each retry, plus up to as much
             random jitter (``None``: ``memalign_graph.judge.DEFAULT_SETTINGS["backoff_s"]``).
-        max_principles: most principles one call may return.
-        principle_chars: most characters per principle.
+        max_principles: most principles one call may return (``None``: :func:`allowed_principles`
+            of the batch's size); an answer with more is cut.
+        principle_chars: most characters per principle (longer ones are clipped at a
+            sentence or word boundary, see :func:`clip_principle`).
         progress: optional object with ``update(n)`` (e.g. a tqdm bar), advanced per record.
 
     Returns:
@@ -288,23 +595,39 @@ async def adistill(
     known = fit_known(known, min(KNOWN_TOKEN_BUDGET, window // 4) if window else KNOWN_TOKEN_BUDGET)
     semaphore = asyncio.Semaphore(max(1, concurrency))
     author = f"distill:{model_name(model)}"
+    most = max_principles or allowed_principles(min(batch_size, len(records)))
+    longest_id = max(len(r["id"]) for r in records)
+    answer_tokens = _answer_tokens(most, principle_chars, min(MAX_SOURCES, batch_size, len(records)), longest_id)
+    budget = DEFAULT_TOKEN_BUDGET if token_budget is None else token_budget
+    if window is not None:
+        fixed = sum(estimate_tokens(m.text) for m in build_distill_messages(spec, [], known, most))
+        room = window - answer_tokens - fixed - 256
+        budget = room if token_budget is None else min(token_budget, room)
+        if budget < 256:
+            raise ValueError(
+                f"model {model_name(model)!r}: its {window}-token context leaves no room for feedback records "
+                f"after {len(known)} known principles; use a model with a larger context"
+            )
+    batches = plan_batches(records, batch_size, budget)
+    found_per_batch: list[list[Principle]] = [[] for _ in batches]
 
-    async def run(batch: list[FeedbackRecord]) -> None:
+    async def run(index: int, batch: list[FeedbackRecord]) -> None:
         ids = [r["id"] for r in batch]
+        allowed = max_principles or allowed_principles(len(batch))
         bound = bind_structured(
             model,
-            distill_schema(ids, max_principles, principle_chars),
+            distill_schema(ids, allowed, principle_chars),
             "principles",
             logprobs=False,
             max_tokens=answer_tokens,
         )
-        messages = build_distill_messages(spec, batch, known, max_principles)
+        messages = build_distill_messages(spec, batch, known, allowed)
 
         async def ask(prompt: list[BaseMessage]) -> list[tuple[str, list[str]]]:
             answer = await bound.ainvoke(prompt)
             add_usage(result.usage, answer)  # type: ignore[arg-type]
             try:
-                return parse_principles(answer.text, ids)
+                return parse_principles(answer.text, ids, allowed)
             except ValueError as exc:
                 raise UnparseableAnswer(str(exc)) from exc
 
@@ -317,28 +640,27 @@ async def adistill(
             except Exception as exc:  # noqa: BLE001 - any provider error is reported by record id, not raised
                 result.failed.update(dict.fromkeys(ids, f"{describe_error(exc)} (after {counter.n} attempt(s))"))
             else:
-                result.principles.extend(new_principle(text, sources, author) for text, sources in found)
+                text_of = BatchText.of(spec, batch, allowed)
+                for text, sources in found:
+                    vetted, reason = vet_principle(text, text_of, principle_chars)
+                    if vetted is None:
+                        log.warning("distilled principle refused: %r %s (sources %s)", text[:200], reason, sources)
+                        result.refused.append({"text": text, "sources": sources, "reason": reason})
+                    else:
+                        found_per_batch[index].append(new_principle(vetted, sources, author))
                 result.distilled.extend(ids)
             finally:
                 result.calls += counter.n
         if progress is not None:
             progress.update(len(batch))
 
-    # Longest answer the schema allows: principle text at one token per two characters (prose runs at
-    # about four), ids at one per two, as many sources as a batch can cite.
-    longest_id = max(len(r["id"]) for r in records)
-    sources = min(MAX_SOURCES, batch_size, len(records))
-    answer_tokens = max_principles * (principle_chars // 2 + sources * (longest_id // 2 + 4) + 24) + 32
-    if window is not None:
-        fixed = sum(estimate_tokens(m.text) for m in build_distill_messages(spec, [], known, max_principles))
-        token_budget = min(token_budget, window - answer_tokens - fixed - 256)
-        if token_budget < 256:
-            raise ValueError(
-                f"model {model_name(model)!r}: its {window}-token context leaves no room for feedback records "
-                f"after {len(known)} known principles; use a model with a larger context"
-            )
-    await asyncio.gather(*(run(b) for b in plan_batches(records, batch_size, token_budget)))
+    await asyncio.gather(*(run(i, b) for i, b in enumerate(batches)))
+    result.principles = [p for found in found_per_batch for p in found]
     return result
+
+
+PAIRS_PER_CALL = 40
+"""Most principle pairs one consolidation call classifies."""
 
 
 def classify_schema(n: int) -> dict[str, Any]:
@@ -366,6 +688,13 @@ def classify_schema(n: int) -> dict[str, Any]:
     }
 
 
+def build_classify_messages(pairs: list[tuple[str, str]]) -> list[BaseMessage]:
+    """The consolidation prompt for ``[(old text, new text)]``: one JSON object per pair between marker lines."""
+    lines = "\n".join(encode_data({"pair": n, "old": old, "new": new}) for n, (old, new) in enumerate(pairs, start=1))
+    user = prompts.CONSOLIDATE_USER.format(begin=prompts.PAIRS_BEGIN, end=prompts.PAIRS_END, pairs=lines)
+    return [SystemMessage(prompts.CONSOLIDATE_SYSTEM), HumanMessage(user)]
+
+
 async def aclassify_pairs(
     model: BaseChatModel,
     pairs: list[tuple[str, str, str, str]],
@@ -374,11 +703,14 @@ async def aclassify_pairs(
     backoff_s: float | None = None,
     usage: dict[str, int] | None = None,
     counter: CallCounter | None = None,
+    pairs_per_call: int = PAIRS_PER_CALL,
+    concurrency: int = 8,
 ) -> dict[str, tuple[str, str]]:
-    """Ask the LLM whether each new principle repeats or contradicts a similar existing one.
+    """Ask the LLM whether each new principle repeats, contradicts or differs from a similar one.
 
+    Pairs go in calls of at most ``pairs_per_call``, at most ``concurrency`` at once.
     Fails safe: a call that still fails after its retries (or an error that is not
-    retried) leaves every pair unclassified, which is treated as ``different``: the
+    retried) leaves its pairs unclassified, which is treated as ``different``: the
     candidates are added as new principles and nothing existing is merged or replaced.
 
     Args:
@@ -389,42 +721,53 @@ async def aclassify_pairs(
             (``None``: ``memalign_graph.judge.DEFAULT_SETTINGS["backoff_s"]``).
         usage: token counts are added here.
         counter: counts the calls made (retries included), if given.
+        pairs_per_call: most pairs per call.
+        concurrency: most calls in flight.
 
     Returns:
         candidate id -> (existing id, ``"same"``/``"contradicts"``/``"different"``);
         pairs the model did not classify validly are absent (treated as ``different``),
-        and it is empty if the model never gave a usable answer (a warning is logged).
+        and those of a call that never gave a usable answer too (a warning is logged).
     """
     if not pairs:
         return {}
-    text = "\n".join(
-        prompts.CONSOLIDATE_PAIR.format(n=n, old=old, new=new) for n, (_, new, _, old) in enumerate(pairs, start=1)
-    )
-    messages = [SystemMessage(prompts.CONSOLIDATE_SYSTEM), HumanMessage(prompts.CONSOLIDATE_USER.format(pairs=text))]
-    bound = bind_structured(
-        model, classify_schema(len(pairs)), "verdicts", logprobs=False, max_tokens=24 * len(pairs) + 32
-    )
-
-    async def ask(prompt: list[BaseMessage]) -> dict[str, tuple[str, str]]:
-        answer = await bound.ainvoke(prompt)
-        if usage is not None:
-            add_usage(usage, answer)  # type: ignore[arg-type]
-        try:
-            verdicts = extract_json(answer.text)["verdicts"]
-            out: dict[str, tuple[str, str]] = {}
-            for verdict in verdicts:
-                n, relation = int(verdict["pair"]), verdict["relation"]
-                if 1 <= n <= len(pairs) and relation in ("same", "contradicts", "different"):
-                    cand_id, _, existing_id, _ = pairs[n - 1]
-                    out[cand_id] = (existing_id, relation)
-        except (ValueError, KeyError, TypeError) as exc:
-            raise UnparseableAnswer(f"unreadable consolidation answer ({describe_error(exc)})") from exc
-        return out
-
     counter = counter if counter is not None else CallCounter()
-    call = _retrying(ask, counter, max_retries, backoff_s, "principle consolidation")
-    try:
-        return await call.ainvoke(messages)
-    except Exception as exc:  # noqa: BLE001 - fail safe: unclassified pairs are kept as different principles
-        log.warning("principle consolidation gave up, pairs kept as different principles: %s", describe_error(exc))
-        return {}
+    semaphore = asyncio.Semaphore(max(1, concurrency))
+    out: dict[str, tuple[str, str]] = {}
+
+    async def classify(chunk: list[tuple[str, str, str, str]]) -> None:
+        messages = build_classify_messages([(old, new) for _, new, _, old in chunk])
+        bound = bind_structured(
+            model, classify_schema(len(chunk)), "verdicts", logprobs=False, max_tokens=24 * len(chunk) + 32
+        )
+
+        async def ask(prompt: list[BaseMessage]) -> dict[str, tuple[str, str]]:
+            answer = await bound.ainvoke(prompt)
+            if usage is not None:
+                add_usage(usage, answer)  # type: ignore[arg-type]
+            try:
+                verdicts = extract_json(answer.text)["verdicts"]
+                found: dict[str, tuple[str, str]] = {}
+                for verdict in verdicts:
+                    n, relation = int(verdict["pair"]), verdict["relation"]
+                    if 1 <= n <= len(chunk) and relation in ("same", "contradicts", "different"):
+                        cand_id, _, existing_id, _ = chunk[n - 1]
+                        found[cand_id] = (existing_id, relation)
+            except (ValueError, KeyError, TypeError) as exc:
+                raise UnparseableAnswer(f"unreadable consolidation answer ({describe_error(exc)})") from exc
+            return found
+
+        call = _retrying(ask, counter, max_retries, backoff_s, "principle consolidation")
+        async with semaphore:
+            try:
+                out.update(await call.ainvoke(messages))
+            except Exception as exc:  # noqa: BLE001 - fail safe: unclassified pairs are kept as different principles
+                log.warning(
+                    "principle consolidation gave up, %d pair(s) kept as different principles: %s",
+                    len(chunk),
+                    describe_error(exc),
+                )
+
+    size = max(1, pairs_per_call)
+    await asyncio.gather(*(classify(pairs[i : i + size]) for i in range(0, len(pairs), size)))
+    return out

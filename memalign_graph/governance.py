@@ -37,7 +37,6 @@ from typing import Any, Literal
 
 from memalign_graph.semantic import (
     Principle,
-    PrincipleVectors,
     Relation,
     is_hand_written,
     merge_principles,
@@ -128,8 +127,6 @@ def govern_candidates(
     *,
     policy: PrinciplesPolicy,
     values: list[Any],
-    vectors: PrincipleVectors | None = None,
-    threshold: float = 0.95,
 ) -> tuple[list[Principle], dict[str, str], dict[str, tuple[str, Relation]]]:
     """Split distilled ``candidates`` into those that may enter working memory and those held for an expert.
 
@@ -146,8 +143,6 @@ def govern_candidates(
         relations: candidate id -> (existing id, relation), as the consolidation LLM said.
         policy: ``auto`` or ``review``.
         values: the judge's allowed values (for the verdict-directive gate).
-        vectors: embeddings for near-duplicate detection (as in :func:`merge_principles`).
-        threshold: cosine similarity at or above which two principles are the same.
 
     Returns:
         ``(admitted, held, relations)``: the candidates to merge into working
@@ -155,7 +150,7 @@ def govern_candidates(
         admitted ones (a contradiction of a hand-written principle is dropped).
     """
     by_id = {p["id"]: p for p in existing}
-    _, added, absorbed = merge_principles(existing, candidates, vectors, threshold=threshold, relations=relations)
+    _, added, absorbed = merge_principles(existing, candidates, relations=relations)
     held: dict[str, str] = {}
     for cand in candidates:
         if cand["id"] not in added:
@@ -228,8 +223,6 @@ def decide(
     reject: list[str],
     *,
     author: str,
-    vectors: PrincipleVectors | None = None,
-    threshold: float = 0.95,
 ) -> tuple[list[Principle], list[Principle], list[str]]:
     """Apply an expert's decisions on pending proposals.
 
@@ -245,8 +238,6 @@ def decide(
         approve: ids of pending proposals to approve.
         reject: ids of pending proposals to reject.
         author: who decided.
-        vectors: embeddings for near-duplicate detection on approval.
-        threshold: cosine similarity at or above which two principles are the same.
 
     Returns:
         ``(active, proposed, added_ids)``; the inputs are not modified.
@@ -279,7 +270,7 @@ def decide(
             remaining.append(Principle(**{**p, **stamp, "status": "rejected"}))  # type: ignore[typeddict-item]
         else:
             remaining.append(p)
-    merged, added, _ = merge_principles(active, approved, vectors, threshold=threshold, relations=relations)
+    merged, added, _ = merge_principles(active, approved, relations=relations)
     return merged, remaining, added
 
 

@@ -72,6 +72,8 @@ class AlignmentReport:
         proposed_principles: id -> why it was held: the pending proposals this alignment made or
             added sources to, outside working memory until an expert approves them (see
             :mod:`memalign_graph.governance`).
+        refused_principles: principles distillation gave but refused (placeholders, prompt echoes,
+            case copies, cut-short names): ``{"text", "sources", "reason"}``.
         llm_calls: LLM calls made (distillation and consolidation, retries included).
         usage: tokens spent.
         consolidation: pairs of similar principles sent to the LLM and its verdicts.
@@ -90,6 +92,7 @@ class AlignmentReport:
     merged_principles: dict[str, str] = field(default_factory=dict)
     removed_principles: list[str] = field(default_factory=list)
     proposed_principles: dict[str, str] = field(default_factory=dict)
+    refused_principles: list[dict[str, Any]] = field(default_factory=list)
     llm_calls: int = 0
     usage: dict[str, int] = field(default_factory=dict)
     consolidation: dict[str, int] = field(default_factory=dict)
@@ -532,11 +535,10 @@ class Memory:
         model: str | BaseChatModel | None = None,
         base_url: str | None = None,
         batch_size: int = 50,
-        token_budget: int = 6000,
+        token_budget: int | None = None,
         concurrency: int = 8,
         max_retries: int = 2,
         backoff_s: float | None = None,
-        dedup_threshold: float = 0.95,
         consolidate_threshold: float = 0.85,
         author: str = "expert",
         reason: str | None = None,
@@ -576,7 +578,6 @@ class Memory:
                 concurrency=concurrency,
                 max_retries=max_retries,
                 backoff_s=backoff_s,
-                dedup_threshold=dedup_threshold,
                 consolidate_threshold=consolidate_threshold,
                 author=author,
                 reason=reason,
@@ -593,11 +594,10 @@ class Memory:
         model: str | BaseChatModel | None = None,
         base_url: str | None = None,
         batch_size: int = 50,
-        token_budget: int = 6000,
+        token_budget: int | None = None,
         concurrency: int = 8,
         max_retries: int = 2,
         backoff_s: float | None = None,
-        dedup_threshold: float = 0.95,
         consolidate_threshold: float = 0.85,
         author: str = "expert",
         reason: str | None = None,
@@ -628,17 +628,17 @@ class Memory:
             base_url: base URL of an OpenAI-compatible server (vLLM, llama.cpp server, Ollama,
                 LM Studio), e.g. ``"http://127.0.0.1:8000/v1"``; ``model`` is then its model name.
             batch_size: most records per distillation call.
-            token_budget: most estimated prompt tokens of records per call.
+            token_budget: most estimated prompt tokens of records per call (``None``: what the
+                model's context window holds, see :func:`memalign_graph.distill.adistill`).
             concurrency: most distillation calls in flight.
             max_retries: retries of a distillation batch (and of the consolidation call) after a
                 transient error (timeout, rate limit, connection, 5xx) or an unreadable answer;
                 other errors (authentication, bad request) fail the batch at once.
             backoff_s: first wait before a retry, in seconds, doubled each retry, plus jitter
                 (``None``: 0.5 s).
-            dedup_threshold: cosine similarity at or above which two principles are the
-                same without asking the LLM.
             consolidate_threshold: cosine similarity from which a new principle and
-                its most similar existing one go to the LLM, which says whether they
+                its most similar principle (existing, or new before it) go to the LLM, however
+                similar they are (embeddings alone never merge), which says whether they
                 are the same (merged: union of sources), contradict (the newer
                 replaces the older, which is kept in its ``history``) or differ.
             author: recorded with the new version.
@@ -682,7 +682,6 @@ class Memory:
                     concurrency,
                     max_retries,
                     backoff_s,
-                    dedup_threshold,
                     consolidate_threshold,
                     author,
                     reason,
@@ -702,11 +701,10 @@ class Memory:
         records: list[FeedbackRecord],
         chat: BaseChatModel,
         batch_size: int,
-        token_budget: int,
+        token_budget: int | None,
         concurrency: int,
         max_retries: int,
         backoff_s: float | None,
-        dedup_threshold: float,
         consolidate_threshold: float,
         author: str,
         reason: str | None,
@@ -767,18 +765,14 @@ class Memory:
         )
         report.timings["distill_s"] = round(time.perf_counter() - started, 3)
         report.distilled, report.failed = result.distilled, result.failed
+        report.refused_principles = result.refused
         report.llm_calls, report.usage = result.calls, result.usage
 
         started = time.perf_counter()
         phases.start("consolidate", len(result.principles))
-
-        def compare() -> list[tuple[str, str, float]]:
-            self._vectors([p["text"] for p in result.principles])  # new principles: batched calls, cached for merge
-            return related_pairs(
-                principles, result.principles, self._vectors, low=consolidate_threshold, high=dedup_threshold
-            )
-
-        pairs = await asyncio.to_thread(compare)
+        pairs = await asyncio.to_thread(
+            related_pairs, principles, result.principles, self._vectors, threshold=consolidate_threshold
+        )
         report.timings["consolidate_embed_s"] = round(time.perf_counter() - started, 3)
         phases.advance("consolidate", len(result.principles))
         texts = {p["id"]: p["text"] for p in principles + result.principles}
@@ -790,6 +784,7 @@ class Memory:
             usage=report.usage,
             backoff_s=backoff_s,
             counter=consolidation_calls,
+            concurrency=concurrency,
         )
         report.llm_calls += consolidation_calls.n
         report.consolidation = {
@@ -809,12 +804,8 @@ class Memory:
                 relations,
                 policy=policy,
                 values=list(self.spec.values),
-                vectors=self._vectors,
-                threshold=dedup_threshold,
             )
-            merged, added, absorbed = merge_principles(
-                principles, admitted, self._vectors, threshold=dedup_threshold, relations=admitted_relations
-            )
+            merged, added, absorbed = merge_principles(principles, admitted, relations=admitted_relations)
             proposed, report_held = propose(
                 self.proposed_principles, [c for c in result.principles if c["id"] in held], held, relations
             )
@@ -1181,7 +1172,6 @@ class Memory:
                 list(approve),
                 list(reject),
                 author=author,
-                vectors=self._vectors,
             )
             parts = [
                 f"approved {', '.join(approve)}" if approve else "",

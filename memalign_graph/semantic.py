@@ -171,83 +171,77 @@ def _index(base: np.ndarray) -> Any:
     return index
 
 
-def _neighbours(base: np.ndarray, queries: np.ndarray, threshold: float, k: int = 32) -> list[dict[int, float]]:
-    """For each query, the rows of ``base`` with inner product >= ``threshold`` (row -> similarity).
-
-    Exact (a range search) on a flat index; on an HNSW index the ``k`` nearest, filtered.
-    """
-    if not len(base) or not len(queries):
-        return [{} for _ in range(len(queries))]
-    index = _index(base)
-    queries = np.ascontiguousarray(queries, dtype=np.float32)
-    out: list[dict[int, float]] = []
-    if len(base) <= EXACT_INDEX_MAX:
-        limits, sims, rows = index.range_search(queries, float(threshold))
-        for q in range(len(queries)):
-            lo, hi = int(limits[q]), int(limits[q + 1])
-            out.append({int(r): float(s) for r, s in zip(rows[lo:hi], sims[lo:hi])})
-        return out
-    sims, rows = index.search(queries, min(k, len(base)))
-    for q in range(len(queries)):
-        out.append({int(r): float(s) for r, s in zip(rows[q], sims[q]) if r >= 0 and s >= threshold})
-    return out
-
-
 def related_pairs(
-    existing: list[Principle], candidates: list[Principle], vectors: PrincipleVectors, *, low: float, high: float
+    existing: list[Principle], candidates: list[Principle], vectors: PrincipleVectors, *, threshold: float
 ) -> list[tuple[str, str, float]]:
-    """Pairs (candidate id, existing id, cosine) whose similarity lies in ``[low, high)``.
+    """Pairs (candidate id, other id, cosine) of similar principles, for the LLM to classify.
 
-    These may say the same thing in other words, or contradict each other; an
-    LLM decides (see :func:`memalign_graph.distill.aclassify_pairs`). At most one
-    pair per candidate: its most similar existing principle, found through a vector
-    index over the existing principles (no all-pairs matrix).
+    For each candidate, its most similar principle among ``existing`` and the
+    candidates before it, if their cosine similarity is at least ``threshold``.
+    Similar is not the same: "Exclude cancelled orders from revenue." and "Include
+    cancelled orders in revenue." score 0.97 under e5, so every such pair goes to the
+    LLM (see :func:`memalign_graph.distill.aclassify_pairs`), however high its score.
+    A candidate whose text equals one of those principles (after lower-casing and
+    dropping punctuation) is left out: :func:`merge_principles` merges it without asking.
+    Every text is embedded in one call (:class:`PrincipleVectors` embeds what it has not seen);
+    the existing principles are searched through a vector index (no all-pairs matrix).
     """
-    if not existing or not candidates:
+    if not candidates or (not existing and len(candidates) < 2):
         return []
-    index = _index(vectors([p["text"] for p in existing]))
-    sims, rows = index.search(np.ascontiguousarray(vectors([c["text"] for c in candidates])), 1)
+    others = existing + candidates
+    matrix = vectors([p["text"] for p in others])
+    cand = np.ascontiguousarray(matrix[len(existing) :])
+    best_sim = np.full(len(candidates), -np.inf, dtype=np.float64)
+    best_row = np.full(len(candidates), -1, dtype=np.int64)
+    if existing:
+        sims, rows = _index(np.ascontiguousarray(matrix[: len(existing)])).search(cand, 1)
+        best_sim, best_row = sims[:, 0].astype(np.float64), rows[:, 0].astype(np.int64)
+    among = cand @ cand.T  # candidates against earlier candidates (one alignment's few)
+    seen = {_normalise(p["text"]) for p in existing}
     pairs = []
-    for i, cand in enumerate(candidates):
-        j, sim = int(rows[i, 0]), float(sims[i, 0])
-        if j >= 0 and low <= sim < high:
-            pairs.append((cand["id"], existing[j]["id"], round(sim, 4)))
+    for i, c in enumerate(candidates):
+        key = _normalise(c["text"])
+        if key in seen:
+            continue
+        seen.add(key)
+        sim, row = float(best_sim[i]), int(best_row[i])
+        if i:
+            j = int(np.argmax(among[i, :i]))
+            if float(among[i, j]) > sim:
+                sim, row = float(among[i, j]), len(existing) + j
+        if row >= 0 and sim >= threshold:
+            pairs.append((c["id"], others[row]["id"], round(sim, 4)))
     return pairs
 
 
 def merge_principles(
     existing: list[Principle],
     candidates: list[Principle],
-    vectors: PrincipleVectors | None = None,
     *,
-    threshold: float = 0.95,
     relations: dict[str, tuple[str, Relation]] | None = None,
 ) -> tuple[list[Principle], list[str], dict[str, str]]:
     """Add ``candidates`` to ``existing`` without repeating a principle.
 
     A candidate repeats a principle when their texts are equal after lower-casing
-    and dropping punctuation, when (with ``vectors``) the cosine similarity of
-    their embeddings is at least ``threshold``, or when ``relations`` says it is
-    the ``same`` as one: it is not added, and its sources are merged into the
-    principle it repeats (unless that one is hand-written: it keeps no sources,
-    so it never depends on a record that merely repeated it). A candidate that
-    ``contradicts`` an existing principle (the expert changed the rule) replaces
-    it: the newer feedback wins, and the replaced principle is kept in the new
-    one's ``history``. A hand-written principle is never replaced: a candidate
-    said to contradict one is handled as ``different`` here (both kept; see
-    :func:`memalign_graph.governance.govern_candidates`, which holds such a
-    candidate for an expert before it gets here).
-
-    Near-duplicates are found with one batched search of a vector index over all
-    principles (see :func:`_neighbours`), so the cost grows with the number of
-    principles times the number of candidates in C, not with Python work per pair.
+    and dropping punctuation, or when ``relations`` (the LLM's verdict) says it is
+    the ``same`` as one; similarity of embeddings alone never merges (a rule and its
+    negation embed alike). A repeating candidate is not added, and its sources are
+    merged into the principle it repeats (unless that one is hand-written: it keeps
+    no sources, so it never depends on a record that merely repeated it). A
+    candidate that ``contradicts`` an existing principle (the expert changed the
+    rule) replaces it: the newer feedback wins, and the replaced principle is kept
+    in the new one's ``history``. A relation may name an earlier candidate; if that
+    one was itself merged, the principle it was merged into is meant.
+    A hand-written principle is never replaced: a candidate said to contradict one is
+    handled as ``different`` here (both kept; see
+    :func:`memalign_graph.governance.govern_candidates`, which holds such a candidate for
+    an expert before it gets here). Exact repeats are found through a text index, so the
+    cost grows with the number of candidates, not with principles times candidates.
 
     Args:
         existing: current principles (not modified).
-        candidates: new principles from distillation, newer than ``existing``.
-        vectors: embeddings for near-duplicate detection; ``None`` for exact only.
-        threshold: cosine similarity in [0, 1] at or above which two principles are the same.
-        relations: candidate id -> (existing id, ``same``/``contradicts``/``different``),
+        candidates: new principles from distillation, newer than ``existing``, oldest first.
+        relations: candidate id -> (other id, ``same``/``contradicts``/``different``),
             as confirmed by an LLM.
 
     Returns:
@@ -261,19 +255,14 @@ def merge_principles(
     by_text: dict[str, list[str]] = {}
     for pid, p in result.items():
         by_text.setdefault(_normalise(p["text"]), []).append(pid)
-    near: list[dict[int, float]] = []
-    ids_by_row: list[str] = []
-    if vectors is not None and candidates:
-        everything = list(result.values()) + list(candidates)
-        matrix = vectors([p["text"] for p in everything])
-        ids_by_row = [p["id"] for p in everything]
-        near = _neighbours(matrix, matrix[len(result) :], threshold)
     added: list[str] = []
     merged: dict[str, str] = {}
     relations = relations or {}
-    for n, cand in enumerate(candidates):
+    for cand in candidates:
         twin = None
         other_id, relation = relations.get(cand["id"], ("", "different"))
+        while other_id in merged and other_id not in result:
+            other_id = merged[other_id]
         if relation == "same" and other_id in result:
             twin = result[other_id]
         elif relation == "contradicts" and other_id in result and not is_hand_written(result[other_id]):
@@ -284,23 +273,13 @@ def merge_principles(
             ]
             result[cand["id"]] = Principle(**{**cand, "history": history})  # type: ignore[typeddict-item]
             by_text.setdefault(_normalise(cand["text"]), []).append(cand["id"])
+            added = [a for a in added if a != other_id]  # an earlier candidate replaced in the same alignment
             added.append(cand["id"])
             merged[cand["id"]] = other_id
             continue
         key = _normalise(cand["text"])
         if twin is None:
             twin = next((result[i] for i in by_text.get(key, []) if i in result), None)
-        if twin is None and near:
-            best = max(
-                (
-                    (sim, row)
-                    for row, sim in near[n].items()
-                    if ids_by_row[row] in result and ids_by_row[row] != cand["id"]
-                ),
-                default=None,
-            )
-            if best is not None:
-                twin = result[ids_by_row[best[1]]]
         if twin is None:
             result[cand["id"]] = Principle(**cand)  # type: ignore[typeddict-item]
             by_text.setdefault(key, []).append(cand["id"])

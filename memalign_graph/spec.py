@@ -18,7 +18,8 @@ carries the expert's ``value`` and/or natural-language ``feedback`` (at least on
 
 Limits (each breach is a :class:`~memalign_graph.errors.RecordError` naming the
 place): a field (``inputs``, each output, ``expectations``, ``feedback``) holds at
-most :data:`MAX_FIELD_CHARS` characters, an ``id`` at most :data:`MAX_ID_CHARS`, and
+most :data:`MAX_FIELD_CHARS` characters, an ``id`` at most :data:`MAX_ID_CHARS` of the
+safe set :data:`ID_PATTERN` (letters, digits, ``_ . : / @ + = # ~ -``, inner spaces), and
 a JSONL line at most :data:`MAX_LINE_BYTES` bytes. Within them, prompts clip long
 fields (see :func:`memalign_graph.judge.format_case`).
 """
@@ -44,6 +45,10 @@ MAX_FIELD_CHARS = 200_000
 """Most characters in one field of a record (``inputs``, an output, ``expectations``, ``feedback``)."""
 MAX_ID_CHARS = 512
 """Most characters in a record id (ids go into every distillation prompt and the ledger unclipped)."""
+ID_PATTERN = re.compile(r"[\w.:/@+=#~-]+(?: [\w.:/@+=#~-]+)*")
+"""The safe character set of record ids: letters and digits of any script, ``_ . : / @ + = # ~ -``,
+and single spaces between them. No quotes, angle brackets, backslashes, line breaks or other control
+characters, so an id can never forge the structure of a prompt, a log line or a terminal table."""
 MAX_LINE_BYTES = 16 * 1024 * 1024
 """Most bytes in one JSONL line, newline included: room for every field at its limit, even
 JSON-escaped; a longer line is refused before it is decoded."""
@@ -289,6 +294,14 @@ def parse_record(
         if len(rid) > MAX_ID_CHARS:
             raise RecordError(where, f"field 'id' has {len(rid)} characters, more than {MAX_ID_CHARS}")
         _check_unicode(rid, "id", where)
+        if not ID_PATTERN.fullmatch(rid):
+            bad = sorted({c for c in rid if not ID_PATTERN.fullmatch(c)} - {" "})
+            shown = ", ".join(repr(c) for c in bad[:5]) if bad else "leading, trailing or repeated spaces"
+            raise RecordError(
+                where,
+                f"field 'id' {_shown(rid)} has characters outside the safe set ({shown}); ids may hold letters, "
+                "digits, '_ . : / @ + = # ~ -' and single inner spaces",
+            )
         record["id"] = rid
         where = f"{where} (id {rid})" if not where.endswith(f"id {rid}") else where
     unknown = sorted(set(obj) - known)  # after the id, so that the error names the record

@@ -26,30 +26,59 @@ from langchain_core.messages.ai import UsageMetadata
 from langchain_core.outputs import ChatGeneration, ChatResult
 from pydantic import PrivateAttr
 
+from memalign_graph import prompts
+
 Responder = Callable[[list[BaseMessage], dict[str, Any]], str]
 Fault = Union[BaseException, type[BaseException], None]
 Faults = Union[Sequence[Fault], Callable[[int, list[BaseMessage]], Fault]]
 
-_FEEDBACK = re.compile(r'<feedback id="([^"]+)">.*?Expert feedback: (.*?)\n</feedback>', re.S)
+
+def prompt_block(messages: list[BaseMessage], begin: str, end: str) -> list[Any] | None:
+    """The JSON values on the lines between the marker lines ``begin`` and ``end`` (``None``: no such block).
+
+    This is how the prompt reads to a model that follows its structure: data inside a value can
+    never add a line, so injected text stays inside the value it came in.
+    """
+    for message in messages:
+        lines = message.text.split("\n")
+        if begin in lines and end in lines[lines.index(begin) :]:
+            first = lines.index(begin)
+            last = lines.index(end, first)
+            return [json.loads(line) for line in lines[first + 1 : last]]
+    return None
+
+
+def distill_records(messages: list[BaseMessage]) -> list[dict[str, Any]] | None:
+    """The feedback records of a distillation prompt (``None`` if it is not one)."""
+    return prompt_block(messages, prompts.RECORDS_BEGIN, prompts.RECORDS_END)
+
+
+def consolidation_pairs(messages: list[BaseMessage]) -> list[dict[str, Any]] | None:
+    """The ``{"pair", "old", "new"}`` objects of a consolidation prompt (``None`` if it is not one)."""
+    return prompt_block(messages, prompts.PAIRS_BEGIN, prompts.PAIRS_END)
 
 
 def default_responder(messages: list[BaseMessage], kwargs: dict[str, Any]) -> str:
     """Answer judge, distillation and consolidation prompts deterministically.
 
     Judges with the first allowed value; distills one principle per record (the
-    first sentence of its feedback); calls every consolidation pair ``different``.
+    first sentence of its feedback), as many as the prompt allows ("at most N
+    principles"); calls every consolidation pair ``different``.
     """
-    prompt = "\n".join(m.text for m in messages)
-    if '"verdicts"' in prompt:
-        pairs = re.findall(r"^\[(\d+)\] OLD:", prompt, re.M)
-        return json.dumps({"verdicts": [{"pair": int(n), "relation": "different"} for n in pairs]})
-    if "<feedback id=" in prompt:
+    pairs = consolidation_pairs(messages)
+    if pairs is not None:
+        return json.dumps({"verdicts": [{"pair": p["pair"], "relation": "different"} for p in pairs]})
+    records = distill_records(messages)
+    if records is not None:
         principles = []
-        for rid, feedback in _FEEDBACK.findall(prompt):
-            if feedback.strip() and feedback.strip() != "none":
-                first = re.split(r"(?<=[.!?])\s", feedback.strip())[0]
-                principles.append({"text": first, "sources": [rid]})
-        return json.dumps({"principles": principles})
+        for record in records:
+            feedback = record["feedback"].strip()
+            if feedback and feedback != "none":
+                first = re.split(r"(?<=[.!?])\s", feedback)[0]
+                principles.append({"text": first, "sources": [record["id"]]})
+        allowed = re.search(r"at most (\d+) principles", "\n".join(m.text for m in messages))
+        return json.dumps({"principles": principles[: int(allowed.group(1))] if allowed else principles})
+    prompt = "\n".join(m.text for m in messages)
     schema = ((kwargs.get("response_format") or {}).get("json_schema") or {}).get("schema") or {}
     values = schema.get("properties", {}).get("value", {}).get("enum")
     if not values:

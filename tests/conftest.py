@@ -22,7 +22,7 @@ import pytest
 from langchain_core.embeddings import DeterministicFakeEmbedding
 
 from memalign_graph import Context, JudgeSpec, Memory
-from memalign_graph.testing import StubChatModel, default_responder
+from memalign_graph.testing import StubChatModel, default_responder, distill_records
 
 # The tests run the tiny embedded model unless told otherwise: SmolLM2-135M exercises the whole
 # pipeline in seconds; the capable Qwen judges are measured by `memalign demo` / `memalign eval`
@@ -179,7 +179,7 @@ def tree_bytes(root: Path) -> dict[str, bytes]:
 
 def value_from_principles(messages: list, kwargs: dict) -> str:
     """A judge that follows its principles: 'fail' if a principle names a word in the output."""
-    if "<feedback id=" in messages[-1].text:
+    if distill_records(messages) is not None:
         return default_responder(messages, kwargs)
     system, user = messages[0].text, messages[-1].text
     rules = re.findall(r"Never use (\w+)", system.split("<principles>")[-1])

@@ -53,7 +53,7 @@ from langchain_core.embeddings import DeterministicFakeEmbedding
 
 from memalign_graph import Memory
 from memalign_graph.backends import file as fb
-from memalign_graph.testing import StubChatModel, default_responder
+from memalign_graph.testing import StubChatModel, default_responder, distill_records
 
 
 def halt():
@@ -100,7 +100,7 @@ def collect_garbage(self, *args, **kwargs):
 
 
 def responder(messages, kwargs):
-    if point == "distill" and any("<feedback id=" in m.text for m in messages):
+    if point == "distill" and distill_records(messages) is not None:
         halt()
     return default_responder(messages, kwargs)
 

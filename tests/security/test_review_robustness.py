@@ -84,9 +84,12 @@ def test_markup_in_principles_authors_and_reasons_is_printed_as_text(store: Path
 def test_hostile_case_draws_no_fake_line_and_no_escape_sequence(store: Path, tmp_path: Path) -> None:
     assert run("principles", store, "--add", "[/bold] Prefer [link=http://x]views[/link]").exit_code == 0
     before = memory_sums(store)
-    cases = cases_file(
-        tmp_path / "cases.jsonl", [{"id": "[/x]\x1b]0;pwned\x07", "inputs": "[/]", "outputs": HOSTILE_OUTPUT}]
-    )
+    # A hostile id is refused before anything runs (ids keep to a safe character set) ...
+    bad_id = cases_file(tmp_path / "bad.jsonl", [{"id": "[/x]\x1b]0;pwned\x07", "inputs": "[/]", "outputs": "x"}])
+    refused = run("review", store, bad_id, "--model", "stub", stdin="s\n")
+    assert refused.exit_code == 2 and "outside the safe set" in refused.output and "\x1b" not in refused.output
+    # ... and hostile text in the case's fields is shown as text.
+    cases = cases_file(tmp_path / "cases.jsonl", [{"id": "c-hostile", "inputs": "[/]", "outputs": HOSTILE_OUTPUT}])
     out = run("review", store, cases, "--model", "stub", "--reviewer", "[/x]", stdin="s\n")
     assert out.exit_code == 0, out.output
     text = out.stdout

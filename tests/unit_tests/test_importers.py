@@ -198,8 +198,9 @@ def test_cli_align_from_mlflow_then_reimport_is_a_no_op(mlflow_store, tmp_path, 
         mlflow_store["ids"][k] for k in ("disputed", "changed", "thumbs", "overridden")
     )
     memory = Memory.open(mem, embeddings=emb)
-    texts = {p["text"] for p in memory.principles}
-    assert "Wrong sum: 4." in texts and "Show the working for arithmetic." in texts
+    # The newest expert's words became the episodes' feedback (what distillation reads).
+    feedback = {e.get("feedback") for e in memory.episodes.get(report["added"])}
+    assert "Wrong sum: 4." in feedback and "Show the working for arithmetic." in feedback
 
     again = runner.invoke(app, [*args, "--value-map", "true=pass", "--json"])
     assert again.exit_code == 0 and json.loads(again.stdout)["unchanged"] == report["added"]
