@@ -22,7 +22,7 @@ def test_example_runs_and_memory_changes(script, tmp_path):
         [sys.executable, str(EXAMPLES / script), "--memory-dir", str(tmp_path / "mem")],
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=900,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     out = result.stdout
