@@ -60,7 +60,8 @@ class Context:
         default_factory=_env("MEMALIGN_MODEL"),
         metadata={
             "description": "Judge/distillation chat model: a LangChain chat model instance, 'embedded' (default, "
-            "offline SmolLM2-135M), 'provider:model' such as 'openai:gpt-4.1-mini', or 'llamacpp:/path.gguf'."
+            "offline Qwen2.5-Coder-0.5B; 'embedded:NAME' for another), 'provider:model' such as "
+            "'openai:gpt-4.1-mini', or 'llamacpp:/path.gguf'."
         },
     )
     base_url: str | None = field(
