@@ -105,8 +105,10 @@ def test_two_processes_align_at_once_and_both_batches_land(tmp_path):
     assert final.version == 2
     assert sorted(final.records) == sorted(every) and all(e["distilled"] for e in final.records.values())
     assert final.episodes.ids == set(every) and len(final.episodes) == 7
-    assert sorted(s for p in final.principles for s in p["sources"]) == sorted(every)
-    assert len(final.principles) == 7
+    # One principle per record from the stub, each answer cut to what the call allows (at least 3):
+    # batch a keeps 3, batch b 3 of its 4.
+    sources = [s for p in final.principles for s in p["sources"]]
+    assert len(final.principles) == 6 and len(set(sources)) == 6 and set(sources) <= set(every)
     versions = final.backend.versions()
     assert [v["version"] for v in versions] == [0, 1, 2]
     first_ids = {r["id"] for r in batches["a" if out["a"]["version"] == 1 else "b"]}
