@@ -63,15 +63,16 @@ def test_two_aligns_and_two_judges_in_one_process(server, memory):
     for prefix, version in (("a", 1), ("b", 2)):
         report = memory.align(batch(prefix), model="openai:gpt-4.1-mini", base_url=server.url)
         assert report.failed == {} and sorted(report.distilled) == [f"{prefix}-{i}" for i in range(4)]
-        assert report.version == version and len(report.new_principles) == 4
-    assert len(memory.principles) == 8 and len(memory.records) == 8
+        # one principle per record from the stub server, cut to what a call of 4 records allows (3)
+        assert report.version == version and len(report.new_principles) == 3
+    assert len(memory.principles) == 6 and len(memory.records) == 8
 
     case = {"id": "c1", "inputs": "Count the orders", "outputs": "SELECT count(*) FROM raw.orders"}
     for _ in range(2):
         judgment = memory.judge(case, model="gpt-4.1-mini", base_url=server.url)
         assert judgment["value"] == "pass" and judgment["id"] == "c1" and judgment["model"] == "gpt-4.1-mini"
         assert judgment["scores"] == {"pass": 0.7, "fail": 0.3}  # from the server's log-probabilities
-        assert len(judgment["episode_ids"]) == 5 and len(judgment["principle_ids"]) == 8
+        assert len(judgment["episode_ids"]) == 5 and len(judgment["principle_ids"]) == 6
     request = chats(server)[-1]
     assert request["response_format"]["type"] == "json_schema" and request["logprobs"] is True
     assert request["response_format"]["json_schema"]["schema"]["properties"]["value"]["enum"] == ["pass", "fail"]
