@@ -32,6 +32,7 @@ from langgraph.runtime import Runtime, get_runtime
 from langgraph.types import Send, interrupt
 
 from memalign_graph.backends.postgres import is_postgres_url
+from memalign_graph.backends.store import StoreBackend, is_store_location, store_judge
 from memalign_graph.context import Context, ServedContext, memory_location, resolve_context, served_context
 from memalign_graph.errors import JudgeBatchError
 from memalign_graph.judge import (
@@ -72,9 +73,29 @@ from memalign_graph.state import (
 )
 
 
+def memory_target(ctx: Context, store: Any) -> Any:
+    """Where the memory ``ctx`` names lives, for a graph running with LangGraph store ``store`` (or ``None``).
+
+    ``"langgraph"`` / ``"langgraph:NAME"`` become :class:`~memalign_graph.backends.store.StoreBackend`
+    ``(store, NAME)``; any other location is returned as it is.
+
+    Raises:
+        ValueError: for a ``langgraph`` location when the graph runs without a store.
+    """
+    location = memory_location(ctx)
+    if not is_store_location(location):
+        return location
+    if store is None:
+        raise ValueError(
+            f"Context.store={location!r} keeps the judge's memory in the graph's LangGraph store, but this graph "
+            "runs without one: compile it with store=... (e.g. InMemoryStore()), or run it on LangGraph Server"
+        )
+    return StoreBackend(store, store_judge(location))
+
+
 def _memory(runtime: Runtime[Context], *, refresh: bool = True) -> tuple[Context, Any]:
     ctx = resolve_context(runtime.context)
-    return ctx, open_memory(memory_location(ctx), ctx.embeddings, refresh=refresh)
+    return ctx, open_memory(memory_target(ctx, runtime.store), ctx.embeddings, refresh=refresh)
 
 
 _CASE_KEYS = ("id", "inputs", "outputs", "expectations")
@@ -178,7 +199,11 @@ async def ajudge(state: JudgeState, runtime: Runtime[Context]) -> dict[str, Any]
     # Without I/O (the first node of the judgment refreshed memory; an absolute path or a URL needs no
     # file system to be found) no worker-thread hop: under concurrency those queue behind embeddings.
     location = memory_location(resolve_context(runtime.context))
-    if is_postgres_url(location) or os.path.isabs(location):
+    if (
+        isinstance(location, str)
+        and not is_store_location(location)
+        and (is_postgres_url(location) or os.path.isabs(location))
+    ):
         ctx, memory, case, precedent = _judge_inputs(state, runtime)
     else:
         ctx, memory, case, precedent = await asyncio.to_thread(_judge_inputs, state, runtime)
