@@ -92,6 +92,7 @@ PAGE = 500
 
 _locks: weakref.WeakKeyDictionary[Any, dict[str, threading.Lock]] = weakref.WeakKeyDictionary()
 _locks_guard = threading.Lock()
+_savers: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
 
 
 def is_store_location(location: object) -> bool:
@@ -448,13 +449,15 @@ class StoreBackend(MemoryBackend):
         if the process dies half-way, forgetting the same ids again finds them in the
         older ledgers and finishes the job. What the store keeps of a deleted item
         beyond its value (a server's backups, a database's dead rows until vacuumed)
-        is the store operator's to clear. Review threads live in the graph's
-        checkpointer, not here (see :meth:`review_checkpointer`).
+        is the store operator's to clear. Review threads of :meth:`review_checkpointer`
+        are deleted; those a server's own checkpointer keeps are the server's (delete
+        the threads through its API).
         """
         self._delete_many(self._sub("history"), [v["_key"] for v in self._history(record_ids)])
         episodes = self._sub("episodes")
         gone = [item.key for rid in sorted(record_ids) for item in self._items(episodes, filter={"id": rid})]
         self._delete_many(episodes, gone)
+        self._purge_review_threads(record_ids)
         current = self._require_head()
         keys = [item.key for item in self._items(self._sub("versions"))]
         for key, value in zip(keys, self._get_many(self._sub("versions"), keys)):
@@ -534,7 +537,7 @@ class StoreBackend(MemoryBackend):
         retried), so the store stays usable by other threads while this one waits.
         """
         conn = getattr(self.store, "conn", None)
-        if conn is None or type(self.store).__module__.split(".")[:3] != ["langgraph", "store", "postgres"]:
+        if conn is None or not self._is_postgres():
             yield
             return
         from psycopg import Connection
@@ -567,17 +570,57 @@ class StoreBackend(MemoryBackend):
             with store_lock:
                 conn.execute("SELECT pg_advisory_unlock(%s)", (key,))
 
-    def review_checkpointer(self) -> contextlib.AbstractContextManager[Any]:
-        """Not kept here: review threads live in the checkpointer the review graph runs with.
+    def review_thread_id(self, record_id: str) -> str:
+        """The thread id of one case's review: ``review:`` and the JSON array ``[judge, record id]`` (one store, many judges)."""
+        return "review:" + json.dumps([self.judge, record_id], ensure_ascii=False, separators=(",", ":"))
+
+    def _is_postgres(self) -> bool:
+        return type(self.store).__module__.split(".")[:3] == ["langgraph", "store", "postgres"]
+
+    def _saver(self, *, create: bool = True) -> Any:
+        """The checkpointer review threads of this store's judges live in, or ``None`` (see :meth:`review_checkpointer`)."""
+        with _locks_guard:
+            saver = _savers.get(self.store)
+            if saver is not None or not create:
+                return saver
+            if self._is_postgres() and getattr(self.store, "conn", None) is not None:
+                from langgraph.checkpoint.postgres import PostgresSaver
+
+                saver = PostgresSaver(self.store.conn)
+                saver.setup()
+            elif type(self.store).__name__ == "InMemoryStore":
+                from langgraph.checkpoint.memory import InMemorySaver
+
+                saver = InMemorySaver()
+            else:
+                return None
+            _savers[self.store] = saver
+            return saver
+
+    @contextlib.contextmanager
+    def review_checkpointer(self) -> Iterator[Any]:
+        """The checkpointer for ``memalign review`` threads, kept with the store (purged by :meth:`purge`).
+
+        A ``PostgresStore``: LangGraph's ``PostgresSaver`` on the store's own connection (its tables
+        set up on first use). An ``InMemoryStore``: one ``InMemorySaver`` per store object, living
+        as long as the store. Graphs on LangGraph Server use the server's checkpointer instead.
 
         Raises:
-            NotImplementedError: always; on LangGraph Server the server's checkpointer keeps them,
-                in your own process compile the review graph with a checkpointer of your choice.
+            NotImplementedError: for any other store (compile the review graph with a checkpointer of your choice).
         """
-        raise NotImplementedError(
-            f"{self.location}: a LangGraph store keeps no review threads; run the review graph with a checkpointer "
-            "(LangGraph Server supplies its own; in a script, compile it with e.g. InMemorySaver or SqliteSaver)"
-        )
+        saver = self._saver()
+        if saver is None:
+            raise NotImplementedError(
+                f"{self.location}: no review checkpointer for a {type(self.store).__name__}; compile the review "
+                "graph with a checkpointer (LangGraph Server supplies its own)"
+            )
+        yield saver
+
+    def _purge_review_threads(self, record_ids: set[str]) -> None:
+        saver = self._saver(create=False)
+        if saver is not None:
+            for rid in sorted(record_ids):
+                saver.delete_thread(self.review_thread_id(rid))
 
     def drop(self) -> None:
         """Delete this judge and everything stored for it (all namespaces under ``("memalign", J)``)."""

@@ -5,7 +5,7 @@ import pytest
 from memalign_graph import JudgeSpec, Memory
 from tests.dev_server import dev_server, requires_dev_server
 
-pytestmark = requires_dev_server
+pytestmark = [requires_dev_server, pytest.mark.location_string]
 
 
 @pytest.fixture
