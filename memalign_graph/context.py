@@ -330,6 +330,37 @@ def served_judge_name(judge: str | None, environ: Mapping[str, str] | None = Non
     return judge
 
 
+def judge_specs(environ: Mapping[str, str] | None = None) -> dict[str, dict[str, Any]]:
+    """Definitions of judges to create in a LangGraph store on first use: ``{store judge name: judge definition}``.
+
+    ``MEMALIGN_JUDGE_SPECS`` is a JSON object ``{"name": {"name", "criterion", "kind", "labels"|"scale"}}``
+    (:meth:`~memalign_graph.spec.JudgeSpec.to_dict`'s form), or the path of a file holding one. A
+    judge at location ``langgraph`` or ``langgraph:NAME`` that its store does not hold yet is created
+    (empty, version 0) from the definition under its store name when a graph first needs it.
+
+    Raises:
+        ValueError: if ``MEMALIGN_JUDGE_SPECS`` is neither a JSON object of objects nor the path of a file holding one.
+    """
+    env = os.environ if environ is None else environ
+    raw = (env.get("MEMALIGN_JUDGE_SPECS") or "").strip()
+    if not raw:
+        return {}
+    where = "MEMALIGN_JUDGE_SPECS"
+    if not raw.startswith("{"):
+        where = f"MEMALIGN_JUDGE_SPECS file {raw}"
+        try:
+            raw = Path(raw).expanduser().read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ValueError(f"{where}: cannot be read ({exc.strerror})") from None
+    try:
+        specs = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{where}: not valid JSON (line {exc.lineno}, column {exc.colno})") from None
+    if not isinstance(specs, dict) or not all(isinstance(v, dict) for v in specs.values()):
+        raise ValueError(f'{where}: expected a JSON object {{"judge name": {{judge definition}}, ...}}')
+    return specs
+
+
 def served_store_judges(store_judge: str, environ: Mapping[str, str] | None = None) -> list[str]:
     """The served judges whose memory is judge ``store_judge`` in the server's own LangGraph store.
 

@@ -80,7 +80,7 @@ from memalign_graph.backends.base import (
 )
 from memalign_graph.backends.file import faiss_episodes, faiss_from_vectors
 from memalign_graph.context import STORE_LOCATION
-from memalign_graph.errors import MISSING_MEMORY_HINT, MemoryFormatError, MemoryWriteError
+from memalign_graph.errors import MemoryFormatError, MemoryWriteError
 from memalign_graph.spec import case_text
 
 ROOT = "memalign"
@@ -240,7 +240,11 @@ class StoreBackend(MemoryBackend):
         meta = self._get(self._ns, "judge")
         version = self._head()
         if meta is None or version is None:
-            raise MemoryFormatError(f"{self.location}: no judge {self.judge!r} in this store ({MISSING_MEMORY_HINT})")
+            raise MemoryFormatError(
+                f"{self.location}: no judge {self.judge!r} in this store (create it with "
+                f"Memory.create(StoreBackend(store, {self.judge!r}), spec), or give its definition in "
+                "MEMALIGN_JUDGE_SPECS so that a graph creates it on first use)"
+            )
         found = meta.get("format_version")
         if not isinstance(found, int) or found > FORMAT_VERSION:
             raise MemoryFormatError(
@@ -571,14 +575,14 @@ class StoreBackend(MemoryBackend):
                 conn.execute("SELECT pg_advisory_unlock(%s)", (key,))
 
     def review_thread_id(self, record_id: str) -> str:
-        """The thread id of one case's review: ``review:`` and the JSON array ``[judge, record id]`` (one store, many judges)."""
+        """One case's review thread: ``review:`` and the JSON array ``[judge, record id]`` (one store, many judges)."""
         return "review:" + json.dumps([self.judge, record_id], ensure_ascii=False, separators=(",", ":"))
 
     def _is_postgres(self) -> bool:
         return type(self.store).__module__.split(".")[:3] == ["langgraph", "store", "postgres"]
 
     def _saver(self, *, create: bool = True) -> Any:
-        """The checkpointer review threads of this store's judges live in, or ``None`` (see :meth:`review_checkpointer`)."""
+        """The checkpointer of this store's review threads, or ``None`` (see :meth:`review_checkpointer`)."""
         with _locks_guard:
             saver = _savers.get(self.store)
             if saver is not None or not create:
