@@ -46,8 +46,9 @@ def stub() -> StubChatModel:
     return StubChatModel()
 
 
-BACKENDS = ["file", "postgres", "langgraph"]
-"""``langgraph``: :class:`~memalign_graph.backends.store.StoreBackend` on an ``InMemoryStore`` with a vector index."""
+BACKENDS = ["file", "postgres", "langgraph", "langgraph-postgres"]
+"""``langgraph``: :class:`~memalign_graph.backends.store.StoreBackend` on an ``InMemoryStore`` with a vector index;
+``langgraph-postgres``: on LangGraph's ``PostgresStore`` (a fresh database of the test server)."""
 
 
 @pytest.fixture(scope="session")
@@ -78,12 +79,12 @@ def new_location(backend_kind: str, tmp_path: Path, request: pytest.FixtureReque
     """``new_location(name)``: a fresh memory location on the backend under test (a dir, or a judge in PostgreSQL)."""
     if backend_kind == "file":
         return lambda name: str(tmp_path / name)
-    if backend_kind == "langgraph":
+    if backend_kind.startswith("langgraph"):
         if request.node.get_closest_marker("location_string"):
-            pytest.skip("a judge in an InMemoryStore has no path or URL: other processes and the CLI cannot open it")
+            pytest.skip("a judge in a LangGraph store has no path or URL: other processes and the CLI cannot open it")
         from memalign_graph.backends.store import StoreBackend
 
-        store = new_store()
+        store = new_store() if backend_kind == "langgraph" else postgres_store(request)
         return lambda name: StoreBackend(store, f"{name}-{uuid.uuid4().hex[:12]}")  # type: ignore[return-value]
     url, _ = request.getfixturevalue("postgres")
     database = fresh_database(url)
@@ -95,6 +96,20 @@ def new_store() -> Any:
     from langgraph.store.memory import InMemoryStore
 
     return InMemoryStore(index={"dims": 32, "embed": DeterministicFakeEmbedding(size=32), "fields": ["text"]})
+
+
+def postgres_store(request: pytest.FixtureRequest) -> Any:
+    """LangGraph's ``PostgresStore`` on a fresh database of the session's server (closed after the test)."""
+    import psycopg
+    from langgraph.store.postgres import PostgresStore
+    from psycopg.rows import dict_row
+
+    url, _ = request.getfixturevalue("postgres")
+    conn = psycopg.connect(fresh_database(url), autocommit=True, prepare_threshold=0, row_factory=dict_row)
+    request.addfinalizer(conn.close)
+    store = PostgresStore(conn)
+    store.setup()
+    return store
 
 
 def location_of(memory: Any) -> Any:
@@ -125,7 +140,7 @@ def fresh_database(url: str) -> str:
 @pytest.fixture
 def all_bytes(request: pytest.FixtureRequest, backend_kind: str) -> Callable[[Any], bytes]:
     """``all_bytes(memory or location)``: every byte stored on disk for it (see :func:`stored_bytes`)."""
-    if backend_kind == "langgraph":
+    if backend_kind.startswith("langgraph"):  # every item's value (a database's dead rows are its operator's)
         return lambda target: stored_bytes(getattr(target, "backend", target))
     data = request.getfixturevalue("postgres")[1] if backend_kind == "postgres" else None
     if backend_kind == "postgres" and data is None:
