@@ -28,7 +28,10 @@ Authorisation (anything not listed is denied, 403):
   what the graphs record as author and reviewer;
 - assistants: read and searched (the server's graphs); never created, changed or deleted,
   so no assistant can carry another context;
-- store: read only, in namespaces ``("memalign", judge, ...)`` of judges the user may use;
+- store: read only, in namespaces ``("memalign", J, ...)`` of the server's own store where a
+  judge the user may use keeps its memory (``MEMALIGN_JUDGES`` location ``langgraph``: ``J`` is
+  the judge's name, ``.`` and ``%`` percent-encoded; ``langgraph:NAME``: ``NAME``); a judge whose
+  memory is elsewhere has nothing to read there;
 - crons: denied.
 """
 
@@ -44,7 +47,7 @@ from typing import Any
 
 from langgraph_sdk import Auth
 
-from memalign_graph.context import served_judge_name
+from memalign_graph.context import served_judge_name, served_store_judges
 
 auth = Auth()
 
@@ -217,4 +220,12 @@ async def read_own_judges_store(ctx: Auth.types.AuthContext, value: Any) -> bool
     if ctx.action not in ("get", "search", "list_namespaces"):
         return False
     namespace = tuple(value.get("namespace") or ())
-    return len(namespace) >= 2 and namespace[0] == "memalign" and may_use(ctx, namespace[1])
+    if len(namespace) < 2 or namespace[0] != "memalign":
+        return False
+    from memalign_graph.backends.store import judge_from_label
+
+    try:
+        served = served_store_judges(judge_from_label(namespace[1]))
+    except ValueError:
+        return False
+    return any(may_use(ctx, name) for name in served)

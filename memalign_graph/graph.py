@@ -32,8 +32,16 @@ from langgraph.runtime import Runtime, get_runtime
 from langgraph.types import Send, interrupt
 
 from memalign_graph.backends.postgres import is_postgres_url
-from memalign_graph.context import Context, ServedContext, memory_location, resolve_context, served_context
-from memalign_graph.errors import JudgeBatchError
+from memalign_graph.backends.store import StoreBackend, is_store_location, store_judge
+from memalign_graph.context import (
+    Context,
+    ServedContext,
+    judge_specs,
+    memory_location,
+    resolve_context,
+    served_context,
+)
+from memalign_graph.errors import JudgeBatchError, MemoryFormatError
 from memalign_graph.judge import (
     JudgeSettings,
     Judgment,
@@ -42,7 +50,7 @@ from memalign_graph.judge import (
     precedent_judgment,
     run_judge,
 )
-from memalign_graph.memory import open_memory
+from memalign_graph.memory import Memory, open_memory
 from memalign_graph.models import resolve_chat_model
 from memalign_graph.review import (
     corrected_judgment,
@@ -54,7 +62,7 @@ from memalign_graph.review import (
     review_payload,
     review_record_id,
 )
-from memalign_graph.spec import parse_record
+from memalign_graph.spec import JudgeSpec, parse_record
 from memalign_graph.state import (
     AlignInput,
     AlignOutput,
@@ -72,9 +80,54 @@ from memalign_graph.state import (
 )
 
 
+def memory_target(ctx: Context, store: Any) -> Any:
+    """Where the memory ``ctx`` names lives, for a graph running with LangGraph store ``store`` (or ``None``).
+
+    ``"langgraph"`` / ``"langgraph:NAME"`` become :class:`~memalign_graph.backends.store.StoreBackend`
+    ``(store, NAME)``; any other location is returned as it is.
+
+    Raises:
+        ValueError: for a ``langgraph`` location when the graph runs without a store.
+    """
+    location = memory_location(ctx)
+    if not is_store_location(location):
+        return location
+    if store is None:
+        raise ValueError(
+            f"Context.store={location!r} keeps the judge's memory in the graph's LangGraph store, but this graph "
+            "runs without one: compile it with store=... (e.g. InMemoryStore()), or run it on LangGraph Server"
+        )
+    return StoreBackend(store, store_judge(location))
+
+
 def _memory(runtime: Runtime[Context], *, refresh: bool = True) -> tuple[Context, Any]:
     ctx = resolve_context(runtime.context)
-    return ctx, open_memory(memory_location(ctx), ctx.embeddings, refresh=refresh)
+    target = memory_target(ctx, runtime.store)
+    try:
+        return ctx, open_memory(target, ctx.embeddings, refresh=refresh)
+    except MemoryFormatError:
+        if not (isinstance(target, StoreBackend) and create_store_judge(target, ctx.embeddings)):
+            raise
+    return ctx, open_memory(target, ctx.embeddings, refresh=refresh)
+
+
+def create_store_judge(backend: StoreBackend, embeddings: Any) -> bool:
+    """Create ``backend``'s judge, empty, from its definition in ``MEMALIGN_JUDGE_SPECS``, if it is not stored yet.
+
+    Returns:
+        Whether the judge is now stored (``False``: no definition for it, or there is no such store judge).
+
+    Raises:
+        ValueError: if ``MEMALIGN_JUDGE_SPECS`` or the judge's definition there is malformed.
+    """
+    spec = judge_specs().get(backend.judge)
+    if spec is None:
+        return False
+    try:
+        Memory.create(backend, JudgeSpec.from_dict(spec), embeddings=embeddings)
+    except FileExistsError:  # another run created it first
+        pass
+    return True
 
 
 _CASE_KEYS = ("id", "inputs", "outputs", "expectations")
@@ -178,7 +231,11 @@ async def ajudge(state: JudgeState, runtime: Runtime[Context]) -> dict[str, Any]
     # Without I/O (the first node of the judgment refreshed memory; an absolute path or a URL needs no
     # file system to be found) no worker-thread hop: under concurrency those queue behind embeddings.
     location = memory_location(resolve_context(runtime.context))
-    if is_postgres_url(location) or os.path.isabs(location):
+    if (
+        isinstance(location, str)
+        and not is_store_location(location)
+        and (is_postgres_url(location) or os.path.isabs(location))
+    ):
         ctx, memory, case, precedent = _judge_inputs(state, runtime)
     else:
         ctx, memory, case, precedent = await asyncio.to_thread(_judge_inputs, state, runtime)

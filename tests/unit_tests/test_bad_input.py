@@ -27,7 +27,7 @@ from memalign_graph.cli import app
 from memalign_graph.errors import MemoryFormatError, RecordError
 from memalign_graph.spec import MAX_FIELD_CHARS, MAX_ID_CHARS, MAX_LINE_BYTES, read_jsonl
 from memalign_graph.testing import StubChatModel, distill_records
-from tests.conftest import CATEGORICAL, NUMERIC, PAIRWISE, feedback
+from tests.conftest import CATEGORICAL, NUMERIC, PAIRWISE, feedback, location_of
 
 SPECS = {"categorical": CATEGORICAL, "numeric": NUMERIC, "pairwise": PAIRWISE}
 GOOD = {
@@ -425,7 +425,7 @@ def test_long_fields_are_clipped_in_prompts_and_kept_whole_in_memory(mems, emb):
 
     judge = build_judge_graph().compile()
     case = {"inputs": "request big", "outputs": long + " LIMIT 1"}
-    context = Context(memory_dir=memory.backend.location, model=stub, embeddings=emb, context_window=2_000)
+    context = Context(store=location_of(memory), model=stub, embeddings=emb, context_window=2_000)
     judgment = judge.invoke(case, context=context)["judgment"]
     assert judgment["value"] in ("pass", "fail") and judgment["precedent"] is None and "big" in judgment["episode_ids"]
     assert judgment["clipped"] is True
@@ -435,7 +435,7 @@ def test_long_fields_are_clipped_in_prompts_and_kept_whole_in_memory(mems, emb):
     assert "…" in case_output and case_output.endswith("END_OF_QUERY LIMIT 1")
     assert len(case_output) > len(episode_output) and sum(len(m.text) for m in stub.prompts[-1]) <= 2_000 * 3
 
-    judgment = judge.invoke(case, context=Context(memory_dir=memory.backend.location, model=stub, embeddings=emb))
+    judgment = judge.invoke(case, context=Context(store=location_of(memory), model=stub, embeddings=emb))
     prompt = stub.prompts[-1][-1].text
     assert judgment["judgment"]["clipped"] is False  # a 128k-token window holds both whole
     assert shown(prompt, "episode")["big"] == long and shown(prompt, "case") == {None: long + " LIMIT 1"}

@@ -5,7 +5,7 @@ import pytest
 from memalign_graph import Memory, prompts
 from memalign_graph.semantic import PrincipleVectors, merge_principles, related_pairs
 from memalign_graph.testing import StubChatModel, consolidation_pairs, default_responder
-from tests.conftest import CATEGORICAL, KeywordEmbeddings, feedback
+from tests.conftest import CATEGORICAL, KeywordEmbeddings, feedback, location_of
 
 
 def verdicts(relation):
@@ -90,7 +90,7 @@ def test_principles_beyond_the_token_budget_are_selected_by_relevance(kw_memory,
     assert kw_memory.select_principles(case, token_budget=10_000) == (kw_memory.principles, [])
 
     ctx = Context(
-        memory_dir=kw_memory.backend.location,
+        store=location_of(kw_memory),
         model=StubChatModel(),
         embeddings=kw_memory.embeddings,
         principles_token_budget=8,

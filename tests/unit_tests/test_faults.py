@@ -26,7 +26,7 @@ from memalign_graph.faults import is_transient
 from memalign_graph.graph import judge_many
 from memalign_graph.judge import arun_judge, run_judge
 from memalign_graph.testing import StubChatModel, StubTimeout, default_responder
-from tests.conftest import CATEGORICAL, KeywordEmbeddings, feedback
+from tests.conftest import CATEGORICAL, KeywordEmbeddings, feedback, location_of
 
 BACKOFF_S = 0.02  # the first wait in these tests; later waits double (plus jitter)
 REQUEST = httpx.Request("POST", "https://api.example.test/v1/chat/completions")
@@ -83,7 +83,7 @@ def mem(tmp_path: Path, emb) -> Memory:
 
 
 def ctx(mem: Memory, model, emb, **kw) -> Context:
-    return Context(memory_dir=mem.backend.location, model=model, embeddings=emb, **kw)
+    return Context(store=location_of(mem), model=model, embeddings=emb, **kw)
 
 
 def gaps(model: StubChatModel) -> list[float]:

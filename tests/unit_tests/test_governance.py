@@ -13,7 +13,7 @@ from memalign_graph.cli import app
 from memalign_graph.governance import effective_policy, verdict_directive
 from memalign_graph.review import review_record_id
 from memalign_graph.testing import StubChatModel, default_responder
-from tests.conftest import feedback, stored_state
+from tests.conftest import feedback, location_of, stored_state
 
 PF = ["pass", "fail"]
 
@@ -38,7 +38,7 @@ def judge_prompt(memory, case=None):
     """The text the judge model receives for a case, without episodes (semantic memory only)."""
     stub = StubChatModel()
     ctx = Context(
-        memory_dir=memory.backend.location,
+        store=location_of(memory),
         model=stub,
         embeddings=memory.embeddings,
         precedent="off",
@@ -80,7 +80,7 @@ def test_effective_policy_can_tighten_never_relax():
 def test_review_policy_holds_principles_until_approved(memory, stub, embeddings):
     assert memory.principles_policy == "auto"
     memory.set_principles_policy("review", author="ana")
-    assert Memory.open(memory.backend.location, embeddings=embeddings).principles_policy == "review"
+    assert Memory.open(location_of(memory), embeddings=embeddings).principles_policy == "review"
     report = memory.align([feedback("r1", "SELECT * FROM raw.t", text="Use the certified view.")], model=stub)
     (pid,) = report.proposed_principles
     assert report.proposed_principles[pid] == "principles policy is review" and report.new_principles == []
@@ -244,7 +244,7 @@ CASE = {"id": "q-1", "inputs": "List this week's orders", "outputs": "SELECT * F
 
 
 def test_review_graph_asks_for_approval_of_proposed_principles(memory, stub, embeddings):
-    ctx = Context(memory_dir=memory.backend.location, model=stub, embeddings=embeddings, principles_policy="review")
+    ctx = Context(store=location_of(memory), model=stub, embeddings=embeddings, principles_policy="review")
     graph = build_review_graph().compile(checkpointer=InMemorySaver())
     config = {"configurable": {"thread_id": "t1"}}
     graph.invoke(CASE, config, context=ctx)
@@ -273,7 +273,7 @@ def test_review_graph_asks_for_approval_of_proposed_principles(memory, stub, emb
 
 
 def test_review_graph_without_proposals_ends_after_distill(memory, stub, embeddings):
-    ctx = Context(memory_dir=memory.backend.location, model=stub, embeddings=embeddings)
+    ctx = Context(store=location_of(memory), model=stub, embeddings=embeddings)
     graph = build_review_graph().compile(checkpointer=InMemorySaver())
     config = {"configurable": {"thread_id": "t2"}}
     graph.invoke(CASE, config, context=ctx)
@@ -282,6 +282,7 @@ def test_review_graph_without_proposals_ends_after_distill(memory, stub, embeddi
     assert graph.get_state(config).next == ()
 
 
+@pytest.mark.location_string
 def test_cli_policy_pending_approve_reject(tmp_path, new_location):
     runner = CliRunner()
     mem = new_location("mem")
@@ -325,6 +326,7 @@ def test_cli_policy_pending_approve_reject(tmp_path, new_location):
     assert "is not a principles policy" in run("principles", mem, "--policy", "sometimes", code=2)
 
 
+@pytest.mark.location_string
 def test_cli_review_asks_about_proposed_principles_and_resumes_there(tmp_path, new_location):
     runner = CliRunner()
     mem = new_location("mem")

@@ -27,7 +27,7 @@ def test_nodes_in_order():
 
 def test_alignment_changes_the_judgment(memory, context, embeddings):
     model = StubChatModel(responder=value_from_principles)
-    ctx = Context(memory_dir=context.memory_dir, model=model, embeddings=embeddings)
+    ctx = Context(store=context.store, model=model, embeddings=embeddings)
     judge = build_judge_graph().compile()
     before = judge.invoke(CASE, context=ctx)["judgment"]
     assert before["value"] == "pass" and before["principle_ids"] == [] and before["episode_ids"] == []
@@ -70,12 +70,12 @@ def test_expert_precedent_and_switches(memory, stub, context, embeddings):
     assert out["value"] == "fail" and out["precedent"] == "r1" and out["model"] == "expert-precedent"
     assert "Raw tables are banned." in out["rationale"] and stub.calls == 1  # only the distillation call
 
-    off = Context(memory_dir=context.memory_dir, model=stub, embeddings=embeddings, precedent="off")
+    off = Context(store=context.store, model=stub, embeddings=embeddings, precedent="off")
     assert judge.invoke(CASE, context=off)["judgment"]["precedent"] is None
-    only_semantic = Context(memory_dir=context.memory_dir, model=stub, embeddings=embeddings, use_episodes=False)
+    only_semantic = Context(store=context.store, model=stub, embeddings=embeddings, use_episodes=False)
     out = judge.invoke(CASE, context=only_semantic)["judgment"]
     assert out["episode_ids"] == [] and len(out["principle_ids"]) == 1
-    only_episodic = Context(memory_dir=context.memory_dir, model=stub, embeddings=embeddings, use_principles=False)
+    only_episodic = Context(store=context.store, model=stub, embeddings=embeddings, use_principles=False)
     out = judge.invoke(CASE, context=only_episodic)["judgment"]
     assert out["principle_ids"] == [] and out["episode_ids"] == ["r1"]
 
@@ -86,7 +86,11 @@ def test_bad_case_is_a_clear_error(context):
 
 
 def test_context_from_environment_when_none_given(memory, monkeypatch, embeddings):
-    monkeypatch.setenv("MEMALIGN_MEMORY_DIR", memory.backend.location)
+    store = getattr(memory.backend, "store", None)
+    if store is None:
+        monkeypatch.setenv("MEMALIGN_MEMORY_DIR", memory.backend.location)
+    else:  # a judge in the LangGraph store the graph is compiled with
+        monkeypatch.setenv("MEMALIGN_STORE", f"langgraph:{memory.backend.judge}")
     from memalign_graph import models
 
     monkeypatch.setattr(
@@ -94,7 +98,7 @@ def test_context_from_environment_when_none_given(memory, monkeypatch, embedding
     )
     monkeypatch.setattr(models, "_cached_embeddings", lambda spec: embeddings)
     monkeypatch.setenv("MEMALIGN_MODEL", "openai:gpt-4.1-mini")
-    out = build_judge_graph().compile().invoke(CASE)["judgment"]
+    out = build_judge_graph().compile(store=store).invoke(CASE)["judgment"]
     assert out["model"] == "from-env:openai:gpt-4.1-mini"
 
 
@@ -107,7 +111,7 @@ class ParentState(TypedDict, total=False):
 
 @dataclass
 class ParentContext:
-    memory_dir: str
+    store: Any
     model: Any
     embeddings: Any
     user: str = "ops"
@@ -136,7 +140,7 @@ def test_judge_as_a_node_in_a_parent_graph(context):
     parent.add_conditional_edges("evaluate", route, ["finish", "write_sql"])
     parent.add_edge("finish", END)
     app = parent.compile()
-    ctx = ParentContext(memory_dir=context.memory_dir, model=context.model, embeddings=context.embeddings)
+    ctx = ParentContext(store=context.store, model=context.model, embeddings=context.embeddings)
     result = app.invoke({"request": "List orders"}, context=ctx)
     assert result["verdict"]["value"] == "pass"
     assert result["attempts"] == ["draft"]  # not duplicated by the judge
@@ -153,6 +157,6 @@ def test_judge_graph_as_subgraph_node_with_parent_context(context):
     outer.add_node("judge", build_judge_graph().compile())
     outer.add_edge(START, "judge")
     outer.add_edge("judge", END)
-    ctx = ParentContext(memory_dir=context.memory_dir, model=context.model, embeddings=context.embeddings)
+    ctx = ParentContext(store=context.store, model=context.model, embeddings=context.embeddings)
     result = outer.compile().invoke({"inputs": "q", "outputs": "a"}, context=ctx)
     assert result["judgment"]["value"] == "pass"

@@ -29,7 +29,7 @@ from memalign_graph.cli import app
 from memalign_graph.errors import RecordError
 from memalign_graph.importers import as_evaluator, from_langsmith, from_mlflow, langsmith_records, parse_value_map
 from memalign_graph.testing import StubChatModel
-from tests.conftest import CATEGORICAL, NUMERIC, PAIRWISE
+from tests.conftest import CATEGORICAL, NUMERIC, PAIRWISE, location_of
 
 for _key, _value in {
     "MLFLOW_DISABLE_TELEMETRY": "true",
@@ -375,7 +375,7 @@ def test_evaluator_openevals_style_uses_the_experts_precedent(aligned):
 
 def test_evaluator_numeric_score_is_the_value(tmp_path, emb):
     memory = Memory.create(tmp_path / "tone", NUMERIC, embeddings=emb)
-    out = as_evaluator(memory.backend.location, model=StubChatModel(), embeddings=emb)(inputs="hi", outputs="hello")
+    out = as_evaluator(location_of(memory), model=StubChatModel(), embeddings=emb)(inputs="hi", outputs="hello")
     assert out["score"] == out["value"] == 1 and out["key"] == NUMERIC.name
 
 

@@ -1,7 +1,7 @@
 import pytest
 
 from memalign_graph import Memory, build_review_graph
-from tests.conftest import feedback
+from tests.conftest import feedback, location_of
 
 SECRET = "patient-7731 lives at 12 Elm Street"
 
@@ -67,7 +67,7 @@ def test_rollback_restores_principles_and_episodes_as_a_new_version(aligned, emb
     assert aligned.principles == v1["principles"] and aligned.episodes.ids == {"r1", "r2"}
     again = aligned.rollback(3)  # a rollback is itself a version, and can be undone by another
     assert again.episodes_restored == ["r3", "secret"]
-    reopened = Memory.open(aligned.backend.location, embeddings=embeddings)
+    reopened = Memory.open(location_of(aligned), embeddings=embeddings)
     assert reopened.episodes.ids == {"r1", "r2", "r3", "secret"} and reopened.version == 5
     hit = reopened.retrieve_episodes({"inputs": f"Query for {SECRET}", "outputs": f"SELECT '{SECRET}'"}, k=1)[0]
     assert hit["id"] == "secret" and hit["score"] == pytest.approx(1.0, abs=1e-4)

@@ -5,17 +5,17 @@ import pytest
 from memalign_graph import Memory, MemoryFormatError, RecordError
 from memalign_graph.backends import file as file_backend
 from memalign_graph.testing import StubChatModel
-from tests.conftest import CATEGORICAL, NUMERIC, feedback, stored_state
+from tests.conftest import CATEGORICAL, NUMERIC, feedback, location_of, stored_state
 
 FILE_ONLY = pytest.mark.parametrize("backend_kind", ["file"])
 
 
 def test_create_and_reopen_empty(memory, embeddings):
     assert memory.version == 0 and memory.principles == [] and len(memory.episodes) == 0
-    again = Memory.open(memory.backend.location, embeddings=embeddings)
+    again = Memory.open(location_of(memory), embeddings=embeddings)
     assert again.spec == CATEGORICAL
     with pytest.raises(FileExistsError):
-        Memory.create(memory.backend.location, CATEGORICAL, embeddings=embeddings)
+        Memory.create(location_of(memory), CATEGORICAL, embeddings=embeddings)
 
 
 def test_align_stores_episodes_and_principles_with_sources(memory, stub, embeddings):
@@ -36,7 +36,7 @@ def test_align_stores_episodes_and_principles_with_sources(memory, stub, embeddi
         ("Prefer the certified view over raw tables.", ["r1"])
     ]
     assert memory.episodes.ids == {"r1", "r2"}
-    reopened = Memory.open(memory.backend.location, embeddings=embeddings)
+    reopened = Memory.open(location_of(memory), embeddings=embeddings)
     assert reopened.principles == memory.principles
     assert reopened.episodes.ids == {"r1", "r2"}
     episode = reopened.retrieve_episodes({"inputs": "request r1", "outputs": "SELECT * FROM raw.orders"}, k=1)[0]
@@ -107,7 +107,7 @@ def test_crash_before_manifest_keeps_previous_version(memory, stub, embeddings, 
         memory.align([feedback("r2", "y", text="Always filter cancelled orders.")], model=stub)
     assert memory.version == 1 and memory.episodes.ids == {"r1"}  # in-process view rolled back too
     monkeypatch.setattr(file_backend, "atomic_write_json", real)
-    reopened = Memory.open(memory.backend.location, embeddings=embeddings)
+    reopened = Memory.open(location_of(memory), embeddings=embeddings)
     assert reopened.version == 1 and reopened.episodes.ids == {"r1"} and len(reopened.principles) == 1
     report = reopened.align([feedback("r2", "y", text="Always filter cancelled orders.")], model=stub)
     assert report.version == 2 and reopened.episodes.ids == {"r1", "r2"}
@@ -128,11 +128,11 @@ def test_every_alignment_is_a_version(memory, stub):
 
 
 def test_stale_writer_is_refused(memory, stub, embeddings):
-    other = Memory.open(memory.backend.location, embeddings=embeddings)
+    other = Memory.open(location_of(memory), embeddings=embeddings)
     memory.align([feedback("r1", "x", text="Never use SELECT star.")], model=stub)
     # `other` still holds version 0, but align refreshes under the lock instead of losing r1.
     other.align([feedback("r2", "y", text="Always filter cancelled orders.")], model=stub)
-    assert Memory.open(memory.backend.location, embeddings=embeddings).episodes.ids == {"r1", "r2"}
+    assert Memory.open(location_of(memory), embeddings=embeddings).episodes.ids == {"r1", "r2"}
     stale = dict(other.checkpoint, version=other.version)  # prepared from an old version
     with pytest.raises(RuntimeError, match="moved to version"):
         other.backend.commit(stale, None, embeddings_changed=False)
@@ -160,7 +160,7 @@ def test_open_errors(tmp_path, embeddings, memory):
     data = json.loads(manifest.read_text())
     manifest.write_text(json.dumps({**data, "format_version": 99}))
     with pytest.raises(MemoryFormatError, match="newer memalign-graph"):
-        Memory.open(memory.backend.location, embeddings=embeddings)
+        Memory.open(location_of(memory), embeddings=embeddings)
 
 
 def test_embeddings_mismatch_is_refused(memory):
@@ -170,7 +170,7 @@ def test_embeddings_mismatch_is_refused(memory):
         name: str = "other-embedder"
 
     with pytest.raises(MemoryFormatError, match="embedded with"):
-        Memory.open(memory.backend.location, embeddings=Other(size=32))
+        Memory.open(location_of(memory), embeddings=Other(size=32))
 
 
 def test_numeric_memory_round_trip(new_location, embeddings, stub):
@@ -224,5 +224,5 @@ def test_postgres_rows_are_plain_json_and_vectors(memory, stub, embeddings):
             (memory.backend.judge,),
         ).fetchone()[0]
     assert (kind, dims, rid, checkpoint_kind) == ("object", 32, "r1", "object")
-    again = Memory.open(memory.backend.location, embeddings=embeddings)
+    again = Memory.open(location_of(memory), embeddings=embeddings)
     assert again.episodes.get(["r1"])[0]["feedback"] == "Never use SELECT star."

@@ -6,7 +6,7 @@ from langchain_core.embeddings import DeterministicFakeEmbedding
 from memalign_graph import Memory
 from memalign_graph.backends.base import principle_digest
 from memalign_graph.semantic import PrincipleVectors, merge_principles, new_principle, related_pairs
-from tests.conftest import CATEGORICAL, feedback
+from tests.conftest import CATEGORICAL, feedback, location_of
 
 
 class CountingEmbeddings(DeterministicFakeEmbedding):
@@ -34,7 +34,7 @@ def test_reopened_memory_selects_principles_without_embedding_them(new_location,
     stored = memory.backend.load_principle_vectors()
     assert set(stored) == {principle_digest(t) for t in texts}
     counting = CountingEmbeddings(size=32)
-    reopened = Memory.open(memory.backend.location, embeddings=counting)
+    reopened = Memory.open(location_of(memory), embeddings=counting)
     selected, omitted = reopened.select_principles({"inputs": "q", "outputs": "SELECT 1"}, token_budget=20)
     assert omitted and selected  # the budget forced a ranking by similarity
     assert counting.documents == 0  # no principle was embedded again

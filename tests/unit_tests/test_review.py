@@ -10,7 +10,7 @@ from pydantic import ValidationError
 from memalign_graph import Context, Memory, build_batch_review_graph, build_review_graph
 from memalign_graph.review import in_sample, is_unsure, needs_review, record_from_review
 from memalign_graph.testing import StubChatModel
-from tests.conftest import CATEGORICAL, NUMERIC, value_from_principles
+from tests.conftest import CATEGORICAL, NUMERIC, location_of, value_from_principles
 
 CASE = {"id": "q-1", "inputs": "List this week's orders", "outputs": "SELECT * FROM raw.orders WHERE week = 1"}
 
@@ -36,7 +36,7 @@ def cfg(thread="t"):
 @pytest.fixture
 def review_ctx(context):
     return Context(
-        memory_dir=context.memory_dir,
+        store=context.store,
         model=StubChatModel(responder=value_from_principles),
         embeddings=context.embeddings,
     )
@@ -170,7 +170,7 @@ def test_resume_after_restart_on_sqlite(tmp_path, memory, review_ctx):
     finally:
         conn.close()
     assert done["report"]["added"] == ["q-1"]
-    assert Memory.open(memory.backend.location, embeddings=review_ctx.embeddings).version == 1
+    assert Memory.open(location_of(memory), embeddings=review_ctx.embeddings).version == 1
 
 
 def test_several_pending_reviews_resumed_one_by_one(memory, review_ctx):

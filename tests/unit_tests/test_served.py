@@ -248,11 +248,18 @@ async def test_run_creation_is_owner_scoped_and_judge_checked(monkeypatch: pytes
         assert raised.value.status_code == 403
 
 
-async def test_store_access_is_read_only_within_allowed_judges() -> None:
-    def ctx(action: str) -> Auth.types.AuthContext:
-        return _auth_ctx("alice", ["sql"], resource="store", action=action)
+async def test_store_access_is_read_only_within_allowed_judges(monkeypatch: pytest.MonkeyPatch) -> None:
+    judges = {"sql": "langgraph", "tone": "langgraph", "v1.2": "langgraph", "alias": "langgraph:shared", "files": "/m"}
+    monkeypatch.setenv("MEMALIGN_JUDGES", json.dumps(judges))
+
+    def ctx(action: str, allowed: tuple[str, ...] = ("sql",)) -> Auth.types.AuthContext:
+        return _auth_ctx("alice", list(allowed), resource="store", action=action)
 
     assert await read_own_judges_store(ctx("search"), {"namespace": ("memalign", "sql", "principles")})
+    assert await read_own_judges_store(ctx("get", ("v1.2",)), {"namespace": ("memalign", "v1%2E2", "episodes")})
+    assert await read_own_judges_store(ctx("get", ("alias",)), {"namespace": ("memalign", "shared")})
+    assert not await read_own_judges_store(ctx("get", ("alias",)), {"namespace": ("memalign", "alias")})
+    assert not await read_own_judges_store(ctx("get", ("files",)), {"namespace": ("memalign", "files")})
     assert not await read_own_judges_store(ctx("get"), {"namespace": ("memalign", "tone")})
     assert not await read_own_judges_store(ctx("list_namespaces"), {"namespace": ("memalign",)})
     assert not await read_own_judges_store(ctx("put"), {"namespace": ("memalign", "sql")})
