@@ -315,6 +315,8 @@ class BatchText:
         quoted: names quoted in the batch's cases and feedback.
         tokens: every identifier-like token of the batch, whole (a token found here is not truncated).
         scaffold: the normalised text of the prompt's own instructions (echoes of it are refused).
+        scaffold_grams: its 4-word runs (a near echo such as "The answer must name the policy it
+            relies on." for the prompt's example "A reply must name the policy it relies on." is refused).
     """
 
     cases: list[tuple[str, str, set[tuple[str, ...]]]]
@@ -322,6 +324,7 @@ class BatchText:
     quoted: set[str]
     tokens: set[str]
     scaffold: str
+    scaffold_grams: set[tuple[str, ...]] = field(default_factory=set)
 
     @classmethod
     def of(cls, spec: JudgeSpec, batch: list[FeedbackRecord], max_principles: int = 3) -> BatchText:
@@ -342,13 +345,17 @@ class BatchText:
             texts.append(record.get("feedback") or "")
         joined = "\n".join(texts)
         quoted = {next(g for g in m.groups() if g is not None) for m in _QUOTED.finditer(joined)}
-        scaffold = " ".join(m.text for m in build_distill_messages(spec, [], [], max_principles))
+        scaffold = _normalise(" ".join(m.text for m in build_distill_messages(spec, [], [], max_principles)))
+        scaffold_words = scaffold.split()
         return cls(
             cases=cases,
             identifiers=set(_SOURCE_IDENT.findall(joined)),
             quoted=quoted,
             tokens=set(_IDENT.findall(joined)),
-            scaffold=_normalise(scaffold),
+            scaffold=scaffold,
+            scaffold_grams={
+                tuple(scaffold_words[i : i + _COPY_RUN]) for i in range(len(scaffold_words) - _COPY_RUN + 1)
+            },
         )
 
 
@@ -428,7 +435,8 @@ def vet_principle(text: str, batch: BatchText, limit: int = 200) -> tuple[str | 
     """Check that ``text`` is a general rule in plain words; repair what can be repaired.
 
     Refused (``(None, reason)``): a placeholder (``<rule_1>``, ``<rule> ...``,
-    ``{criterion}``); an echo of the prompt's own instructions or example; a copy
+    ``{criterion}``); an echo of the prompt's own instructions or example (the same share of
+    words in runs of four or more, as for a copy of a case); a copy
     of one case's input or output (at least 60 % of its words, numbers aside, in runs
     of four or more words copied from one case field, or all of them for shorter texts); an
     identifier or quoted name cut short that cannot be completed unambiguously;
@@ -447,7 +455,9 @@ def vet_principle(text: str, batch: BatchText, limit: int = 200) -> tuple[str | 
     if _PLACEHOLDER.search(text):
         return None, f"is a placeholder ({_PLACEHOLDER.search(text).group()})"  # type: ignore[union-attr]
     words = _normalise(text).split()
-    if f" {' '.join(words)} " in f" {batch.scaffold} ":
+    if f" {' '.join(words)} " in f" {batch.scaffold} " or (
+        len(words) >= _COPY_RUN and _copied_share(words, batch.scaffold_grams, batch.scaffold) >= _COPY_SHARE
+    ):
         return None, "echoes the distillation prompt"
     for rid, case_text, grams in batch.cases:
         if _copied_share(words, grams, case_text) >= _COPY_SHARE:

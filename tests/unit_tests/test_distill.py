@@ -235,6 +235,8 @@ SUPPORT_BATCH = [
         ("<rule> The Galaxy's home field is New Zealand…", SQL_BATCH, "placeholder"),
         ("Judge by {criterion} always.", SQL_BATCH, "placeholder"),
         ("A reply must name the policy it relies on.", SQL_BATCH, "echoes the distillation prompt"),
+        # seen from Qwen2.5-Coder-0.5B on the citation task: the prompt's example with one word changed
+        ("The answer must name the policy it relies on.", SQL_BATCH, "echoes the distillation prompt"),
         ("Does the SQL follow the house rules?", SQL_BATCH, "echoes the distillation prompt"),
         ("My parcel has not arrived", SUPPORT_BATCH, "copies the text of case 'fb-2'"),
         ("My parcel has not arrived, where is it?", SUPPORT_BATCH, "copies the text of case 'fb-2'"),
@@ -270,6 +272,9 @@ def test_placeholders_echoes_case_copies_and_cut_names_are_refused(text, batch, 
         ("Never use raw tables for revenue.", SQL_BATCH, None),
         ("Apologise when a parcel has not arrived before giving instructions.", SUPPORT_BATCH, None),
         ("Be polite.", SUPPORT_BATCH, None),
+        # a rule that shares a few words with the prompt's example is not an echo of it
+        ("A reply must quote, word for word, the knowledge it relies on.", SUPPORT_BATCH, None),
+        ("Name the refund policy in every reply about money.", SUPPORT_BATCH, None),
         # numbers quoted from the case are data, not a copy of its words
         (
             "Never echo card 4111-1111-1111-1111.",
