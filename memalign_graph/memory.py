@@ -161,24 +161,18 @@ def embeddings_for(backend: MemoryBackend, embeddings: str | Embeddings | None) 
     Those named (``embeddings``, else ``MEMALIGN_EMBEDDINGS``) if any: :class:`Memory` refuses
     them if the memory was embedded with others. With none named, those the memory was created
     with, rebuilt from the name it stores (:func:`memalign_graph.models.offline_embeddings_spec`):
-    a memory created with e5 before MiniLM int8 became the default keeps opening with e5.
+    a memory created with e5 before MiniLM int8 became the default keeps opening with e5. Hosted
+    or custom embeddings cannot be rebuilt from a name: for them the default is returned, which
+    :class:`Memory` refuses unless the names match.
 
     Raises:
-        MemoryFormatError: if nothing (valid) is stored there, or none are named and the stored
-            ones are not an offline embedder (hosted or custom embeddings must be named).
+        MemoryFormatError: if nothing (valid) is stored there.
         MissingDependencyError: (an ``ImportError``) naming the extra to install, if the
             embeddings need one that is missing.
     """
     if embeddings_named(embeddings):
         return resolve_embeddings(embeddings)
-    name = backend.embeddings_info().get("name")
-    spec = offline_embeddings_spec(name)
-    if spec is None:
-        raise MemoryFormatError(
-            f"{backend.location}: episodes were embedded with {name!r}, which cannot be rebuilt from its name; "
-            "name the same embeddings (embeddings=..., --embeddings or MEMALIGN_EMBEDDINGS)"
-        )
-    return resolve_embeddings(spec)
+    return resolve_embeddings(offline_embeddings_spec(backend.embeddings_info().get("name")))
 
 
 class Memory:
@@ -208,7 +202,8 @@ class Memory:
         if loaded.embeddings_info.get("name") != name:
             raise MemoryFormatError(
                 f"{self.backend.location}: episodes were embedded with {loaded.embeddings_info.get('name')!r}, "
-                f"but {name!r} was given; use the same embeddings"
+                f"but {name!r} was given; use the same embeddings (embeddings=..., --embeddings or "
+                "MEMALIGN_EMBEDDINGS)"
             )
         try:
             spec = JudgeSpec.from_dict(loaded.spec)
