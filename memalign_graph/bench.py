@@ -433,10 +433,10 @@ def bench_first_judgment(
 
 
 def bulk_embeddings() -> str:
-    """The embeddings ``align_wall_s_100000`` uses: ``"minilm-int8"`` when its extra is installed, else the default."""
-    import importlib.util
+    """The embeddings ``align_wall_s_100000`` uses: the offline default's spec string (``"minilm-int8"``)."""
+    from memalign_graph.models import DEFAULT_EMBEDDINGS
 
-    return "minilm-int8" if importlib.util.find_spec("onnxruntime") else "embedded"
+    return DEFAULT_EMBEDDINGS
 
 
 _ALIGN_AT_SCALE = """
@@ -590,7 +590,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--records", type=int, default=1000)
     parser.add_argument("--latency", type=float, default=1.0, help="stub LLM seconds per call")
     parser.add_argument("--runs", type=int, default=1)
-    parser.add_argument("--embeddings", default=None, help="'embedded' (default), 'minilm', or provider:model")
+    parser.add_argument(
+        "--embeddings", default=None, help="'embedded' (default: 'minilm-int8'), 'e5', 'minilm', or provider:model"
+    )
     args = parser.parse_args(argv)
     figures = bench_align(args.records, latency_s=args.latency, runs=args.runs, embeddings=args.embeddings)
     print(json.dumps(figures, indent=1))
