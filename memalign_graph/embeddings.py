@@ -214,18 +214,24 @@ class MiniLMInt8Embeddings(Embeddings):
         return (pooled / np.where(norms == 0, 1.0, norms)).astype(np.float32, copy=False)
 
     def embed_documents_array(self, texts: list[str]) -> np.ndarray:
-        """:meth:`embed_documents` as a float32 array of shape ``(len(texts), 384)``."""
-        out = [np.zeros((0, 384), dtype=np.float32)]
-        for start in range(0, len(texts), self.batch_size):
-            encoded = self._tokenizer.encode_batch(texts[start : start + self.batch_size])
-            width = max(len(e.ids) for e in encoded)
-            ids = np.zeros((len(encoded), width), dtype=np.int64)
-            mask = np.zeros((len(encoded), width), dtype=np.int64)
-            for row, e in enumerate(encoded):
-                ids[row, : len(e.ids)] = e.ids
-                mask[row, : len(e.ids)] = 1
-            out.append(self._run(ids, mask))
-        return np.concatenate(out)
+        """:meth:`embed_documents` as a float32 array of shape ``(len(texts), 384)``, rows in the order of ``texts``.
+
+        Texts are batched by token count (shortest first), so a batch is padded to lengths close
+        to its own rather than to the longest text of a random neighbourhood.
+        """
+        encoded = [e.ids for e in self._tokenizer.encode_batch(texts)]
+        order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
+        out = np.empty((len(texts), 384), dtype=np.float32)
+        for start in range(0, len(order), self.batch_size):
+            rows = order[start : start + self.batch_size]
+            width = len(encoded[rows[-1]])
+            ids = np.zeros((len(rows), width), dtype=np.int64)
+            mask = np.zeros((len(rows), width), dtype=np.int64)
+            for row, i in enumerate(rows):
+                ids[row, : len(encoded[i])] = encoded[i]
+                mask[row, : len(encoded[i])] = 1
+            out[rows] = self._run(ids, mask)
+        return out
 
     def embed_documents(self, texts: list[str]) -> list[list[float]]:  # noqa: D102
         return self.embed_documents_array(list(texts)).tolist() if texts else []

@@ -914,9 +914,10 @@ class Memory:
         if not episodes:
             return np.zeros((0, 0), dtype=np.float32)
         out: np.ndarray | None = None
+        embed = getattr(self.embeddings, "embed_documents_array", None) or self.embeddings.embed_documents
         for start in range(0, len(episodes), chunk):
             part = episodes[start : start + chunk]
-            block = np.asarray(self.embeddings.embed_documents([embedding_text(e) for e in part]), dtype=np.float32)
+            block = np.asarray(embed([embedding_text(e) for e in part]), dtype=np.float32)
             if block.ndim != 2 or len(block) != len(part):
                 raise ValueError(f"embeddings returned {block.shape} for {len(part)} texts")
             if out is None:
