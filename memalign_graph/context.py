@@ -76,7 +76,9 @@ class Context:
     embeddings: Annotated[Any, WithJsonSchema({"type": ["string", "null"]})] = field(
         default_factory=_env("MEMALIGN_EMBEDDINGS"),
         metadata={
-            "description": "Embeddings: an instance, 'embedded' (default, offline e5-small) or 'provider:model'."
+            "description": "Embeddings: an instance, 'embedded' (default: offline all-MiniLM-L6-v2 int8, also "
+            "'minilm-int8'), 'e5' (offline multilingual-e5-small, for data not in English), 'minilm' (torch) "
+            "or 'provider:model'. None: MEMALIGN_EMBEDDINGS, else those an existing memory was created with."
         },
     )
     k: int = field(default=5, metadata={"description": "Episodes retrieved into working memory (MemAlign uses 5)."})

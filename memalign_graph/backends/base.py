@@ -134,6 +134,16 @@ def scrub_ids(text: str, record_ids: set[str]) -> str:
     return text
 
 
+class _Unembedded(Embeddings):
+    """Stands in for embeddings where a backend loads a memory only to read what it stores."""
+
+    def embed_documents(self, texts: list[str]) -> list[list[float]]:  # noqa: D102
+        raise RuntimeError("no embeddings: this memory was loaded only to read its embeddings info")
+
+    def embed_query(self, text: str) -> list[float]:  # noqa: D102
+        raise RuntimeError("no embeddings: this memory was loaded only to read its embeddings info")
+
+
 class MemoryBackend(ABC):
     """Persistence for one judge's memory (see the module docstring).
 
@@ -162,6 +172,17 @@ class MemoryBackend(ABC):
         Raises:
             MemoryFormatError: if nothing (valid) is stored here or it needs a newer format.
         """
+
+    def embeddings_info(self) -> dict[str, Any]:
+        """The stored ``{"name", "dim"}`` of the embeddings the memory was created with.
+
+        Read before the memory is opened, to open it with those embeddings when none are named.
+        This default loads the whole memory; backends override it with a small read.
+
+        Raises:
+            MemoryFormatError: if nothing (valid) is stored here or it needs a newer format.
+        """
+        return dict(self.load(_Unembedded()).embeddings_info)
 
     @abstractmethod
     def current_version(self) -> int:

@@ -352,6 +352,9 @@ class FileBackend(MemoryBackend):
             },
         )
 
+    def embeddings_info(self) -> dict[str, Any]:  # noqa: D102
+        return dict(self._manifest()["embeddings"])
+
     def current_version(self) -> int:  # noqa: D102
         # Every judgment asks; the manifest is replaced by rename on each commit, so an unchanged
         # (inode, mtime, size) means an unchanged version and the file need not be read again.

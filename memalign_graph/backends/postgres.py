@@ -337,6 +337,10 @@ class PostgresBackend(MemoryBackend):
                     (self.judge, Json(checkpoint)),
                 )
 
+    def embeddings_info(self) -> dict[str, Any]:  # noqa: D102
+        with self._connection() as conn:
+            return dict(self._require(self._judge_row(conn))[2])
+
     def current_version(self) -> int:  # noqa: D102
         with self._connection() as conn:
             return int(self._require(self._judge_row(conn))[3])

@@ -277,6 +277,10 @@ class StoreBackend(MemoryBackend):
     def current_version(self) -> int:  # noqa: D102
         return self._require_head()
 
+    def embeddings_info(self) -> dict[str, Any]:  # noqa: D102
+        self._require_head()
+        return dict((self._get(self._ns, "judge") or {}).get("embeddings") or {})
+
     def load(self, embeddings: Embeddings) -> LoadedMemory:  # noqa: D102
         for _ in range(self.retries):
             version = self._require_head()

