@@ -595,6 +595,15 @@ class StoreBackend(MemoryBackend):
                 from langgraph.checkpoint.postgres import PostgresSaver
 
                 saver = PostgresSaver(self.store.conn)
+                from psycopg import Connection
+
+                store_lock = getattr(self.store, "lock", None)
+                if store_lock is not None and isinstance(self.store.conn, Connection):
+                    # One psycopg connection, two users: the store and the saver must take the same
+                    # lock, or a node's checkpoint write and a store read in another thread collide
+                    # inside the connection's pipeline (psycopg raises AssertionError). A pool gives
+                    # each its own connection instead.
+                    saver.lock = store_lock
                 saver.setup()
             elif type(self.store).__name__ == "InMemoryStore":
                 from langgraph.checkpoint.memory import InMemorySaver
