@@ -987,6 +987,8 @@ def demo(
     console.print("principles distilled (last run), as stored:", highlight=False)
     for principle in result["principles"]:
         console.print(f"  - {principle['text']}", highlight=False, markup=False)
+    if not result["principles"]:
+        console.print("  (none stored: the model distilled none that passed vetting)", highlight=False)
     console.print(
         f"wrote {out / 'curve.json'}, {out / 'judgments.jsonl'}; memories in {out}/memory-seed*; "
         f"{time.perf_counter() - started:.0f} s",
