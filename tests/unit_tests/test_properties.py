@@ -640,8 +640,23 @@ def postgres_backend(request: pytest.FixtureRequest) -> tuple[Callable[[Path], M
     return make, lambda memory: repr(stored_state(memory)).encode()
 
 
+def langgraph_backend(request: pytest.FixtureRequest) -> tuple[Callable[[Path], Memory], Callable[[Memory], bytes]]:
+    """``(make_memory, stored_bytes)`` for LangGraph's ``InMemoryStore``: a fresh store per example; every item."""
+    from langgraph.store.memory import InMemoryStore
+
+    from memalign_graph.backends.store import StoreBackend
+    from tests.conftest import stored_state
+
+    def make(tmp: Path) -> Memory:
+        store = InMemoryStore(index={"dims": 32, "embed": DeterministicFakeEmbedding(size=32), "fields": ["text"]})
+        return Memory.create(StoreBackend(store, "prop"), CATEGORICAL, embeddings=DeterministicFakeEmbedding(size=32))
+
+    return make, lambda memory: repr(stored_state(memory)).encode()
+
+
 BACKENDS: list[Any] = [
     pytest.param(file_backend, MEMORY_SETTINGS, id="file"),
+    pytest.param(langgraph_backend, settings(MEMORY_SETTINGS, max_examples=30), id="langgraph"),
     # Each step checkpoints the server and reads its files: fewer examples keep it to seconds.
     pytest.param(postgres_backend, settings(MEMORY_SETTINGS, max_examples=20), id="postgres"),
 ]
