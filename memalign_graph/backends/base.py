@@ -13,9 +13,10 @@ from __future__ import annotations
 import hashlib
 import re
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Any, NotRequired, TypedDict
+from typing import Any, NoReturn, NotRequired, TypedDict
 
 from langchain_core.embeddings import Embeddings
 from langchain_core.vectorstores import VectorStore
@@ -116,6 +117,42 @@ def purge_checkpoint(checkpoint: dict[str, Any], record_ids: set[str]) -> dict[s
     if "proposed" in checkpoint:
         out["proposed"] = proposed
     return out
+
+
+def raise_write_failed(
+    exc: Exception, *, location: str, judge: str, before: int, version: int, current: Callable[[], int]
+) -> NoReturn:
+    """Turn a failed commit (a store error, a lost connection, a full disk...) into an error naming the current version.
+
+    Args:
+        exc: what the write raised.
+        location: the memory's location, as the messages name it.
+        judge: the judge's name.
+        before: the version the commit started from.
+        version: the version it tried to write.
+        current: reads the committed version now (may fail: the server may be gone).
+
+    Raises:
+        MemoryWriteError: always; ``version`` is the current one (``None`` when it could not be read).
+    """
+    from memalign_graph.errors import MemoryWriteError
+
+    reason = " ".join(str(exc).split()) or type(exc).__name__
+    try:
+        now: int | None = current()
+    except Exception:  # noqa: BLE001 - the store may be gone: say so below
+        now = None
+    if now == before:
+        raise MemoryWriteError(
+            f"{location}: judge {judge!r}: could not write version {version} ({reason}); "
+            f"memory unchanged at version {before}",
+            version=before,
+        ) from exc
+    raise MemoryWriteError(
+        f"{location}: judge {judge!r}: writing version {version} failed ({reason}); "
+        + (f"the current version is {now}" if now is not None else "the current version could not be read"),
+        version=now,
+    ) from exc
 
 
 FORGOTTEN = "[forgotten record]"

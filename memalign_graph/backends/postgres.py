@@ -49,7 +49,7 @@ import re
 import threading
 import unicodedata
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, NoReturn
 from urllib.parse import parse_qsl, unquote_plus, urlencode, urlsplit, urlunsplit
 
 import numpy as np
@@ -62,9 +62,10 @@ from memalign_graph.backends.base import (
     MemoryBackend,
     PrinciplesCheckpoint,
     purge_checkpoint,
+    raise_write_failed,
 )
 from memalign_graph.backends.file import faiss_episodes, faiss_from_vectors
-from memalign_graph.errors import MISSING_MEMORY_HINT, MemoryFormatError, MemoryWriteError, MissingDependencyError
+from memalign_graph.errors import MISSING_MEMORY_HINT, MemoryFormatError, MissingDependencyError
 
 SCHEMES = ("postgresql://", "postgres://")
 DEFAULT_JUDGE = "default"
@@ -393,28 +394,11 @@ class PostgresBackend(MemoryBackend):
             self._write_failed(exc, version - 1, version)
         return version
 
-    def _write_failed(self, exc: Exception, before: int, version: int) -> None:
-        """Turn a failed commit (disk full, lost connection...) into an error saying which version is current.
-
-        Raises:
-            MemoryWriteError: always.
-        """
-        reason = " ".join(str(exc).split()) or type(exc).__name__
-        try:
-            now: int | None = self.current_version()
-        except Exception:  # noqa: BLE001 - the server may be gone: say so below
-            now = None
-        if now == before:
-            raise MemoryWriteError(
-                f"{self.location}: judge {self.judge!r}: could not write version {version} ({reason}); "
-                f"memory unchanged at version {before}",
-                version=before,
-            ) from exc
-        raise MemoryWriteError(
-            f"{self.location}: judge {self.judge!r}: writing version {version} failed ({reason}); "
-            + (f"the current version is {now}" if now is not None else "the current version could not be read"),
-            version=now,
-        ) from exc
+    def _write_failed(self, exc: Exception, before: int, version: int) -> NoReturn:
+        """Raise :func:`~memalign_graph.backends.base.raise_write_failed`'s ``MemoryWriteError`` for this judge."""
+        raise_write_failed(
+            exc, location=self.location, judge=self.judge, before=before, version=version, current=self.current_version
+        )
 
     def _commit(
         self,

@@ -65,7 +65,7 @@ import time
 import unicodedata
 import weakref
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 from langchain_core.embeddings import Embeddings
@@ -77,10 +77,11 @@ from memalign_graph.backends.base import (
     MemoryBackend,
     PrinciplesCheckpoint,
     purge_checkpoint,
+    raise_write_failed,
 )
 from memalign_graph.backends.file import faiss_episodes, faiss_from_vectors
 from memalign_graph.context import STORE_LOCATION
-from memalign_graph.errors import MemoryFormatError, MemoryWriteError
+from memalign_graph.errors import MemoryFormatError
 from memalign_graph.spec import case_text
 
 ROOT = "memalign"
@@ -386,28 +387,11 @@ class StoreBackend(MemoryBackend):
         self._sync_principles(checkpoint)
         self._delete_many(self._ns, ["pending"])
 
-    def _write_failed(self, exc: Exception, before: int, version: int) -> None:
-        """Turn a failed commit (a store error, a lost connection...) into an error saying which version is current.
-
-        Raises:
-            MemoryWriteError: always.
-        """
-        reason = " ".join(str(exc).split()) or type(exc).__name__
-        try:
-            now: int | None = self._head()
-        except Exception:  # noqa: BLE001 - the store may be gone: say so below
-            now = None
-        if now == before:
-            raise MemoryWriteError(
-                f"{self.location}: judge {self.judge!r}: could not write version {version} ({reason}); "
-                f"memory unchanged at version {before}",
-                version=before,
-            ) from exc
-        raise MemoryWriteError(
-            f"{self.location}: judge {self.judge!r}: writing version {version} failed ({reason}); "
-            + (f"the current version is {now}" if now is not None else "the current version could not be read"),
-            version=now,
-        ) from exc
+    def _write_failed(self, exc: Exception, before: int, version: int) -> NoReturn:
+        """Raise :func:`~memalign_graph.backends.base.raise_write_failed`'s ``MemoryWriteError`` for this judge."""
+        raise_write_failed(
+            exc, location=self.location, judge=self.judge, before=before, version=version, current=self._head
+        )
 
     def _sync_principles(self, checkpoint: dict[str, Any]) -> None:
         """Make ``("memalign", J, "principles")`` hold the principles of ``checkpoint``, one item each."""
