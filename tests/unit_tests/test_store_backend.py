@@ -144,3 +144,31 @@ def test_writers_in_threads_lose_nothing_and_readers_never_see_a_mix():
     assert memory.version == writers * batches
     assert [v["version"] for v in memory.backend.versions()] == list(range(writers * batches + 1))
     assert not problems and loads[0] > 0
+
+
+def test_a_store_failing_mid_commit_names_the_version_that_stays_current():
+    """A store that fails while a version is written: MemoryWriteError says memory is unchanged; reopening agrees."""
+    from memalign_graph.errors import MemoryWriteError
+
+    class FailingStore(InMemoryStore):
+        fail_at: int | None = None  # the Nth batch holding a put fails ("disk full")
+        puts = 0
+
+        def batch(self, ops):
+            ops = list(ops)
+            if self.fail_at is not None and any(type(op).__name__ == "PutOp" for op in ops):
+                self.puts += 1
+                if self.puts == self.fail_at:
+                    raise OSError("disk full")
+            return super().batch(ops)
+
+    store = FailingStore()
+    memory = Memory.create(StoreBackend(store, "sql"), CATEGORICAL, embeddings=DeterministicFakeEmbedding(size=32))
+    memory.align([feedback("r1", "fail")], model=StubChatModel())
+    store.fail_at = 2  # after the pending marker, before head: a half-written version
+    with pytest.raises(MemoryWriteError, match="memory unchanged at version 1") as exc:
+        memory.align([feedback("r2", "pass")], model=StubChatModel())
+    assert exc.value.version == 1 and "disk full" in str(exc.value)
+    store.fail_at = None
+    again = Memory.open(StoreBackend(store, "sql"), embeddings=DeterministicFakeEmbedding(size=32))
+    assert again.version == 1 and set(again.records) == {"r1"}
