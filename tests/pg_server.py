@@ -76,11 +76,6 @@ def postgres_server() -> Iterator[tuple[str, Path | None]]:
     data = root / "data"
     if prefix:
         shutil.chown(root, USER)
-        if subprocess.run([*prefix, "test", "-x", str(bin_dir / "initdb")], capture_output=True).returncode != 0:
-            # The checkout is not reachable by the server's user (a clone in a mode-0700 directory such as
-            # `mktemp -d`): run a copy of the installation from the server's own directory.
-            shutil.copytree(bin_dir.parent, root / "pginstall", symlinks=True)
-            bin_dir = root / "pginstall" / "bin"
     port = _free_port()
     subprocess.run(
         [*prefix, str(bin_dir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "utf8"],
