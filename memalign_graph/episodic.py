@@ -161,16 +161,31 @@ class EpisodicMemory:
         position = {episode_id: i for i, episode_id in mapping.items()}
         return {i: index.reconstruct(position[i]).tolist() for i in ids if i in position}
 
-    def upsert_with_vectors(self, episodes: list[Episode], vectors: list[list[float]]) -> None:
-        """Store episodes with known unit vectors (replacing episodes with the same ids)."""
+    def upsert_with_vectors(
+        self, episodes: list[Episode], vectors: np.ndarray | list[list[float]], *, chunk: int = 2048
+    ) -> None:
+        """Store episodes with known unit vectors (replacing episodes with the same ids).
+
+        Added ``chunk`` episodes at a time, so the store's per-call copies (its documents and a
+        float32 array of the vectors) stay bounded: at 100 000 episodes they are a few MB, not
+        hundreds.
+
+        Args:
+            episodes: the episodes, ``n`` of them.
+            vectors: their unit vectors, shape ``(n, dim)``.
+            chunk: most episodes per call to the store's ``add_embeddings``.
+        """
         if not episodes:
             return
         ids = [e["id"] for e in episodes]
         self.delete([i for i in ids if i in self._ids])
-        texts = [case_text(e) for e in episodes]
-        self.vectorstore.add_embeddings(  # type: ignore[attr-defined]
-            list(zip(texts, vectors)), metadatas=[{"episode": dict(e)} for e in episodes], ids=ids
-        )
+        for start in range(0, len(episodes), chunk):
+            part = episodes[start : start + chunk]
+            self.vectorstore.add_embeddings(  # type: ignore[attr-defined]
+                [(case_text(e), v) for e, v in zip(part, vectors[start : start + chunk])],
+                metadatas=[{"episode": dict(e)} for e in part],
+                ids=ids[start : start + chunk],
+            )
         self._ids.update(ids)
 
     def delete(self, ids: list[str]) -> list[str]:

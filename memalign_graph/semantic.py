@@ -171,6 +171,29 @@ def _index(base: np.ndarray) -> Any:
     return index
 
 
+def _best_earlier(cand: np.ndarray, block: int = 512) -> tuple[np.ndarray, np.ndarray]:
+    """For each row ``i`` of ``cand`` (shape ``(n, dim)``, unit rows), the most similar row ``j < i``.
+
+    Computed ``block`` rows at a time against the rows before them, so memory stays at
+    ``block x n`` floats (20 000 candidates: 41 MB, not the 1.6 GB of a full ``n x n`` matrix);
+    the same first maximum as a full matrix's ``argmax``. Row 0 gets ``(-inf, -1)``.
+
+    Returns:
+        ``(similarities, rows)``: float64 and int64 arrays of shape ``(n,)``.
+    """
+    n = len(cand)
+    sims = np.full(n, -np.inf, dtype=np.float64)
+    rows = np.full(n, -1, dtype=np.int64)
+    for start in range(1, n, block):
+        stop = min(start + block, n)
+        scores = cand[start:stop] @ cand[:stop].T  # (stop - start, stop)
+        scores[np.arange(stop - start)[:, None] + start <= np.arange(stop)[None, :]] = -np.inf  # only j < i
+        best = np.argmax(scores, axis=1)
+        rows[start:stop] = best
+        sims[start:stop] = scores[np.arange(stop - start), best]
+    return sims, rows
+
+
 def related_pairs(
     existing: list[Principle], candidates: list[Principle], vectors: PrincipleVectors, *, threshold: float
 ) -> list[tuple[str, str, float]]:
@@ -184,7 +207,8 @@ def related_pairs(
     A candidate whose text equals one of those principles (after lower-casing and
     dropping punctuation) is left out: :func:`merge_principles` merges it without asking.
     Every text is embedded in one call (:class:`PrincipleVectors` embeds what it has not seen);
-    the existing principles are searched through a vector index (no all-pairs matrix).
+    the existing principles are searched through a vector index, and the candidates against each other
+    in blocks (no all-pairs matrix).
     """
     if not candidates or (not existing and len(candidates) < 2):
         return []
@@ -196,7 +220,7 @@ def related_pairs(
     if existing:
         sims, rows = _index(np.ascontiguousarray(matrix[: len(existing)])).search(cand, 1)
         best_sim, best_row = sims[:, 0].astype(np.float64), rows[:, 0].astype(np.int64)
-    among = cand @ cand.T  # candidates against earlier candidates (one alignment's few)
+    among_sim, among_row = _best_earlier(cand)
     seen = {_normalise(p["text"]) for p in existing}
     pairs = []
     for i, c in enumerate(candidates):
@@ -205,10 +229,8 @@ def related_pairs(
             continue
         seen.add(key)
         sim, row = float(best_sim[i]), int(best_row[i])
-        if i:
-            j = int(np.argmax(among[i, :i]))
-            if float(among[i, j]) > sim:
-                sim, row = float(among[i, j]), len(existing) + j
+        if i and float(among_sim[i]) > sim:
+            sim, row = float(among_sim[i]), len(existing) + int(among_row[i])
         if row >= 0 and sim >= threshold:
             pairs.append((c["id"], others[row]["id"], round(sim, 4)))
     return pairs

@@ -38,7 +38,7 @@ import re
 import stat
 import tempfile
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -216,13 +216,19 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` atomically (temp file, fsync, rename, fsync dir)."""
+def atomic_write_text(path: Path, text: str | Iterable[str]) -> None:
+    """Write ``text`` (a string, or pieces written one after another) to ``path`` atomically.
+
+    A temp file, fsync, rename, fsync of the directory; pieces are streamed, never joined in memory.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
+            if isinstance(text, str):
+                fh.write(text)
+            else:
+                fh.writelines(text)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -452,7 +458,7 @@ class FileBackend(MemoryBackend):
             if new_episodes:
                 atomic_write_text(
                     self._inside(f"episodes/log/v{version:06d}.jsonl"),
-                    "".join(json.dumps(e, ensure_ascii=False) + "\n" for e in new_episodes),
+                    (json.dumps(e, ensure_ascii=False) + "\n" for e in new_episodes),
                 )
             if embeddings_changed:
                 assert vectorstore is not None

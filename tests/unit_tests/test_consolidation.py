@@ -248,3 +248,26 @@ def test_consolidation_prompt_keeps_its_structure():
     assert consolidation_pairs(messages) == [{"pair": 1, "old": hostile, "new": "Do not use raw tables."}]
     lines = messages[-1].text.split("\n")
     assert lines.count(prompts.PAIRS_BEGIN) == 1 and lines.count(prompts.PAIRS_END) == 1
+
+
+@pytest.mark.parametrize(("n", "block"), [(1, 4), (2, 4), (9, 4), (40, 7), (300, 512)])
+def test_best_earlier_candidate_matches_the_full_matrix(n, block):
+    """The blockwise search over earlier candidates gives what the all-pairs matrix gives, ties included."""
+    import numpy as np
+
+    from memalign_graph.semantic import _best_earlier
+
+    rng = np.random.default_rng(n)
+    cand = rng.standard_normal((n, 16)).astype(np.float32)
+    cand[n // 2 :: 3] = cand[0]  # exact repeats: ties (BLAS may order equal scores either way by 1 ulp)
+    cand /= np.linalg.norm(cand, axis=1, keepdims=True)
+    sims, rows = _best_earlier(cand, block=block)
+    full = cand @ cand.T
+    assert rows[0] == -1 and sims[0] == -np.inf
+    for i in range(1, n):
+        best = float(full[i, :i].max())
+        assert 0 <= rows[i] < i
+        assert float(full[i, rows[i]]) == pytest.approx(best, abs=1e-6)
+        assert sims[i] == pytest.approx(best, abs=1e-6)
+        if best < 0.999:  # no tie with a repeated row: the very same row
+            assert rows[i] == int(np.argmax(full[i, :i]))
