@@ -150,7 +150,8 @@ def govern_candidates(
         admitted ones (a contradiction of a hand-written principle is dropped).
     """
     by_id = {p["id"]: p for p in existing}
-    _, added, absorbed = merge_principles(existing, candidates, relations=relations)
+    _, added_ids, absorbed = merge_principles(existing, candidates, relations=relations)
+    added = set(added_ids)
     held: dict[str, str] = {}
     for cand in candidates:
         if cand["id"] not in added:

@@ -277,8 +277,17 @@ def merge_principles(
     by_text: dict[str, list[str]] = {}
     for pid, p in result.items():
         by_text.setdefault(_normalise(p["text"]), []).append(pid)
-    added: list[str] = []
+    added: dict[str, None] = {}  # ids in order (a dict: an earlier candidate is removed in O(1))
     merged: dict[str, str] = {}
+    grown: dict[str, set[str]] = {}  # principle id -> its sources with the candidates merged into it so far
+
+    def settle(pid: str) -> None:
+        """Write a principle's grown sources back (sorted once, not once per merged candidate)."""
+        sources = grown.pop(pid, None)
+        if sources is not None and sorted(sources) != result[pid]["sources"]:
+            result[pid]["sources"] = sorted(sources)
+            result[pid]["updated_at"] = now_iso()
+
     relations = relations or {}
     for cand in candidates:
         twin = None
@@ -288,6 +297,7 @@ def merge_principles(
         if relation == "same" and other_id in result:
             twin = result[other_id]
         elif relation == "contradicts" and other_id in result and not is_hand_written(result[other_id]):
+            settle(other_id)
             old = result.pop(other_id)
             history = [
                 *old.get("history", []),
@@ -295,8 +305,8 @@ def merge_principles(
             ]
             result[cand["id"]] = Principle(**{**cand, "history": history})  # type: ignore[typeddict-item]
             by_text.setdefault(_normalise(cand["text"]), []).append(cand["id"])
-            added = [a for a in added if a != other_id]  # an earlier candidate replaced in the same alignment
-            added.append(cand["id"])
+            added.pop(other_id, None)  # an earlier candidate replaced in the same alignment
+            added[cand["id"]] = None
             merged[cand["id"]] = other_id
             continue
         key = _normalise(cand["text"])
@@ -305,16 +315,16 @@ def merge_principles(
         if twin is None:
             result[cand["id"]] = Principle(**cand)  # type: ignore[typeddict-item]
             by_text.setdefault(key, []).append(cand["id"])
-            added.append(cand["id"])
+            added[cand["id"]] = None
         else:
             # A hand-written principle (no sources) stays hand-written: a record that repeats it did not
             # write it, and forgetting or replacing that record must not take the expert's rule away.
-            new_sources = sorted(set(twin["sources"]) | set(cand["sources"])) if twin["sources"] else []
-            if new_sources != twin["sources"]:
-                twin["sources"] = new_sources
-                twin["updated_at"] = now_iso()
+            if twin["sources"]:
+                grown.setdefault(twin["id"], set(twin["sources"])).update(cand["sources"])
             merged[cand["id"]] = twin["id"]
-    return list(result.values()), added, merged
+    for pid in list(grown):
+        settle(pid)
+    return list(result.values()), list(added), merged
 
 
 def drop_sources(principles: list[Principle], record_ids: set[str]) -> tuple[list[Principle], list[str]]:
