@@ -176,7 +176,8 @@ def _best_earlier(cand: np.ndarray, block: int = 512) -> tuple[np.ndarray, np.nd
 
     Computed ``block`` rows at a time against the rows before them, so memory stays at
     ``block x n`` floats (20 000 candidates: 41 MB, not the 1.6 GB of a full ``n x n`` matrix);
-    the same first maximum as a full matrix's ``argmax``. Row 0 gets ``(-inf, -1)``.
+    the maximum is the full matrix's (of equal scores, BLAS rounding may favour either row).
+    Row 0 gets ``(-inf, -1)``.
 
     Returns:
         ``(similarities, rows)``: float64 and int64 arrays of shape ``(n,)``.
