@@ -226,3 +226,29 @@ def test_postgres_rows_are_plain_json_and_vectors(memory, stub, embeddings):
     assert (kind, dims, rid, checkpoint_kind) == ("object", 32, "r1", "object")
     again = Memory.open(location_of(memory), embeddings=embeddings)
     assert again.episodes.get(["r1"])[0]["feedback"] == "Never use SELECT star."
+
+
+def test_episodes_added_in_chunks_are_the_episodes_added_at_once(tmp_path, embeddings):
+    """``upsert_with_vectors`` adds in chunks: ids, order, vectors and search are what one call gives."""
+    import numpy as np
+
+    from memalign_graph.episodic import episode_from_record
+
+    records = [feedback(f"r{i}", f"case number {i} about topic {i % 3}", "pass" if i % 2 else "fail") for i in range(7)]
+    episodes = [episode_from_record(r) for r in records]
+    rng = np.random.default_rng(0)
+    vectors = rng.standard_normal((7, 32)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    stores = []
+    for name, chunk in (("once", 100), ("chunked", 3)):
+        memory = Memory.create(tmp_path / name, CATEGORICAL, embeddings=embeddings)
+        draft = memory.episodes.draft()
+        draft.upsert_with_vectors(episodes, vectors, chunk=chunk)
+        stores.append(draft)
+    once, chunked = stores
+    assert once.ids == chunked.ids == {f"r{i}" for i in range(7)}
+    assert once.vectorstore.index_to_docstore_id == chunked.vectorstore.index_to_docstore_id
+    assert once.vectors(sorted(once.ids)) == chunked.vectors(sorted(chunked.ids))
+    assert once.get(["r4", "r6"]) == chunked.get(["r4", "r6"]) == [episodes[4], episodes[6]]
+    case = {"inputs": "case number 4 about topic 1", "outputs": records[4]["outputs"]}
+    assert once.search(case, 3) == chunked.search(case, 3)
