@@ -196,7 +196,7 @@ def _synthetic_memory(
         chunk = records[start : start + 20_000]
         vectors = rng.standard_normal((len(chunk), dim)).astype(np.float32)
         vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-        memory.episodes.upsert_with_vectors([episode_from_record(r) for r in chunk], vectors.tolist())
+        memory.episodes.upsert_with_vectors([episode_from_record(r) for r in chunk], vectors)
     texts = [_RULES[i] if i < len(_RULES) else f"{_RULES[i % len(_RULES)]} (rule {i})" for i in range(principles)]
     rules = [new_principle(text, [f"bench-{i % max(n, 1)}"], "bench") for i, text in enumerate(texts)]
     ledger = {r["id"]: {"hash": episode_from_record(r)["record_hash"], "distilled": True} for r in records}
