@@ -175,7 +175,9 @@ def _best_earlier(cand: np.ndarray, block: int = 512) -> tuple[np.ndarray, np.nd
     """For each row ``i`` of ``cand`` (shape ``(n, dim)``, unit rows), the most similar row ``j < i``.
 
     Computed ``block`` rows at a time against the rows before them, so memory stays at
-    ``block x n`` floats (20 000 candidates: 41 MB, not the 1.6 GB of a full ``n x n`` matrix);
+    ``block x n`` floats (20 000 candidates: 41 MB, not the 1.6 GB of a full ``n x n`` matrix).
+    Time grows with ``n**2`` (1.8 s for 20 000 candidates at 384 dimensions, 2 busy cores); an HNSW
+    graph built block by block was tried and took 59 s for 40 000 there, so exact search stays;
     the maximum is the full matrix's (of equal scores, BLAS rounding may favour either row).
     Row 0 gets ``(-inf, -1)``.
 
