@@ -65,7 +65,7 @@ def halt():
 def partial_write(path, text, fraction):
     # what atomic_write_text leaves when it dies mid-write: a temp file beside the target
     fd, _ = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    data = text.encode("utf-8")
+    data = (text if isinstance(text, str) else "".join(text)).encode("utf-8")  # pieces: the episode log
     os.write(fd, data[: int(len(data) * fraction)])
     os.fsync(fd)
     halt()
