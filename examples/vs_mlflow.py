@@ -20,8 +20,9 @@ record with a HUMAN assessment, in a SQLite tracking store; the traces are creat
 clock starts), run by ``--mlflow-python`` (an interpreter with ``mlflow>=3.17.2,<3.18`` and ``dspy``:
 ``pip install 'memalign-graph[compare]'``). memalign-graph's side is ``Memory.create``/``align``/``forget``
 and ``build_judge_graph`` with ``Context(model=..., base_url=..., embeddings="openai:...")``, the
-embeddings served by the same stub. Both distil one guideline (principle) per record from the same
-first sentence of the expert's feedback, so they do the same work.
+embeddings served by the same stub. The stub answers both distillations alike: one guideline
+(principle) per record, the first sentence of the expert's feedback; memalign-graph's prompt caps how
+many a call may return and it merges near-duplicates, so the last row shows how many each side kept.
 
 "Judge overhead" is a judgment's wall time minus the time the stub slept for the requests it made
 (chat and embeddings): the library's own work. Every figure is the median over ``--runs``.
@@ -61,6 +62,7 @@ CRITERION = (
 ROWS = [
     ("judge_overhead_ms_p50_0", "judge overhead beyond the stub's latency, no memory (ms, p50)"),
     ("judge_overhead_ms_p50_n", "judge overhead beyond the stub's latency, N episodes (ms, p50)"),
+    ("judge_requests_n", "chat + embeddings requests per judgment, N episodes"),
     ("align_chat_calls", "chat calls to align N records"),
     ("align_embed_calls", "embeddings requests to align N records"),
     ("align_wall_s", "align N records, wall (s)"),
@@ -202,7 +204,9 @@ class _Handler(BaseHTTPRequestHandler):
         if self.path.endswith("/embeddings"):
             texts = body["input"] if isinstance(body["input"], list) else [body["input"]]
             self.server.sleep("embed", self.server.embed_latency_s)
-            data = [{"object": "embedding", "index": i, "embedding": hashed_vector(str(t))} for i, t in enumerate(texts)]
+            data = [
+                {"object": "embedding", "index": i, "embedding": hashed_vector(str(t))} for i, t in enumerate(texts)
+            ]
             self._send(200, {"object": "list", "data": data, "model": body.get("model"), "usage": usage})
             return
         if not self.path.endswith("/chat/completions"):
@@ -234,17 +238,31 @@ def _delta(before: dict[str, float], after: dict[str, float]) -> dict[str, float
     return {key: after[key] - before[key] for key in before}
 
 
-def _overhead_ms(url: str, judge: Any, cases: list[dict[str, Any]]) -> float:
-    """Median over ``cases`` of wall time minus the stub's sleep for the requests made (after one warm-up)."""
+def _overhead(url: str, judge: Any, cases: list[dict[str, Any]], size: str) -> dict[str, float]:
+    """Judge every case (after one warm-up); the figures of :data:`ROWS` for judging at ``size``.
+
+    ``judge_overhead_ms_p50_<size>``: median of wall time minus the stub's sleep for the requests made;
+    ``judge_requests_<size>``: median chat + embeddings requests per judgment.
+
+    Raises:
+        RuntimeError: if a judgment's value is not the stub's ``"pass"`` (its answer was not parsed).
+    """
     judge(cases[0])
-    overheads = []
+    overheads, requests = [], []
     for case in cases:
         before = _stats(url)
         started = time.perf_counter()
-        judge(case)
+        value = judge(case)
         wall = time.perf_counter() - started
-        overheads.append((wall - _delta(before, _stats(url))["slept_s"]) * 1000)
-    return statistics.median(overheads)
+        delta = _delta(before, _stats(url))
+        if value != "pass":
+            raise RuntimeError(f"judgment value {value!r}, expected the stub's 'pass'")
+        overheads.append((wall - delta["slept_s"]) * 1000)
+        requests.append(delta["chat"] + delta["embed"])
+    return {
+        f"judge_overhead_ms_p50_{size}": statistics.median(overheads),
+        f"judge_requests_{size}": statistics.median(requests),
+    }
 
 
 def _timed(url: str, work: Any) -> tuple[Any, float, dict[str, float]]:
@@ -289,9 +307,9 @@ def mlflow_align(url: str, workdir: Path, records: list[dict[str, Any]], cases: 
     )
 
     def judging(j: Any) -> Any:
-        return lambda case: j(inputs={"question": case["inputs"]}, outputs=case["outputs"])
+        return lambda case: j(inputs={"question": case["inputs"]}, outputs=case["outputs"]).value
 
-    figures = {"judge_overhead_ms_p50_0": _overhead_ms(url, judging(judge), cases)}
+    figures = _overhead(url, judging(judge), cases, "0")
     optimizer = MemAlignOptimizer(
         reflection_lm=f"openai:/{CHAT_MODEL}", embedding_model=f"openai:/{EMBED_MODEL}", embedding_dim=DIM
     )
@@ -300,7 +318,7 @@ def mlflow_align(url: str, workdir: Path, records: list[dict[str, Any]], cases: 
     figures["guidelines"] = len(aligned._semantic_memory)
     if not aligned._semantic_memory:
         raise RuntimeError("MLflow's alignment distilled no guideline: the stub's answers were not parsed")
-    figures["judge_overhead_ms_p50_n"] = _overhead_ms(url, judging(aligned), cases)
+    figures |= _overhead(url, judging(aligned), cases, "n")
     smaller, wall, calls = _timed(url, lambda: aligned.unalign(traces=traces[:DELETED]))
     figures |= {"delete_s": wall, "delete_embed_calls": calls["embed"]}
     (workdir / "mlflow_judge.json").write_text(json.dumps(smaller.model_dump()))
@@ -336,15 +354,16 @@ def ours_align(url: str, workdir: Path, records: list[dict[str, Any]], cases: li
     context = Context(memory_dir=str(location), model=CHAT_MODEL, base_url=url, embeddings=embeddings)
 
     def judging(case: dict[str, Any]) -> Any:
-        return graph.invoke({"inputs": case["inputs"], "outputs": case["outputs"]}, context=context)
+        output = graph.invoke({"inputs": case["inputs"], "outputs": case["outputs"]}, context=context)
+        return output["judgment"]["value"]
 
-    figures = {"judge_overhead_ms_p50_0": _overhead_ms(url, judging, cases)}
+    figures = _overhead(url, judging, cases, "0")
     report, wall, calls = _timed(url, lambda: memory.align(records, model=CHAT_MODEL, base_url=url))
     figures |= {"align_wall_s": wall, "align_chat_calls": calls["chat"], "align_embed_calls": calls["embed"]}
     figures["guidelines"] = len(memory.principles)
     if report.failed or not memory.principles:
         raise RuntimeError(f"memalign-graph's alignment failed: {report.failed!r}, {len(memory.principles)} principles")
-    figures["judge_overhead_ms_p50_n"] = _overhead_ms(url, judging, cases)
+    figures |= _overhead(url, judging, cases, "n")
     _, wall, calls = _timed(url, lambda: memory.forget([r["id"] for r in records[:DELETED]]))
     figures |= {"delete_s": wall, "delete_embed_calls": calls["embed"]}
     figures["peak_rss_mib"] = _peak_rss_mib()
@@ -462,6 +481,8 @@ def table(result: dict[str, Any]) -> str:
     lines = [
         f"{config['records']} records ({result['data']}), stub {config['latency_ms']:g} ms per chat request, "
         f"{config['embed_latency_ms']:g} ms per embeddings request, medians of {config['runs']} run(s)",
+        "",
+        "ratio = MLflow / memalign-graph; every measure is lower-is-better, so a ratio above 1 is memalign-graph ahead",
         "",
         "| measure | MLflow | memalign-graph | ratio |",
         "|---|---|---|---|",
