@@ -24,8 +24,9 @@ embeddings served by the same stub. The stub answers both distillations alike: o
 (principle) per record, the first sentence of the expert's feedback; memalign-graph's prompt caps how
 many a call may return and it merges near-duplicates, so the last row shows how many each side kept.
 
-"Judge overhead" is a judgment's wall time minus the time the stub slept for the requests it made
-(chat and embeddings): the library's own work. Every figure is the median over ``--runs``.
+"Judge overhead" is a judgment's wall time minus the time the stub spent serving the requests it
+made (chat and embeddings: the latency slept and the stub's own parsing): the library's own work.
+Every figure is the median over ``--runs``.
 The child processes import nothing from memalign-graph on MLflow's side, so this file runs there
 under another interpreter (``_child`` sub-command, internal).
 """
@@ -61,8 +62,8 @@ CRITERION = (
     "pass = faithful; fail = hallucinated (unsupported by or contradicting the knowledge, or invented)."
 )
 ROWS = [
-    ("judge_overhead_ms_p50_0", "judge overhead beyond the stub's latency, no memory (ms, p50)"),
-    ("judge_overhead_ms_p50_n", "judge overhead beyond the stub's latency, N episodes (ms, p50)"),
+    ("judge_overhead_ms_p50_0", "judge overhead beyond the stub's time, no memory (ms, p50)"),
+    ("judge_overhead_ms_p50_n", "judge overhead beyond the stub's time, N episodes (ms, p50)"),
     ("judge_requests_n", "chat + embeddings requests per judgment, N episodes"),
     ("align_chat_calls", "chat calls to align N records"),
     ("align_embed_calls", "embeddings requests to align N records"),
@@ -142,10 +143,12 @@ def answer(body: dict[str, Any]) -> str:
 
 
 class StubServer(ThreadingHTTPServer):
-    """OpenAI-compatible stub: fixed latency per request, counts and slept seconds per endpoint.
+    """OpenAI-compatible stub: fixed latency per request, requests and seconds served counted.
 
-    ``GET /stats`` returns ``{"chat": n, "embed": n, "slept_s": s}`` (totals since start), so a
-    client can take differences around what it measures.
+    ``GET /stats`` returns ``{"chat": n, "embed": n, "served_s": s}``: totals since start, ``served_s``
+    the time spent inside request handlers (the latency slept plus the stub's own parsing and
+    answering), so a client can take differences around what it measures and subtract the model's
+    share.
 
     Args:
         latency_s: seconds slept per ``/v1/chat/completions`` request.
@@ -159,17 +162,14 @@ class StubServer(ThreadingHTTPServer):
         self.latency_s = latency_s
         self.embed_latency_s = embed_latency_s
         self.lock = threading.Lock()
-        self.stats = {"chat": 0, "embed": 0, "slept_s": 0.0}
+        self.stats = {"chat": 0, "embed": 0, "served_s": 0.0}
         self.url = f"http://127.0.0.1:{self.server_address[1]}/v1"
 
-    def sleep(self, endpoint: str, seconds: float) -> None:
-        """Sleep ``seconds`` for one request to ``endpoint`` and count it."""
-        started = time.perf_counter()
-        if seconds:
-            time.sleep(seconds)
+    def count(self, endpoint: str, started: float) -> None:
+        """Count one request to ``endpoint`` served since ``started`` (``time.perf_counter``)."""
         with self.lock:
             self.stats[endpoint] += 1
-            self.stats["slept_s"] += time.perf_counter() - started
+            self.stats["served_s"] += time.perf_counter() - started
 
     def __enter__(self) -> StubServer:
         threading.Thread(target=self.serve_forever, daemon=True).start()
@@ -193,8 +193,10 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, *args: Any) -> None:
         pass
 
-    def _send(self, status: int, body: dict[str, Any]) -> None:
+    def _send(self, status: int, body: dict[str, Any], endpoint: str | None = None, started: float = 0.0) -> None:
         data = json.dumps(body).encode()
+        if endpoint:
+            self.server.count(endpoint, started)
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
@@ -206,21 +208,24 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(200, dict(self.server.stats))
 
     def do_POST(self) -> None:  # noqa: N802
+        started = time.perf_counter()
         body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
         usage = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
         if self.path.endswith("/embeddings"):
             texts = body["input"] if isinstance(body["input"], list) else [body["input"]]
-            self.server.sleep("embed", self.server.embed_latency_s)
+            time.sleep(self.server.embed_latency_s)
             data = [
                 {"object": "embedding", "index": i, "embedding": hashed_vector(str(t))} for i, t in enumerate(texts)
             ]
-            self._send(200, {"object": "list", "data": data, "model": body.get("model"), "usage": usage})
+            self._send(
+                200, {"object": "list", "data": data, "model": body.get("model"), "usage": usage}, "embed", started
+            )
             return
         if not self.path.endswith("/chat/completions"):
             self._send(404, {"error": {"message": f"no route {self.path}", "type": "invalid_request_error"}})
             return
         text = answer(body)
-        self.server.sleep("chat", self.server.latency_s)
+        time.sleep(self.server.latency_s)
         prompt_chars = sum(len(_text(m.get("content"))) for m in body.get("messages") or [])
         usage = {"prompt_tokens": prompt_chars // 4, "completion_tokens": len(text) // 4}
         usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
@@ -230,6 +235,8 @@ class _Handler(BaseHTTPRequestHandler):
             200,
             {"id": "chatcmpl-stub", "object": "chat.completion", "created": 0, "model": body.get("model"),
              "choices": [choice], "usage": usage},
+            "chat",
+            started,
         )  # fmt: skip
 
 
@@ -248,7 +255,7 @@ def _delta(before: dict[str, float], after: dict[str, float]) -> dict[str, float
 def _overhead(url: str, judge: Any, cases: list[dict[str, Any]], size: str) -> dict[str, float]:
     """Judge every case (after one warm-up); the figures of :data:`ROWS` for judging at ``size``.
 
-    ``judge_overhead_ms_p50_<size>``: median of wall time minus the stub's sleep for the requests made;
+    ``judge_overhead_ms_p50_<size>``: median of wall time minus the stub's time serving the requests made;
     ``judge_requests_<size>``: median chat + embeddings requests per judgment.
 
     Raises:
@@ -264,7 +271,7 @@ def _overhead(url: str, judge: Any, cases: list[dict[str, Any]], size: str) -> d
         delta = _delta(before, _stats(url))
         if value != "pass":
             raise RuntimeError(f"judgment value {value!r}, expected the stub's 'pass'")
-        overheads.append((wall - delta["slept_s"]) * 1000)
+        overheads.append((wall - delta["served_s"]) * 1000)
         requests.append(delta["chat"] + delta["embed"])
     return {
         f"judge_overhead_ms_p50_{size}": statistics.median(overheads),
