@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import threading
+from collections import OrderedDict
 from typing import Any, NotRequired
 
 import numpy as np
@@ -80,6 +82,8 @@ class EpisodicMemory:
         self.vectorstore = vectorstore
         self.embeddings = embeddings
         self._ids: set[str] = set()
+        self._queries: OrderedDict[str, np.ndarray] = OrderedDict()  # text -> unit vector, most recent last
+        self._queries_lock = threading.Lock()
         docstore = getattr(vectorstore, "docstore", None)
         mapping = getattr(vectorstore, "index_to_docstore_id", None)
         if docstore is not None and mapping is not None:
@@ -196,6 +200,48 @@ class EpisodicMemory:
             self._ids.difference_update(present)
         return present
 
+    QUERY_CACHE_SIZE = 256
+    """Query vectors kept per episodic memory (1.5 KB each at 384 dimensions)."""
+
+    def _cached_query(self, text: str) -> np.ndarray | None:
+        with self._queries_lock:
+            vector = self._queries.get(text)
+            if vector is not None:
+                self._queries.move_to_end(text)
+            return vector
+
+    def _remember_query(self, text: str, vector: np.ndarray) -> np.ndarray:
+        vector.setflags(write=False)  # shared between callers
+        with self._queries_lock:
+            self._queries[text] = vector
+            self._queries.move_to_end(text)
+            while len(self._queries) > self.QUERY_CACHE_SIZE:
+                self._queries.popitem(last=False)
+        return vector
+
+    def query(self, text: str) -> np.ndarray:
+        """The unit query vector of ``text`` (float32, shape ``(dim,)``), embedded once per recent text.
+
+        One judgment needs the case's vector twice, to rank principles when they exceed the token
+        budget and to search episodes; the last ``QUERY_CACHE_SIZE`` texts are kept, so the second
+        use costs no embeddings call (with a hosted embedder, one request less per judgment).
+        """
+        vector = self._cached_query(text)
+        if vector is None:
+            vector = self._remember_query(text, query_vector(self.embeddings, text))
+        return vector
+
+    async def aquery(self, text: str) -> np.ndarray:
+        """Async :meth:`query`: an offline embedder runs in a worker thread, a hosted one through its async call."""
+        vector = self._cached_query(text)
+        if vector is not None:
+            return vector
+        if hasattr(self.embeddings, "embed_query_array"):
+            vector = await asyncio.to_thread(query_vector, self.embeddings, text)
+        else:  # the embedder's own async form (a hosted API's is a request, not a thread)
+            vector = unit_vector(np.asarray(await self.embeddings.aembed_query(text), dtype=np.float32))
+        return self._remember_query(text, vector)
+
     def _to_episodes(self, hits: list[tuple[Document, float]]) -> list[Episode]:
         episodes = []
         for doc, score in hits:
@@ -212,7 +258,7 @@ class EpisodicMemory:
         """The ``k`` episodes most similar to ``case``, most similar first, with ``score`` (cosine)."""
         if k <= 0 or not self._ids:
             return []
-        vector = query_vector(self.embeddings, embedding_text(case))
+        vector = self.query(embedding_text(case))
         hits = self.vectorstore.similarity_search_with_score_by_vector(
             self._by_vector(vector), k=min(k, len(self._ids))
         )
@@ -222,11 +268,7 @@ class EpisodicMemory:
         """Async :meth:`search`: an offline embedder and the index search run in a worker thread."""
         if k <= 0 or not self._ids:
             return []
-        text = embedding_text(case)
-        if hasattr(self.embeddings, "embed_query_array"):
-            vector = await asyncio.to_thread(query_vector, self.embeddings, text)
-        else:  # the embedder's own async form (a hosted API's is a request, not a thread)
-            vector = unit_vector(np.asarray(await self.embeddings.aembed_query(text), dtype=np.float32))
+        vector = await self.aquery(embedding_text(case))
         hits = await self.vectorstore.asimilarity_search_with_score_by_vector(
             self._by_vector(vector), k=min(k, len(self._ids))
         )

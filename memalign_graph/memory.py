@@ -30,7 +30,6 @@ from memalign_graph.backends.file import FileBackend
 from memalign_graph.backends.postgres import PostgresBackend, is_postgres_url
 from memalign_graph.backends.store import is_store_location
 from memalign_graph.distill import CallCounter, aclassify_pairs, adistill, estimate_tokens, is_salient
-from memalign_graph.embeddings import query_vector
 from memalign_graph.episodic import Episode, EpisodicMemory, episode_from_record
 from memalign_graph.errors import MemoryFormatError, RecordError
 from memalign_graph.governance import check_policy, decide, effective_policy, govern_candidates, pending, propose
@@ -369,7 +368,7 @@ class Memory:
         if token_budget is None or int(costs.sum()) <= token_budget:
             return list(principles), []
         matrix = self._principle_matrix(principles)
-        query = query_vector(self.embeddings, embedding_text(case))
+        query = self.episodes.query(embedding_text(case))  # the episode search re-uses it
         known = supports[~np.isnan(supports)]
         best = float(known.max()) if known.size and known.max() > 0 else 1.0
         scores = matrix @ query + support_weight * np.where(np.isnan(supports), best, supports) / best

@@ -100,6 +100,46 @@ def test_principles_beyond_the_token_budget_are_selected_by_relevance(kw_memory,
     assert len(judgment["principle_ids"]) == 1 and sorted(judgment["principles_omitted"]) == sorted(omitted)
 
 
+@pytest.mark.parametrize("mode", ["invoke", "ainvoke"])
+def test_a_judgment_embeds_its_case_once_when_principles_are_ranked(kw_memory, mode):
+    """Ranking principles over the budget and searching episodes share one query vector: one embeddings call."""
+    import asyncio
+
+    from memalign_graph import Context, build_judge_graph
+
+    rules = ["Never use raw tables.", "Convert amounts to EUR.", "Greet the customer warmly.", "Cite the dashboard."]
+    for i, rule in enumerate(rules):
+        kw_memory.align([feedback(f"r{i}", f"out {i}", text=rule)], model=StubChatModel())
+    embedded: list[str] = []
+
+    class Counting(type(kw_memory.embeddings)):
+        def embed_query(self, text):
+            embedded.append(text)
+            return super().embed_query(text)
+
+        async def aembed_query(self, text):
+            embedded.append(text)
+            return super().embed_query(text)
+
+    embeddings = Counting(size=kw_memory.embeddings.size)
+    ctx = Context(
+        store=location_of(kw_memory),
+        model=StubChatModel(),
+        embeddings=embeddings,
+        principles_token_budget=8,
+        precedent="off",
+    )
+    graph = build_judge_graph().compile()
+    cases = [{"inputs": f"revenue {i}", "outputs": "SELECT amount FROM raw tables"} for i in range(3)]
+    for case in cases:
+        if mode == "invoke":
+            judgment = graph.invoke(case, context=ctx)["judgment"]
+        else:
+            judgment = asyncio.run(graph.ainvoke(case, context=ctx))["judgment"]
+        assert len(judgment["principle_ids"]) == 1 and len(judgment["episode_ids"]) == 4
+    assert len(embedded) == len(cases) == len(set(embedded))  # one call per case, each case its own
+
+
 # --- never merged on similarity alone --------------------------------------------------------------------------------
 
 EXCLUDE, INCLUDE = "Exclude cancelled orders from revenue.", "Include cancelled orders in revenue."
