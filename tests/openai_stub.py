@@ -16,6 +16,7 @@ import hashlib
 import json
 import math
 import re
+import socket
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -60,6 +61,12 @@ def _logprobs(text: str, values: list[Any]) -> dict[str, Any]:
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+
+    def setup(self) -> None:
+        super().setup()
+        # As real servers do: without it the body, written after the headers, waits for the
+        # client's delayed ACK on a kept-alive connection (~40 ms per request on Linux).
+        self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     server: _Server
 
     def log_message(self, *args: Any) -> None:
