@@ -67,6 +67,7 @@ class _Handler(BaseHTTPRequestHandler):
         # As real servers do: without it the body, written after the headers, waits for the
         # client's delayed ACK on a kept-alive connection (~40 ms per request on Linux).
         self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
     server: _Server
 
     def log_message(self, *args: Any) -> None:
