@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import hashlib
 import threading
 from collections import OrderedDict
 from typing import Any, NotRequired
@@ -82,7 +83,7 @@ class EpisodicMemory:
         self.vectorstore = vectorstore
         self.embeddings = embeddings
         self._ids: set[str] = set()
-        self._queries: OrderedDict[str, np.ndarray] = OrderedDict()  # text -> unit vector, most recent last
+        self._queries: OrderedDict[bytes, np.ndarray] = OrderedDict()  # held query vectors (see query)
         self._queries_lock = threading.Lock()
         docstore = getattr(vectorstore, "docstore", None)
         mapping = getattr(vectorstore, "index_to_docstore_id", None)
@@ -200,47 +201,55 @@ class EpisodicMemory:
             self._ids.difference_update(present)
         return present
 
-    QUERY_CACHE_SIZE = 256
-    """Query vectors kept per episodic memory (1.5 KB each at 384 dimensions)."""
+    QUERY_HANDOFF_SIZE = 256
+    """Most query vectors held between two steps of judgments (32-byte key + 1.5 KB each at 384 dimensions)."""
 
-    def _cached_query(self, text: str) -> np.ndarray | None:
-        with self._queries_lock:
-            vector = self._queries.get(text)
-            if vector is not None:
-                self._queries.move_to_end(text)
-            return vector
+    @staticmethod
+    def _query_key(text: str) -> bytes:
+        # A digest, never the text: a case may be 400 000 characters, and no case text outlives its judgment here.
+        return hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest()
 
-    def _remember_query(self, text: str, vector: np.ndarray) -> np.ndarray:
-        vector.setflags(write=False)  # shared between callers
+    def _take_query(self, key: bytes, keep: bool) -> np.ndarray | None:
         with self._queries_lock:
-            self._queries[text] = vector
-            self._queries.move_to_end(text)
-            while len(self._queries) > self.QUERY_CACHE_SIZE:
+            return self._queries.get(key) if keep else self._queries.pop(key, None)
+
+    def _hold_query(self, key: bytes, vector: np.ndarray) -> np.ndarray:
+        vector.setflags(write=False)  # shared with the step that takes it
+        with self._queries_lock:
+            self._queries[key] = vector
+            while len(self._queries) > self.QUERY_HANDOFF_SIZE:  # runs stopped between the two steps
                 self._queries.popitem(last=False)
         return vector
 
-    def query(self, text: str) -> np.ndarray:
-        """The unit query vector of ``text`` (float32, shape ``(dim,)``), embedded once per recent text.
+    def query(self, text: str, *, keep: bool = False) -> np.ndarray:
+        """The unit query vector of ``text`` (float32, shape ``(dim,)``).
 
-        One judgment needs the case's vector twice, to rank principles when they exceed the token
-        budget and to search episodes; the last ``QUERY_CACHE_SIZE`` texts are kept, so the second
-        use costs no embeddings call (with a hosted embedder, one request less per judgment).
+        One judgment needs its case's vector twice when the principles exceed the token budget:
+        to rank them (``keep=True``: the vector is held) and to search episodes (``keep=False``,
+        the default: a held vector is taken and released). So the case is embedded once (with a
+        hosted embedder, one request less per judgment), and nothing is shared between
+        judgments: a vector is held, under a SHA-256 of the text, only until the episode search
+        of the same judgment takes it (at most ``QUERY_HANDOFF_SIZE``, oldest dropped first).
         """
-        vector = self._cached_query(text)
+        key = self._query_key(text)
+        vector = self._take_query(key, keep)
         if vector is None:
-            vector = self._remember_query(text, query_vector(self.embeddings, text))
+            vector = query_vector(self.embeddings, text)
+            if keep:
+                self._hold_query(key, vector)
         return vector
 
-    async def aquery(self, text: str) -> np.ndarray:
+    async def aquery(self, text: str, *, keep: bool = False) -> np.ndarray:
         """Async :meth:`query`: an offline embedder runs in a worker thread, a hosted one through its async call."""
-        vector = self._cached_query(text)
+        key = self._query_key(text)
+        vector = self._take_query(key, keep)
         if vector is not None:
             return vector
         if hasattr(self.embeddings, "embed_query_array"):
             vector = await asyncio.to_thread(query_vector, self.embeddings, text)
         else:  # the embedder's own async form (a hosted API's is a request, not a thread)
             vector = unit_vector(np.asarray(await self.embeddings.aembed_query(text), dtype=np.float32))
-        return self._remember_query(text, vector)
+        return self._hold_query(key, vector) if keep else vector
 
     def _to_episodes(self, hits: list[tuple[Document, float]]) -> list[Episode]:
         episodes = []

@@ -368,7 +368,7 @@ class Memory:
         if token_budget is None or int(costs.sum()) <= token_budget:
             return list(principles), []
         matrix = self._principle_matrix(principles)
-        query = self.episodes.query(embedding_text(case))  # the episode search re-uses it
+        query = self.episodes.query(embedding_text(case), keep=True)  # held for this judgment's episode search
         known = supports[~np.isnan(supports)]
         best = float(known.max()) if known.size and known.max() > 0 else 1.0
         scores = matrix @ query + support_weight * np.where(np.isnan(supports), best, supports) / best

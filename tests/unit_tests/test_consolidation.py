@@ -140,6 +140,36 @@ def test_a_judgment_embeds_its_case_once_when_principles_are_ranked(kw_memory, m
     assert len(embedded) == len(cases) == len(set(embedded))  # one call per case, each case its own
 
 
+def test_held_query_vectors_keep_no_case_text_and_are_not_shared_between_judgments(kw_memory, monkeypatch):
+    """Hostile cases: a 200 000-character case and many runs stopped after ranking hold only digests, bounded;
+    a case judged again is embedded again (no judgment learns, by timing, what another one judged)."""
+    from memalign_graph.spec import MAX_FIELD_CHARS, embedding_text
+
+    rules = ["Never use raw tables.", "Convert amounts to EUR.", "Greet the customer warmly.", "Cite the dashboard."]
+    for i, rule in enumerate(rules):
+        kw_memory.align([feedback(f"r{i}", f"out {i}", text=rule)], model=StubChatModel())
+    episodes = kw_memory.episodes
+    secret = "secret-" + "x" * (MAX_FIELD_CHARS - 7)
+    huge = {"inputs": secret, "outputs": "SELECT amount FROM raw tables"}
+    kw_memory.select_principles(huge, token_budget=8)  # a run stopped before its episode search
+    assert list(episodes._queries) == [episodes._query_key(embedding_text(huge))]
+    assert all(len(key) == 32 for key in episodes._queries)  # the digest, not the text
+    assert kw_memory.retrieve_episodes(huge, 2) and not episodes._queries  # the search took it
+    for i in range(episodes.QUERY_HANDOFF_SIZE + 40):
+        kw_memory.select_principles({"inputs": f"stopped {i}", "outputs": "x"}, token_budget=8)
+    assert len(episodes._queries) == episodes.QUERY_HANDOFF_SIZE
+
+    embedded: list[str] = []
+    cls = type(episodes.embeddings)
+    real = cls.embed_query
+    monkeypatch.setattr(cls, "embed_query", lambda self, text: embedded.append(text) or real(self, text))
+    case = {"inputs": "revenue", "outputs": "SELECT amount FROM raw tables"}
+    for _ in range(2):  # the same case in two judgments: two embeddings calls, nothing handed across
+        kw_memory.select_principles(case, token_budget=8)
+        kw_memory.retrieve_episodes(case, 2)
+    assert len(embedded) == 2
+
+
 # --- never merged on similarity alone --------------------------------------------------------------------------------
 
 EXCLUDE, INCLUDE = "Exclude cancelled orders from revenue.", "Include cancelled orders in revenue."
