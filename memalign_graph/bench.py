@@ -241,8 +241,9 @@ def bench_retrieval(sizes: Sequence[int] = (100, 10_000, 100_000), *, queries: i
             times = []
             for case in cases:
                 started = time.perf_counter()
-                memory.select_principles(case, 2000)
-                memory.retrieve_episodes(case, 5)
+                handoff = memory.episodes.new_handoff()  # as in a judgment: the case is embedded once
+                memory.select_principles(case, 2000, handoff=handoff)
+                memory.retrieve_episodes(case, 5, handoff=handoff)
                 times.append((time.perf_counter() - started) * 1000)
             times.sort()
             figures[f"retrieval_p50_ms_{size}"] = round(statistics.median(times), 2)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import hashlib
+import secrets
 import threading
 from collections import OrderedDict
 from typing import Any, NotRequired
@@ -205,51 +206,75 @@ class EpisodicMemory:
     """Most query vectors held between two steps of judgments (32-byte key + 1.5 KB each at 384 dimensions)."""
 
     @staticmethod
-    def _query_key(text: str) -> bytes:
-        # A digest, never the text: a case may be 400 000 characters, and no case text outlives its judgment here.
-        return hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest()
+    def new_handoff() -> str:
+        """A fresh hand-off token for one judgment (128 random bits, hex): see :meth:`query`."""
+        return secrets.token_hex(16)
 
-    def _take_query(self, key: bytes, keep: bool) -> np.ndarray | None:
+    @staticmethod
+    def _handoff_key(handoff: str, text: str) -> bytes:
+        # A digest, never the text: a case may be 400 000 characters, and no case text outlives its judgment
+        # here. The judgment's secret token is part of it, so no other judgment can take (or time) the vector.
+        if not isinstance(handoff, str) or not handoff:
+            raise ValueError(f"handoff must be a non-empty string from new_handoff(), got {handoff!r}")
+        digest = hashlib.sha256(handoff.encode("utf-8", "surrogatepass"))
+        digest.update(b"\0")
+        digest.update(text.encode("utf-8", "surrogatepass"))
+        return digest.digest()
+
+    def _take_query(self, key: bytes) -> np.ndarray | None:
         with self._queries_lock:
-            return self._queries.get(key) if keep else self._queries.pop(key, None)
+            return self._queries.pop(key, None)
 
     def _hold_query(self, key: bytes, vector: np.ndarray) -> np.ndarray:
-        vector.setflags(write=False)  # shared with the step that takes it
+        vector.setflags(write=False)  # handed to the step that takes it
         with self._queries_lock:
             self._queries[key] = vector
             while len(self._queries) > self.QUERY_HANDOFF_SIZE:  # runs stopped between the two steps
                 self._queries.popitem(last=False)
         return vector
 
-    def query(self, text: str, *, keep: bool = False) -> np.ndarray:
+    def query(self, text: str, *, handoff: str | None = None, hold: bool = False) -> np.ndarray:
         """The unit query vector of ``text`` (float32, shape ``(dim,)``).
 
         One judgment needs its case's vector twice when the principles exceed the token budget:
-        to rank them (``keep=True``: the vector is held) and to search episodes (``keep=False``,
-        the default: a held vector is taken and released). So the case is embedded once (with a
-        hosted embedder, one request less per judgment), and nothing is shared between
-        judgments: a vector is held, under a SHA-256 of the text, only until the episode search
-        of the same judgment takes it (at most ``QUERY_HANDOFF_SIZE``, oldest dropped first).
-        """
-        key = self._query_key(text)
-        vector = self._take_query(key, keep)
-        if vector is None:
-            vector = query_vector(self.embeddings, text)
-            if keep:
-                self._hold_query(key, vector)
-        return vector
+        to rank them and to search episodes. With a ``handoff`` token (:meth:`new_handoff`, one
+        per judgment) the ranking step embeds the case and holds the vector (``hold=True``) and
+        the episode search of the same judgment takes it (``hold=False``), so the case is
+        embedded once (with a hosted embedder, one request less per judgment). A vector is held
+        under a SHA-256 of the token and the text, never the text, and only until it is taken
+        (at most ``QUERY_HANDOFF_SIZE``, oldest dropped first, for runs stopped between the
+        steps). Nothing is shared between judgments: without the token a held vector cannot be
+        found, so no caller learns from timing what another one judged. Without ``handoff``
+        the text is embedded and nothing is held.
 
-    async def aquery(self, text: str, *, keep: bool = False) -> np.ndarray:
+        Raises:
+            ValueError: ``handoff`` is not a non-empty string.
+        """
+        if handoff is None:
+            return query_vector(self.embeddings, text)
+        key = self._handoff_key(handoff, text)
+        if hold:
+            return self._hold_query(key, query_vector(self.embeddings, text))
+        vector = self._take_query(key)
+        return query_vector(self.embeddings, text) if vector is None else vector
+
+    async def aquery(self, text: str, *, handoff: str | None = None, hold: bool = False) -> np.ndarray:
         """Async :meth:`query`: an offline embedder runs in a worker thread, a hosted one through its async call."""
-        key = self._query_key(text)
-        vector = self._take_query(key, keep)
-        if vector is not None:
-            return vector
+        key = None if handoff is None else self._handoff_key(handoff, text)
+        if key is not None and not hold:
+            vector = self._take_query(key)
+            if vector is not None:
+                return vector
         if hasattr(self.embeddings, "embed_query_array"):
             vector = await asyncio.to_thread(query_vector, self.embeddings, text)
         else:  # the embedder's own async form (a hosted API's is a request, not a thread)
             vector = unit_vector(np.asarray(await self.embeddings.aembed_query(text), dtype=np.float32))
-        return self._hold_query(key, vector) if keep else vector
+        return self._hold_query(key, vector) if key is not None and hold else vector
+
+    def _release(self, case: dict[str, Any], handoff: str | None) -> None:
+        """Drop a vector held for a search that needs none (no episodes, ``k`` 0)."""
+        if handoff is not None:
+            self._take_query(self._handoff_key(handoff, embedding_text(case)))
 
     def _to_episodes(self, hits: list[tuple[Document, float]]) -> list[Episode]:
         episodes = []
@@ -263,21 +288,26 @@ class EpisodicMemory:
         """The query vector as the store takes it: FAISS takes the array as it is, others a list."""
         return vector if hasattr(self.vectorstore, "index") else vector.tolist()
 
-    def search(self, case: dict[str, Any], k: int = 5) -> list[Episode]:
-        """The ``k`` episodes most similar to ``case``, most similar first, with ``score`` (cosine)."""
+    def search(self, case: dict[str, Any], k: int = 5, *, handoff: str | None = None) -> list[Episode]:
+        """The ``k`` episodes most similar to ``case``, most similar first, with ``score`` (cosine).
+
+        ``handoff``: the judgment's token, to take the query vector its principle ranking held (see :meth:`query`).
+        """
         if k <= 0 or not self._ids:
+            self._release(case, handoff)
             return []
-        vector = self.query(embedding_text(case))
+        vector = self.query(embedding_text(case), handoff=handoff)
         hits = self.vectorstore.similarity_search_with_score_by_vector(
             self._by_vector(vector), k=min(k, len(self._ids))
         )
         return self._to_episodes(hits)
 
-    async def asearch(self, case: dict[str, Any], k: int = 5) -> list[Episode]:
+    async def asearch(self, case: dict[str, Any], k: int = 5, *, handoff: str | None = None) -> list[Episode]:
         """Async :meth:`search`: an offline embedder and the index search run in a worker thread."""
         if k <= 0 or not self._ids:
+            self._release(case, handoff)
             return []
-        vector = await self.aquery(embedding_text(case))
+        vector = await self.aquery(embedding_text(case), handoff=handoff)
         hits = await self.vectorstore.asimilarity_search_with_score_by_vector(
             self._by_vector(vector), k=min(k, len(self._ids))
         )

@@ -159,7 +159,10 @@ def retrieve_principles(state: JudgeState, runtime: Runtime[Context]) -> dict[st
     update: dict[str, Any] = {k: case[k] for k in _CASE_KEYS if k in case}
     if not ctx.use_principles:
         return {**update, "principles": [], "principles_omitted": []}
-    selected, omitted = memory.select_principles(case, ctx.principles_token_budget)
+    handoff = memory.episodes.new_handoff() if ctx.use_episodes and ctx.k else None
+    selected, omitted = memory.select_principles(case, ctx.principles_token_budget, handoff=handoff)
+    if omitted and handoff is not None:  # ranked: the case's vector is held for this judgment's episode search
+        update["query_handoff"] = handoff
     return {**update, "principles": selected, "principles_omitted": omitted}
 
 
@@ -168,7 +171,8 @@ def retrieve_episodes(state: JudgeState, runtime: Runtime[Context]) -> dict[str,
     ctx, memory = _memory(runtime, refresh=False)
     if not ctx.use_episodes:
         return {"episodes": []}
-    return {"episodes": memory.retrieve_episodes(_validated_case(state), ctx.k)}
+    handoff = state.get("query_handoff")
+    return {"episodes": memory.retrieve_episodes(_validated_case(state), ctx.k, handoff=handoff)}
 
 
 def _judge_inputs(state: JudgeState, runtime: Runtime[Context]) -> tuple[Context, Any, dict[str, Any], Any]:

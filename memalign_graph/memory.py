@@ -346,7 +346,12 @@ class Memory:
         return False
 
     def select_principles(
-        self, case: dict[str, Any], token_budget: int | None = None, *, support_weight: float = 0.25
+        self,
+        case: dict[str, Any],
+        token_budget: int | None = None,
+        *,
+        support_weight: float = 0.25,
+        handoff: str | None = None,
     ) -> tuple[list[Principle], list[str]]:
         """The principles for working memory, within ``token_budget`` estimated tokens.
 
@@ -360,6 +365,9 @@ class Memory:
             case: the case at hand.
             token_budget: estimated tokens (characters / 4) for principle texts; ``None``: no limit.
             support_weight: weight of support against similarity, in [0, 1].
+            handoff: this judgment's token (``EpisodicMemory.new_handoff()``): when principles are
+                ranked, the case's query vector is held for :meth:`retrieve_episodes` with the same
+                token, so the case is embedded once per judgment.
 
         Returns:
             ``(selected principles, ids of principles left out)``.
@@ -368,7 +376,7 @@ class Memory:
         if token_budget is None or int(costs.sum()) <= token_budget:
             return list(principles), []
         matrix = self._principle_matrix(principles)
-        query = self.episodes.query(embedding_text(case), keep=True)  # held for this judgment's episode search
+        query = self.episodes.query(embedding_text(case), handoff=handoff, hold=handoff is not None)
         known = supports[~np.isnan(supports)]
         best = float(known.max()) if known.size and known.max() > 0 else 1.0
         scores = matrix @ query + support_weight * np.where(np.isnan(supports), best, supports) / best
@@ -408,13 +416,18 @@ class Memory:
             cached[4]["matrix"] = self._vectors([p["text"] for p in principles])
         return cached[4]["matrix"]
 
-    def retrieve_episodes(self, case: dict[str, Any], k: int = 5) -> list[Episode]:
-        """The ``k`` most similar episodes to ``case`` (with ``score``)."""
-        return self.episodes.search(case, k)
+    def retrieve_episodes(self, case: dict[str, Any], k: int = 5, *, handoff: str | None = None) -> list[Episode]:
+        """The ``k`` most similar episodes to ``case`` (with ``score``).
 
-    async def aretrieve_episodes(self, case: dict[str, Any], k: int = 5) -> list[Episode]:
+        ``handoff``: the token given to :meth:`select_principles` in the same judgment, if any.
+        """
+        return self.episodes.search(case, k, handoff=handoff)
+
+    async def aretrieve_episodes(
+        self, case: dict[str, Any], k: int = 5, *, handoff: str | None = None
+    ) -> list[Episode]:
         """Async :meth:`retrieve_episodes`."""
-        return await self.episodes.asearch(case, k)
+        return await self.episodes.asearch(case, k, handoff=handoff)
 
     def judge(
         self,
@@ -552,8 +565,11 @@ class Memory:
             raise ValueError(f"k must be a non-negative integer, got {k!r}")
         raw = {key: case[key] for key in ("id", "inputs", "outputs", "expectations") if key in case}
         parsed = dict(parse_record(raw, self.spec, where="case"))
-        principles, omitted = self.select_principles(parsed, principles_token_budget) if use_principles else ([], [])
-        episodes = self.retrieve_episodes(parsed, k) if use_episodes and k else []
+        handoff = self.episodes.new_handoff() if use_episodes and k else None
+        principles, omitted = (
+            self.select_principles(parsed, principles_token_budget, handoff=handoff) if use_principles else ([], [])
+        )
+        episodes = self.retrieve_episodes(parsed, k, handoff=handoff) if use_episodes and k else []
         found = find_precedent(parsed, episodes, precedent, precedent_threshold)  # type: ignore[arg-type]
         return parsed, principles, omitted, episodes, found
 

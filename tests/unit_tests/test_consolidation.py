@@ -142,7 +142,8 @@ def test_a_judgment_embeds_its_case_once_when_principles_are_ranked(kw_memory, m
 
 def test_held_query_vectors_keep_no_case_text_and_are_not_shared_between_judgments(kw_memory, monkeypatch):
     """Hostile cases: a 200 000-character case and many runs stopped after ranking hold only digests, bounded;
-    a case judged again is embedded again (no judgment learns, by timing, what another one judged)."""
+    a case judged again, or after another caller's run stopped with it held, is embedded again (no judgment
+    takes, or learns by timing, what another one judged)."""
     from memalign_graph.spec import MAX_FIELD_CHARS, embedding_text
 
     rules = ["Never use raw tables.", "Convert amounts to EUR.", "Greet the customer warmly.", "Cite the dashboard."]
@@ -151,13 +152,15 @@ def test_held_query_vectors_keep_no_case_text_and_are_not_shared_between_judgmen
     episodes = kw_memory.episodes
     secret = "secret-" + "x" * (MAX_FIELD_CHARS - 7)
     huge = {"inputs": secret, "outputs": "SELECT amount FROM raw tables"}
-    kw_memory.select_principles(huge, token_budget=8)  # a run stopped before its episode search
-    assert list(episodes._queries) == [episodes._query_key(embedding_text(huge))]
+    token = episodes.new_handoff()
+    kw_memory.select_principles(huge, token_budget=8, handoff=token)  # a run stopped before its episode search
+    assert list(episodes._queries) == [episodes._handoff_key(token, embedding_text(huge))]
     assert all(len(key) == 32 for key in episodes._queries)  # the digest, not the text
-    assert kw_memory.retrieve_episodes(huge, 2) and not episodes._queries  # the search took it
+    assert kw_memory.retrieve_episodes(huge, 2, handoff=token) and not episodes._queries  # the search took it
     for i in range(episodes.QUERY_HANDOFF_SIZE + 40):
-        kw_memory.select_principles({"inputs": f"stopped {i}", "outputs": "x"}, token_budget=8)
+        kw_memory.select_principles({"inputs": f"stopped {i}", "outputs": "x"}, token_budget=8, handoff=str(i))
     assert len(episodes._queries) == episodes.QUERY_HANDOFF_SIZE
+    episodes._queries.clear()
 
     embedded: list[str] = []
     cls = type(episodes.embeddings)
@@ -165,9 +168,65 @@ def test_held_query_vectors_keep_no_case_text_and_are_not_shared_between_judgmen
     monkeypatch.setattr(cls, "embed_query", lambda self, text: embedded.append(text) or real(self, text))
     case = {"inputs": "revenue", "outputs": "SELECT amount FROM raw tables"}
     for _ in range(2):  # the same case in two judgments: two embeddings calls, nothing handed across
-        kw_memory.select_principles(case, token_budget=8)
-        kw_memory.retrieve_episodes(case, 2)
-    assert len(embedded) == 2
+        token = episodes.new_handoff()
+        kw_memory.select_principles(case, token_budget=8, handoff=token)
+        kw_memory.retrieve_episodes(case, 2, handoff=token)
+    assert len(embedded) == 2 and not episodes._queries
+
+    victim = {"inputs": "confidential merger memo", "outputs": "SELECT amount FROM raw tables"}
+    kw_memory.select_principles(victim, token_budget=8, handoff=episodes.new_handoff())  # stopped, vector held
+    embedded.clear()
+    kw_memory.retrieve_episodes(victim, 2)  # another caller, no token
+    kw_memory.retrieve_episodes(victim, 2, handoff=episodes.new_handoff())  # another caller, its own token
+    own = episodes.new_handoff()
+    kw_memory.select_principles(victim, token_budget=8, handoff=own)
+    kw_memory.retrieve_episodes(victim, 2, handoff=own)
+    assert len(embedded) == 3  # every other caller embedded the case itself
+    assert len(episodes._queries) == 1  # the stopped run's vector is still held, untaken
+    token = episodes.new_handoff()
+    kw_memory.select_principles(case, token_budget=8, handoff=token)
+    assert kw_memory.retrieve_episodes(case, 0, handoff=token) == [] and len(episodes._queries) == 1  # released
+    with pytest.raises(ValueError, match="handoff"):
+        episodes.query("x", handoff="")
+
+
+def test_the_judge_graph_holds_a_query_vector_only_for_its_own_episode_search(kw_memory, monkeypatch):
+    """No vector is left held when no episode search follows (``use_episodes`` off, ``k`` 0, no episodes), and
+    the hand-off token never reaches the graph's output."""
+    from memalign_graph import Context, build_judge_graph
+
+    rules = ["Never use raw tables.", "Convert amounts to EUR.", "Greet the customer warmly.", "Cite the dashboard."]
+    for i, rule in enumerate(rules):
+        kw_memory.align([feedback(f"r{i}", f"out {i}", text=rule)], model=StubChatModel())
+    from memalign_graph.episodic import EpisodicMemory
+
+    holders: list[EpisodicMemory] = []
+    real_hold = EpisodicMemory._hold_query
+
+    def hold(self, key, vector):
+        holders.append(self)
+        return real_hold(self, key, vector)
+
+    monkeypatch.setattr(EpisodicMemory, "_hold_query", hold)
+    graph = build_judge_graph().compile()
+    case = {"inputs": "revenue", "outputs": "SELECT amount FROM raw tables"}
+    for options in ({}, {"use_episodes": False}, {"k": 0}):
+        holders.clear()
+        ctx = Context(
+            store=location_of(kw_memory),
+            model=StubChatModel(),
+            embeddings=kw_memory.embeddings,
+            principles_token_budget=8,
+            precedent="off",
+            **options,
+        )
+        out = graph.invoke(case, context=ctx)
+        assert set(out) == {"judgment"} and out["judgment"]["principles_omitted"], options
+        assert len(holders) == (1 if not options else 0), options  # held only when an episode search follows
+        assert not any(h._queries for h in holders), options  # and taken by it
+    # A client cannot hand in a token: the input schema drops it (else "" would fail the episode search).
+    ctx = Context(store=location_of(kw_memory), model=StubChatModel(), embeddings=kw_memory.embeddings)
+    assert graph.invoke({**case, "query_handoff": ""}, context=ctx)["judgment"]["episode_ids"]
 
 
 # --- never merged on similarity alone --------------------------------------------------------------------------------
