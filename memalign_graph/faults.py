@@ -14,7 +14,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from langchain_core.runnables import Runnable, RunnableConfig, RunnableLambda
+from langchain_core.runnables import Runnable, RunnableConfig
 from langchain_core.runnables.retry import RunnableRetry
 from tenacity import wait_exponential_jitter
 
@@ -118,29 +118,9 @@ def retrying_call(
         Exception: (from ``invoke``/``ainvoke``) the runnable's own error, unchanged: at once for an
             error ``retry_if`` rejects, else the last one once ``retries + 1`` attempts have failed.
     """
-
-    def _failed(exc: Exception) -> None:
-        log.warning("%s failed (attempt %d): %s", label, counter.n, describe_error(exc))
-
-    def call(messages: Any, config: RunnableConfig) -> Any:
-        counter.n += 1
-        try:
-            return runnable.invoke(messages, config)
-        except Exception as exc:
-            _failed(exc)
-            raise
-
-    async def acall(messages: Any, config: RunnableConfig) -> Any:
-        counter.n += 1
-        try:
-            return await runnable.ainvoke(messages, config)
-        except Exception as exc:
-            _failed(exc)
-            raise
-
     backoff_s = max(0.0, float(backoff_s))
     return BackoffRetry(
-        bound=RunnableLambda(call, afunc=acall, name="model_call"),
+        bound=_CountedCall(runnable, counter, label),
         kwargs={},
         config={},
         retry_exception_types=retry_if,
@@ -149,6 +129,38 @@ def retrying_call(
         first_wait_s=backoff_s,
         max_wait_s=max(backoff_s, float(backoff_max_s)),
     )
+
+
+class _CountedCall(Runnable[Any, Any]):
+    """One attempt: counts it, calls ``runnable`` with the retry's config, logs a failure.
+
+    A plain ``Runnable`` rather than a ``RunnableLambda``, which inspects its function's
+    signature on every call (about 0.2 ms per judgment, measured with the stub model).
+    """
+
+    name = "model_call"
+
+    def __init__(self, runnable: Runnable, counter: CallCounter, label: str) -> None:
+        self.runnable, self.counter, self.label = runnable, counter, label
+
+    def _failed(self, exc: Exception) -> None:
+        log.warning("%s failed (attempt %d): %s", self.label, self.counter.n, describe_error(exc))
+
+    def invoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
+        self.counter.n += 1
+        try:
+            return self.runnable.invoke(input, config, **kwargs)
+        except Exception as exc:
+            self._failed(exc)
+            raise
+
+    async def ainvoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
+        self.counter.n += 1
+        try:
+            return await self.runnable.ainvoke(input, config, **kwargs)
+        except Exception as exc:
+            self._failed(exc)
+            raise
 
 
 def _first_wait_parameter() -> str:
