@@ -78,41 +78,54 @@ def test_consolidation_failure_falls_back_to_adding(kw_memory):
     assert report.consolidation["pairs"] == 1 and len(kw_memory.principles) == 2 and not report.failed
 
 
-def test_principles_beyond_the_token_budget_are_selected_by_relevance(kw_memory, tmp_path):
-    from memalign_graph import Context, build_judge_graph
+RULES = ["Never use raw tables.", "Convert amounts to EUR.", "Greet the customer warmly.", "Cite the dashboard."]
 
-    rules = ["Never use raw tables.", "Convert amounts to EUR.", "Greet the customer warmly.", "Cite the dashboard."]
-    for i, rule in enumerate(rules):
+
+@pytest.fixture
+def ranked_memory(kw_memory):
+    """``kw_memory`` with four unrelated rules, one record each: a budget of 8 tokens keeps one of them."""
+    for i, rule in enumerate(RULES):
         kw_memory.align([feedback(f"r{i}", f"out {i}", text=rule)], model=StubChatModel())
-    case = {"inputs": "revenue", "outputs": "SELECT amount FROM raw tables"}
-    selected, omitted = kw_memory.select_principles(case, token_budget=8)
-    assert [p["text"] for p in selected] == ["Never use raw tables."] and len(omitted) == 3
-    assert kw_memory.select_principles(case, token_budget=10_000) == (kw_memory.principles, [])
+    return kw_memory
 
-    ctx = Context(
-        store=location_of(kw_memory),
+
+def budget_context(memory, embeddings=None, **options):
+    """A judge-graph context on ``memory`` whose principles must be ranked (8-token budget), precedent off."""
+    from memalign_graph import Context
+
+    return Context(
+        store=location_of(memory),
         model=StubChatModel(),
-        embeddings=kw_memory.embeddings,
+        embeddings=embeddings or memory.embeddings,
         principles_token_budget=8,
         precedent="off",
+        **options,
     )
+
+
+def test_principles_beyond_the_token_budget_are_selected_by_relevance(ranked_memory, tmp_path):
+    from memalign_graph import build_judge_graph
+
+    case = {"inputs": "revenue", "outputs": "SELECT amount FROM raw tables"}
+    selected, omitted = ranked_memory.select_principles(case, token_budget=8)
+    assert [p["text"] for p in selected] == ["Never use raw tables."] and len(omitted) == 3
+    assert ranked_memory.select_principles(case, token_budget=10_000) == (ranked_memory.principles, [])
+
+    ctx = budget_context(ranked_memory)
     judgment = build_judge_graph().compile().invoke(case, context=ctx)["judgment"]
     assert len(judgment["principle_ids"]) == 1 and sorted(judgment["principles_omitted"]) == sorted(omitted)
 
 
 @pytest.mark.parametrize("mode", ["invoke", "ainvoke"])
-def test_a_judgment_embeds_its_case_once_when_principles_are_ranked(kw_memory, mode):
+def test_a_judgment_embeds_its_case_once_when_principles_are_ranked(ranked_memory, mode):
     """Ranking principles over the budget and searching episodes share one query vector: one embeddings call."""
     import asyncio
 
-    from memalign_graph import Context, build_judge_graph
+    from memalign_graph import build_judge_graph
 
-    rules = ["Never use raw tables.", "Convert amounts to EUR.", "Greet the customer warmly.", "Cite the dashboard."]
-    for i, rule in enumerate(rules):
-        kw_memory.align([feedback(f"r{i}", f"out {i}", text=rule)], model=StubChatModel())
     embedded: list[str] = []
 
-    class Counting(type(kw_memory.embeddings)):
+    class Counting(type(ranked_memory.embeddings)):
         def embed_query(self, text):
             embedded.append(text)
             return super().embed_query(text)
@@ -121,14 +134,8 @@ def test_a_judgment_embeds_its_case_once_when_principles_are_ranked(kw_memory, m
             embedded.append(text)
             return super().embed_query(text)
 
-    embeddings = Counting(size=kw_memory.embeddings.size)
-    ctx = Context(
-        store=location_of(kw_memory),
-        model=StubChatModel(),
-        embeddings=embeddings,
-        principles_token_budget=8,
-        precedent="off",
-    )
+    embeddings = Counting(size=ranked_memory.embeddings.size)
+    ctx = budget_context(ranked_memory, embeddings)
     graph = build_judge_graph().compile()
     cases = [{"inputs": f"revenue {i}", "outputs": "SELECT amount FROM raw tables"} for i in range(3)]
     for case in cases:
@@ -140,25 +147,22 @@ def test_a_judgment_embeds_its_case_once_when_principles_are_ranked(kw_memory, m
     assert len(embedded) == len(cases) == len(set(embedded))  # one call per case, each case its own
 
 
-def test_held_query_vectors_keep_no_case_text_and_are_not_shared_between_judgments(kw_memory, monkeypatch):
+def test_held_query_vectors_keep_no_case_text_and_are_not_shared_between_judgments(ranked_memory, monkeypatch):
     """Hostile cases: a 200 000-character case and many runs stopped after ranking hold only digests, bounded;
     a case judged again, or after another caller's run stopped with it held, is embedded again (no judgment
     takes, or learns by timing, what another one judged)."""
     from memalign_graph.spec import MAX_FIELD_CHARS, embedding_text
 
-    rules = ["Never use raw tables.", "Convert amounts to EUR.", "Greet the customer warmly.", "Cite the dashboard."]
-    for i, rule in enumerate(rules):
-        kw_memory.align([feedback(f"r{i}", f"out {i}", text=rule)], model=StubChatModel())
-    episodes = kw_memory.episodes
+    episodes = ranked_memory.episodes
     secret = "secret-" + "x" * (MAX_FIELD_CHARS - 7)
     huge = {"inputs": secret, "outputs": "SELECT amount FROM raw tables"}
     token = episodes.new_handoff()
-    kw_memory.select_principles(huge, token_budget=8, handoff=token)  # a run stopped before its episode search
+    ranked_memory.select_principles(huge, token_budget=8, handoff=token)  # a run stopped before its episode search
     assert list(episodes._queries) == [episodes._handoff_key(token, embedding_text(huge))]
     assert all(len(key) == 32 for key in episodes._queries)  # the digest, not the text
-    assert kw_memory.retrieve_episodes(huge, 2, handoff=token) and not episodes._queries  # the search took it
+    assert ranked_memory.retrieve_episodes(huge, 2, handoff=token) and not episodes._queries  # the search took it
     for i in range(episodes.QUERY_HANDOFF_SIZE + 40):
-        kw_memory.select_principles({"inputs": f"stopped {i}", "outputs": "x"}, token_budget=8, handoff=str(i))
+        ranked_memory.select_principles({"inputs": f"stopped {i}", "outputs": "x"}, token_budget=8, handoff=str(i))
     assert len(episodes._queries) == episodes.QUERY_HANDOFF_SIZE
     episodes._queries.clear()
 
@@ -169,35 +173,31 @@ def test_held_query_vectors_keep_no_case_text_and_are_not_shared_between_judgmen
     case = {"inputs": "revenue", "outputs": "SELECT amount FROM raw tables"}
     for _ in range(2):  # the same case in two judgments: two embeddings calls, nothing handed across
         token = episodes.new_handoff()
-        kw_memory.select_principles(case, token_budget=8, handoff=token)
-        kw_memory.retrieve_episodes(case, 2, handoff=token)
+        ranked_memory.select_principles(case, token_budget=8, handoff=token)
+        ranked_memory.retrieve_episodes(case, 2, handoff=token)
     assert len(embedded) == 2 and not episodes._queries
 
     victim = {"inputs": "confidential merger memo", "outputs": "SELECT amount FROM raw tables"}
-    kw_memory.select_principles(victim, token_budget=8, handoff=episodes.new_handoff())  # stopped, vector held
+    ranked_memory.select_principles(victim, token_budget=8, handoff=episodes.new_handoff())  # stopped, vector held
     embedded.clear()
-    kw_memory.retrieve_episodes(victim, 2)  # another caller, no token
-    kw_memory.retrieve_episodes(victim, 2, handoff=episodes.new_handoff())  # another caller, its own token
+    ranked_memory.retrieve_episodes(victim, 2)  # another caller, no token
+    ranked_memory.retrieve_episodes(victim, 2, handoff=episodes.new_handoff())  # another caller, its own token
     own = episodes.new_handoff()
-    kw_memory.select_principles(victim, token_budget=8, handoff=own)
-    kw_memory.retrieve_episodes(victim, 2, handoff=own)
+    ranked_memory.select_principles(victim, token_budget=8, handoff=own)
+    ranked_memory.retrieve_episodes(victim, 2, handoff=own)
     assert len(embedded) == 3  # every other caller embedded the case itself
     assert len(episodes._queries) == 1  # the stopped run's vector is still held, untaken
     token = episodes.new_handoff()
-    kw_memory.select_principles(case, token_budget=8, handoff=token)
-    assert kw_memory.retrieve_episodes(case, 0, handoff=token) == [] and len(episodes._queries) == 1  # released
+    ranked_memory.select_principles(case, token_budget=8, handoff=token)
+    assert ranked_memory.retrieve_episodes(case, 0, handoff=token) == [] and len(episodes._queries) == 1  # released
     with pytest.raises(ValueError, match="handoff"):
         episodes.query("x", handoff="")
 
 
-def test_the_judge_graph_holds_a_query_vector_only_for_its_own_episode_search(kw_memory, monkeypatch):
+def test_the_judge_graph_holds_a_query_vector_only_for_its_own_episode_search(ranked_memory, monkeypatch):
     """No vector is left held when no episode search follows (``use_episodes`` off, ``k`` 0, no episodes), and
     the hand-off token never reaches the graph's output."""
     from memalign_graph import Context, build_judge_graph
-
-    rules = ["Never use raw tables.", "Convert amounts to EUR.", "Greet the customer warmly.", "Cite the dashboard."]
-    for i, rule in enumerate(rules):
-        kw_memory.align([feedback(f"r{i}", f"out {i}", text=rule)], model=StubChatModel())
     from memalign_graph.episodic import EpisodicMemory
 
     holders: list[EpisodicMemory] = []
@@ -212,20 +212,12 @@ def test_the_judge_graph_holds_a_query_vector_only_for_its_own_episode_search(kw
     case = {"inputs": "revenue", "outputs": "SELECT amount FROM raw tables"}
     for options in ({}, {"use_episodes": False}, {"k": 0}):
         holders.clear()
-        ctx = Context(
-            store=location_of(kw_memory),
-            model=StubChatModel(),
-            embeddings=kw_memory.embeddings,
-            principles_token_budget=8,
-            precedent="off",
-            **options,
-        )
-        out = graph.invoke(case, context=ctx)
+        out = graph.invoke(case, context=budget_context(ranked_memory, **options))
         assert set(out) == {"judgment"} and out["judgment"]["principles_omitted"], options
         assert len(holders) == (1 if not options else 0), options  # held only when an episode search follows
         assert not any(h._queries for h in holders), options  # and taken by it
     # A client cannot hand in a token: the input schema drops it (else "" would fail the episode search).
-    ctx = Context(store=location_of(kw_memory), model=StubChatModel(), embeddings=kw_memory.embeddings)
+    ctx = Context(store=location_of(ranked_memory), model=StubChatModel(), embeddings=ranked_memory.embeddings)
     assert graph.invoke({**case, "query_handoff": ""}, context=ctx)["judgment"]["episode_ids"]
 
 
