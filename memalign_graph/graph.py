@@ -157,11 +157,12 @@ def retrieve_principles(state: JudgeState, runtime: Runtime[Context]) -> dict[st
     ctx, memory = _memory(runtime)
     case = _case(state, memory)
     update: dict[str, Any] = {k: case[k] for k in _CASE_KEYS if k in case}
+    update["query_handoff"] = None  # an earlier judgment's token in a checkpointed thread is not this one's
     if not ctx.use_principles:
         return {**update, "principles": [], "principles_omitted": []}
     handoff = memory.episodes.new_handoff() if ctx.use_episodes and ctx.k else None
     selected, omitted = memory.select_principles(case, ctx.principles_token_budget, handoff=handoff)
-    if omitted and handoff is not None:  # ranked: the case's vector is held for this judgment's episode search
+    if omitted:  # ranked: the case's vector is held (if handoff) for this judgment's episode search
         update["query_handoff"] = handoff
     return {**update, "principles": selected, "principles_omitted": omitted}
 

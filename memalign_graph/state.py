@@ -54,9 +54,9 @@ class JudgeState(JudgeInput, total=False):
     """Episodic memory: the most similar past feedback, most similar first."""
     judgment: Judgment
     """The judgment."""
-    query_handoff: str
+    query_handoff: str | None
     """Internal: this judgment's random token under which principle ranking held the case's query vector
-    for the episode search (set only when principles were ranked; never in the output)."""
+    for the episode search (null unless principles were ranked; never in the output)."""
 
 
 @with_config(_DESCRIBED)

@@ -220,6 +220,16 @@ def test_the_judge_graph_holds_a_query_vector_only_for_its_own_episode_search(ra
     ctx = Context(store=location_of(ranked_memory), model=StubChatModel(), embeddings=ranked_memory.embeddings)
     assert graph.invoke({**case, "query_handoff": ""}, context=ctx)["judgment"]["episode_ids"]
 
+    # In a checkpointed thread, a judgment does not inherit the token of the one before it.
+    from langgraph.checkpoint.memory import InMemorySaver
+
+    threaded = build_judge_graph().compile(checkpointer=InMemorySaver())
+    config = {"configurable": {"thread_id": "t"}}
+    threaded.invoke(case, config, context=budget_context(ranked_memory))
+    assert threaded.get_state(config).values["query_handoff"]  # ranked: this judgment's token
+    threaded.invoke(case, config, context=ctx)  # not ranked
+    assert threaded.get_state(config).values["query_handoff"] is None
+
 
 # --- never merged on similarity alone --------------------------------------------------------------------------------
 
