@@ -376,7 +376,7 @@ class Memory:
         if token_budget is None or int(costs.sum()) <= token_budget:
             return list(principles), []
         matrix = self._principle_matrix(principles)
-        query = self.episodes.query(embedding_text(case), handoff=handoff, hold=handoff is not None)
+        query = self.episodes.query(embedding_text(case), handoff=handoff, hold=True)  # held only with a handoff
         known = supports[~np.isnan(supports)]
         best = float(known.max()) if known.size and known.max() > 0 else 1.0
         scores = matrix @ query + support_weight * np.where(np.isnan(supports), best, supports) / best
