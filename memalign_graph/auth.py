@@ -9,15 +9,25 @@ Authentication:
 - With ``MEMALIGN_AUTH_TOKENS`` set to the path of a JSON file, a request needs
   ``Authorization: Bearer <token>`` with a token the file lists::
 
-      {"sha256:<hex SHA-256 of the token>": {"user": "alice", "judges": ["sql"]},
+      {"sha256:<hex SHA-256 of the token>": {"user": "alice", "judges": ["sql"],
+                                              "roles": ["reviewer", "approver"]},
        "<the token itself>": {"user": "bob", "judges": ["*"]}}
 
   ``judges`` are names of judges the server exposes (``MEMALIGN_JUDGES``), ``"*"`` for all.
+  ``roles`` are what the user may do besides judging (:data:`ROLES`): ``reviewer`` answers
+  reviews and sends feedback, ``approver`` approves or rejects proposed principles (never
+  those from their own feedback), ``admin`` may replace another author's feedback record.
+  Without ``roles`` a user is a ``reviewer`` only (:data:`DEFAULT_ROLES`), which is what every
+  token could do before roles existed, less approving; ``[]`` allows judging only.
   Prefer the ``sha256:`` form: the file then holds no usable secret. The file is re-read
   when it changes (no restart to add or revoke a token).
 - Without it, only requests from the loopback interface are served, as user ``local``
-  with every judge; any other request is refused (401). Behind a reverse proxy on the
-  same machine every request looks local: set a token file there.
+  with every judge and every role; any other request is refused (401). Behind a reverse
+  proxy on the same machine every request looks local: set a token file there.
+
+The authenticated user's permissions are ``judge:<name>`` and ``role:<name>`` strings;
+:func:`identify` gives the same user as a :class:`ServedUser` to code outside an Auth
+handler (a custom HTTP route), and :func:`may_use` and :func:`has_role` read either.
 
 Authorisation (anything not listed is denied, 403):
 
@@ -42,6 +52,8 @@ import ipaddress
 import json
 import os
 import threading
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +65,29 @@ auth = Auth()
 
 ALL_JUDGES = "*"
 LOCAL_USER = "local"
+ROLES: tuple[str, ...] = ("reviewer", "approver", "admin")
+DEFAULT_ROLES: tuple[str, ...] = ("reviewer",)
+
+
+@dataclass(frozen=True)
+class ServedUser:
+    """Who a request comes from: an identity, the judges it may use and its roles.
+
+    Attributes:
+        identity: the user's name (``"local"`` for a tokenless loopback request).
+        judges: judge names the user may use, or ``("*",)`` for all.
+        roles: a subset of :data:`ROLES`.
+    """
+
+    identity: str
+    judges: tuple[str, ...]
+    roles: tuple[str, ...]
+
+    @property
+    def permissions(self) -> list[str]:
+        """``judge:<name>`` and ``role:<name>`` strings, as LangGraph Server carries them."""
+        return [*(f"judge:{j}" for j in self.judges), *(f"role:{r}" for r in self.roles)]
+
 
 _tokens_lock = threading.Lock()
 _tokens_cache: tuple[tuple[str, int, int], dict[str, dict[str, Any]]] | None = None
@@ -63,12 +98,15 @@ def _digest(token: str) -> str:
 
 
 def load_tokens(path: str | Path) -> dict[str, dict[str, Any]]:
-    """The token file at ``path`` as ``{sha256 hex of token: {"user": str, "judges": [str]}}``.
+    """The token file at ``path`` as ``{sha256 hex of token: {"user": str, "judges": [str], "roles": [str]}}``.
+
+    An entry without ``roles`` gets :data:`DEFAULT_ROLES`.
 
     Raises:
         ValueError: if the file cannot be read or is not a JSON object of entries with a
-            non-empty ``user`` and a list of ``judges``; the message names the file and the
-            entry's position, never a token.
+            non-empty ``user``, a list of ``judges`` and, if given, a list of ``roles`` from
+            :data:`ROLES`; the message names the file and the entry's position and user,
+            never a token.
     """
     where = f"MEMALIGN_AUTH_TOKENS file {path}"
     try:
@@ -78,7 +116,7 @@ def load_tokens(path: str | Path) -> dict[str, dict[str, Any]]:
     except json.JSONDecodeError as exc:
         raise ValueError(f"{where}: not valid JSON (line {exc.lineno}, column {exc.colno})") from None
     if not isinstance(raw, dict):
-        raise ValueError(f'{where}: expected a JSON object {{"token or sha256:HEX": {{"user", "judges"}}}}')
+        raise ValueError(f'{where}: expected a JSON object {{"token or sha256:HEX": {{"user", "judges", "roles"}}}}')
     tokens: dict[str, dict[str, Any]] = {}
     for position, (key, entry) in enumerate(raw.items(), 1):
         user = entry.get("user") if isinstance(entry, dict) else None
@@ -87,10 +125,17 @@ def load_tokens(path: str | Path) -> dict[str, dict[str, Any]]:
             raise ValueError(f"{where}: entry {position} needs a non-empty 'user'")
         if not isinstance(judges, list) or not all(isinstance(j, str) and j for j in judges):
             raise ValueError(f"{where}: entry {position} (user {user!r}) needs 'judges', a list of judge names or '*'")
+        roles = entry.get("roles", list(DEFAULT_ROLES))
+        if not isinstance(roles, list) or not all(isinstance(r, str) for r in roles):
+            raise ValueError(f"{where}: entry {position} (user {user!r}) needs 'roles', a list of {', '.join(ROLES)}")
+        unknown = [r for r in roles if r not in ROLES]
+        if unknown:
+            said = f"has unknown role {unknown[0]!r}; roles are {', '.join(ROLES)}"
+            raise ValueError(f"{where}: entry {position} (user {user!r}) {said}")
         if not key:
             raise ValueError(f"{where}: entry {position} (user {user!r}) has an empty token")
         digest = key.removeprefix("sha256:").lower() if key.startswith("sha256:") else _digest(key)
-        tokens[digest] = {"user": user, "judges": list(judges)}
+        tokens[digest] = {"user": user, "judges": list(judges), "roles": list(dict.fromkeys(roles))}
     return tokens
 
 
@@ -107,11 +152,7 @@ def _tokens(path: str) -> dict[str, dict[str, Any]]:
         return _tokens_cache[1]
 
 
-def _user(identity: str, judges: list[str]) -> Auth.types.MinimalUserDict:
-    return {"identity": identity, "is_authenticated": True, "permissions": [f"judge:{j}" for j in judges]}
-
-
-def _is_loopback(scope: dict[str, Any]) -> bool:
+def _is_loopback(scope: Mapping[str, Any]) -> bool:
     client = scope.get("client")
     if not client:
         return False
@@ -121,19 +162,25 @@ def _is_loopback(scope: dict[str, Any]) -> bool:
         return False
 
 
-@auth.authenticate
-async def authenticate(authorization: str | None, scope: dict[str, Any]) -> Auth.types.MinimalUserDict:
-    """The user a request comes from (see the module docstring).
+def identify(authorization: str | None, scope: Mapping[str, Any]) -> ServedUser:
+    """The user a request comes from, by its ``Authorization`` header and ASGI ``scope``.
+
+    The same rules as :func:`authenticate` (see the module docstring), for code outside an
+    Auth handler, such as a custom HTTP route, which passes its own request's scope.
+
+    Args:
+        authorization: the request's ``Authorization`` header, or ``None``.
+        scope: the request's ASGI scope (``client`` is read when no token file is configured).
 
     Raises:
         Auth.exceptions.HTTPException: 401 for a missing or unknown token, or a non-loopback
             request when no token file is configured.
-        ValueError: if the token file is unreadable or malformed (the server answers 500).
+        ValueError: if the token file is unreadable or malformed.
     """
     path = os.environ.get("MEMALIGN_AUTH_TOKENS")
     if not path:
         if _is_loopback(scope):
-            return _user(LOCAL_USER, [ALL_JUDGES])
+            return ServedUser(LOCAL_USER, (ALL_JUDGES,), ROLES)
         raise Auth.exceptions.HTTPException(
             status_code=401, detail="this server serves only local requests (no MEMALIGN_AUTH_TOKENS configured)"
         )
@@ -141,13 +188,42 @@ async def authenticate(authorization: str | None, scope: dict[str, Any]) -> Auth
     entry = _tokens(path).get(_digest(token.strip())) if scheme.lower() == "bearer" and token.strip() else None
     if entry is None:
         raise Auth.exceptions.HTTPException(status_code=401, detail="missing or unknown bearer token")
-    return _user(entry["user"], entry["judges"])
+    return ServedUser(entry["user"], tuple(entry["judges"]), tuple(entry["roles"]))
 
 
-def may_use(ctx: Auth.types.AuthContext, judge: str) -> bool:
-    """Whether the authenticated user may use ``judge``."""
-    granted = set(ctx.permissions or ())
+@auth.authenticate
+async def authenticate(authorization: str | None, scope: dict[str, Any]) -> Auth.types.MinimalUserDict:
+    """The user a request comes from (see the module docstring and :func:`identify`).
+
+    Raises:
+        Auth.exceptions.HTTPException: 401 for a missing or unknown token, or a non-loopback
+            request when no token file is configured.
+        ValueError: if the token file is unreadable or malformed (the server answers 500).
+    """
+    user = identify(authorization, scope)
+    return {"identity": user.identity, "is_authenticated": True, "permissions": user.permissions}
+
+
+def _granted(user: ServedUser | Auth.types.AuthContext) -> set[str]:
+    permissions: Iterable[str] = user.permissions or ()
+    return set(permissions)
+
+
+def may_use(user: ServedUser | Auth.types.AuthContext, judge: str) -> bool:
+    """Whether ``user`` (from :func:`identify`, or an Auth handler's context) may use ``judge``."""
+    granted = _granted(user)
     return f"judge:{ALL_JUDGES}" in granted or f"judge:{judge}" in granted
+
+
+def has_role(user: ServedUser | Auth.types.AuthContext, role: str) -> bool:
+    """Whether ``user`` (from :func:`identify`, or an Auth handler's context) has ``role`` (one of :data:`ROLES`).
+
+    Raises:
+        ValueError: if ``role`` is not one of :data:`ROLES` (a misspelt check would always say no).
+    """
+    if role not in ROLES:
+        raise ValueError(f"{role!r} is not a role; roles are {', '.join(ROLES)}")
+    return f"role:{role}" in _granted(user)
 
 
 def _owner(ctx: Auth.types.AuthContext) -> dict[str, str]:

@@ -210,7 +210,7 @@ async def test_tokens_authenticate_users_and_a_bad_file_names_no_token(
     monkeypatch.setenv("MEMALIGN_AUTH_TOKENS", str(tokens))
     remote = {"client": ("10.1.2.3", 5000)}
     assert (await authenticate("Bearer tok-a", remote))["identity"] == "alice"
-    assert (await authenticate("bearer tok-b", remote))["permissions"] == ["judge:*"]
+    assert (await authenticate("bearer tok-b", remote))["permissions"] == ["judge:*", "role:reviewer"]
     for header in (None, "", "Bearer", "Bearer tok-c", "Basic tok-a", "tok-a"):
         with pytest.raises(Auth.exceptions.HTTPException) as raised:
             await authenticate(header, {"client": ("127.0.0.1", 5000)})
@@ -225,7 +225,10 @@ async def test_without_a_token_file_only_loopback_is_served(monkeypatch: pytest.
     monkeypatch.delenv("MEMALIGN_AUTH_TOKENS", raising=False)
     for host in ("127.0.0.1", "::1"):
         user = await authenticate(None, {"client": (host, 1)})
-        assert (user["identity"], user["permissions"]) == ("local", ["judge:*"])
+        assert (user["identity"], user["permissions"]) == (
+            "local",
+            ["judge:*", "role:reviewer", "role:approver", "role:admin"],
+        )
     for scope in ({"client": ("192.168.1.20", 1)}, {"client": None}, {}):
         with pytest.raises(Auth.exceptions.HTTPException) as raised:
             await authenticate("Bearer anything", scope)
