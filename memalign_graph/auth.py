@@ -22,8 +22,13 @@ Authentication:
   Prefer the ``sha256:`` form: the file then holds no usable secret. The file is re-read
   when it changes (no restart to add or revoke a token).
 - Without it, only requests from the loopback interface are served, as user ``local``
-  with every judge and every role; any other request is refused (401). Behind a reverse
-  proxy on the same machine every request looks local: set a token file there.
+  with every judge and every role; any other request is refused (401). Loopback is read
+  from the connection, never from a header: the request's local address (ASGI ``server``,
+  which proxy-header handling such as uvicorn's ``FORWARDED_ALLOW_IPS`` never rewrites) and
+  its peer (``client``) must both be loopback, and a request carrying a forwarding header
+  (``X-Forwarded-For``, ``Forwarded``, ``X-Real-IP``, ...) came through a proxy, so it is not
+  local. A reverse proxy on the same machine that adds no such header makes every request
+  look local: set a token file there.
 
 The authenticated user's permissions are ``judge:<name>`` and ``role:<name>`` strings;
 :func:`identify` gives the same user as a :class:`ServedUser` to code outside an Auth
@@ -32,7 +37,14 @@ handler (a custom HTTP route), and :func:`may_use` and :func:`has_role` read eit
 Authorisation (anything not listed is denied, 403):
 
 - threads: a user creates, reads, updates, searches and deletes only threads they own
-  (``metadata.owner``, set from the authenticated identity at creation);
+  (``metadata.owner``, set from the authenticated identity at creation, never changed by a
+  client). Another user's thread is not found, and not even its existence shows: a client
+  names a new thread (``POST /threads`` with a ``thread_id``, or a run with
+  ``if_not_exists: "create"``) only with an id from its own id space (:func:`thread_id`) or
+  one of its own threads; any other id is refused alike (403) whether a thread has it or
+  not. Ids the server makes (no ``thread_id``) are accepted when made within
+  :data:`MINTED_WITHIN_S` seconds; in that window only, a user who presents another user's
+  new thread id learns that it exists (409), never its contents;
 - runs: created only on the user's own threads, and only for a judge the user may use
   (the run context's ``judge``, or the server's only judge); the authenticated identity is
   what the graphs record as author and reviewer;
@@ -52,12 +64,15 @@ import ipaddress
 import json
 import os
 import threading
+import time
+import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from langgraph_sdk import Auth
+import httpx
+from langgraph_sdk import Auth, get_client
 
 from memalign_graph.context import served_judge_name, served_store_judges
 
@@ -67,6 +82,11 @@ ALL_JUDGES = "*"
 LOCAL_USER = "local"
 ROLES: tuple[str, ...] = ("reviewer", "approver", "admin")
 DEFAULT_ROLES: tuple[str, ...] = ("reviewer",)
+MINTED_WITHIN_S = 10.0
+"""A UUIDv7 thread id made this many seconds ago or less counts as made by the server for this request."""
+FORWARDING_HEADERS: frozenset[bytes] = frozenset(
+    {b"forwarded", b"x-forwarded-for", b"x-real-ip", b"x-client-ip", b"true-client-ip", b"cf-connecting-ip"}
+)
 
 
 @dataclass(frozen=True)
@@ -152,14 +172,29 @@ def _tokens(path: str) -> dict[str, dict[str, Any]]:
         return _tokens_cache[1]
 
 
-def _is_loopback(scope: Mapping[str, Any]) -> bool:
-    client = scope.get("client")
-    if not client:
-        return False
+def _loopback_address(host: Any) -> bool:
     try:
-        return ipaddress.ip_address(client[0]).is_loopback
-    except ValueError:
+        address = ipaddress.ip_address(host)
+    except (TypeError, ValueError):
         return False
+    mapped = getattr(address, "ipv4_mapped", None)
+    return bool(address.is_loopback or (mapped is not None and mapped.is_loopback))
+
+
+def is_local(scope: Mapping[str, Any]) -> bool:
+    """Whether an ASGI request came over the loopback interface, not through a proxy.
+
+    Both ends of the connection must be loopback: ``server`` (the local address the
+    request arrived on; proxy-header middleware rewrites ``client`` but never ``server``,
+    and a packet to a loopback address comes from this machine) and ``client``. A request
+    with a forwarding header (:data:`FORWARDING_HEADERS`) is not local, whatever the
+    addresses say: it was relayed, and uvicorn with ``FORWARDED_ALLOW_IPS='*'`` would have
+    put the header's address in ``client``.
+    """
+    client, server = scope.get("client"), scope.get("server")
+    if not client or not server or not _loopback_address(client[0]) or not _loopback_address(server[0]):
+        return False
+    return not any(name.lower() in FORWARDING_HEADERS for name, _ in scope.get("headers") or ())
 
 
 def identify(authorization: str | None, scope: Mapping[str, Any]) -> ServedUser:
@@ -170,7 +205,8 @@ def identify(authorization: str | None, scope: Mapping[str, Any]) -> ServedUser:
 
     Args:
         authorization: the request's ``Authorization`` header, or ``None``.
-        scope: the request's ASGI scope (``client`` is read when no token file is configured).
+        scope: the request's ASGI scope (``client``, ``server`` and ``headers`` are read when no
+            token file is configured; see :func:`is_local`).
 
     Raises:
         Auth.exceptions.HTTPException: 401 for a missing or unknown token, or a non-loopback
@@ -179,7 +215,7 @@ def identify(authorization: str | None, scope: Mapping[str, Any]) -> ServedUser:
     """
     path = os.environ.get("MEMALIGN_AUTH_TOKENS")
     if not path:
-        if _is_loopback(scope):
+        if is_local(scope):
             return ServedUser(LOCAL_USER, (ALL_JUDGES,), ROLES)
         raise Auth.exceptions.HTTPException(
             status_code=401, detail="this server serves only local requests (no MEMALIGN_AUTH_TOKENS configured)"
@@ -236,17 +272,131 @@ async def deny_by_default(ctx: Auth.types.AuthContext, value: Any) -> bool:
     return False
 
 
+def _owner_tag(user: str) -> bytes:
+    return hashlib.sha256(b"memalign-graph thread owner\x00" + user.encode("utf-8")).digest()[:6]
+
+
+def thread_id(user: str, name: str | None = None) -> str:
+    """A thread id in ``user``'s id space, the only client-chosen ids the served graphs accept for new threads.
+
+    A UUID version 8 (RFC 9562) whose last 48 bits are a hash of ``user`` (so the server
+    can tell whose space an id is in without storing anything) and whose other bits are a
+    hash of ``user`` and ``name``, or random without a name. The same ``name`` always gives
+    the same id, so a client can keep one thread per case: ``thread_id("alice", "case-1")``.
+
+    Args:
+        user: the identity the server knows the client as (the token file's ``user``).
+        name: any text naming the thread, or ``None`` for a new random id.
+    """
+    if name is None:
+        body = os.urandom(10)
+    else:
+        body = hashlib.sha256(b"memalign-graph thread\x00" + f"{user}\x00{name}".encode()).digest()[:10]
+    raw = bytearray(body + _owner_tag(user))
+    raw[6] = (raw[6] & 0x0F) | 0x80  # version 8 (uuid.UUID(version=8) needs Python 3.14)
+    raw[8] = (raw[8] & 0x3F) | 0x80  # RFC 9562 variant
+    return str(uuid.UUID(bytes=bytes(raw)))
+
+
+def in_id_space(user: str, tid: Any) -> bool:
+    """Whether ``tid`` is a thread id from ``user``'s id space (made by :func:`thread_id`)."""
+    try:
+        parsed = uuid.UUID(str(tid))
+    except ValueError:
+        return False
+    return parsed.version == 8 and parsed.bytes[10:] == _owner_tag(user)
+
+
+def _minted_now(tid: Any) -> bool:
+    """Whether ``tid`` is a UUIDv7 made in the last :data:`MINTED_WITHIN_S` seconds, as the server makes them."""
+    try:
+        parsed = uuid.UUID(str(tid))
+    except ValueError:
+        return False
+    if parsed.version != 7:
+        return False
+    age_ms = time.time() * 1000 - int.from_bytes(parsed.bytes[:6], "big")
+    return -1000 <= age_ms <= MINTED_WITHIN_S * 1000
+
+
+_loopback_client: Any = None
+
+
+async def _thread_owner(tid: Any) -> str | None:
+    """The owner of the thread ``tid``, ``None`` if there is none (read in-process, past every Auth handler)."""
+    global _loopback_client
+    if _loopback_client is None:
+        _loopback_client = get_client(url=None)
+    try:
+        thread = await _loopback_client.threads.get(str(tid))
+    except httpx.HTTPStatusError as exc:
+        if exc.response.status_code == 404:
+            return None
+        raise
+    owner = (thread.get("metadata") or {}).get("owner")
+    return owner if isinstance(owner, str) else None
+
+
+async def _may_name_thread(ctx: Auth.types.AuthContext, tid: Any) -> None:
+    """Refuse a client-named new thread id outside the user's id space that is not one of the user's threads.
+
+    The refusal is the same whether another user's thread has the id or none has: nothing
+    tells a client that a thread it does not own exists.
+
+    Raises:
+        Auth.exceptions.HTTPException: 403 naming the id and how to make one.
+    """
+    identity = ctx.user.identity
+    if in_id_space(identity, tid) or _minted_now(tid) or await _thread_owner(tid) == identity:
+        return
+    raise Auth.exceptions.HTTPException(
+        status_code=403,
+        detail=f"thread id {tid} is not one you may create: omit it (the server makes one) or make one in your"
+        f" own id space with memalign_graph.auth.thread_id({identity!r}, name)",
+    )
+
+
 @auth.on.threads.create
-async def create_thread(ctx: Auth.types.AuthContext, value: Auth.types.on.threads.create.value) -> None:
-    """A new thread belongs to its creator."""
+async def create_thread(
+    ctx: Auth.types.AuthContext, value: Auth.types.on.threads.create.value
+) -> Auth.types.FilterType:
+    """A new thread belongs to its creator, and has an id the creator may name (see the module docstring).
+
+    A thread copy (no ``if_exists``: the server makes the copy's id) is checked only by the
+    read handler on its source.
+
+    Raises:
+        Auth.exceptions.HTTPException: 403 for an id the user may not name.
+    """
+    if "if_exists" in value:
+        await _may_name_thread(ctx, value.get("thread_id"))
     metadata = value.setdefault("metadata", {})
     if metadata is None:
         metadata = value["metadata"] = {}
     metadata["owner"] = ctx.user.identity
+    return _owner(ctx)
+
+
+@auth.on.threads.update
+async def update_thread(
+    ctx: Auth.types.AuthContext, value: Auth.types.on.threads.update.value
+) -> Auth.types.FilterType:
+    """The owner updates their own thread, and never its owner.
+
+    Raises:
+        Auth.exceptions.HTTPException: 403 when the owner sends metadata naming another
+            ``owner``. Anyone else gets "not found", as for a thread that does not exist
+            (LangGraph runs this handler only for an existing thread).
+    """
+    metadata = value.get("metadata") or {}
+    if "owner" in metadata and metadata["owner"] != ctx.user.identity:
+        if await _thread_owner(value.get("thread_id")) == ctx.user.identity:
+            raise Auth.exceptions.HTTPException(status_code=403, detail="a thread's owner is set by the server")
+        metadata["owner"] = ctx.user.identity
+    return _owner(ctx)
 
 
 @auth.on.threads.read
-@auth.on.threads.update
 @auth.on.threads.delete
 @auth.on.threads.search
 async def own_threads(ctx: Auth.types.AuthContext, value: Any) -> Auth.types.FilterType:
@@ -260,9 +410,12 @@ async def create_run(
 ) -> Auth.types.FilterType:
     """A run on the user's own thread, for a judge the user may use.
 
+    A run that may create its thread (``if_not_exists: "create"``) names it like
+    ``POST /threads`` does (see the module docstring).
+
     Raises:
-        Auth.exceptions.HTTPException: 403 naming the judge the user may not use, or the
-            problem with the run context's ``judge``.
+        Auth.exceptions.HTTPException: 403 naming the judge the user may not use, the
+            problem with the run context's ``judge``, or a thread id the user may not name.
     """
     kwargs = value.get("kwargs") or {}
     context = kwargs.get("context") or {}
@@ -277,6 +430,8 @@ async def create_run(
         raise Auth.exceptions.HTTPException(
             status_code=403, detail=f"user {ctx.user.identity!r} may not use judge {name!r}"
         )
+    if value.get("thread_id") is not None and value.get("if_not_exists") == "create":
+        await _may_name_thread(ctx, value["thread_id"])
     metadata = value.get("metadata")
     if metadata is None:
         metadata = value["metadata"] = {}

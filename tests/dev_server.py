@@ -34,20 +34,26 @@ requires_dev_server = pytest.mark.skipif(
 )
 
 
-def free_port() -> int:
-    """A TCP port free on 127.0.0.1 right now."""
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port free on ``host`` right now."""
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
+        s.bind((host, 0))
         return int(s.getsockname()[1])
 
 
 @contextlib.contextmanager
 def dev_server(
-    env: Mapping[str, str], log_path: Path, *, keep_state: Path | None = None, timeout_s: float = 180
+    env: Mapping[str, str],
+    log_path: Path,
+    *,
+    keep_state: Path | None = None,
+    timeout_s: float = 180,
+    host: str = "127.0.0.1",
 ) -> Iterator[str]:
     """Run ``langgraph dev`` with ``env`` added to this process's environment; yield its base URL.
 
-    The server listens on 127.0.0.1 only, without browser or hot reload, with LangSmith
+    The server listens on ``host`` only (127.0.0.1 unless a test needs a request that does not
+    come over loopback), without browser or hot reload, with LangSmith
     tracing off. On exit it is stopped (SIGTERM, then SIGKILL) and its state directory
     removed, after being copied to ``keep_state`` if given (what the server wrote to disk).
 
@@ -55,18 +61,18 @@ def dev_server(
         pytest.fail.Exception: if the server exits or does not answer ``/ok`` within ``timeout_s``
             (the log's tail is in the message).
     """
-    port = free_port()
+    port = free_port(host)
     full_env = {**os.environ, "LANGSMITH_TRACING": "false", **env}
     with open(log_path, "w") as log:
         proc = subprocess.Popen(
-            [str(LANGGRAPH), "dev", "--no-browser", "--no-reload", "--host", "127.0.0.1", "--port", str(port)],
+            [str(LANGGRAPH), "dev", "--no-browser", "--no-reload", "--host", host, "--port", str(port)],
             cwd=ROOT,
             env=full_env,
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-        url = f"http://127.0.0.1:{port}"
+        url = f"http://{host}:{port}"
         try:
             deadline = time.monotonic() + timeout_s
             while True:

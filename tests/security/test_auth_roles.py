@@ -1,24 +1,30 @@
-"""Roles in the token file, and one identification for the API and custom routes (issue 21, item 2)."""
+"""Roles in the token file, one identification for API and custom routes, thread ids a client may name (issue 21)."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import time
+import uuid
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 from langgraph_sdk import Auth
 
+from memalign_graph import auth as auth_module
 from memalign_graph.auth import (
     DEFAULT_ROLES,
     ROLES,
     ServedUser,
     authenticate,
+    create_thread,
     has_role,
     identify,
+    in_id_space,
     load_tokens,
     may_use,
+    thread_id,
 )
 
 REMOTE = {"client": ("10.1.2.3", 5000), "server": ("10.1.2.1", 2024), "headers": []}
@@ -115,3 +121,40 @@ def test_a_repeated_role_is_kept_once(tmp_path: Path) -> None:
     path = tmp_path / "tokens.json"
     path.write_text(json.dumps({"t": {"user": "a", "judges": [], "roles": ["approver", "approver"]}}))
     assert list(load_tokens(path).values()) == [{"user": "a", "judges": [], "roles": ["approver"]}]
+
+
+def _ctx(identity: str, resource: str = "threads", action: str = "create") -> Auth.types.AuthContext:
+    return Auth.types.AuthContext(
+        permissions=["judge:*"],
+        user=SimpleNamespace(identity=identity),  # type: ignore[arg-type]
+        resource=resource,  # type: ignore[arg-type]
+        action=action,  # type: ignore[arg-type]
+    )
+
+
+async def test_thread_ids_a_client_may_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    """In process, with the thread lookup replaced (tests/security/test_thread_isolation.py runs it on the server)."""
+    owners = {"0195f1d2-0000-7000-8000-000000000001": "alice"}
+
+    async def owner(tid: object) -> str | None:
+        return owners.get(str(tid))
+
+    monkeypatch.setattr(auth_module, "_thread_owner", owner)
+    ids = {
+        "hers by name": thread_id("alice", "case-1"),
+        "hers at random": thread_id("alice"),
+        "hers, made by the server long ago": "0195f1d2-0000-7000-8000-000000000001",
+        "just made": str(uuid.UUID(int=(int(time.time() * 1000) << 80) | (7 << 76) | (2 << 62) | 12345)),
+    }
+    for tid in ids.values():
+        value = {"thread_id": tid, "metadata": {"owner": "mallory"}, "if_exists": "do_nothing"}
+        assert await create_thread(_ctx("alice"), value) == {"owner": "alice"}
+        assert value["metadata"] == {"owner": "alice"}
+    for tid in (thread_id("bob", "case-1"), str(uuid.uuid4()), "0195f1d2-0000-7000-8000-000000000001", "not-a-uuid"):
+        with pytest.raises(Auth.exceptions.HTTPException, match="is not one you may create") as raised:
+            await create_thread(_ctx("carol"), {"thread_id": tid, "metadata": {}, "if_exists": "raise"})
+        assert raised.value.status_code == 403
+    # A thread copy (no if_exists) gets an id the server made: only the read of its source is checked.
+    assert await create_thread(_ctx("carol"), {"thread_id": uuid.uuid4()}) == {"owner": "carol"}
+    assert thread_id("alice", "case-1") == thread_id("alice", "case-1") != thread_id("alice", "case-2")
+    assert uuid.UUID(thread_id("alice")).version == 8 and not in_id_space("alice", ids["just made"])

@@ -224,7 +224,7 @@ async def test_tokens_authenticate_users_and_a_bad_file_names_no_token(
 async def test_without_a_token_file_only_loopback_is_served(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("MEMALIGN_AUTH_TOKENS", raising=False)
     for host in ("127.0.0.1", "::1"):
-        user = await authenticate(None, {"client": (host, 1)})
+        user = await authenticate(None, {"client": (host, 1), "server": (host, 2024)})
         assert (user["identity"], user["permissions"]) == (
             "local",
             ["judge:*", "role:reviewer", "role:approver", "role:admin"],
