@@ -14,9 +14,10 @@ Authentication:
        "<the token itself>": {"user": "bob", "judges": ["*"]}}
 
   ``judges`` are names of judges the server exposes (``MEMALIGN_JUDGES``), ``"*"`` for all.
-  ``roles`` are what the user may do besides judging (:data:`ROLES`): ``reviewer`` answers
-  reviews and sends feedback, ``approver`` approves or rejects proposed principles (never
-  those from their own feedback), ``admin`` may replace another author's feedback record.
+  ``roles`` are what the user may do besides judging (:data:`ROLES`; what each allows is
+  decided in :mod:`memalign_graph.duties`): ``reviewer`` answers reviews and sends
+  feedback, ``approver`` approves or rejects proposed principles (never those from their
+  own feedback), ``admin`` may replace another author's feedback record.
   Without ``roles`` a user is a ``reviewer`` only (:data:`DEFAULT_ROLES`), which is what every
   token could do before roles existed, less approving; ``[]`` allows judging only.
   Prefer the ``sha256:`` form: the file then holds no usable secret. The file is re-read
@@ -75,13 +76,13 @@ import httpx
 from langgraph_sdk import Auth, get_client
 
 from memalign_graph.context import served_judge_name, served_store_judges
+from memalign_graph.duties import REVIEWER, ROLES
 
 auth = Auth()
 
 ALL_JUDGES = "*"
 LOCAL_USER = "local"
-ROLES: tuple[str, ...] = ("reviewer", "approver", "admin")
-DEFAULT_ROLES: tuple[str, ...] = ("reviewer",)
+DEFAULT_ROLES: tuple[str, ...] = (REVIEWER,)
 MINTED_WITHIN_S = 10.0
 """A UUIDv7 thread id made this many seconds ago or less counts as made by the server for this request."""
 FORWARDING_HEADERS: frozenset[bytes] = frozenset(
