@@ -12,6 +12,8 @@ import uuid
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+import httpx
+
 from memalign_graph.spec import case_hash
 
 QUEUE_TAG = "memalign_queue"
@@ -30,6 +32,15 @@ def queue_thread_id(judge: str | None, case: Mapping[str, Any]) -> str:
     """
     case_id = case.get("id") or f"case-{case_hash(dict(case))}"
     return str(uuid.uuid5(_THREAD_NAMESPACE, f"{judge or ''}\x00{case_id}"))
+
+
+def _refusal(response: httpx.Response) -> str:
+    """``"403: <the server's detail>"`` for a refused request."""
+    try:
+        detail = response.json().get("detail")
+    except (ValueError, AttributeError):
+        detail = None
+    return f"{response.status_code}: {detail or response.reason_phrase}"
 
 
 def _case(case: Any, position: int) -> dict[str, Any]:
@@ -68,8 +79,10 @@ async def aqueue_cases(
                 if thread.get("values"):
                     return {**row, "status": "queued before" if thread.get("status") == "interrupted" else "done"}
                 out = await client.runs.wait(thread_id, "review", input=case, context=context, raise_error=False)
-            except Exception as exc:  # the server's answer (401, 403, 404, 422) names the problem
-                return {**row, "status": "failed", "error": str(exc)}
+            except httpx.HTTPStatusError as exc:  # the server's answer (401, 403, 404, 422) names the problem
+                return {**row, "status": "failed", "error": _refusal(exc.response)}
+            except httpx.HTTPError as exc:
+                return {**row, "status": "failed", "error": f"{type(exc).__name__}: {exc}"}
         if isinstance(out, dict) and "__error__" in out:
             error = out["__error__"]
             return {**row, "status": "failed", "error": f"{error.get('error')}: {error.get('message')}"}
