@@ -282,7 +282,7 @@ async def _form(request: Request) -> FormData | None:
         if len(body) > MAX_FORM_BYTES:
             return None
     try:
-        return FormData(parse_qsl(body.decode("utf-8"), keep_blank_values=True, max_num_fields=256))
+        return FormData(parse_qsl(body.decode("utf-8"), keep_blank_values=True, max_num_fields=256, errors="strict"))
     except (UnicodeDecodeError, ValueError):
         return None
 
