@@ -11,6 +11,6 @@ Cases reach the queue from Python (:func:`queue_cases`) or from the command line
 once and left waiting on the expert at the review interrupt.
 """
 
-from memalign_graph.webreview.queue import QUEUE_TAG, aqueue_cases, queue_cases, queue_thread_id
+from memalign_graph.webreview.queue import QUEUE_TAG, aqueue_cases, queue_cases, queue_key
 
-__all__ = ["QUEUE_TAG", "aqueue_cases", "queue_cases", "queue_thread_id"]
+__all__ = ["QUEUE_TAG", "aqueue_cases", "queue_cases", "queue_key"]

@@ -38,6 +38,7 @@ from urllib.parse import parse_qsl
 
 import httpx
 from jinja2 import Environment, FileSystemLoader, select_autoescape
+from langgraph_sdk import Auth
 from langgraph_sdk.client import LangGraphClient
 from markupsafe import Markup, escape
 from pydantic import ValidationError
@@ -50,10 +51,10 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from memalign_graph.auth import ServedUser, has_role, identify, may_use
 from memalign_graph.context import served_judges
 from memalign_graph.review import principles_answer_model, review_answer_model
 from memalign_graph.spec import MAX_FIELD_CHARS
-from memalign_graph.webreview.queue import QUEUE_TAG
 
 HERE = Path(__file__).parent
 TOKEN_COOKIE = "memalign_review_token"
@@ -112,40 +113,49 @@ templates.filters.update(reveal=reveal, as_text=as_text, snippet=snippet)
 
 @dataclass(frozen=True)
 class Principal:
-    """Who is signed in: ``user`` and the judges they may use (``"*"``: all)."""
+    """Who is signed in (:class:`~memalign_graph.auth.ServedUser`: identity, judges, roles) and the credential used."""
 
-    user: str
-    judges: tuple[str, ...]
+    user: ServedUser
     authorization: str | None
 
+    @property
+    def name(self) -> str:
+        """The user's identity."""
+        return self.user.identity
 
-async def identify(authorization: str | None, scope: Scope) -> Principal | None:
+    def can(self, role: str) -> bool:
+        """Whether the user has ``role`` (see :data:`memalign_graph.auth.ROLES`)."""
+        return has_role(self.user, role)
+
+
+def identify_request(authorization: str | None, scope: Scope) -> Principal | None:
     """The principal ``authorization`` (``"Bearer TOKEN"`` or ``None``) stands for, by the server's own authentication.
 
-    Returns ``None`` where the server would answer 401 (an unknown token; no token on a server
-    with a token file; a non-loopback request on a server without one).
+    Returns ``None`` where the API would answer 401 (an unknown token; no token on a server
+    with a token file; a request that is not local on a server without one).
     """
-    from langgraph_sdk import Auth
-
-    from memalign_graph.auth import authenticate
-
     try:
-        user = await authenticate(authorization, scope)
+        return Principal(identify(authorization, scope), authorization)
     except Auth.exceptions.HTTPException:
         return None
-    judges = tuple(p.removeprefix("judge:") for p in user.get("permissions", ()) if p.startswith("judge:"))
-    return Principal(user=user["identity"], judges=judges, authorization=authorization)
 
 
 def api(request: Request, principal: Principal) -> LangGraphClient:
-    """The server's own API, in-process, as ``principal`` from the request's network address."""
+    """The server's own API, in-process, as ``principal`` on the request's own connection.
+
+    The in-process request carries the browser's connection (its peer as ``client``, and the
+    local address it arrived on as ``server``, which httpx takes from the base URL), so the
+    server's authentication sees what it would see from the browser itself.
+    """
     import langgraph_api.server
     from langgraph_api.asgi_transport import ASGITransport
 
     client = request.scope.get("client") or ("0.0.0.0", 0)
+    host, port = request.scope.get("server") or ("0.0.0.0", 0)
     transport = ASGITransport(app=langgraph_api.server.app, client=tuple(client))
+    base_url = f"http://{f'[{host}]' if ':' in host else host}:{port}"
     headers = {"Authorization": principal.authorization} if principal.authorization else {}
-    return LangGraphClient(httpx.AsyncClient(transport=transport, base_url="http://api", headers=headers, timeout=None))
+    return LangGraphClient(httpx.AsyncClient(transport=transport, base_url=base_url, headers=headers, timeout=None))
 
 
 def csrf_token(request: Request) -> str:
@@ -246,7 +256,7 @@ async def signed_in(request: Request) -> Principal | None:
     request must also name a loopback host, so a DNS-rebound name cannot reach the page.
     """
     authorization = _authorization(request)
-    principal = await identify(authorization, request.scope)
+    principal = identify_request(authorization, request.scope)
     if principal is not None and authorization is None and request.url.hostname not in _LOOPBACK_HOSTS:
         return None
     return principal
@@ -297,7 +307,7 @@ async def sign_in(request: Request) -> Response:
     if form is None or not csrf_ok(request, form):
         return _problem(request, None, 403, "This form has expired or did not come from this page. Reload and retry.")
     token = str(form.get("token") or "").strip()
-    if not token or await identify(f"Bearer {token}", request.scope) is None:
+    if not token or identify_request(f"Bearer {token}", request.scope) is None:
         return render(request, "sign_in.html", status_code=401, error="This token is not valid on this server.")
     response = RedirectResponse(request.url_for("queue").path, status_code=303)
     _set_cookie(request, response, TOKEN_COOKIE, token)
@@ -325,67 +335,79 @@ def _author(thread: dict[str, Any]) -> str | None:
     return review.get("reviewer") or (thread.get("metadata") or {}).get("owner")
 
 
-async def _thread_judge(client: LangGraphClient, thread_id: str) -> str | None:
-    """The served judge a thread's review runs used (its runs' context), so a resume uses the same one."""
-    for run in await client.runs.list(thread_id, limit=20):
+async def _thread_judge(client: LangGraphClient, thread: dict[str, Any]) -> str | None:
+    """The served judge of a review thread, so a resume uses the same one.
+
+    The server records it in the thread's metadata (``judge``); a thread from before that
+    has it in its runs' context.
+    """
+    judge = (thread.get("metadata") or {}).get("judge")
+    if isinstance(judge, str):
+        return judge
+    for run in await client.runs.list(thread["thread_id"], limit=20):
         context = (run.get("kwargs") or {}).get("context") or {}
         if isinstance(context, dict) and isinstance(context.get("judge"), str):
             return context["judge"]
     return None
 
 
-@page
-async def queue(request: Request, principal: Principal) -> Response:
-    """The queue: cases waiting for review, and principles held for approval, oldest first."""
-    client = api(request, principal)
-    async with client:
-        threads = await client.threads.search(
-            metadata={"graph_id": "review"},
-            status="interrupted",
-            limit=QUEUE_LIMIT + 1,
-            sort_by="created_at",
-            sort_order="asc",
-        )
+async def _waiting(client: LangGraphClient, principal: Principal) -> tuple[list[dict], list[dict], bool]:
+    """``(cases, held, more)``: review threads waiting on ``principal``, oldest first.
+
+    ``cases`` wait at the review question (for reviewers), ``held`` at principles held for
+    approval (for approvers, never the expert whose review proposed them); each is
+    ``{"thread_id", "payload"}``. ``more``: the queue holds more than :data:`QUEUE_LIMIT`.
+    """
+    threads = await client.threads.search(
+        metadata={"graph_id": "review"},
+        status="interrupted",
+        limit=QUEUE_LIMIT + 1,
+        sort_by="created_at",
+        sort_order="asc",
+    )
     cases, held = [], []
     for thread in threads[:QUEUE_LIMIT]:
         pending = _first_interrupt(thread)
+        judge = (thread.get("metadata") or {}).get("judge")
         if pending is None or not isinstance(pending.get("value"), dict):
             continue
-        payload = pending["value"]
-        row = {"thread_id": thread["thread_id"], "payload": payload, "queued": QUEUE_TAG in (thread["metadata"] or {})}
-        if payload.get("kind") == "principles":
-            if _author(thread) != principal.user:
-                held.append(row)
-        else:
-            cases.append(row)
+        if isinstance(judge, str) and not may_use(principal.user, judge):
+            continue
+        row = {"thread_id": thread["thread_id"], "payload": pending["value"]}
+        if pending["value"].get("kind") != "principles":
+            if principal.can("reviewer"):
+                cases.append(row)
+        elif principal.can("approver") and _author(thread) != principal.name:
+            held.append(row)
+    return cases, held, len(threads) > QUEUE_LIMIT
+
+
+@page
+async def queue(request: Request, principal: Principal) -> Response:
+    """The queue: cases waiting for review, and principles held for approval, oldest first."""
+    async with api(request, principal) as client:
+        cases, held, more = await _waiting(client, principal)
     return render(
         request,
         "queue.html",
         principal=principal,
         cases=cases,
         held=held,
-        more=len(threads) > QUEUE_LIMIT,
-        judges=sorted(served_judges()) if "*" in principal.judges else list(principal.judges),
+        more=more,
+        judges=[j for j in sorted(served_judges()) if may_use(principal.user, j)],
     )
 
 
-async def _next_case(client: LangGraphClient, after: str) -> str | None:
-    threads = await client.threads.search(
-        metadata={"graph_id": "review"}, status="interrupted", limit=QUEUE_LIMIT, sort_by="created_at", sort_order="asc"
-    )
-    for thread in threads:
-        pending = _first_interrupt(thread)
-        if thread["thread_id"] != after and pending and (pending.get("value") or {}).get("kind") != "principles":
-            return thread["thread_id"]
-    return None
+async def _next_case(client: LangGraphClient, principal: Principal, after: str) -> str | None:
+    cases, held, _ = await _waiting(client, principal)
+    return next((row["thread_id"] for row in cases + held if row["thread_id"] != after), None)
 
 
 @page
 async def case(request: Request, principal: Principal) -> Response:
     """One thread: its open question (a case to review, or principles to approve), or what its answers changed."""
     thread_id = request.path_params["thread_id"]
-    client = api(request, principal)
-    async with client:
+    async with api(request, principal) as client:
         try:
             thread = await client.threads.get(thread_id)
         except httpx.HTTPStatusError as exc:
@@ -393,7 +415,7 @@ async def case(request: Request, principal: Principal) -> Response:
         pending = _first_interrupt(thread)
         payload = (pending or {}).get("value") or {}
         held = payload.get("kind") == "principles"
-        if pending is None or (held and _author(thread) == principal.user):
+        if pending is None or (held and _author(thread) == principal.name):
             # Answered, or waiting for another expert to approve what this expert's review proposed.
             return render(
                 request,
@@ -402,8 +424,11 @@ async def case(request: Request, principal: Principal) -> Response:
                 thread_id=thread_id,
                 values=thread.get("values") or {},
                 held=payload.get("proposed") if held else None,
-                next_case=await _next_case(client, thread_id),
+                next_case=await _next_case(client, principal, thread_id),
             )
+    refused = _not_yours(principal, thread, payload)
+    if refused:
+        return _problem(request, principal, 403, refused)
     if held:
         return render(request, "principles.html", principal=principal, thread_id=thread_id, pending=pending)
     return render(
@@ -416,6 +441,18 @@ async def case(request: Request, principal: Principal) -> Response:
         answer={},
         max_chars=MAX_FIELD_CHARS,
     )
+
+
+def _not_yours(principal: Principal, thread: dict[str, Any], payload: dict[str, Any]) -> str | None:
+    """Why ``principal`` may not answer this question (the roles of :mod:`memalign_graph.auth`), or ``None``."""
+    if payload.get("kind") == "principles":
+        if not principal.can("approver"):
+            return "Only an expert with the approver role decides on held principles."
+        if _author(thread) == principal.name:
+            return "These principles came from your own review: another expert approves them."
+    elif not principal.can("reviewer"):
+        return "Your token may use this judge but not review its judgments (no reviewer role)."
+    return None
 
 
 def _not_found(exc: httpx.HTTPStatusError) -> str:
@@ -464,8 +501,7 @@ async def answer(request: Request, principal: Principal) -> Response:
     """Resume the thread's interrupt with the validated answer; then show what it changed (redirect)."""
     thread_id = request.path_params["thread_id"]
     form: FormData = request.state.form
-    client = api(request, principal)
-    async with client:
+    async with api(request, principal) as client:
         try:
             state = await client.threads.get_state(thread_id)
         except httpx.HTTPStatusError as exc:
@@ -477,6 +513,10 @@ async def answer(request: Request, principal: Principal) -> Response:
             )
         pending = interrupts[0]
         payload = pending.get("value") or {}
+        thread = await client.threads.get(thread_id)
+        refused = _not_yours(principal, thread, payload)
+        if refused:
+            return _problem(request, principal, 403, refused)
         try:
             if payload.get("kind") == "principles":
                 ids = [p["id"] for p in payload.get("proposed", [])]
@@ -501,7 +541,7 @@ async def answer(request: Request, principal: Principal) -> Response:
                 answer=dict(form),
                 max_chars=MAX_FIELD_CHARS,
             )
-        judge = await _thread_judge(client, thread_id)
+        judge = await _thread_judge(client, thread)
         out = await client.runs.wait(
             thread_id,
             "review",

@@ -17,21 +17,26 @@ import httpx
 from memalign_graph.spec import case_hash
 
 QUEUE_TAG = "memalign_queue"
-"""Thread metadata key marking a thread as a queued review (value ``"review"``); a label for listing, no authority."""
+"""Thread metadata key of a queued review; its value is :func:`queue_key` (a label to find it by, no authority)."""
 
-_THREAD_NAMESPACE = uuid.UUID("0b6f3c52-8d0e-4c1a-9a57-3d4e8b7f6a21")
+_KEY_NAMESPACE = uuid.UUID("0b6f3c52-8d0e-4c1a-9a57-3d4e8b7f6a21")
 _CASE_KEYS = ("id", "inputs", "outputs", "expectations")
 
 
-def queue_thread_id(judge: str | None, case: Mapping[str, Any]) -> str:
-    """The thread id a case is queued under: the same judge and case id always give the same thread.
+def case_id(case: Mapping[str, Any]) -> str:
+    """``case["id"]``, or ``"case-" + case hash``: the id the case's feedback record gets (``record_from_review``)."""
+    return str(case.get("id") or f"case-{case_hash(dict(case))}")
 
-    The case id is ``case["id"]``, or ``"case-" + case hash`` for a case without one (the id its
-    feedback record gets, see :func:`~memalign_graph.review.record_from_review`). So queueing a
-    batch again does not queue its cases twice.
+
+def queue_key(judge: str | None, case: Mapping[str, Any]) -> str:
+    """The label a case is queued under: the same judge and case id always give the same key.
+
+    A thread with this key in its metadata (:data:`QUEUE_TAG`) among the queueing user's own
+    threads means the case is queued already, so queueing a batch again does not queue its
+    cases twice. (The server makes the thread ids: a client may name only ids in its own id
+    space, see :func:`memalign_graph.auth.thread_id`.)
     """
-    case_id = case.get("id") or f"case-{case_hash(dict(case))}"
-    return str(uuid.uuid5(_THREAD_NAMESPACE, f"{judge or ''}\x00{case_id}"))
+    return str(uuid.uuid5(_KEY_NAMESPACE, f"{judge or ''}\x00{case_id(case)}"))
 
 
 def _refusal(response: httpx.Response) -> str:
@@ -69,16 +74,19 @@ async def aqueue_cases(
     gate = asyncio.Semaphore(concurrency)
 
     async def one(case: dict[str, Any]) -> dict[str, Any]:
-        thread_id = queue_thread_id(judge, case)
-        row: dict[str, Any] = {"id": case.get("id") or f"case-{case_hash(case)}", "thread_id": thread_id}
+        key = queue_key(judge, case)
+        row: dict[str, Any] = {"id": case_id(case), "thread_id": None}
         async with gate:
             try:
-                thread = await client.threads.create(
-                    thread_id=thread_id, metadata={QUEUE_TAG: "review"}, if_exists="do_nothing"
+                found = await client.threads.search(metadata={QUEUE_TAG: key}, limit=1)
+                if found and found[0].get("values"):
+                    status = "queued before" if found[0].get("status") == "interrupted" else "done"
+                    return {**row, "thread_id": found[0]["thread_id"], "status": status}
+                thread = found[0] if found else await client.threads.create(metadata={QUEUE_TAG: key})
+                row["thread_id"] = thread["thread_id"]
+                out = await client.runs.wait(
+                    thread["thread_id"], "review", input=case, context=context, raise_error=False
                 )
-                if thread.get("values"):
-                    return {**row, "status": "queued before" if thread.get("status") == "interrupted" else "done"}
-                out = await client.runs.wait(thread_id, "review", input=case, context=context, raise_error=False)
             except httpx.HTTPStatusError as exc:  # the server's answer (401, 403, 404, 422) names the problem
                 return {**row, "status": "failed", "error": _refusal(exc.response)}
             except httpx.HTTPError as exc:
@@ -104,8 +112,9 @@ def queue_cases(
 ) -> list[dict[str, Any]]:
     """Queue ``cases`` for expert review on the LangGraph Server at ``url`` (e.g. ``http://127.0.0.1:2024``).
 
-    Each case is judged by the served ``review`` graph in its own thread (:func:`queue_thread_id`),
-    which then waits at the review interrupt; the expert answers it at ``url + "/review"``.
+    Each case is judged by the served ``review`` graph in a thread of its own, which then waits
+    at the review interrupt; the expert answers it at ``url + "/review/"``. A case the same user
+    queued before for the same judge (same :func:`queue_key`) is not queued again.
 
     Args:
         cases: objects with ``inputs`` and ``outputs`` (and optionally ``id``, ``expectations``).
@@ -116,7 +125,8 @@ def queue_cases(
         concurrency: cases judged at once (each is one request to the server).
 
     Returns:
-        One row per case, in order: ``{"id", "thread_id", "status"}``, status ``queued``,
+        One row per case, in order: ``{"id", "thread_id", "status"}`` (``thread_id`` ``None`` if no
+        thread was made), status ``queued``,
         ``queued before`` (already waiting for review), ``done`` (reviewed before), ``not selected``
         (the review policy sent it to no one) or ``failed`` (with ``error``: the server's answer,
         e.g. an unknown token, a judge the token may not use, a case the judge refuses).

@@ -8,7 +8,7 @@ import re
 import pytest
 from starlette.testclient import TestClient
 
-from memalign_graph.webreview import queue_cases, queue_thread_id
+from memalign_graph.webreview import queue_cases, queue_key
 from memalign_graph.webreview.app import MAX_FORM_BYTES, app, reveal
 
 
@@ -19,11 +19,11 @@ def test_reveal_escapes_markup_and_shows_hidden_characters():
     assert "\u202e" not in shown and "\u200b" not in shown and "\x1b" not in shown
 
 
-def test_queue_thread_id_is_stable_per_judge_and_case():
+def test_queue_key_is_stable_per_judge_and_case():
     case = {"inputs": "a", "outputs": "b"}
-    assert queue_thread_id("sql", case) == queue_thread_id("sql", dict(case))
-    assert queue_thread_id("sql", case) != queue_thread_id("tone", case)
-    assert queue_thread_id("sql", {**case, "id": "q-1"}) != queue_thread_id("sql", {**case, "id": "q-2"})
+    assert queue_key("sql", case) == queue_key("sql", dict(case))
+    assert queue_key("sql", case) != queue_key("tone", case)
+    assert queue_key("sql", {**case, "id": "q-1"}) != queue_key("sql", {**case, "id": "q-2"})
 
 
 @pytest.mark.parametrize("bad", [["not an object"], [{"inputs": "only inputs"}]])
