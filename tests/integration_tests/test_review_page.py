@@ -27,12 +27,39 @@ def field(page: str, name: str) -> str:
     return re.search(rf'name="{name}" value="([^"]*)"', page).group(1)
 
 
-def correct_through_the_page(url: str) -> str:
-    """Queue one case, correct it on the page; return the page that shows what changed."""
-    (row,) = queue_cases(
-        [{"id": "q-1", "inputs": "Active customers", "outputs": "SELECT * FROM raw.customers"}], url=url
-    )
-    assert row["status"] == "queued"
+CASE = {"id": "q-1", "inputs": "Active customers", "outputs": "SELECT * FROM raw.customers"}
+
+
+def queue_from_the_command_line(url: str, tmp_path) -> dict:
+    """``memalign queue CASES --url URL``, twice: the second run queues nothing again."""
+    import typer
+    from langgraph_sdk import get_sync_client
+    from typer.testing import CliRunner
+
+    from memalign_graph.webreview.command import queue
+
+    app = typer.Typer()
+    app.command()(queue)
+    app.command("other")(lambda: None)  # two commands: `queue` is named on the command line, as under `memalign`
+    cases = tmp_path / "cases.jsonl"
+    cases.write_text(json.dumps(CASE) + "\n\n")
+    first = CliRunner().invoke(app, ["queue", str(cases), "--url", url])
+    assert first.exit_code == 0 and "1 queued; review at" in first.output, first.output
+    again = CliRunner().invoke(app, ["queue", str(cases), "--url", url])
+    assert again.exit_code == 0 and "1 queued before" in again.output, again.output
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps(CASE) + "\n[1, 2]\n")
+    refused = CliRunner().invoke(app, ["queue", str(bad), "--url", url])
+    assert refused.exit_code == 2 and "line 2: expected a JSON object" in refused.output
+    (thread,) = get_sync_client(url=url).threads.search(metadata={"graph_id": "review"}, status="interrupted")
+    return {"thread_id": thread["thread_id"]}
+
+
+def correct_through_the_page(url: str, row: dict | None = None) -> str:
+    """Queue one case (unless ``row`` names its thread), correct it on the page; return the page of what changed."""
+    if row is None:
+        (row,) = queue_cases([CASE], url=url)
+        assert row["status"] == "queued"
     with httpx.Client(base_url=url) as browser:
         queue = browser.get("/review/")
         assert queue.status_code == 200 and "q-1" in queue.text  # loopback: signed in as local, no token
@@ -76,7 +103,8 @@ async def test_review_page_writes_to_the_servers_store(tmp_path):
         "MEMALIGN_MODEL": "stub",
     }
     with dev_server(env, tmp_path / "server.log") as url:
-        done = await asyncio.to_thread(correct_through_the_page, url)
+        row = await asyncio.to_thread(queue_from_the_command_line, url, tmp_path)
+        done = await asyncio.to_thread(correct_through_the_page, url, row)
         client = get_client(url=url)
         episodes = (await client.store.search_items(("memalign", "default", "episodes")))["items"]
         principles = (await client.store.search_items(("memalign", "default", "principles")))["items"]
