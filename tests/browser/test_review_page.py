@@ -136,8 +136,9 @@ def axe_check(driver: Any, page: str) -> None:
         assert "label" in checked, f"{page}: axe did not check labels"
 
 
-def screenshot(driver: Any, folder: Path, name: str) -> None:
-    for width_height, suffix in ((DESKTOP, "desktop"), (PHONE, "phone")):
+def screenshot(driver: Any, folder: Path, name: str, *, phone: bool = True) -> None:
+    """``review-NAME-desktop.png`` (and ``-phone.png``) of the current page in ``folder``."""
+    for width_height, suffix in ((DESKTOP, "desktop"), (PHONE, "phone")) if phone else ((DESKTOP, "desktop"),):
         driver.set_window_size(*width_height)
         driver.execute_script("window.scrollTo(0, 0)")
         path = folder / f"review-{name}-{suffix}.png"
@@ -245,17 +246,23 @@ HOSTILE = (
 )
 
 
-def test_hostile_case_renders_inert(site, browser, listener):
+def test_hostile_case_renders_inert(site, browser, listener, shots):
     """The XSS battery in every field the page shows, and a case over 1 MB: no dialog, no request out."""
     from selenium.webdriver.common.by import By
 
     url, attacker = site["url"], listener.url
     hostile = HOSTILE.format(attacker=attacker)
-    Memory.open(site["dirs"]["xss"]).align(
-        [{"id": "seed", "inputs": hostile, "outputs": hostile, "value": "fail", "feedback": "Never " + hostile}],
+    rule = f'Never emit <img src="{attacker}/p" onerror="alert(4)"> or javascript:alert(5); pass\u202eliaf\u202c.'
+    seeded = Memory.open(site["dirs"]["xss"])
+    seeded.align(
+        [
+            {"id": "seed", "inputs": hostile, "outputs": hostile, "value": "fail", "feedback": "Never " + hostile},
+            {"id": "seed-rule", "inputs": hostile, "outputs": "<b>x</b>", "value": "fail", "feedback": rule},
+        ],
         model=StubChatModel(),
         author="seed",
     )
+    assert rule in [p["text"] for p in seeded.principles]
     big = "-- 查询数据计算汇总报表结果\n" * 12_000  # 192 000 characters (a field's limit is 200 000), 480 KB
     assert len(big) < 200_000 and 3 * len(big.encode()) > 1_400_000
     cases = [
@@ -277,8 +284,10 @@ def test_hostile_case_renders_inert(site, browser, listener):
     shown = main.text
     assert '<script>window.__pwned = 1; alert("script")</script>' in shown and "{{ 7*7 }}" in shown
     assert "U+202E" in shown and "U+2066" in shown and "U+200B" in shown and "U+001B" in shown
-    assert "Never <script>" in shown  # the principle and the expert's words from the seeded episode
+    assert "Never <script>" in shown  # the expert's words in an episode it saw
+    assert 'Never emit <img src="' in browser.find_element(By.CLASS_NAME, "principles").text
     assert main.find_elements(By.CSS_SELECTOR, "script, img, iframe, svg, link, style, meta, a[href^=javascript]") == []
+    screenshot(browser, shots, "xss", phone=False)
     press(browser, "s")
     wait_for_title(browser, "Answered")
 
@@ -298,7 +307,7 @@ def test_hostile_case_renders_inert(site, browser, listener):
     assert listener.hits == [], f"the page made requests to the attacker's host: {listener.hits}"
 
 
-def test_csrf_and_cross_site_requests_are_refused(site, browser, listener):
+def test_csrf_and_cross_site_requests_are_refused(site, browser, listener, shots):
     """A state-changing request without this page's CSRF token, or sent by another site, changes nothing."""
     from selenium.webdriver.common.by import By
 
@@ -348,6 +357,7 @@ def test_csrf_and_cross_site_requests_are_refused(site, browser, listener):
 
     WebDriverWait(browser, 20).until(lambda d: "refused" in d.find_element(By.TAG_NAME, "body").text)
     assert browser.find_element(By.TAG_NAME, "body").text == "cross-site request refused"
+    screenshot(browser, shots, "csrf", phone=False)
     assert tree_bytes(site["dirs"]["sql"]) == before
     browser.get(case_url)
     wait_for_title(browser, "Case csrf-1")

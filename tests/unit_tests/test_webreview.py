@@ -81,3 +81,16 @@ def test_an_oversized_or_undecodable_form_is_refused(page):
     assert big.status_code == 400 and "could not be read" in big.text
     latin = page.post("/review/sign-out", content=b"csrf_token=" + token.encode() + b"&x=%ff")
     assert latin.status_code == 400
+
+
+def test_every_template_and_static_file_ships_in_the_wheel():
+    import fnmatch
+    import tomllib
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    globs = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
+    package = root / "memalign_graph" / "webreview"
+    shipped = globs["memalign_graph.webreview"]
+    files = [p.relative_to(package).as_posix() for p in package.glob("*/*") if p.parent.name in ("templates", "static")]
+    assert files and all(any(fnmatch.fnmatch(f, g) for g in shipped) for f in files), files
