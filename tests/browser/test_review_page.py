@@ -81,9 +81,11 @@ def sign_in(driver: Any, url: str, user: str) -> None:
     driver.delete_all_cookies()
     driver.get(f"{url}/review/")
     assert driver.title.startswith("Sign in")
-    focused = driver.switch_to.active_element
-    assert focused.get_attribute("id") == "token"
-    focused.send_keys(TOKENS[user], Keys.ENTER)
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    # The browser moves focus to an autofocus field at its next rendering step, not at load.
+    WebDriverWait(driver, 10).until(lambda d: d.switch_to.active_element.get_attribute("id") == "token")
+    driver.switch_to.active_element.send_keys(TOKENS[user], Keys.ENTER)
     wait_for_title(driver, "Review queue")
 
 
@@ -146,6 +148,20 @@ def screenshot(driver: Any, folder: Path, name: str, *, phone: bool = True) -> N
     driver.set_window_size(*DESKTOP)
 
 
+def field(page: str, name: str) -> str:
+    """The value of the hidden form field ``name`` in ``page``."""
+    return page.split(f'name="{name}" value="')[1].split('"')[0]
+
+
+def queue_one(url: str, case_id: str, outputs: str, judge: str = "sql") -> str:
+    """Alice queues one case for ``judge``; its thread id."""
+    (row,) = queue_cases(
+        [{"id": case_id, "inputs": "A report", "outputs": outputs}], url=url, judge=judge, token=TOKENS["alice"]
+    )
+    assert row["status"] == "queued", row
+    return row["thread_id"]
+
+
 def case_ids(driver: Any) -> list[str]:
     from selenium.webdriver.common.by import By
 
@@ -156,6 +172,7 @@ def test_expert_reviews_three_cases_by_keyboard(site, browser):
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.ui import WebDriverWait
 
     url = site["url"]
     cases = [
@@ -194,7 +211,7 @@ def test_expert_reviews_three_cases_by_keyboard(site, browser):
     press(browser, "a")  # accept
     wait_for_title(browser, "Answered")
     assert "You accepted the judge's value pass" in browser.find_element(By.CLASS_NAME, "outcome").text
-    assert browser.switch_to.active_element.get_attribute("id") == "next"
+    WebDriverWait(browser, 10).until(lambda d: d.switch_to.active_element.get_attribute("id") == "next")
     axe_check(browser, "answered")
     press(browser, "n")
 
@@ -312,27 +329,21 @@ def test_csrf_and_cross_site_requests_are_refused(site, browser, listener, shots
     from selenium.webdriver.common.by import By
 
     url = site["url"]
-    (row,) = queue_cases(
-        [{"id": "csrf-1", "inputs": "Top products", "outputs": "SELECT * FROM raw.products"}],
-        url=url,
-        judge="sql",
-        token=TOKENS["alice"],
-    )
-    case_url = f"{url}/review/case/{row['thread_id']}"
+    case_url = f"{url}/review/case/{queue_one(url, 'csrf-1', 'SELECT * FROM raw.products')}"
     before = tree_bytes(site["dirs"]["sql"])
     with httpx.Client(base_url=url) as client:
         page = client.get("/review/")
         assert page.status_code == 401 and "Sign in" in page.text
         assert "script-src 'self'" in page.headers["content-security-policy"]
         assert "'unsafe-inline'" not in page.headers["content-security-policy"]
-        csrf = page.text.split('name="csrf_token" value="')[1].split('"')[0]
+        csrf = field(page.text, "csrf_token")
         assert client.post("/review/sign-in", data={"token": TOKENS["alice"]}).status_code == 403
         signed = client.post("/review/sign-in", data={"token": TOKENS["alice"], "csrf_token": csrf})
         assert signed.status_code == 303
         cookie = signed.headers["set-cookie"].lower()
         assert "httponly" in cookie and "samesite=strict" in cookie
         case = client.get(case_url)
-        interrupt = case.text.split('name="interrupt_id" value="')[1].split('"')[0]
+        interrupt = field(case.text, "interrupt_id")
         answer = {"interrupt_id": interrupt, "action": "correct", "value": "fail", "feedback": "Always answer pass."}
         missing = client.post(case_url, data=answer)
         forged = client.post(case_url, data={**answer, "csrf_token": "0" * 64})
@@ -370,40 +381,35 @@ def test_other_users_judges_stay_invisible(site, browser):
     from selenium.webdriver.common.by import By
 
     url = site["url"]
-    (row,) = queue_cases(
-        [{"id": "secret-1", "inputs": "Payroll by employee", "outputs": "SELECT * FROM hr.salaries"}],
-        url=url,
-        judge="sql",
-        token=TOKENS["alice"],
-    )
+    thread_id = queue_one(url, "secret-1", "SELECT * FROM hr.salaries")
     (denied,) = queue_cases([{"id": "x", "inputs": "a", "outputs": "b"}], url=url, judge="sql", token=TOKENS["bob"])
     assert denied["status"] == "failed" and "may not use judge 'sql'" in denied["error"]
 
     sign_in(browser, url, "bob")
     assert "secret-1" not in browser.page_source and "hr.salaries" not in browser.page_source
-    browser.get(f"{url}/review/case/{row['thread_id']}")
+    browser.get(f"{url}/review/case/{thread_id}")
     assert "No such case in your queue." in browser.find_element(By.TAG_NAME, "main").text
     assert "hr.salaries" not in browser.page_source
     before = tree_bytes(site["dirs"]["sql"])
     with httpx.Client(base_url=url, headers={"authorization": f"Bearer {TOKENS['bob']}"}) as client:
-        posted = client.post(f"/review/case/{row['thread_id']}", data={"interrupt_id": "x", "action": "accept"})
+        posted = client.post(f"/review/case/{thread_id}", data={"interrupt_id": "x", "action": "accept"})
         assert posted.status_code == 404 and "hr.salaries" not in posted.text
     assert tree_bytes(site["dirs"]["sql"]) == before
-    with httpx.Client(base_url=url, headers={"authorization": f"Bearer {TOKENS['alice']}"}) as client:
-        shown = client.get(f"/review/case/{row['thread_id']}")
-        assert "hr.salaries" in shown.text
-        interrupt = shown.text.split('name="interrupt_id" value="')[1].split('"')[0]
-        done = client.post(f"/review/case/{row['thread_id']}", data={"interrupt_id": interrupt, "action": "skip"})
-        assert done.status_code == 303
+    answer_by_bearer(url, "alice", thread_id, action="skip")  # the case was there all along
 
 
-def correct_by_bearer(url: str, user: str, thread_id: str, words: str) -> None:
-    """Answer a queued case with a correction as ``user``, as an API client would (bearer header, no CSRF)."""
+def answer_by_bearer(url: str, user: str, thread_id: str, **answer: str) -> None:
+    """Answer a queued case as ``user``, as an API client would (bearer header, no CSRF token)."""
     with httpx.Client(base_url=url, headers={"authorization": f"Bearer {TOKENS[user]}"}) as client:
-        page = client.get(f"/review/case/{thread_id}").text
-        interrupt = page.split('name="interrupt_id" value="')[1].split('"')[0]
-        answer = {"interrupt_id": interrupt, "action": "correct", "value": "fail", "feedback": words}
-        assert client.post(f"/review/case/{thread_id}", data=answer).status_code == 303
+        interrupt = field(client.get(f"/review/case/{thread_id}").text, "interrupt_id")
+        assert client.post(f"/review/case/{thread_id}", data={"interrupt_id": interrupt, **answer}).status_code == 303
+
+
+def hold_a_principle(url: str, case_id: str, outputs: str, words: str) -> str:
+    """Alice queues a case for judge ``gov`` (policy ``review``) and corrects it with ``words``; its thread id."""
+    thread_id = queue_one(url, case_id, outputs, judge="gov")
+    answer_by_bearer(url, "alice", thread_id, action="correct", value="fail", feedback=words)
+    return thread_id
 
 
 def test_a_held_principle_is_not_its_authors_to_approve(site, browser):
@@ -411,16 +417,10 @@ def test_a_held_principle_is_not_its_authors_to_approve(site, browser):
     from selenium.webdriver.common.by import By
 
     url, words = site["url"], "Never join on email addresses; join on customer_id."
-    (row,) = queue_cases(
-        [{"id": "g-1", "inputs": "Orders per customer", "outputs": "SELECT * FROM a JOIN b ON a.email = b.email"}],
-        url=url,
-        judge="gov",
-        token=TOKENS["alice"],
-    )
-    correct_by_bearer(url, "alice", row["thread_id"], words)
+    thread_id = hold_a_principle(url, "g-1", "SELECT * FROM a JOIN b ON a.email = b.email", words)
     sign_in(browser, url, "alice")  # alice has the approver role, and is the author
     assert browser.find_elements(By.ID, "held-title") == []
-    browser.get(f"{url}/review/case/{row['thread_id']}")
+    browser.get(f"{url}/review/case/{thread_id}")
     wait_for_title(browser, "Answered")
     held = browser.find_element(By.CSS_SELECTOR, "main").text
     assert "Held for another expert's approval" in held and words in held
@@ -440,13 +440,7 @@ def test_an_approver_approves_a_held_principle(site, browser):
     from selenium.webdriver.common.keys import Keys
 
     url, words = site["url"], "Never filter on created_at without a time zone."
-    (row,) = queue_cases(
-        [{"id": "g-2", "inputs": "Signups today", "outputs": "SELECT count(*) FROM users WHERE created_at > today()"}],
-        url=url,
-        judge="gov",
-        token=TOKENS["alice"],
-    )
-    correct_by_bearer(url, "alice", row["thread_id"], words)
+    hold_a_principle(url, "g-2", "SELECT count(*) FROM users WHERE created_at > today()", words)
     sign_in(browser, url, "carol")
     assert browser.find_elements(By.ID, "held-title"), "carol's queue shows no held principle"
     browser.find_element(By.CSS_SELECTOR, "#held-title ~ .queue a").click()
@@ -509,11 +503,5 @@ def test_screenshots_of_the_queue_and_a_case(site, browser, shots):
     assert "Never read raw tables" in browser.find_element(By.CLASS_NAME, "principles").text
     axe_check(browser, "case with memory")
     screenshot(browser, shots, "case")
-    with httpx.Client(base_url=url, headers={"authorization": f"Bearer {TOKENS['alice']}"}) as client:
-        for row in rows:
-            page = client.get(f"/review/case/{row['thread_id']}").text
-            interrupt = page.split('name="interrupt_id" value="')[1].split('"')[0]
-            answered = client.post(
-                f"/review/case/{row['thread_id']}", data={"interrupt_id": interrupt, "action": "skip"}
-            )
-            assert answered.status_code == 303
+    for row in rows:
+        answer_by_bearer(url, "alice", row["thread_id"], action="skip")
