@@ -55,6 +55,7 @@ from memalign_graph.auth import ServedUser, has_role, identify, may_use
 from memalign_graph.context import served_judges
 from memalign_graph.review import principles_answer_model, review_answer_model
 from memalign_graph.spec import MAX_FIELD_CHARS
+from memalign_graph.webreview.queue import refusal
 
 HERE = Path(__file__).parent
 TOKEN_COOKIE = "memalign_review_token"
@@ -103,7 +104,7 @@ def as_text(value: Any) -> str:
 
 def snippet(value: Any, limit: int = SNIPPET_CHARS) -> str:
     """The first ``limit`` characters of :func:`as_text` on one line."""
-    text = " ".join(as_text(value).split())
+    text = " ".join(as_text(value)[: 4 * limit].split())
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
@@ -525,6 +526,9 @@ async def answer(request: Request, principal: Principal) -> Response:
                     approve=[i for i, d in decisions.items() if d == "approve"],
                     reject=[i for i, d in decisions.items() if d == "reject"],
                 ).model_dump(exclude_none=True)
+                if not resume["approve"] and not resume["reject"]:
+                    # Resuming with no decision would end the thread and leave nothing here to decide later.
+                    return _problem(request, principal, 422, "Approve or reject at least one principle.")
             else:
                 resume = _review_answer(form, (payload.get("judge") or {}).get("values") or [])
         except ValidationError as exc:
@@ -542,13 +546,17 @@ async def answer(request: Request, principal: Principal) -> Response:
                 max_chars=MAX_FIELD_CHARS,
             )
         judge = await _thread_judge(client, thread)
-        out = await client.runs.wait(
-            thread_id,
-            "review",
-            command={"resume": {pending["id"]: resume}},
-            context={"judge": judge} if judge else None,
-            raise_error=False,
-        )
+        try:
+            out = await client.runs.wait(
+                thread_id,
+                "review",
+                command={"resume": {pending["id"]: resume}},
+                context={"judge": judge} if judge else None,
+                raise_error=False,
+            )
+        except httpx.HTTPStatusError as exc:  # the server's authorisation refused the resume
+            message = f"The server refused the answer ({refusal(exc.response)})."
+            return _problem(request, principal, exc.response.status_code, message)
     if isinstance(out, dict) and "__error__" in out:
         error = out["__error__"]
         message = f"The server refused the answer: {error.get('error')}: {error.get('message')}"

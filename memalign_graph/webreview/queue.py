@@ -39,7 +39,7 @@ def queue_key(judge: str | None, case: Mapping[str, Any]) -> str:
     return str(uuid.uuid5(_KEY_NAMESPACE, f"{judge or ''}\x00{case_id(case)}"))
 
 
-def _refusal(response: httpx.Response) -> str:
+def refusal(response: httpx.Response) -> str:
     """``"403: <the server's detail>"`` for a refused request."""
     try:
         detail = response.json().get("detail")
@@ -88,7 +88,7 @@ async def aqueue_cases(
                     thread["thread_id"], "review", input=case, context=context, raise_error=False
                 )
             except httpx.HTTPStatusError as exc:  # the server's answer (401, 403, 404, 422) names the problem
-                return {**row, "status": "failed", "error": _refusal(exc.response)}
+                return {**row, "status": "failed", "error": refusal(exc.response)}
             except httpx.HTTPError as exc:
                 return {**row, "status": "failed", "error": f"{type(exc).__name__}: {exc}"}
         if isinstance(out, dict) and "__error__" in out:
