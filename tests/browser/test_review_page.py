@@ -190,6 +190,9 @@ def test_expert_reviews_three_cases_by_keyboard(site, browser):
         "queued before"
     ] * 3
 
+    browser.delete_all_cookies()
+    browser.get(f"{url}/review/")
+    axe_check(browser, "sign-in")
     sign_in(browser, url, "alice")
     assert case_ids(browser)[:3] == ["q-1", "q-2", "q-3"]
     axe_check(browser, "queue")
@@ -389,6 +392,7 @@ def test_other_users_judges_stay_invisible(site, browser):
     assert "secret-1" not in browser.page_source and "hr.salaries" not in browser.page_source
     browser.get(f"{url}/review/case/{thread_id}")
     assert "No such case in your queue." in browser.find_element(By.TAG_NAME, "main").text
+    axe_check(browser, "problem")
     assert "hr.salaries" not in browser.page_source
     before = tree_bytes(site["dirs"]["sql"])
     with httpx.Client(base_url=url, headers={"authorization": f"Bearer {TOKENS['bob']}"}) as client:
