@@ -1,6 +1,6 @@
 """Headless Chromium (Debian's ``chromium`` + ``chromium-driver``) driven by Selenium, and a local listener.
 
-Nothing here downloads a browser or a driver: both come from Debian's packages (``make install``
+Nothing here downloads a browser or a driver: both come from Debian's packages (``make test``
 installs them as root). Without them the browser tests are skipped, unless
 ``MEMALIGN_REQUIRE_BROWSER=1`` (set by ``make test``) makes that an error.
 """
@@ -50,7 +50,7 @@ def browser() -> Iterator[Any]:
     except ImportError:
         chromium = None
     if not chromium or not driver_path:
-        message = "Debian's chromium and chromium-driver, and selenium, are needed (make install)"
+        message = "Debian's chromium and chromium-driver, and selenium, are needed (make install browser)"
         if os.environ.get("MEMALIGN_REQUIRE_BROWSER") == "1":
             pytest.fail(message)
         pytest.skip(message)
