@@ -16,7 +16,7 @@ import pytest
 from langchain_core.embeddings import DeterministicFakeEmbedding
 from typer.testing import CliRunner
 
-import memalign_graph.cli as cli_module
+import memalign_graph.cli.output as cli_output
 import memalign_graph.graph as graph_module
 import memalign_graph.memory as memory_module
 from memalign_graph import Context, Memory, build_judge_graph
@@ -44,7 +44,7 @@ def mem(tmp_path, emb) -> Path:
 @pytest.fixture
 def wide(monkeypatch) -> None:
     """A wide terminal, so that long texts in table cells are not folded across lines."""
-    monkeypatch.setattr(cli_module.console, "width", 240)
+    monkeypatch.setattr(cli_output.console, "width", 240)
 
 
 def invoke(*args, code: int = 0):

@@ -1,0 +1,123 @@
+"""``memalign init`` (an empty judge) and ``memalign judge`` (judgments for a file of cases)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from memalign_graph.cli.output import (
+    STORE_HELP,
+    BaseUrlOpt,
+    EmbOpt,
+    ModelOpt,
+    Report,
+    StoreArg,
+    cell,
+    check_base_url,
+    err,
+    fail,
+    say,
+)
+from memalign_graph.errors import MemAlignError
+
+
+def init(
+    store: Annotated[
+        str, typer.Argument(metavar="STORE", help="Where to create the memory. " + STORE_HELP, show_default=False)
+    ],
+    name: Annotated[str, typer.Option(help="Judge name.")],
+    criterion: Annotated[str, typer.Option(help="What the judge judges, in words.")],
+    labels: Annotated[Optional[str], typer.Option(help="Categorical: comma-separated labels, e.g. pass,fail.")] = None,
+    scale: Annotated[Optional[str], typer.Option(help="Numeric: LO-HI, e.g. 1-5.")] = None,
+    pairwise: Annotated[bool, typer.Option("--pairwise", help="Pairwise: A, B or tie.")] = False,
+    embeddings: EmbOpt = None,
+) -> None:
+    """Create a judge's empty memory in STORE (a directory or a postgresql:// URL)."""
+    from memalign_graph.memory import Memory
+    from memalign_graph.spec import JudgeSpec
+
+    chosen = [opt for opt, given in (("--labels", labels), ("--scale", scale), ("--pairwise", pairwise)) if given]
+    if len(chosen) != 1:
+        fail(ValueError("give exactly one of --labels, --scale, --pairwise"))
+    try:
+        if labels:
+            spec = JudgeSpec.categorical(name, criterion, [x.strip() for x in labels.split(",")])
+        elif scale:
+            low, _, high = scale.partition("-")
+            if not (low.strip().isdigit() and high.strip().isdigit()):
+                raise ValueError(f"--scale {scale!r}: use LO-HI with integers, e.g. 1-5")
+            spec = JudgeSpec.numeric(name, criterion, int(low), int(high))
+        else:
+            spec = JudgeSpec.pairwise(name, criterion)
+        memory = Memory.create(store, spec, embeddings=embeddings)
+    except (ValueError, FileExistsError, MemAlignError) as exc:
+        fail(exc)
+    say(f"created judge {spec.name!r} ({spec.kind}, {spec.describe_values()}) in {memory.backend.location}")
+
+
+def judge(
+    store: StoreArg,
+    cases: Annotated[Path, typer.Argument(help="JSONL file of cases.")],
+    output: Annotated[
+        Optional[Path], typer.Option("-o", "--output", help="Write judgments here (default: stdout).")
+    ] = None,
+    model: ModelOpt = None,
+    base_url: BaseUrlOpt = None,
+    embeddings: EmbOpt = None,
+    k: Annotated[int, typer.Option(help="Episodes retrieved per judgment.")] = 5,
+    precedent: Annotated[str, typer.Option(help="Expert precedent: exact, similar or off.")] = "exact",
+    concurrency: Annotated[int, typer.Option(help="Judgments in flight.")] = 2,
+) -> None:
+    """Judge every case in CASES (JSONL); one JSON judgment per line.
+
+    A case that cannot be judged does not stop the others: every successful judgment is
+    written, the failed case ids are listed, and the exit code is 1.
+    """
+    import os
+
+    from tqdm import tqdm
+
+    from memalign_graph.context import Context
+    from memalign_graph.errors import JudgeBatchError
+    from memalign_graph.graph import build_judge_graph, judge_many
+    from memalign_graph.memory import open_memory
+    from memalign_graph.spec import read_jsonl
+
+    check_base_url(model, base_url)
+    failed: dict[str, str] = {}
+    try:
+        memory = open_memory(store, embeddings)
+        records = read_jsonl(cases, memory.spec, allow_empty=False)
+        context = Context(store=store, model=model, base_url=base_url, embeddings=embeddings, k=k, precedent=precedent)
+        with tqdm(total=len(records), desc="judging", unit="case", file=sys.stderr) as bar:
+            try:
+                judgments = judge_many(
+                    build_judge_graph().compile(), records, context, concurrency, lambda: bar.update(1)
+                )
+            except JudgeBatchError as exc:
+                judgments, failed = exc.judgments, exc.failed
+    except (OSError, MemAlignError) as exc:
+        fail(exc)
+    lines = [json.dumps({"id": r["id"], **j}, ensure_ascii=False) for r, j in zip(records, judgments) if j is not None]
+    text = "".join(line + "\n" for line in lines)
+    if output:
+        tmp = output.with_name(f".{output.name}.{os.getpid()}.tmp")
+        try:  # the whole new file or the old one: never half a file
+            tmp.write_text(text, encoding="utf-8")
+            os.replace(tmp, output)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            fail(exc)
+        say(f"wrote {len(lines)} judgments to {output}", to=err)
+    else:
+        sys.stdout.write(text)
+    if failed:
+        table = Report(f"{len(failed)} of {len(records)} case(s) could not be judged", "id", "error")
+        for rid, message in failed.items():
+            table.add_row(cell(rid), cell(message))
+        err.print(table)
+        raise typer.Exit(1)
