@@ -199,3 +199,13 @@ def test_help_loads_no_heavy_library(argv):
     assert done.returncode == 0, done.stderr
     loaded = set(json.loads(done.stdout.strip().splitlines()[-1].replace("'", '"')))
     assert "Usage" in done.stdout and not loaded & set(HEAVY), loaded & set(HEAVY)
+
+
+def test_env_example_names_the_real_default_model():
+    from memalign_graph.modelfiles import DEFAULT_EMBEDDED, EMBEDDED_MODELS
+
+    example = (Path(__file__).resolve().parents[2] / ".env.example").read_text()
+    lines = re.search(r"# Which embedded model `embedded` means: (.*?)\nMEMALIGN_EMBEDDED_MODEL=", example, re.S)
+    described = lines.group(1)
+    assert re.findall(r"([\w.-]+) \(default\)", described) == [DEFAULT_EMBEDDED]
+    assert set(re.findall(r"\b(qwen[\w.-]+|smollm[\w.-]+)", described)) == set(EMBEDDED_MODELS)
