@@ -12,8 +12,12 @@ import typer
 
 from memalign_graph.cli import align, evaluate, judge, principles, review
 
+# Markdown: help paragraphs are rewrapped to the terminal's width, whatever the line breaks in the docstrings.
 app = typer.Typer(
-    add_completion=False, no_args_is_help=True, help="MemAlign: align an LLM judge to experts through memory."
+    add_completion=False,
+    no_args_is_help=True,
+    rich_markup_mode="markdown",
+    help="MemAlign: align an LLM judge to experts through memory.",
 )
 app.command()(judge.init)
 app.command()(judge.judge)

@@ -201,6 +201,26 @@ def test_help_loads_no_heavy_library(argv):
     assert "Usage" in done.stdout and not loaded & set(HEAVY), loaded & set(HEAVY)
 
 
+COMMANDS = ["init", "judge", "align", "principles", "forget", "review", "demo", "eval", "bench"]
+
+
+@pytest.mark.parametrize("command", [None, *COMMANDS])
+def test_help_breaks_lines_only_where_the_terminal_ends(command):
+    """At 80 columns every help paragraph fills its lines: no line ends where the next word would still fit."""
+    shown = invoke(*([command] if command else []), "--help").stdout
+    prose = shown.split("╭")[0].splitlines()
+    paragraphs, current = [], []
+    for line in prose:
+        if line.strip() and not line.lstrip().startswith("Usage:"):
+            current.append(line.strip())
+        elif current:
+            paragraphs, current = [*paragraphs, current], []
+    assert paragraphs, shown
+    for paragraph in paragraphs:
+        for line, following in zip(paragraph, paragraph[1:]):
+            assert len(line) + 1 + len(following.split()[0]) > 78, f"break after {line!r}\n{shown}"
+
+
 def test_env_example_names_the_real_default_model():
     from memalign_graph.modelfiles import DEFAULT_EMBEDDED, EMBEDDED_MODELS
 
