@@ -8,17 +8,29 @@ Commands import LangGraph, LangChain and the models only when they run, so ``--h
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
 
-from memalign_graph.cli import align, evaluate, judge, principles, review
+from memalign_graph.cli import align, evaluate, judge, output, principles, review
 
 # Markdown: help paragraphs are rewrapped to the terminal's width, whatever the line breaks in the docstrings.
-app = typer.Typer(
-    add_completion=False,
-    no_args_is_help=True,
-    rich_markup_mode="markdown",
-    help="MemAlign: align an LLM judge to experts through memory.",
-)
+app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="markdown")
+
+
+@app.callback()
+def memalign(
+    quiet: Annotated[
+        bool,
+        typer.Option(
+            "--quiet", "-q", help="No progress and no messages about what was done; results and errors still print."
+        ),
+    ] = False,
+) -> None:
+    """MemAlign: align an LLM judge to experts through memory."""
+    output.set_quiet(quiet)
+
+
 app.command()(judge.init)
 app.command()(judge.judge)
 app.command()(align.align)

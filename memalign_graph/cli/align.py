@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -22,7 +21,9 @@ from memalign_graph.cli.output import (
     console,
     err,
     fail,
+    info,
     print_json,
+    progress,
     say,
 )
 from memalign_graph.errors import MemAlignError
@@ -91,8 +92,6 @@ def align(
     Every record is read and checked before anything is written: one bad record and
     memory stays as it was. Re-importing the same traces or runs is a no-op.
     """
-    from tqdm import tqdm
-
     from memalign_graph.memory import Memory
     from memalign_graph.models import resolve_chat_model
     from memalign_graph.spec import read_jsonl
@@ -143,9 +142,9 @@ def align(
         chat = resolve_chat_model(model, base_url=base_url)
         bars: dict[str, Any] = {}
 
-        def progress(phase: str, done: int, total: int) -> None:  # one bar per phase of the alignment
+        def show(phase: str, done: int, total: int) -> None:  # one bar per phase of the alignment
             if phase not in bars:
-                bars[phase] = tqdm(total=total, desc=phase, unit="item", file=sys.stderr, position=len(bars))
+                bars[phase] = progress(total, phase, "item", position=len(bars))
             bars[phase].total = total
             bars[phase].update(done - bars[phase].n)
 
@@ -158,7 +157,7 @@ def align(
                 concurrency=concurrency,
                 author=author,
                 reason=reason,
-                progress=progress,
+                progress=show,
             )
         finally:
             for bar in bars.values():
@@ -184,7 +183,7 @@ def align(
 
 
 def _print_import(imported: Any) -> None:
-    say(
+    info(
         f"imported {len(imported.records)} records from {imported.source} "
         f"(feedback {imported.feedback_name!r}); {len(imported.skipped)} skipped, "
         f"{len(imported.disagreements)} with experts disagreeing",

@@ -11,8 +11,20 @@ import typer
 from rich import box
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
-from memalign_graph.cli.output import BaseUrlOpt, EmbOpt, ModelOpt, console, err, fail, say, use_base_url
+from memalign_graph.cli.output import (
+    BaseUrlOpt,
+    EmbOpt,
+    ModelOpt,
+    console,
+    err,
+    fail,
+    info,
+    say,
+    show_progress,
+    use_base_url,
+)
 from memalign_graph.errors import MemAlignError
 
 
@@ -84,11 +96,12 @@ def demo(
             seeds=list(range(runs)),
             model=model,
             base_url=base_url,
+            progress=show_progress(),
         )
     except (ValueError, OSError, MemAlignError) as exc:
         fail(exc)
     Console(width=max(console.width, 132)).print(demo_table(result))
-    say(
+    info(
         "Agreement = exact match with the expert. Every model figure has the expert-precedent rule off. 'without "
         "memory' = the same model on the same unseen cases with an empty memory (measured once per run, at 0). "
         "'seen' = a sample of the feedback cases aligned so far, judged by the model from its memory. "
@@ -104,7 +117,7 @@ def demo(
         say(f"  - {principle['text']}")
     if not result["principles"]:
         say("  (none stored: the model distilled none that passed vetting)")
-    say(
+    info(
         f"wrote {out / 'curve.json'}, {out / 'judgments.jsonl'}; memories in {out}/memory-seed*; "
         f"{time.perf_counter() - started:.0f} s"
     )
@@ -172,11 +185,13 @@ def evaluate(
                 raise ValueError("--limit must be at least 2")
             records = random.Random(seed).sample(records, min(limit, len(records)))
         if injection:
-            flips = injection_flip_rates(records, spec, model, limit=limit or 10, concurrency=concurrency)
+            flips = injection_flip_rates(
+                records, spec, model, limit=limit or 10, concurrency=concurrency, progress=show_progress()
+            )
             out.mkdir(parents=True, exist_ok=True)
             (out / "injection.json").write_text(json.dumps(flips, indent=1, ensure_ascii=False), encoding="utf-8")
             print(injection_table(flips))
-            console.print(f"wrote {out / 'injection.json'}")
+            info(f"wrote {out / 'injection.json'}")
             return
         config = EvalConfig(
             train_size=min(train_size, len(records) - 1),
@@ -191,11 +206,11 @@ def evaluate(
             seed=seed,
             concurrency=concurrency,
         )
-        result = run_eval(records, spec, config, out)
+        result = run_eval(records, spec, config, out, progress=show_progress())
     except (ValueError, OSError, MemAlignError) as exc:
         fail(exc)
     print(markdown_table(result["rows"], result["metric"]))
-    say(f"wrote {out / 'summary.csv'}, {out / 'summary.json'}, {out / 'predictions.jsonl'}, {out / 'curves.png'}")
+    info(f"wrote {out / 'summary.csv'}, {out / 'summary.json'}, {out / 'predictions.jsonl'}, {out / 'curves.png'}")
 
 
 def bench(
@@ -215,7 +230,9 @@ def bench(
     """
     from memalign_graph.bench import report, run_all
 
-    figures = run_all(quick=quick, store=store, progress=lambda name: err.print(f"[dim]measuring {name}…[/]"))
+    figures = run_all(
+        quick=quick, store=store, progress=lambda name: info(Text(f"measuring {name}…", style="dim"), to=err)
+    )
     result = report(figures, quick=quick, runs=1 if quick else 3)
     table = Table(title="memalign bench", box=box.SIMPLE_HEAD)
     table.add_column("figure")
@@ -230,4 +247,4 @@ def bench(
     console.print(f"runs per median: {result['runs']}; load average at the end: {result['load_average']}")
     if out:
         out.write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
-        say(f"wrote {out}")
+        info(f"wrote {out}")

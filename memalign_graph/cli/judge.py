@@ -20,7 +20,8 @@ from memalign_graph.cli.output import (
     check_base_url,
     err,
     fail,
-    say,
+    info,
+    progress,
 )
 from memalign_graph.errors import MemAlignError
 
@@ -56,7 +57,7 @@ def init(
         memory = Memory.create(store, spec, embeddings=embeddings)
     except (ValueError, FileExistsError, MemAlignError) as exc:
         fail(exc)
-    say(f"created judge {spec.name!r} ({spec.kind}, {spec.describe_values()}) in {memory.backend.location}")
+    info(f"created judge {spec.name!r} ({spec.kind}, {spec.describe_values()}) in {memory.backend.location}")
 
 
 def judge(
@@ -79,8 +80,6 @@ def judge(
     """
     import os
 
-    from tqdm import tqdm
-
     from memalign_graph.context import Context
     from memalign_graph.errors import JudgeBatchError
     from memalign_graph.graph import build_judge_graph, judge_many
@@ -93,7 +92,7 @@ def judge(
         memory = open_memory(store, embeddings)
         records = read_jsonl(cases, memory.spec, allow_empty=False)
         context = Context(store=store, model=model, base_url=base_url, embeddings=embeddings, k=k, precedent=precedent)
-        with tqdm(total=len(records), desc="judging", unit="case", file=sys.stderr) as bar:
+        with progress(len(records), "judging", "case") as bar:
             try:
                 judgments = judge_many(
                     build_judge_graph().compile(), records, context, concurrency, lambda: bar.update(1)
@@ -102,8 +101,8 @@ def judge(
                 judgments, failed = exc.judgments, exc.failed
     except (OSError, MemAlignError) as exc:
         fail(exc)
-    lines = [json.dumps({"id": r["id"], **j}, ensure_ascii=False) for r, j in zip(records, judgments) if j is not None]
-    text = "".join(line + "\n" for line in lines)
+    done = [{"id": r["id"], **j} for r, j in zip(records, judgments) if j is not None]
+    text = "".join(json.dumps(j, ensure_ascii=False) + "\n" for j in done)
     if output:
         tmp = output.with_name(f".{output.name}.{os.getpid()}.tmp")
         try:  # the whole new file or the old one: never half a file
@@ -112,7 +111,7 @@ def judge(
         except OSError as exc:
             tmp.unlink(missing_ok=True)
             fail(exc)
-        say(f"wrote {len(lines)} judgments to {output}", to=err)
+        info(f"wrote {len(done)} judgments to {output}", to=err)
     else:
         sys.stdout.write(text)
     if failed:

@@ -6,7 +6,9 @@ import json
 import os
 import re
 import sys
-from typing import Annotated, Any, NoReturn, Optional
+import threading
+import time
+from typing import IO, Annotated, Any, NoReturn, Optional
 
 import typer
 from rich import box
@@ -17,6 +19,7 @@ from rich.text import Text
 
 console = Console()
 err = Console(stderr=True)
+_quiet = False
 
 ModelOpt = Annotated[
     Optional[str],
@@ -61,9 +64,100 @@ def cell(value: Any) -> Text:
     return Text("-") if value is None or value == "" else plain(str(value))
 
 
-def say(text: str, *, to: Console = console) -> None:
+def say(text: str | Text, *, to: Console = console) -> None:
     """One line of the program's own words, printed as written: no markup, no highlighting."""
     to.print(text, markup=False, highlight=False)
+
+
+def set_quiet(quiet: bool) -> None:
+    """``--quiet``: from now on :func:`info` prints nothing and :func:`progress` shows nothing."""
+    global _quiet
+    _quiet = quiet
+
+
+def info(text: str | Text, *, to: Console = console) -> None:
+    """A message about what was done (written, created, imported, measured): :func:`say`, unless ``--quiet``."""
+    if not _quiet:
+        say(text, to=to)
+
+
+def is_terminal(stream: IO[str]) -> bool:
+    """Whether ``stream`` is a terminal (a person watching), not a pipe or a file (a program or a log).
+
+    Decided by the stream itself, never by ``FORCE_COLOR`` and the like: whether stdout carries
+    JSONL or a table, and whether stderr gets cursor movements, must not change with colour settings.
+    """
+    isatty = getattr(stream, "isatty", None)
+    return bool(isatty and isatty())
+
+
+def progress(total: int, desc: str, unit: str, *, position: int = 0) -> Any:
+    """Progress on stderr, as the reader can take it: a tqdm bar on a terminal, plain lines in a log.
+
+    Args:
+        total: items to do.
+        desc: what is being done (``judging``, ``distill``), the bar's label.
+        unit: what one item is (``case``).
+        position: line of the bar on a terminal, for several bars at once.
+
+    Returns:
+        An object with ``update(n)``, ``close()``, ``n`` and a settable ``total``, usable as a
+        context manager: a tqdm bar when stderr is a terminal; when it is not (a pipe, a file, CI),
+        :class:`LogProgress`, which never moves the cursor; nothing shown under ``--quiet``.
+    """
+    from tqdm import tqdm
+
+    if _quiet:
+        return tqdm(total=total, disable=True)
+    if is_terminal(sys.stderr):
+        return tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, position=position)
+    return LogProgress(total, desc, unit)
+
+
+def show_progress() -> bool:
+    """Whether code that draws its own tqdm bar (demo, eval) should: on a terminal and not ``--quiet``."""
+    return not _quiet and is_terminal(sys.stderr)
+
+
+class LogProgress:
+    """Progress for a log: ``desc: n/total unit (s)`` lines on stderr, one per :attr:`interval` at most, and at close.
+
+    tqdm redraws its bar with carriage returns and cursor movements; in a file or a CI log every
+    redraw stays, so a log of a long run is mostly escape codes. These lines read as they are.
+    """
+
+    interval = 30.0  # seconds between lines: a 20-minute judge run logs about 40 lines
+
+    def __init__(self, total: int, desc: str, unit: str) -> None:
+        self.total, self.desc, self.unit, self.n = total, desc, unit, 0
+        self._started = self._shown = time.monotonic()
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def update(self, n: int = 1) -> None:
+        """Count ``n`` more items done; print a line if the last one is :attr:`interval` seconds old."""
+        with self._lock:
+            self.n += n
+            now = time.monotonic()
+            if now - self._shown >= self.interval:
+                self._shown = now
+                self._line(now)
+
+    def close(self) -> None:
+        """Print the final count (once)."""
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                self._line(time.monotonic())
+
+    def _line(self, now: float) -> None:
+        say(f"{self.desc}: {self.n}/{self.total} {self.unit} ({now - self._started:.0f} s)", to=err)
+
+    def __enter__(self) -> LogProgress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def fail(exc: BaseException) -> NoReturn:

@@ -19,6 +19,7 @@ from memalign_graph.cli.output import (
     console,
     err,
     fail,
+    info,
     plain,
 )
 from memalign_graph.errors import MemAlignError
@@ -190,7 +191,7 @@ def review(
         counts["reviewed"] += 1
         if out.get("report"):
             rep = out["report"]
-            console.print(
+            info(
                 Text.assemble(
                     f"memory version {rep['version']}: {len(rep['new_principles'])} new principle(s), "
                     f"{len(rep.get('proposed_principles') or {})} proposed, episode ",

@@ -221,6 +221,56 @@ def test_help_breaks_lines_only_where_the_terminal_ends(command):
             assert len(line) + 1 + len(following.split()[0]) > 78, f"break after {line!r}\n{shown}"
 
 
+def judge_cases(tmp_path: Path, n: int = 3) -> Path:
+    return write_jsonl(
+        tmp_path / "cases.jsonl", [{"id": f"c{i}", "inputs": f"q{i}", "outputs": "SELECT 1"} for i in range(n)]
+    )
+
+
+def test_progress_in_a_log_is_plain_lines(mem, tmp_path, monkeypatch):
+    """stderr not a terminal (a pipe, a file, CI): progress as lines that read as they are, never cursor movement."""
+    cases = judge_cases(tmp_path)
+    quiet_log = invoke("judge", mem, cases, "--model", "stub").stderr
+    assert re.fullmatch(r"judging: 3/3 case \(\d+ s\)\n", quiet_log), quiet_log  # one line: the run took < 30 s
+
+    monkeypatch.setattr(cli_output.LogProgress, "interval", 0.0)  # a slow run: a line per interval
+    log = invoke("judge", mem, cases, "--model", "stub").stderr
+    assert re.findall(r"judging: (\d)/3 case", log) == ["1", "2", "3", "3"], log
+    feedback = write_jsonl(
+        tmp_path / "fb.jsonl", [{"id": "a", "inputs": "q", "outputs": "SELECT 1", "value": "fail", "feedback": "No."}]
+    )
+    aligned = invoke("align", mem, feedback, "--model", "stub")
+    assert re.search(r"^distill: 1/1 item", aligned.stderr, re.M), aligned.stderr
+    for stream in (log, aligned.stderr):
+        assert "\r" not in stream and "\x1b" not in stream, repr(stream)
+
+
+def test_quiet_keeps_results_and_errors_only(mem, tmp_path):
+    cases = judge_cases(tmp_path)
+    judged = invoke("-q", "judge", mem, cases, "--model", "stub")
+    assert judged.stderr == "" and [json.loads(line)["id"] for line in judged.stdout.splitlines()] == ["c0", "c1", "c2"]
+    written = invoke("--quiet", "judge", mem, cases, "--model", "stub", "-o", tmp_path / "out.jsonl")
+    assert written.stdout == written.stderr == "" and len((tmp_path / "out.jsonl").read_text().splitlines()) == 3
+    feedback = write_jsonl(
+        tmp_path / "fb.jsonl", [{"id": "a", "inputs": "q", "outputs": "SELECT 1", "value": "fail", "feedback": "No."}]
+    )
+    aligned = invoke("-q", "align", mem, feedback, "--model", "stub")
+    assert aligned.stderr == "" and re.search(r"new\s+1\s+a", aligned.stdout)
+    created = invoke("-q", "init", tmp_path / "other", "--name", "j", "--criterion", "c", "--labels", "a,b")
+    assert created.stdout == created.stderr == "" and (tmp_path / "other").is_dir()
+
+    missing = invoke("-q", "principles", tmp_path / "nowhere", code=2)
+    assert "no such memory directory" in missing.stderr
+    failing = invoke("-q", "judge", mem, tmp_path / "absent.jsonl", "--model", "stub", code=2)
+    assert "error:" in failing.stderr
+    # without -q the same commands say what they did
+    assert "wrote 3 judgments" in invoke("judge", mem, cases, "--model", "stub", "-o", tmp_path / "out.jsonl").stderr
+    assert (
+        "created judge"
+        in invoke("init", tmp_path / "third", "--name", "j", "--criterion", "c", "--labels", "a,b").stdout
+    )
+
+
 def test_env_example_names_the_real_default_model():
     from memalign_graph.modelfiles import DEFAULT_EMBEDDED, EMBEDDED_MODELS
 
