@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
@@ -18,9 +18,11 @@ from memalign_graph.cli.output import (
     StoreArg,
     cell,
     check_base_url,
+    console,
     err,
     fail,
     info,
+    is_terminal,
     progress,
 )
 from memalign_graph.errors import MemAlignError
@@ -64,8 +66,11 @@ def judge(
     store: StoreArg,
     cases: Annotated[Path, typer.Argument(help="JSONL file of cases.")],
     output: Annotated[
-        Optional[Path], typer.Option("-o", "--output", help="Write judgments here (default: stdout).")
+        Optional[Path], typer.Option("-o", "--output", help="Write the judgments here as JSONL, one per line.")
     ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print JSONL (one judgment per line) even on a terminal.")
+    ] = False,
     model: ModelOpt = None,
     base_url: BaseUrlOpt = None,
     embeddings: EmbOpt = None,
@@ -73,9 +78,10 @@ def judge(
     precedent: Annotated[str, typer.Option(help="Expert precedent: exact, similar or off.")] = "exact",
     concurrency: Annotated[int, typer.Option(help="Judgments in flight.")] = 2,
 ) -> None:
-    """Judge every case in CASES (JSONL); one JSON judgment per line.
+    """Judge every case in CASES (JSONL): a table on a terminal, one JSON judgment per line otherwise.
 
-    A case that cannot be judged does not stop the others: every successful judgment is
+    JSONL goes to the file given with -o, or to stdout with --json or when stdout is a pipe or a
+    file. A case that cannot be judged does not stop the others: every successful judgment is
     written, the failed case ids are listed, and the exit code is 1.
     """
     import os
@@ -112,11 +118,22 @@ def judge(
             tmp.unlink(missing_ok=True)
             fail(exc)
         info(f"wrote {len(done)} judgments to {output}", to=err)
-    else:
+    elif as_json or not is_terminal(sys.stdout):
         sys.stdout.write(text)
+    else:
+        console.print(_judgments_table(done))
     if failed:
         table = Report(f"{len(failed)} of {len(records)} case(s) could not be judged", "id", "error")
         for rid, message in failed.items():
             table.add_row(cell(rid), cell(message))
         err.print(table)
         raise typer.Exit(1)
+
+
+def _judgments_table(judgments: list[dict[str, Any]]) -> Report:
+    """Judgments as a person reads them: value, rationale, and who decided (the model or an expert's precedent)."""
+    table = Report(f"{len(judgments)} judgment(s)", "id", "value", "rationale", "by")
+    for j in judgments:
+        by = f"precedent {j['precedent']}" if j.get("precedent") else j.get("model")
+        table.add_row(cell(j["id"]), cell(j["value"]), cell(j.get("rationale")), cell(by))
+    return table

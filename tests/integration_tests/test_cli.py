@@ -271,6 +271,89 @@ def test_quiet_keeps_results_and_errors_only(mem, tmp_path):
     )
 
 
+TERMINAL_DRIVER = """
+import json, sys
+from langchain_core.embeddings import DeterministicFakeEmbedding
+import memalign_graph.graph as graph_module
+import memalign_graph.memory as memory_module
+from memalign_graph.cli import main
+from memalign_graph.testing import StubChatModel
+
+emb = DeterministicFakeEmbedding(size=32)
+memory_module.resolve_embeddings = lambda embeddings=None: emb
+rationale = sys.argv.pop(1)
+model = StubChatModel(responder=lambda messages, kwargs: json.dumps({"rationale": rationale, "value": "pass"}))
+graph_module.resolve_chat_model = lambda *a, **k: model
+sys.argv[0] = "memalign"
+main()
+"""
+
+
+def on_terminal(*args, stdout_tty: bool, stderr_tty: bool) -> tuple[str, str]:
+    """Run the CLI (stub model, fake embeddings) with stdout and/or stderr on a pseudo-terminal; both outputs."""
+    import fcntl
+    import os
+    import pty
+    import select
+    import struct
+    import termios
+    import time
+
+    ends = [pty.openpty() if tty else os.pipe() for tty in (stdout_tty, stderr_tty)]
+    for (_, child_end), tty in zip(ends, (stdout_tty, stderr_tty)):
+        if tty:  # 40 rows of 200 columns, as a terminal window has (a new pty has none)
+            fcntl.ioctl(child_end, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 200, 0, 0))
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("FORCE_COLOR", "TTY_COMPATIBLE", "NO_COLOR", "COLUMNS", "LINES")
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-c", TERMINAL_DRIVER, *map(str, args)],
+        stdin=subprocess.DEVNULL,
+        stdout=ends[0][1],
+        stderr=ends[1][1],
+        env={**env, "TERM": "xterm"},
+    )
+    for _, child_end in ends:
+        os.close(child_end)
+    read = {master: b"" for master, _ in ends}
+    live = set(read)
+    deadline = time.monotonic() + 120
+    while live and time.monotonic() < deadline:
+        for fd in select.select(list(live), [], [], 1)[0]:
+            try:
+                data = os.read(fd, 65536)
+            except OSError:  # EIO: the terminal's other end has closed
+                data = b""
+            read[fd] += data
+            if not data:
+                live.discard(fd)
+                os.close(fd)
+    code = proc.wait(timeout=60)
+    out, errors = (read[master].decode().replace("\r\n", "\n") for master, _ in ends)
+    assert code == 0, (out, errors)
+    return out, errors
+
+
+def test_judge_on_a_terminal_prints_a_table_and_jsonl_for_programs(mem, tmp_path):
+    hostile = "\x1b[2J[bold]cleared[/bold] screen"
+    cases = judge_cases(tmp_path, 2)
+    table, log = on_terminal(hostile, "judge", mem, cases, "--model", "stub", stdout_tty=True, stderr_tty=False)
+    assert "2 judgment(s)" in table and re.search(r"c0\s+pass\s+\\x1b\[2J\[bold\]cleared\[/bold\] screen\s+stub", table)
+    assert "\x1b[2J" not in table and '{"id"' not in table, repr(table)  # model text inert, and no JSON
+    assert "judging: 2/2 case" in log
+
+    as_json, _ = on_terminal(
+        hostile, "judge", mem, cases, "--model", "stub", "--json", stdout_tty=True, stderr_tty=False
+    )
+    assert [json.loads(line)["rationale"] for line in as_json.splitlines()] == [hostile, hostile]
+
+    piped, bar = on_terminal(hostile, "judge", mem, cases, "--model", "stub", stdout_tty=False, stderr_tty=True)
+    assert [json.loads(line)["id"] for line in piped.splitlines()] == ["c0", "c1"]  # `memalign judge ... | jq` works
+    assert "judging: 100%" in bar and "\r" in bar  # a live bar for a person watching
+
+
 def test_env_example_names_the_real_default_model():
     from memalign_graph.modelfiles import DEFAULT_EMBEDDED, EMBEDDED_MODELS
 
