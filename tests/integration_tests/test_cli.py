@@ -16,7 +16,7 @@ import pytest
 from langchain_core.embeddings import DeterministicFakeEmbedding
 from typer.testing import CliRunner
 
-import memalign_graph.cli as cli_module
+import memalign_graph.cli.output as cli_output
 import memalign_graph.graph as graph_module
 import memalign_graph.memory as memory_module
 from memalign_graph import Context, Memory, build_judge_graph
@@ -44,7 +44,7 @@ def mem(tmp_path, emb) -> Path:
 @pytest.fixture
 def wide(monkeypatch) -> None:
     """A wide terminal, so that long texts in table cells are not folded across lines."""
-    monkeypatch.setattr(cli_module.console, "width", 240)
+    monkeypatch.setattr(cli_output.console, "width", 240)
 
 
 def invoke(*args, code: int = 0):
@@ -199,3 +199,166 @@ def test_help_loads_no_heavy_library(argv):
     assert done.returncode == 0, done.stderr
     loaded = set(json.loads(done.stdout.strip().splitlines()[-1].replace("'", '"')))
     assert "Usage" in done.stdout and not loaded & set(HEAVY), loaded & set(HEAVY)
+
+
+COMMANDS = ["init", "judge", "align", "principles", "forget", "review", "demo", "eval", "bench"]
+
+
+@pytest.mark.parametrize("command", [None, *COMMANDS])
+def test_help_breaks_lines_only_where_the_terminal_ends(command):
+    """At 80 columns every help paragraph fills its lines: no line ends where the next word would still fit."""
+    shown = invoke(*([command] if command else []), "--help").stdout
+    prose = shown.split("╭")[0].splitlines()
+    paragraphs, current = [], []
+    for line in prose:
+        if line.strip() and not line.lstrip().startswith("Usage:"):
+            current.append(line.strip())
+        elif current:
+            paragraphs, current = [*paragraphs, current], []
+    assert paragraphs, shown
+    for paragraph in paragraphs:
+        for line, following in zip(paragraph, paragraph[1:]):
+            assert len(line) + 1 + len(following.split()[0]) > 78, f"break after {line!r}\n{shown}"
+
+
+def judge_cases(tmp_path: Path, n: int = 3) -> Path:
+    return write_jsonl(
+        tmp_path / "cases.jsonl", [{"id": f"c{i}", "inputs": f"q{i}", "outputs": "SELECT 1"} for i in range(n)]
+    )
+
+
+def test_progress_in_a_log_is_plain_lines(mem, tmp_path, monkeypatch):
+    """stderr not a terminal (a pipe, a file, CI): progress as lines that read as they are, never cursor movement."""
+    cases = judge_cases(tmp_path)
+    quiet_log = invoke("judge", mem, cases, "--model", "stub").stderr
+    assert re.fullmatch(r"judging: 3/3 case \(\d+ s\)\n", quiet_log), quiet_log  # one line: the run took < 30 s
+
+    monkeypatch.setattr(cli_output.LogProgress, "interval", 0.0)  # a slow run: a line per interval
+    log = invoke("judge", mem, cases, "--model", "stub").stderr
+    assert re.findall(r"judging: (\d)/3 case", log) == ["1", "2", "3", "3"], log
+    feedback = write_jsonl(
+        tmp_path / "fb.jsonl", [{"id": "a", "inputs": "q", "outputs": "SELECT 1", "value": "fail", "feedback": "No."}]
+    )
+    aligned = invoke("align", mem, feedback, "--model", "stub")
+    assert re.search(r"^distill: 1/1 item", aligned.stderr, re.M), aligned.stderr
+    for stream in (log, aligned.stderr):
+        assert "\r" not in stream and "\x1b" not in stream, repr(stream)
+
+
+def test_quiet_keeps_results_and_errors_only(mem, tmp_path):
+    cases = judge_cases(tmp_path)
+    judged = invoke("-q", "judge", mem, cases, "--model", "stub")
+    assert judged.stderr == "" and [json.loads(line)["id"] for line in judged.stdout.splitlines()] == ["c0", "c1", "c2"]
+    written = invoke("--quiet", "judge", mem, cases, "--model", "stub", "-o", tmp_path / "out.jsonl")
+    assert written.stdout == written.stderr == "" and len((tmp_path / "out.jsonl").read_text().splitlines()) == 3
+    feedback = write_jsonl(
+        tmp_path / "fb.jsonl", [{"id": "a", "inputs": "q", "outputs": "SELECT 1", "value": "fail", "feedback": "No."}]
+    )
+    aligned = invoke("-q", "align", mem, feedback, "--model", "stub")
+    assert aligned.stderr == "" and re.search(r"new\s+1\s+a", aligned.stdout)
+    created = invoke("-q", "init", tmp_path / "other", "--name", "j", "--criterion", "c", "--labels", "a,b")
+    assert created.stdout == created.stderr == "" and (tmp_path / "other").is_dir()
+
+    missing = invoke("-q", "principles", tmp_path / "nowhere", code=2)
+    assert "no such memory directory" in missing.stderr
+    failing = invoke("-q", "judge", mem, tmp_path / "absent.jsonl", "--model", "stub", code=2)
+    assert "error:" in failing.stderr
+    # without -q the same commands say what they did
+    assert "wrote 3 judgments" in invoke("judge", mem, cases, "--model", "stub", "-o", tmp_path / "out.jsonl").stderr
+    assert (
+        "created judge"
+        in invoke("init", tmp_path / "third", "--name", "j", "--criterion", "c", "--labels", "a,b").stdout
+    )
+
+
+TERMINAL_DRIVER = """
+import json, sys
+from langchain_core.embeddings import DeterministicFakeEmbedding
+import memalign_graph.graph as graph_module
+import memalign_graph.memory as memory_module
+from memalign_graph.cli import main
+from memalign_graph.testing import StubChatModel
+
+emb = DeterministicFakeEmbedding(size=32)
+memory_module.resolve_embeddings = lambda embeddings=None: emb
+rationale = sys.argv.pop(1)
+model = StubChatModel(responder=lambda messages, kwargs: json.dumps({"rationale": rationale, "value": "pass"}))
+graph_module.resolve_chat_model = lambda *a, **k: model
+sys.argv[0] = "memalign"
+main()
+"""
+
+
+def on_terminal(*args, stdout_tty: bool, stderr_tty: bool) -> tuple[str, str]:
+    """Run the CLI (stub model, fake embeddings) with stdout and/or stderr on a pseudo-terminal; both outputs."""
+    import fcntl
+    import os
+    import pty
+    import select
+    import struct
+    import termios
+    import time
+
+    ends = [pty.openpty() if tty else os.pipe() for tty in (stdout_tty, stderr_tty)]
+    for (_, child_end), tty in zip(ends, (stdout_tty, stderr_tty)):
+        if tty:  # 40 rows of 200 columns, as a terminal window has (a new pty has none)
+            fcntl.ioctl(child_end, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 200, 0, 0))
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("FORCE_COLOR", "TTY_COMPATIBLE", "NO_COLOR", "COLUMNS", "LINES")
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-c", TERMINAL_DRIVER, *map(str, args)],
+        stdin=subprocess.DEVNULL,
+        stdout=ends[0][1],
+        stderr=ends[1][1],
+        env={**env, "TERM": "xterm"},
+    )
+    for _, child_end in ends:
+        os.close(child_end)
+    read = {master: b"" for master, _ in ends}
+    live = set(read)
+    deadline = time.monotonic() + 120
+    while live and time.monotonic() < deadline:
+        for fd in select.select(list(live), [], [], 1)[0]:
+            try:
+                data = os.read(fd, 65536)
+            except OSError:  # EIO: the terminal's other end has closed
+                data = b""
+            read[fd] += data
+            if not data:
+                live.discard(fd)
+                os.close(fd)
+    code = proc.wait(timeout=60)
+    out, errors = (read[master].decode().replace("\r\n", "\n") for master, _ in ends)
+    assert code == 0, (out, errors)
+    return out, errors
+
+
+def test_judge_on_a_terminal_prints_a_table_and_jsonl_for_programs(mem, tmp_path):
+    hostile = "\x1b[2J[bold]cleared[/bold] screen"
+    cases = judge_cases(tmp_path, 2)
+    table, log = on_terminal(hostile, "judge", mem, cases, "--model", "stub", stdout_tty=True, stderr_tty=False)
+    assert "2 judgment(s)" in table and re.search(r"c0\s+pass\s+\\x1b\[2J\[bold\]cleared\[/bold\] screen\s+stub", table)
+    assert "\x1b[2J" not in table and '{"id"' not in table, repr(table)  # model text inert, and no JSON
+    assert "judging: 2/2 case" in log
+
+    as_json, _ = on_terminal(
+        hostile, "judge", mem, cases, "--model", "stub", "--json", stdout_tty=True, stderr_tty=False
+    )
+    assert [json.loads(line)["rationale"] for line in as_json.splitlines()] == [hostile, hostile]
+
+    piped, bar = on_terminal(hostile, "judge", mem, cases, "--model", "stub", stdout_tty=False, stderr_tty=True)
+    assert [json.loads(line)["id"] for line in piped.splitlines()] == ["c0", "c1"]  # `memalign judge ... | jq` works
+    assert "judging: 100%" in bar and "\r" in bar  # a live bar for a person watching
+
+
+def test_env_example_names_the_real_default_model():
+    from memalign_graph.modelfiles import DEFAULT_EMBEDDED, EMBEDDED_MODELS
+
+    example = (Path(__file__).resolve().parents[2] / ".env.example").read_text()
+    lines = re.search(r"# Which embedded model `embedded` means: (.*?)\nMEMALIGN_EMBEDDED_MODEL=", example, re.S)
+    described = lines.group(1)
+    assert re.findall(r"([\w.-]+) \(default\)", described) == [DEFAULT_EMBEDDED]
+    assert set(re.findall(r"\b(qwen[\w.-]+|smollm[\w.-]+)", described)) == set(EMBEDDED_MODELS)
