@@ -25,7 +25,8 @@ from langchain_core.utils.function_calling import convert_to_openai_tool
 
 from memalign_graph import Context, Memory, models
 from memalign_graph.distill import aclassify_pairs, adistill
-from memalign_graph.judge import arun_judge, bind_structured, run_judge, structured_method
+from memalign_graph.judge import arun_judge, run_judge
+from memalign_graph.structured import bind_structured, structured_method
 from memalign_graph.testing import StubChatModel
 from tests.conftest import CATEGORICAL, NUMERIC, feedback
 
