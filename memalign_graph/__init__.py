@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from memalign_graph.context import Context
+    from memalign_graph.embeddings import resolve_embeddings
     from memalign_graph.episodic import Episode, EpisodicMemory
     from memalign_graph.errors import (
         DistillationError,
@@ -36,7 +37,7 @@ if TYPE_CHECKING:
     )
     from memalign_graph.judge import Judgment
     from memalign_graph.memory import AlignmentReport, Memory, open_memory
-    from memalign_graph.models import resolve_chat_model, resolve_embeddings
+    from memalign_graph.models import resolve_chat_model
     from memalign_graph.semantic import Principle
     from memalign_graph.spec import JudgeSpec, read_jsonl
 
@@ -66,7 +67,7 @@ _LAZY = {
     "open_memory": "memory",
     "read_jsonl": "spec",
     "resolve_chat_model": "models",
-    "resolve_embeddings": "models",
+    "resolve_embeddings": "embeddings",
 }
 
 

@@ -437,7 +437,7 @@ def bench_first_judgment(
 
 def bulk_embeddings() -> str:
     """The embeddings ``align_wall_s_100000`` uses: the offline default's spec string (``"minilm-int8"``)."""
-    from memalign_graph.models import DEFAULT_EMBEDDINGS
+    from memalign_graph.embeddings import DEFAULT_EMBEDDINGS
 
     return DEFAULT_EMBEDDINGS
 
@@ -454,7 +454,7 @@ print(json.dumps(figures))
 def bench_align_at_scale(n: int = 100_000, *, embeddings: str | None = None) -> dict[str, float]:
     """Alignment of ``n`` records in a fresh process (stub model without latency), once.
 
-    ``embeddings``: a name for :func:`~memalign_graph.models.resolve_embeddings` (``None``:
+    ``embeddings``: a name for :func:`~memalign_graph.embeddings.resolve_embeddings` (``None``:
     :func:`bulk_embeddings`).
 
     Returns:

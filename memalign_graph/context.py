@@ -26,7 +26,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Annotated, Any, Literal, get_args
+from typing import Annotated, Any, Literal, NamedTuple, get_args
 
 from pydantic import WithJsonSchema
 
@@ -41,6 +41,59 @@ STORE_LOCATION = "langgraph"
 
 def _env(name: str, default: str | None = None) -> Any:
     return lambda: os.environ.get(name, default)
+
+
+class _Option(NamedTuple):
+    """A judging option that both :class:`Context` and :class:`ServedContext` offer, said once for both.
+
+    Attributes:
+        default: its default.
+        description: what it does (the form's help text, without its final period).
+        note: said after it in :class:`Context`'s description only.
+        bounds: the range :class:`ServedContext` accepts (inclusive), said after its description there.
+        choices: the ``Literal`` of the values :class:`ServedContext` accepts.
+    """
+
+    default: Any
+    description: str
+    note: str = ""
+    bounds: tuple[float, float] | None = None
+    choices: Any = None
+
+
+_OPTIONS = {
+    "k": _Option(5, "Episodes retrieved into working memory", note="MemAlign uses 5", bounds=(0, 50)),
+    "precedent": _Option(
+        "exact",
+        "Expert-precedent rule: 'exact' (same case returns the expert's value), 'similar' "
+        "(also cosine >= precedent_threshold), or 'off'",
+        choices=Precedent,
+    ),
+    "precedent_threshold": _Option(0.98, "Cosine similarity for precedent='similar'", bounds=(0.0, 1.0)),
+    "use_principles": _Option(True, "Include semantic memory (principles)"),
+    "use_episodes": _Option(True, "Include episodic memory (episodes)"),
+    "review": _Option(
+        "all",
+        "Review policy of the review graph: 'all', 'none', 'unsure' (low margin between value "
+        "scores) or 'sample' (a deterministic random share of cases)",
+        choices=ReviewPolicy,
+    ),
+    "review_margin": _Option(0.2, "'unsure' when the top two value probabilities differ by less", bounds=(0.0, 1.0)),
+    "review_sample_rate": _Option(0.1, "Share of cases reviewed under 'sample'", bounds=(0.0, 1.0)),
+    "store_accepted": _Option(False, "Store accepted judgments as confirming episodes"),
+}
+"""The judging options an API client may choose as well, in the order its form shows them."""
+
+
+def _option(name: str, *, served: bool = False) -> Any:
+    """The dataclass field of judging option ``name`` in :class:`ServedContext` (``served``) or :class:`Context`."""
+    option = _OPTIONS[name]
+    if served:
+        extra = f"{option.bounds[0]:g}-{option.bounds[1]:g}" if option.bounds else ""
+    else:
+        extra = option.note
+    description = f"{option.description} ({extra})." if extra else f"{option.description}."
+    return field(default=option.default, metadata={"description": description})
 
 
 @dataclass(kw_only=True)
@@ -81,18 +134,10 @@ class Context:
             "or 'provider:model'. None: MEMALIGN_EMBEDDINGS, else those an existing memory was created with."
         },
     )
-    k: int = field(default=5, metadata={"description": "Episodes retrieved into working memory (MemAlign uses 5)."})
-    precedent: Precedent = field(
-        default="exact",
-        metadata={
-            "description": "Expert-precedent rule: 'exact' (same case returns the expert's value), 'similar' "
-            "(also cosine >= precedent_threshold), or 'off'."
-        },
-    )
-    precedent_threshold: float = field(
-        default=0.98, metadata={"description": "Cosine similarity for precedent='similar'."}
-    )
-    use_principles: bool = field(default=True, metadata={"description": "Include semantic memory (principles)."})
+    k: int = _option("k")
+    precedent: Precedent = _option("precedent")
+    precedent_threshold: float = _option("precedent_threshold")
+    use_principles: bool = _option("use_principles")
     principles_token_budget: int = field(
         default=2000,
         metadata={
@@ -100,7 +145,7 @@ class Context:
             "best-supported principles are kept and the judgment lists the ones left out."
         },
     )
-    use_episodes: bool = field(default=True, metadata={"description": "Include episodic memory (episodes)."})
+    use_episodes: bool = _option("use_episodes")
     max_retries: int = field(
         default=2,
         metadata={
@@ -138,20 +183,10 @@ class Context:
         },
     )
     concurrency: int = field(default=8, metadata={"description": "Most distillation calls in flight."})
-    review: ReviewPolicy = field(
-        default="all",
-        metadata={
-            "description": "Review policy of the review graph: 'all', 'none', 'unsure' (low margin between value "
-            "scores) or 'sample' (a deterministic random share of cases)."
-        },
-    )
-    review_margin: float = field(
-        default=0.2, metadata={"description": "'unsure' when the top two value probabilities differ by less."}
-    )
-    review_sample_rate: float = field(default=0.1, metadata={"description": "Share of cases reviewed under 'sample'."})
-    store_accepted: bool = field(
-        default=False, metadata={"description": "Store accepted judgments as confirming episodes."}
-    )
+    review: ReviewPolicy = _option("review")
+    review_margin: float = _option("review_margin")
+    review_sample_rate: float = _option("review_sample_rate")
+    store_accepted: bool = _option("store_accepted")
     author: str | None = field(
         default=None,
         metadata={
@@ -233,50 +268,57 @@ class ServedContext:
             "are allowed; may be left out when the server exposes one judge."
         },
     )
-    k: int = field(default=5, metadata={"description": "Episodes retrieved into working memory (0-50)."})
-    precedent: Precedent = field(
-        default="exact",
-        metadata={
-            "description": "Expert-precedent rule: 'exact' (same case returns the expert's value), 'similar' "
-            "(also cosine >= precedent_threshold), or 'off'."
-        },
-    )
-    precedent_threshold: float = field(
-        default=0.98, metadata={"description": "Cosine similarity for precedent='similar' (0-1)."}
-    )
-    use_principles: bool = field(default=True, metadata={"description": "Include semantic memory (principles)."})
-    use_episodes: bool = field(default=True, metadata={"description": "Include episodic memory (episodes)."})
-    review: ReviewPolicy = field(
-        default="all",
-        metadata={
-            "description": "Review policy of the review graph: 'all', 'none', 'unsure' (low margin between value "
-            "scores) or 'sample' (a deterministic random share of cases)."
-        },
-    )
-    review_margin: float = field(
-        default=0.2, metadata={"description": "'unsure' when the top two value probabilities differ by less (0-1)."}
-    )
-    review_sample_rate: float = field(
-        default=0.1, metadata={"description": "Share of cases reviewed under 'sample' (0-1)."}
-    )
-    store_accepted: bool = field(
-        default=False, metadata={"description": "Store accepted judgments as confirming episodes."}
-    )
+    k: int = _option("k", served=True)
+    precedent: Precedent = _option("precedent", served=True)
+    precedent_threshold: float = _option("precedent_threshold", served=True)
+    use_principles: bool = _option("use_principles", served=True)
+    use_episodes: bool = _option("use_episodes", served=True)
+    review: ReviewPolicy = _option("review", served=True)
+    review_margin: float = _option("review_margin", served=True)
+    review_sample_rate: float = _option("review_sample_rate", served=True)
+    store_accepted: bool = _option("store_accepted", served=True)
 
     def __post_init__(self) -> None:
         if self.judge is not None and (not isinstance(self.judge, str) or not self.judge.strip()):
             raise ValueError(f"context field 'judge': expected a judge name, got {self.judge!r}")
-        _check_range("k", self.k, 0, 50, int)
-        _check_choice("precedent", self.precedent, Precedent)
-        _check_choice("review", self.review, ReviewPolicy)
-        for name in ("precedent_threshold", "review_margin", "review_sample_rate"):
-            _check_range(name, getattr(self, name), 0.0, 1.0)
-        for name in ("use_principles", "use_episodes", "store_accepted"):
-            if not isinstance(getattr(self, name), bool):
-                raise ValueError(f"context field {name!r}: expected true or false, got {getattr(self, name)!r}")
+        for name, option in _OPTIONS.items():
+            value = getattr(self, name)
+            if option.bounds is not None:
+                _check_range(name, value, *option.bounds, type(option.default))
+            elif option.choices is not None:
+                _check_choice(name, value, option.choices)
+            elif isinstance(option.default, bool) and not isinstance(value, bool):
+                raise ValueError(f"context field {name!r}: expected true or false, got {value!r}")
 
 
-SERVED_FIELDS = {f.name for f in fields(ServedContext)} - {"judge"}
+SERVED_FIELDS = set(_OPTIONS)
+
+
+def _json_setting(env: Mapping[str, str], name: str, openers: tuple[str, ...]) -> tuple[Any, str] | None:
+    """The JSON value of environment variable ``name``, written inline or in the file it names; ``None`` if unset.
+
+    Text starting with one of ``openers`` is the JSON itself; anything else is a file's path.
+
+    Returns:
+        ``(value, where)``, ``where`` naming the variable (and the file) for error messages.
+
+    Raises:
+        ValueError: if the file cannot be read or the text is not JSON; the message names where, never the text.
+    """
+    raw = (env.get(name) or "").strip()
+    if not raw:
+        return None
+    where = name
+    if not raw.startswith(openers):
+        where = f"{name} file {raw}"
+        try:
+            raw = Path(raw).expanduser().read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ValueError(f"{where}: cannot be read ({exc.strerror})") from None
+    try:
+        return json.loads(raw), where
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{where}: not valid JSON (line {exc.lineno}, column {exc.colno})") from None
 
 
 def served_judges(environ: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -294,20 +336,10 @@ def served_judges(environ: Mapping[str, str] | None = None) -> dict[str, str]:
             locations: they may hold passwords).
     """
     env = os.environ if environ is None else environ
-    raw = (env.get("MEMALIGN_JUDGES") or "").strip()
-    if not raw:
+    found = _json_setting(env, "MEMALIGN_JUDGES", ("{", "["))
+    if found is None:
         return {DEFAULT_JUDGE: env.get("MEMALIGN_STORE") or env.get("MEMALIGN_MEMORY_DIR") or ".memalign"}
-    where = "MEMALIGN_JUDGES"
-    if not raw.startswith(("{", "[")):
-        where = f"MEMALIGN_JUDGES file {raw}"
-        try:
-            raw = Path(raw).expanduser().read_text(encoding="utf-8")
-        except OSError as exc:
-            raise ValueError(f"{where}: cannot be read ({exc.strerror})") from None
-    try:
-        judges = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{where}: not valid JSON (line {exc.lineno}, column {exc.colno})") from None
+    judges, where = found
     if not isinstance(judges, dict) or not judges:
         raise ValueError(f'{where}: expected a JSON object {{"judge name": "memory location", ...}}')
     for name, location in judges.items():
@@ -343,21 +375,10 @@ def judge_specs(environ: Mapping[str, str] | None = None) -> dict[str, dict[str,
     Raises:
         ValueError: if ``MEMALIGN_JUDGE_SPECS`` is neither a JSON object of objects nor the path of a file holding one.
     """
-    env = os.environ if environ is None else environ
-    raw = (env.get("MEMALIGN_JUDGE_SPECS") or "").strip()
-    if not raw:
+    found = _json_setting(os.environ if environ is None else environ, "MEMALIGN_JUDGE_SPECS", ("{",))
+    if found is None:
         return {}
-    where = "MEMALIGN_JUDGE_SPECS"
-    if not raw.startswith("{"):
-        where = f"MEMALIGN_JUDGE_SPECS file {raw}"
-        try:
-            raw = Path(raw).expanduser().read_text(encoding="utf-8")
-        except OSError as exc:
-            raise ValueError(f"{where}: cannot be read ({exc.strerror})") from None
-    try:
-        specs = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{where}: not valid JSON (line {exc.lineno}, column {exc.colno})") from None
+    specs, where = found
     if not isinstance(specs, dict) or not all(isinstance(v, dict) for v in specs.values()):
         raise ValueError(f'{where}: expected a JSON object {{"judge name": {{judge definition}}, ...}}')
     return specs

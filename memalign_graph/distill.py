@@ -39,18 +39,11 @@ from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
 from langchain_core.runnables import RunnableLambda
 
 from memalign_graph import prompts
-from memalign_graph.faults import CallCounter, describe_error, is_transient, retrying_call
-from memalign_graph.judge import (
-    DEFAULT_SETTINGS,
-    _clip,
-    add_usage,
-    bind_structured,
-    empty_usage,
-    extract_json,
-)
+from memalign_graph.faults import RETRY_DEFAULTS, CallCounter, describe_error, is_transient, retrying_call
 from memalign_graph.models import model_name
 from memalign_graph.semantic import Principle, new_principle
-from memalign_graph.spec import FeedbackRecord, JudgeSpec, render
+from memalign_graph.spec import FeedbackRecord, JudgeSpec, clip, render
+from memalign_graph.structured import add_usage, bind_structured, empty_usage, extract_json
 
 log = logging.getLogger(__name__)
 
@@ -115,18 +108,18 @@ def record_data(record: FeedbackRecord, chars: int = RECORD_CHARS) -> dict[str, 
         ``{"id", "inputs", "outputs" | "output_a"/"output_b", "expectations"?, "judge_value",
         "expert_value", "feedback"}``; feedback clipped to ``2 * chars`` (start and end kept).
     """
-    data: dict[str, Any] = {"id": record["id"], "inputs": _clip(render(record["inputs"]), chars)}
+    data: dict[str, Any] = {"id": record["id"], "inputs": clip(render(record["inputs"]), chars)}
     outputs = record["outputs"]
     if isinstance(outputs, list) and len(outputs) == 2:
-        data["output_a"] = _clip(render(outputs[0]), chars)
-        data["output_b"] = _clip(render(outputs[1]), chars)
+        data["output_a"] = clip(render(outputs[0]), chars)
+        data["output_b"] = clip(render(outputs[1]), chars)
     else:
-        data["outputs"] = _clip(render(outputs), chars)
+        data["outputs"] = clip(render(outputs), chars)
     if record.get("expectations") is not None:
-        data["expectations"] = _clip(render(record["expectations"]), chars)
+        data["expectations"] = clip(render(record["expectations"]), chars)
     data["judge_value"] = record.get("judge_value", "unknown")
     data["expert_value"] = record.get("value", "not given")
-    data["feedback"] = _clip(record.get("feedback") or "none", chars * 2)
+    data["feedback"] = clip(record.get("feedback") or "none", chars * 2)
     return data
 
 
@@ -485,13 +478,13 @@ def _retryable(exc: BaseException) -> bool:
 
 def _retrying(ask: Any, counter: CallCounter, max_retries: int, backoff_s: float | None, label: str) -> Any:
     """``ask`` retried on :func:`_retryable` errors with exponential backoff (first wait ``backoff_s``)."""
-    first = DEFAULT_SETTINGS["backoff_s"] if backoff_s is None else backoff_s
+    first = RETRY_DEFAULTS["backoff_s"] if backoff_s is None else backoff_s
     return retrying_call(
         RunnableLambda(ask),
         counter,
         retries=max_retries,
         backoff_s=first,
-        backoff_max_s=max(first, DEFAULT_SETTINGS["backoff_max_s"]),
+        backoff_max_s=max(first, RETRY_DEFAULTS["backoff_max_s"]),
         retry_if=_retryable,
         label=label,
     )
@@ -584,7 +577,7 @@ async def adistill(
         max_retries: retries per batch after a transient error or an unreadable answer
             (``max_retries + 1`` calls at most); other errors are not retried.
         backoff_s: first retry delay in seconds, doubled each retry, plus up to as much
-            random jitter (``None``: ``memalign_graph.judge.DEFAULT_SETTINGS["backoff_s"]``).
+            random jitter (``None``: ``memalign_graph.faults.RETRY_DEFAULTS["backoff_s"]``).
         max_principles: most principles one call may return (``None``: :func:`allowed_principles`
             of the batch's size); an answer with more is cut.
         principle_chars: most characters per principle (longer ones are clipped at a
@@ -728,7 +721,7 @@ async def aclassify_pairs(
         pairs: ``(candidate id, candidate text, existing id, existing text)``.
         max_retries: retries after a transient error or an unreadable answer.
         backoff_s: first retry delay in seconds, doubled each retry, plus jitter
-            (``None``: ``memalign_graph.judge.DEFAULT_SETTINGS["backoff_s"]``).
+            (``None``: ``memalign_graph.faults.RETRY_DEFAULTS["backoff_s"]``).
         usage: token counts are added here.
         counter: counts the calls made (retries included), if given.
         pairs_per_call: most pairs per call.

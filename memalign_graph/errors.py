@@ -21,6 +21,21 @@ class MissingDependencyError(MemAlignError, ImportError):
     """An optional dependency is not installed; the message names the extra (or command) that installs it."""
 
 
+def require(module: str, extra: str, what: str) -> None:
+    """Check that an optional dependency is importable (without importing it).
+
+    Raises:
+        MissingDependencyError: (an ``ImportError``) naming ``what`` needs it and the extra that installs it.
+    """
+    import importlib.util
+
+    if importlib.util.find_spec(module) is None:
+        raise MissingDependencyError(
+            f"{what} needs the {module!r} package, which the base install does not include: "
+            f"pip install 'memalign-graph[{extra}]'"
+        )
+
+
 class RecordError(MemAlignError, ValueError):
     """A case or feedback record is malformed.
 

@@ -43,6 +43,10 @@ TRANSIENT_ERROR_NAMES = frozenset(
 # HTTP statuses worth retrying: request timeout, conflict/too early, rate limit, and any server error.
 TRANSIENT_STATUS = frozenset({408, 409, 425, 429})
 
+RETRY_DEFAULTS: dict[str, float] = {"backoff_s": 0.5, "backoff_max_s": 20.0}
+"""First wait before retrying a failed model call and the longest single wait, in seconds, where the
+caller names none: judging, distillation and consolidation alike read them at each call."""
+
 
 def _status_code(exc: BaseException) -> int | None:
     """The HTTP status an error carries, if any (``status_code``, ``status``, ``code`` or ``response.status_code``)."""

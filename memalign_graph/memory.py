@@ -30,6 +30,7 @@ from memalign_graph.backends.file import FileBackend
 from memalign_graph.backends.postgres import PostgresBackend, is_postgres_url
 from memalign_graph.backends.store import is_store_location
 from memalign_graph.distill import CallCounter, aclassify_pairs, adistill, estimate_tokens, is_salient
+from memalign_graph.embeddings import embeddings_name, embeddings_named, offline_embeddings_spec, resolve_embeddings
 from memalign_graph.episodic import Episode, EpisodicMemory, episode_from_record
 from memalign_graph.errors import MemoryFormatError, RecordError
 from memalign_graph.governance import check_policy, decide, effective_policy, govern_candidates, pending, propose
@@ -42,14 +43,7 @@ from memalign_graph.judge import (
     precedent_judgment,
     run_judge,
 )
-from memalign_graph.models import (
-    embeddings_name,
-    embeddings_named,
-    offline_embeddings_spec,
-    resolve_chat_model,
-    resolve_embeddings,
-    run_sync,
-)
+from memalign_graph.models import resolve_chat_model, run_sync
 from memalign_graph.prompts import PROMPT_VERSION
 from memalign_graph.semantic import (
     Principle,

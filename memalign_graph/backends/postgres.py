@@ -49,7 +49,7 @@ import re
 import threading
 import unicodedata
 from collections.abc import Iterator
-from typing import Any, NoReturn
+from typing import Any
 from urllib.parse import parse_qsl, unquote_plus, urlencode, urlsplit, urlunsplit
 
 import numpy as np
@@ -61,8 +61,9 @@ from memalign_graph.backends.base import (
     LoadedMemory,
     MemoryBackend,
     PrinciplesCheckpoint,
+    initial_checkpoint,
     purge_checkpoint,
-    raise_write_failed,
+    refuse_moved,
 )
 from memalign_graph.backends.file import faiss_episodes, faiss_from_vectors
 from memalign_graph.errors import MISSING_MEMORY_HINT, MemoryFormatError, MissingDependencyError
@@ -218,13 +219,14 @@ class PostgresBackend(MemoryBackend):
 
     def __init__(self, url: str, *, max_connections: int = 4) -> None:
         try:
-            import psycopg  # noqa: F401
+            import psycopg
             import psycopg_pool  # noqa: F401
             from pgvector.psycopg import register_vector  # noqa: F401
         except ImportError as exc:  # pragma: no cover - depends on the install
             raise MissingDependencyError(
                 "the PostgreSQL backend needs the 'postgres' extra: pip install 'memalign-graph[postgres]'"
             ) from exc
+        self.write_errors = (psycopg.Error,)  # a failed transaction (rolled back) or a lost connection
         self.url = url
         self.conninfo, self.judge = split_url(url)
         self.location = redact(url)
@@ -317,9 +319,7 @@ class PostgresBackend(MemoryBackend):
         from pgvector.psycopg import register_vector
         from psycopg.types.json import Json
 
-        checkpoint = PrinciplesCheckpoint(
-            version=0, created_at=_now(), author="memalign init", reason="created", principles=[], records={}
-        )
+        checkpoint = initial_checkpoint()
         with self._connection() as conn:
             with conn.transaction():
                 conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
@@ -377,49 +377,21 @@ class PostgresBackend(MemoryBackend):
         )
         return LoadedMemory(spec=spec, checkpoint=checkpoint, vectorstore=vectorstore, embeddings_info=embeddings_info)
 
-    def commit(  # noqa: D102
-        self,
-        checkpoint: PrinciplesCheckpoint,
-        vectorstore: VectorStore | None,
-        *,
-        embeddings_changed: bool,
-        new_episodes: list[dict[str, Any]] | None = None,
-    ) -> int:
-        import psycopg
-
-        version = int(checkpoint["version"])
-        try:
-            self._commit(checkpoint, vectorstore, embeddings_changed, new_episodes)
-        except psycopg.Error as exc:  # the transaction rolled back, or the connection is gone
-            self._write_failed(exc, version - 1, version)
-        return version
-
-    def _write_failed(self, exc: Exception, before: int, version: int) -> NoReturn:
-        """Raise :func:`~memalign_graph.backends.base.raise_write_failed`'s ``MemoryWriteError`` for this judge."""
-        raise_write_failed(
-            exc, location=self.location, judge=self.judge, before=before, version=version, current=self.current_version
-        )
-
-    def _commit(
+    def write_version(
         self,
         checkpoint: PrinciplesCheckpoint,
         vectorstore: VectorStore | None,
         embeddings_changed: bool,
-        new_episodes: list[dict[str, Any]] | None,
+        new_episodes: list[dict[str, Any]],
     ) -> None:
-        """:meth:`commit`'s transaction."""
+        """One transaction: the judge row locked, the version checked, every write, the version bumped."""
         from pgvector.psycopg import register_vector
         from psycopg.types.json import Json
 
         version = int(checkpoint["version"])
         with self._connection() as conn, conn.transaction():
             register_vector(conn)
-            current = int(self._require(self._judge_row(conn, for_update=True))[3])
-            if version != current + 1:
-                raise RuntimeError(
-                    f"{self.location}: judge {self.judge!r} moved to version {current} while this change was "
-                    f"prepared from version {version - 1}; reload and retry"
-                )
+            refuse_moved(self.subject, int(self._require(self._judge_row(conn, for_update=True))[3]), version)
             if embeddings_changed:
                 assert vectorstore is not None
                 self._write_episodes(conn, vectorstore)
@@ -651,9 +623,3 @@ class PostgresBackend(MemoryBackend):
         """Delete this judge and everything stored for it (all versions, episodes, history)."""
         with self._connection() as conn, conn.transaction():
             conn.execute("DELETE FROM memalign_judge WHERE name = %s", (self.judge,))
-
-
-def _now() -> str:
-    from memalign_graph.semantic import now_iso
-
-    return now_iso()

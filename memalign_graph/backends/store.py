@@ -65,7 +65,7 @@ import time
 import unicodedata
 import weakref
 from collections.abc import Iterator
-from typing import Any, NoReturn
+from typing import Any
 
 import numpy as np
 from langchain_core.embeddings import Embeddings
@@ -76,8 +76,9 @@ from memalign_graph.backends.base import (
     LoadedMemory,
     MemoryBackend,
     PrinciplesCheckpoint,
+    initial_checkpoint,
     purge_checkpoint,
-    raise_write_failed,
+    refuse_moved,
 )
 from memalign_graph.backends.file import faiss_episodes, faiss_from_vectors
 from memalign_graph.context import STORE_LOCATION
@@ -147,10 +148,6 @@ def encode_vector(vector: Any) -> str:
 def decode_vector(text: str) -> np.ndarray:
     """The float32 vector :func:`encode_vector` wrote."""
     return np.frombuffer(base64.b64decode(text), dtype="<f4").astype(np.float32)
-
-
-class LostUpdateError(RuntimeError):
-    """A change was prepared from a version that is no longer the committed one; nothing was committed."""
 
 
 class StoreBackend(MemoryBackend):
@@ -260,11 +257,7 @@ class StoreBackend(MemoryBackend):
         return self._head() is not None
 
     def create(self, spec: dict[str, Any], embeddings: Embeddings, embeddings_info: dict[str, Any]) -> None:  # noqa: D102
-        from memalign_graph.semantic import now_iso
-
-        checkpoint = PrinciplesCheckpoint(
-            version=0, created_at=now_iso(), author="memalign init", reason="created", principles=[], records={}
-        )
+        checkpoint = initial_checkpoint()
         with self.lock():
             if self.exists():
                 raise FileExistsError(f"{self.location}: a judge {self.judge!r} already exists in this store")
@@ -306,46 +299,16 @@ class StoreBackend(MemoryBackend):
         )
         return LoadedMemory(spec=meta["spec"], checkpoint=checkpoint, vectorstore=vectorstore, embeddings_info=info)  # type: ignore[arg-type]
 
-    def commit(  # noqa: D102
-        self,
-        checkpoint: PrinciplesCheckpoint,
-        vectorstore: VectorStore | None,
-        *,
-        embeddings_changed: bool,
-        new_episodes: list[dict[str, Any]] | None = None,
-    ) -> int:
-        version = int(checkpoint["version"])
-        self._refuse_moved(version)
-        try:
-            self._commit(checkpoint, vectorstore, embeddings_changed, new_episodes)
-        except LostUpdateError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - any store error: say which version is current
-            self._write_failed(exc, version - 1, version)
-        return version
-
-    def _refuse_moved(self, version: int) -> None:
-        """Refuse a change prepared from a version other than the committed one (a lost update).
-
-        Raises:
-            LostUpdateError: (a ``RuntimeError``) naming both versions.
-        """
-        current = self._require_head()
-        if version != current + 1:
-            raise LostUpdateError(
-                f"{self.location}: judge {self.judge!r} moved to version {current} while this change was "
-                f"prepared from version {version - 1}; reload and retry"
-            )
-
-    def _commit(
+    def write_version(
         self,
         checkpoint: PrinciplesCheckpoint,
         vectorstore: VectorStore | None,
         embeddings_changed: bool,
-        new_episodes: list[dict[str, Any]] | None,
+        new_episodes: list[dict[str, Any]],
     ) -> None:
         """:meth:`commit`'s writes, in the order the module docstring gives."""
         version = int(checkpoint["version"])
+        refuse_moved(self.subject, self._require_head(), version)
         old = list((self._get(self._sub("manifests"), _key(version - 1)) or {}).get("episodes", []))
         self._put(self._ns, "pending", {"version": version})
         keys = old
@@ -380,18 +343,12 @@ class StoreBackend(MemoryBackend):
             )
         self._put(self._sub("versions"), _key(version), dict(checkpoint))
         self._put(self._sub("manifests"), _key(version), {"episodes": keys})
-        self._refuse_moved(version)  # narrows, does not close, the window without a lock
+        refuse_moved(self.subject, self._require_head(), version)  # narrows, does not close, the window without a lock
         self._put(self._ns, "head", {"version": version})
         self._delete_many(self._sub("episodes"), sorted(set(old) - set(keys)))
         self._delete_many(self._sub("manifests"), [_key(version - 1)])
         self._sync_principles(checkpoint)
         self._delete_many(self._ns, ["pending"])
-
-    def _write_failed(self, exc: Exception, before: int, version: int) -> NoReturn:
-        """Raise :func:`~memalign_graph.backends.base.raise_write_failed`'s ``MemoryWriteError`` for this judge."""
-        raise_write_failed(
-            exc, location=self.location, judge=self.judge, before=before, version=version, current=self._head
-        )
 
     def _sync_principles(self, checkpoint: dict[str, Any]) -> None:
         """Make ``("memalign", J, "principles")`` hold the principles of ``checkpoint``, one item each."""

@@ -112,7 +112,7 @@ def test_cli_prints_targets_and_writes_the_report(tmp_path, monkeypatch):
 def test_minilm_int8_embeds_unit_vectors_that_rank_the_same_case_first():
     import numpy as np
 
-    from memalign_graph.models import resolve_embeddings
+    from memalign_graph.embeddings import resolve_embeddings
     from memalign_graph.spec import case_text
 
     embeddings = resolve_embeddings("minilm-int8")

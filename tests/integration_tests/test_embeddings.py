@@ -10,12 +10,17 @@ import numpy as np
 import pytest
 
 from memalign_graph import Context, Memory
-from memalign_graph.embeddings import MINILM_INT8_FILES, E5Embeddings, MiniLMInt8Embeddings, query_vector
+from memalign_graph.embeddings import (
+    MINILM_INT8_FILES,
+    E5Embeddings,
+    MiniLMInt8Embeddings,
+    query_vector,
+    resolve_embeddings,
+)
 from memalign_graph.errors import MemoryFormatError, MissingDependencyError
 from memalign_graph.graph import build_judge_graph
 from memalign_graph.memory import open_memory
 from memalign_graph.modelfiles import ModelFileError
-from memalign_graph.models import resolve_embeddings
 from memalign_graph.testing import StubChatModel
 from tests.conftest import CATEGORICAL
 

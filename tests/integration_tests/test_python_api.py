@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from memalign_graph import Context, Memory, build_judge_graph, models
+from memalign_graph import Context, Memory, build_judge_graph, embeddings
 from tests.conftest import CATEGORICAL, location_of
 from tests.openai_stub import openai_stub
 
@@ -23,9 +23,9 @@ def module_server() -> Iterator[Any]:
     with openai_stub() as srv, pytest.MonkeyPatch.context() as patch:
         patch.setenv("OPENAI_API_KEY", "sk-test")
         patch.setenv("OPENAI_BASE_URL", srv.url)  # where OpenAIEmbeddings sends its requests
-        models._cached_embeddings.cache_clear()  # embeddings are cached per spec, with the URL they were made with
+        embeddings._cached_embeddings.cache_clear()  # embeddings are cached per spec, with the URL they were made with
         yield srv
-        models._cached_embeddings.cache_clear()
+        embeddings._cached_embeddings.cache_clear()
 
 
 @pytest.fixture

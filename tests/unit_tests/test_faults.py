@@ -19,10 +19,9 @@ import pytest
 from langchain_core.embeddings import DeterministicFakeEmbedding
 
 from memalign_graph import Context, JudgmentParseError, Memory, build_align_graph, build_judge_graph
-from memalign_graph import judge as judge_module
 from memalign_graph.distill import aclassify_pairs, adistill
 from memalign_graph.errors import JudgeBatchError, JudgeError, MemAlignError
-from memalign_graph.faults import is_transient
+from memalign_graph.faults import RETRY_DEFAULTS, is_transient
 from memalign_graph.graph import judge_many
 from memalign_graph.judge import arun_judge, run_judge
 from memalign_graph.testing import StubChatModel, StubTimeout, default_responder
@@ -68,8 +67,8 @@ def garbage(messages, kwargs):
 @pytest.fixture(autouse=True)
 def fast_backoff(monkeypatch):
     """Tiny waits, so retry tests stay fast (graphs and alignment read the defaults)."""
-    monkeypatch.setitem(judge_module.DEFAULT_SETTINGS, "backoff_s", BACKOFF_S)
-    monkeypatch.setitem(judge_module.DEFAULT_SETTINGS, "backoff_max_s", 1.0)
+    monkeypatch.setitem(RETRY_DEFAULTS, "backoff_s", BACKOFF_S)
+    monkeypatch.setitem(RETRY_DEFAULTS, "backoff_max_s", 1.0)
 
 
 @pytest.fixture

@@ -91,12 +91,13 @@ def test_context_from_environment_when_none_given(memory, monkeypatch, embedding
         monkeypatch.setenv("MEMALIGN_MEMORY_DIR", memory.backend.location)
     else:  # a judge in the LangGraph store the graph is compiled with
         monkeypatch.setenv("MEMALIGN_STORE", f"langgraph:{memory.backend.judge}")
+    from memalign_graph import embeddings as embedders
     from memalign_graph import models
 
     monkeypatch.setattr(
         models, "_cached_chat_model", lambda spec, base_url: StubChatModel(model_name=f"from-env:{spec}")
     )
-    monkeypatch.setattr(models, "_cached_embeddings", lambda spec: embeddings)
+    monkeypatch.setattr(embedders, "_cached_embeddings", lambda spec: embeddings)
     monkeypatch.setenv("MEMALIGN_MODEL", "openai:gpt-4.1-mini")
     out = build_judge_graph().compile(store=store).invoke(CASE)["judgment"]
     assert out["model"] == "from-env:openai:gpt-4.1-mini"

@@ -25,7 +25,9 @@ from langchain_core.utils.function_calling import convert_to_openai_tool
 
 from memalign_graph import Context, Memory, models
 from memalign_graph.distill import aclassify_pairs, adistill
-from memalign_graph.judge import arun_judge, bind_structured, run_judge, structured_method
+from memalign_graph.embeddings import resolve_embeddings
+from memalign_graph.judge import arun_judge, run_judge
+from memalign_graph.structured import bind_structured, structured_method
 from memalign_graph.testing import StubChatModel
 from tests.conftest import CATEGORICAL, NUMERIC, feedback
 
@@ -207,7 +209,7 @@ def test_a_missing_offline_runtime_names_the_extra(monkeypatch):
 
 def test_openai_embeddings_never_download_a_tokenizer(monkeypatch):
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
-    embeddings = models.resolve_embeddings("openai:text-embedding-3-small")
+    embeddings = resolve_embeddings("openai:text-embedding-3-small")
     assert embeddings.check_embedding_ctx_length is False
 
 

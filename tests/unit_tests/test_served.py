@@ -57,6 +57,21 @@ def test_compiled_graphs_have_typed_described_schemas(name: str, served: bool) -
         assert ("episodes" in schemas["output"]["properties"]) is served
 
 
+@pytest.mark.parametrize("served", [False, True], ids=["library", "served"])
+@pytest.mark.parametrize("name", list(BUILDERS))
+def test_context_forms_are_what_studio_showed_before(name: str, served: bool) -> None:
+    """Each context field's form (order, type, default, description) as recorded in context_schemas.json.
+
+    A field changed on purpose is recorded anew there; the served options are said once for both
+    schemas (context.py), so a change reaches both.
+    """
+    recorded = json.loads((Path(__file__).parent / "context_schemas.json").read_text(encoding="utf-8"))
+    properties = BUILDERS[name](served=served).compile().get_context_jsonschema()["properties"]
+    expected = recorded["served" if served else "library"]
+    assert list(properties) == list(expected)
+    assert properties == expected
+
+
 def test_the_schemas_never_show_the_servers_configuration(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MEMALIGN_STORE", "postgresql://u:hunter2@db/x?judge=j")
     monkeypatch.setenv("MEMALIGN_MODEL", "openai:secret-model")
