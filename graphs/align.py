@@ -1,4 +1,4 @@
-"""The alignment graph (feedback in → distill → memory updated) as LangGraph Server serves it.
+"""The alignment graph (episodes → distill → consolidate → govern → commit) as LangGraph Server serves it.
 
 Context as in :mod:`graphs.judge`; the author of the new version is the authenticated user.
 """

@@ -16,6 +16,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from memalign_graph.alignment import AlignmentReport
     from memalign_graph.context import Context
     from memalign_graph.embeddings import resolve_embeddings
     from memalign_graph.episodic import Episode, EpisodicMemory
@@ -28,15 +29,15 @@ if TYPE_CHECKING:
         MemoryFormatError,
         RecordError,
     )
+    from memalign_graph.evaluators import evaluator_node
     from memalign_graph.graph import (
         build_align_graph,
         build_batch_review_graph,
         build_judge_graph,
         build_review_graph,
-        evaluator_node,
     )
     from memalign_graph.judge import Judgment
-    from memalign_graph.memory import AlignmentReport, Memory, open_memory
+    from memalign_graph.memory import Memory, open_memory
     from memalign_graph.models import resolve_chat_model
     from memalign_graph.semantic import Principle
     from memalign_graph.spec import JudgeSpec, read_jsonl
@@ -58,12 +59,12 @@ _LAZY = {
     "MemoryFormatError": "errors",
     "Principle": "semantic",
     "RecordError": "errors",
-    "AlignmentReport": "memory",
+    "AlignmentReport": "alignment",
     "build_align_graph": "graph",
     "build_batch_review_graph": "graph",
     "build_judge_graph": "graph",
     "build_review_graph": "graph",
-    "evaluator_node": "graph",
+    "evaluator_node": "evaluators",
     "open_memory": "memory",
     "read_jsonl": "spec",
     "resolve_chat_model": "models",

@@ -94,7 +94,7 @@ class EpisodicMemory:
     def draft(self) -> EpisodicMemory:
         """A copy to change aside, for a writer, while readers keep searching this one.
 
-        :class:`~memalign_graph.memory.Memory` changes the draft, commits it, and
+        :class:`~memalign_graph.versions.VersionedMemory` changes the draft, commits it, and
         only then swaps it in, so no reader ever sees a half-built or uncommitted
         store. The FAISS index, the id mapping and the docstore are copied (the
         vectors once: about 1.5 KB per episode at 384 dimensions); this episodic

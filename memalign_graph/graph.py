@@ -1,11 +1,15 @@
 """The MemAlign graphs: judging, alignment, and judging with expert review.
 
-Judging: ``retrieve_principles`` → ``retrieve_episodes`` → ``judge``. Alignment:
-``distill``. Review: judging → ``collect_feedback`` (``interrupt``) → ``distill``
-→ ``approve_principles`` (``interrupt``, only when distillation held principles
-for an expert; see :mod:`memalign_graph.governance`).
+Judging: ``retrieve_principles`` → ``retrieve_episodes`` → ``judge``. Alignment: one
+node per step of :mod:`memalign_graph.alignment`, ``episodes`` → ``distill`` →
+``consolidate`` → ``govern`` → ``commit``, so the state after each node shows what that
+step decided (a refused principle in ``distillation``, a merged or held one in
+``governance``); the commit is still one write, and it starts again at ``episodes`` if
+another writer committed meanwhile. Review: judging → ``collect_feedback``
+(``interrupt``) → ``distill`` → ``approve_principles`` (``interrupt``, only when
+distillation held principles for an expert; see :mod:`memalign_graph.governance`).
 
-Both are plain ``StateGraph`` s with JSON-like state and a :class:`Context`
+All are plain ``StateGraph`` s with JSON-like state and a :class:`Context`
 ``context_schema``; compile them with any checkpointer, or use them as a node
 in a larger graph. Built with ``served=True`` (the ``langgraph.json`` graphs)
 their context schema is :class:`ServedContext` instead: a client names a judge
@@ -22,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import os
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -31,6 +36,8 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime, get_runtime
 from langgraph.types import Send, interrupt
 
+from memalign_graph import alignment, lifecycle
+from memalign_graph.alignment import Phases
 from memalign_graph.backends.postgres import is_postgres_url
 from memalign_graph.backends.store import StoreBackend, is_store_location, store_judge
 from memalign_graph.context import (
@@ -41,17 +48,11 @@ from memalign_graph.context import (
     resolve_context,
     served_context,
 )
-from memalign_graph.errors import JudgeBatchError, MemoryFormatError
-from memalign_graph.judge import (
-    JudgeSettings,
-    Judgment,
-    arun_judge,
-    find_precedent,
-    precedent_judgment,
-    run_judge,
-)
-from memalign_graph.memory import Memory, open_memory
-from memalign_graph.models import resolve_chat_model
+from memalign_graph.episodic import episode_from_record
+from memalign_graph.errors import MemoryFormatError
+from memalign_graph.governance import check_policy
+from memalign_graph.judge import JudgeSettings, Judgment, arun_judge, find_precedent, precedent_judgment, run_judge
+from memalign_graph.models import resolve_chat_model, run_sync
 from memalign_graph.review import (
     corrected_judgment,
     needs_review,
@@ -78,6 +79,8 @@ from memalign_graph.state import (
     ServedJudgeOutput,
     ServedReviewOutput,
 )
+from memalign_graph.versions import VersionedMemory, shared_memory
+from memalign_graph.working_memory import CASE_KEYS, finish_judgment, judge_settings
 
 
 def memory_target(ctx: Context, store: Any) -> Any:
@@ -100,15 +103,15 @@ def memory_target(ctx: Context, store: Any) -> Any:
     return StoreBackend(store, store_judge(location))
 
 
-def _memory(runtime: Runtime[Context], *, refresh: bool = True) -> tuple[Context, Any]:
+def _memory(runtime: Runtime[Context], *, refresh: bool = True) -> tuple[Context, VersionedMemory]:
     ctx = resolve_context(runtime.context)
     target = memory_target(ctx, runtime.store)
     try:
-        return ctx, open_memory(target, ctx.embeddings, refresh=refresh)
+        return ctx, shared_memory(target, ctx.embeddings, refresh=refresh)
     except MemoryFormatError:
         if not (isinstance(target, StoreBackend) and create_store_judge(target, ctx.embeddings)):
             raise
-    return ctx, open_memory(target, ctx.embeddings, refresh=refresh)
+    return ctx, shared_memory(target, ctx.embeddings, refresh=refresh)
 
 
 def create_store_judge(backend: StoreBackend, embeddings: Any) -> bool:
@@ -124,24 +127,21 @@ def create_store_judge(backend: StoreBackend, embeddings: Any) -> bool:
     if spec is None:
         return False
     try:
-        Memory.create(backend, JudgeSpec.from_dict(spec), embeddings=embeddings)
+        VersionedMemory.create(backend, JudgeSpec.from_dict(spec), embeddings=embeddings)
     except FileExistsError:  # another run created it first
         pass
     return True
 
 
-_CASE_KEYS = ("id", "inputs", "outputs", "expectations")
-
-
 def _case(state: JudgeState, memory: Any) -> dict[str, Any]:
     """The case, validated against the judge (for nodes that may run first, e.g. on resume)."""
-    raw = {k: state[k] for k in _CASE_KEYS if k in state}  # type: ignore[literal-required]
+    raw = {k: state[k] for k in CASE_KEYS if k in state}  # type: ignore[literal-required]
     return dict(parse_record(raw, memory.spec, where="judge input"))
 
 
 def _validated_case(state: JudgeState) -> dict[str, Any]:
     """The case as ``retrieve_principles`` validated and wrote it back to the state (no second check)."""
-    return {k: state[k] for k in _CASE_KEYS if k in state and state[k] is not None}  # type: ignore[literal-required]
+    return {k: state[k] for k in CASE_KEYS if k in state and state[k] is not None}  # type: ignore[literal-required]
 
 
 def retrieve_principles(state: JudgeState, runtime: Runtime[Context]) -> dict[str, Any]:
@@ -156,7 +156,7 @@ def retrieve_principles(state: JudgeState, runtime: Runtime[Context]) -> dict[st
     """
     ctx, memory = _memory(runtime)
     case = _case(state, memory)
-    update: dict[str, Any] = {k: case[k] for k in _CASE_KEYS if k in case}
+    update: dict[str, Any] = {k: case[k] for k in CASE_KEYS if k in case}
     update["query_handoff"] = None  # an earlier judgment's token in a checkpointed thread is not this one's
     if not ctx.use_principles:
         return {**update, "principles": [], "principles_omitted": []}
@@ -185,25 +185,19 @@ def _judge_inputs(state: JudgeState, runtime: Runtime[Context]) -> tuple[Context
 
 
 def _judge_settings(ctx: Context) -> JudgeSettings:
-    settings: JudgeSettings = {
-        "max_retries": ctx.max_retries,
-        "structured_output": ctx.structured_output,
-        "rationale_max_chars": ctx.rationale_max_chars,
-        "context_window": ctx.context_window,
-    }
-    # Backoff of transient-error retries (also read from a parent graph's context object, if it has them).
-    for key, field_name in (("backoff_s", "retry_backoff_s"), ("backoff_max_s", "retry_backoff_max_s")):
-        value = getattr(ctx, field_name, None)
-        if value is not None:
-            settings[key] = float(value)  # type: ignore[literal-required]
-    return settings
+    # Backoff of transient-error retries is also read from a parent graph's context object, if it has them.
+    return judge_settings(
+        ctx.max_retries,
+        ctx.structured_output,
+        ctx.rationale_max_chars,
+        getattr(ctx, "retry_backoff_s", None),
+        getattr(ctx, "retry_backoff_max_s", None),
+        ctx.context_window,
+    )
 
 
 def _finish_judgment(state: JudgeState, case: dict[str, Any], judgment: Judgment) -> dict[str, Any]:
-    judgment["principles_omitted"] = state.get("principles_omitted", [])
-    if "id" in case:
-        judgment["id"] = case["id"]
-    return {"judgment": judgment}
+    return {"judgment": finish_judgment(judgment, case, state.get("principles_omitted", []))}
 
 
 def judge(state: JudgeState, runtime: Runtime[Context]) -> dict[str, Any]:
@@ -304,24 +298,6 @@ def node(func: Callable[..., Any], afunc: Callable[..., Any] | None = None, *, s
     return RunnableLambda(run, afunc=arun, name=func.__name__)
 
 
-def distill(state: AlignState, runtime: Runtime[Context]) -> dict[str, Any]:
-    """Alignment: feedback becomes episodes and, through distillation, principles; one new version."""
-    ctx, memory = _memory(runtime)
-    report = memory.align(
-        state["feedback"],
-        model=resolve_chat_model(ctx.model, base_url=ctx.base_url),
-        batch_size=ctx.batch_size,
-        token_budget=ctx.token_budget,
-        concurrency=ctx.concurrency,
-        max_retries=ctx.max_retries,
-        backoff_s=ctx.retry_backoff_s,
-        author=ctx.author or state.get("author", "expert"),
-        reason=state.get("reason"),
-        principles_policy=ctx.principles_policy,
-    )
-    return {"report": report.to_dict()}
-
-
 def _add_judging(builder: StateGraph, served: bool) -> None:
     """``START → retrieve_principles → retrieve_episodes → judge``, shared by the judge and review graphs."""
     if served:  # the served runtime (server configuration, authenticated user) replaces the client's context
@@ -336,6 +312,18 @@ def _add_judging(builder: StateGraph, served: bool) -> None:
     builder.add_edge("retrieve_episodes", "judge")
 
 
+def _judging_graph(state: type, output: type, served_output: type, served: bool) -> StateGraph:
+    """A graph of ``state`` that starts by judging (see :func:`_add_judging`), with its context and schemas."""
+    builder = StateGraph(
+        state,
+        context_schema=_context_schema(served),
+        input_schema=JudgeInput,
+        output_schema=served_output if served else output,
+    )
+    _add_judging(builder, served)
+    return builder
+
+
 def _context_schema(served: bool) -> type:
     return ServedContext if served else Context
 
@@ -348,19 +336,158 @@ def build_judge_graph(*, served: bool = False) -> StateGraph:
     the output also carries the working memory (:class:`ServedJudgeOutput`), since LangGraph
     Server streams a node's update only for output keys.
     """
-    builder = StateGraph(
-        JudgeState,
-        context_schema=_context_schema(served),
-        input_schema=JudgeInput,
-        output_schema=ServedJudgeOutput if served else JudgeOutput,
-    )
-    _add_judging(builder, served)
+    builder = _judging_graph(JudgeState, JudgeOutput, ServedJudgeOutput, served)
     builder.add_edge("judge", END)
     return builder
 
 
+# The alignment graph: one node per step of memalign_graph.alignment.
+
+MAX_ALIGN_PASSES = 3
+"""Passes the alignment graph makes when other writers commit while it prepares its version; then it fails."""
+
+
+def _align_llm(ctx: Context) -> dict[str, Any]:
+    """The LLM and its call settings, as the distill and consolidate steps take them."""
+    return {
+        "chat": resolve_chat_model(ctx.model, base_url=ctx.base_url),
+        "max_retries": ctx.max_retries,
+        "backoff_s": ctx.retry_backoff_s,
+        "concurrency": ctx.concurrency,
+        "phases": Phases(),
+    }
+
+
+def _align_author(ctx: Context, state: AlignState) -> str:
+    return ctx.author or state.get("author", "expert")
+
+
+def align_episodes(state: AlignState, runtime: Runtime[Context]) -> dict[str, Any]:
+    """Validate the feedback and compare it with the ledger (:func:`~memalign_graph.alignment.plan_episodes`).
+
+    With nothing to change (every record aligned before with the same content) the graph ends
+    here and ``report`` says so; nothing is written.
+
+    Raises:
+        RecordError: for an invalid record (nothing is written).
+        ValueError: for a principles policy other than ``auto``/``review``.
+    """
+    ctx, memory = _memory(runtime)
+    if ctx.principles_policy is not None:
+        check_policy(ctx.principles_policy, "align")
+    plan = alignment.plan_episodes(memory, alignment.validate_feedback(memory.spec, state["feedback"]))
+    moved = state.get("moved")
+    update: dict[str, Any] = {"plan": plan, "passes": moved["passes"] + 1 if moved else 1, "moved": None}
+    if not alignment.has_work(plan):
+        report = alignment.alignment_report({"plan": plan}, version=plan["version"], timings={})
+        report.seconds = round(time.time() - plan["started_at"], 3)
+        update["report"] = report.to_dict()
+    return update
+
+
+def route_plan(state: AlignState) -> str:
+    """Distill the planned records, or finish when the plan changes nothing."""
+    return "distill" if alignment.has_work(state["plan"]) else END
+
+
+def align_distill(state: AlignState, runtime: Runtime[Context]) -> dict[str, Any]:
+    """The salient records distilled into candidate principles by the LLM (:func:`~memalign_graph.alignment.distill`).
+
+    Raises:
+        ValueError: if the model's known context window leaves no room for records.
+    """
+    ctx, memory = _memory(runtime, refresh=False)
+    distillation = alignment.distill(
+        spec=memory.spec,
+        plan=state["plan"],
+        batch_size=ctx.batch_size,
+        token_budget=ctx.token_budget,
+        **_align_llm(ctx),
+    )
+    return {"distillation": run_sync(distillation)}
+
+
+def align_consolidate(state: AlignState, runtime: Runtime[Context]) -> dict[str, Any]:
+    """Each candidate against its most similar principle, as the LLM judged them (see :func:`alignment.consolidate`)."""
+    ctx, memory = _memory(runtime, refresh=False)
+    consolidation = alignment.consolidate(
+        vectors=memory.principle_vectors,
+        plan=state["plan"],
+        distillation=state["distillation"],
+        threshold=alignment.CONSOLIDATE_THRESHOLD,
+        **_align_llm(ctx),
+    )
+    return {"consolidation": run_sync(consolidation)}
+
+
+def align_govern(state: AlignState, runtime: Runtime[Context]) -> dict[str, Any]:
+    """Which candidates enter working memory, merged, and which are held (:func:`~memalign_graph.alignment.govern`)."""
+    ctx, memory = _memory(runtime, refresh=False)
+    governance = alignment.govern(
+        memory,
+        state["plan"],
+        state["distillation"],
+        state["consolidation"],
+        principles_policy=ctx.principles_policy,
+        phases=Phases(),
+    )
+    return {"governance": governance}
+
+
+def align_commit(state: AlignState, runtime: Runtime[Context]) -> dict[str, Any]:
+    """Everything as one new version, under the writer locks (:func:`~memalign_graph.alignment.commit`).
+
+    The new episodes are embedded here (vectors never enter the graph's state). If another
+    writer committed since the ``episodes`` step, nothing is written: the update is ``moved``
+    (``{"from", "to", "passes"}``) and the graph goes back to ``episodes`` to plan again from
+    the new version, :data:`MAX_ALIGN_PASSES` passes at most.
+
+    Raises:
+        RuntimeError: if another writer committed during every one of those passes (nothing was written).
+    """
+    ctx, memory = _memory(runtime, refresh=False)
+    plan, phases = state["plan"], Phases()
+    episodes = [episode_from_record(r) for r in plan["fresh"]]
+    started = time.perf_counter()
+    vectors = alignment.embed_episodes(memory.embeddings, episodes, phases)
+    timings = {"embed_s": round(time.perf_counter() - started, 3)}
+    with memory.writing():
+        if memory.version != plan["version"]:
+            passes = state.get("passes", 1)
+            if passes >= MAX_ALIGN_PASSES:
+                raise RuntimeError(
+                    f"{memory.backend.location}: memory moved to version {memory.version} while this alignment was "
+                    f"prepared from version {plan['version']}, in each of {passes} passes; nothing was written; "
+                    "run it again"
+                )
+            return {"moved": {"from": plan["version"], "to": memory.version, "passes": passes}}
+        report = alignment.commit(
+            memory,
+            state,
+            episodes,
+            vectors,
+            author=_align_author(ctx, state),
+            reason=state.get("reason"),
+            via="align",
+            phases=phases,
+            timings=timings,
+        )
+    report.seconds = round(time.time() - plan["started_at"], 3)
+    return {"report": report.to_dict()}
+
+
+def route_commit(state: AlignState) -> str:
+    """Plan again when the memory moved before the commit, else finish."""
+    return "episodes" if state.get("moved") else END
+
+
 def build_align_graph(*, served: bool = False) -> StateGraph:
-    """The alignment graph, uncompiled: ``START → distill → END``.
+    """The alignment graph, uncompiled: ``START → episodes → distill → consolidate → govern → commit → END``.
+
+    Each node runs one step of :mod:`memalign_graph.alignment` and adds its result to the state
+    (``plan``, ``distillation``, ``consolidation``, ``governance``, ``report``), so Studio shows where
+    a principle was refused, merged or held. ``episodes`` ends the run when there is nothing to
+    change; ``commit`` goes back to ``episodes`` when another writer committed meanwhile.
 
     Input: :class:`AlignInput` (``{"feedback": [records]}``); output: ``{"report": {...}}``. With
     ``served``: context :class:`ServedContext`, input :class:`ServedAlignInput` (no ``author``: the
@@ -372,9 +499,20 @@ def build_align_graph(*, served: bool = False) -> StateGraph:
         input_schema=ServedAlignInput if served else AlignInput,
         output_schema=AlignOutput,
     )
-    builder.add_node("distill", node(distill, served=served))
-    builder.add_edge(START, "distill")
-    builder.add_edge("distill", END)
+    for name, step in (
+        ("episodes", align_episodes),
+        ("distill", align_distill),
+        ("consolidate", align_consolidate),
+        ("govern", align_govern),
+        ("commit", align_commit),
+    ):
+        builder.add_node(name, node(step, served=served))
+    builder.add_edge(START, "episodes")
+    builder.add_conditional_edges("episodes", route_plan, ["distill", END])
+    builder.add_edge("distill", "consolidate")
+    builder.add_edge("consolidate", "govern")
+    builder.add_edge("govern", "commit")
+    builder.add_conditional_edges("commit", route_commit, ["episodes", END])
     return builder
 
 
@@ -427,7 +565,8 @@ def distill_review(state: ReviewState, runtime: Runtime[Context]) -> dict[str, A
         update["judgment"] = corrected_judgment(state["judgment"], review)
     if record is None:
         return update
-    report = memory.align(
+    report = alignment.align(
+        memory,
         [record],
         model=resolve_chat_model(ctx.model, base_url=ctx.base_url),
         batch_size=ctx.batch_size,
@@ -453,7 +592,7 @@ def approve_principles(state: ReviewState, runtime: Runtime[Context]) -> dict[st
 
     The answer (``{"approve": [ids], "reject": [ids], "reviewer"?}``, validated by
     :func:`~memalign_graph.review.principles_answer_model`) is applied with
-    :meth:`~memalign_graph.memory.Memory.decide_principles` as one new version;
+    :func:`~memalign_graph.lifecycle.decide_principles` as one new version;
     proposals left unanswered stay pending (``memalign principles STORE --pending``).
     Nothing before the ``interrupt()`` has side effects, and proposals already
     decided (by another expert, or before a re-run) are left out.
@@ -472,7 +611,7 @@ def approve_principles(state: ReviewState, runtime: Runtime[Context]) -> dict[st
     reject = [i for i in decision.get("reject", []) if i in still]
     if approve or reject:
         author = ctx.author or decision.get("reviewer") or (state.get("review") or {}).get("reviewer") or "expert"
-        change = memory.decide_principles(approve, reject, author=author)
+        change = lifecycle.decide_principles(memory, approve, reject, author=author)
         decision["version"] = change.version
     return {"principles_review": decision}
 
@@ -491,13 +630,7 @@ def build_review_graph(*, served: bool = False) -> StateGraph:
     the reviewer and approver are the authenticated user, and the output also carries
     the working memory (:class:`ServedReviewOutput`).
     """
-    builder = StateGraph(
-        ReviewState,
-        context_schema=_context_schema(served),
-        input_schema=JudgeInput,
-        output_schema=ServedReviewOutput if served else ReviewOutput,
-    )
-    _add_judging(builder, served)
+    builder = _judging_graph(ReviewState, ReviewOutput, ServedReviewOutput, served)
     builder.add_node("collect_feedback", node(collect_feedback, served=served))
     builder.add_node("distill", node(distill_review, served=served))
     builder.add_conditional_edges("judge", _serve(route_review) if served else route_review, ["collect_feedback", END])
@@ -542,74 +675,3 @@ def build_batch_review_graph() -> StateGraph:
     builder.add_conditional_edges(START, fan_out, ["review_case"])
     builder.add_edge("review_case", END)
     return builder
-
-
-def evaluator_node(
-    to_input: Callable[[Any], dict[str, Any]], *, output_key: str = "judgment", review: bool = False
-) -> Callable[..., dict[str, Any]]:
-    """A node for any agent graph that judges part of its state.
-
-    Args:
-        to_input: maps the parent's state to the judge's input
-            ``{"inputs", "outputs", "expectations"?, "id"?}``.
-        output_key: parent state key that receives the judgment.
-        review: run the review graph (may pause for an expert; the parent
-            then needs a checkpointer) instead of the plain judge graph.
-
-    Returns:
-        A node function ``(state, runtime) -> {output_key: judgment}``. The judge's
-        own state never reaches the parent, so no parent key is duplicated. It
-        uses the parent's context (fields it lacks take defaults).
-    """
-    graph = build_review_graph().compile() if review else build_judge_graph().compile()
-
-    def evaluate(state: Any, runtime: Runtime[Any]) -> dict[str, Any]:
-        out = graph.invoke(to_input(state), context=runtime.context)
-        return {output_key: out["judgment"]}
-
-    return evaluate
-
-
-def judge_many(
-    graph: Any,
-    cases: list[dict[str, Any]],
-    context: Any,
-    concurrency: int = 2,
-    on_done: Callable[[], None] | None = None,
-) -> list[Judgment]:
-    """Judge ``cases`` with a compiled judge graph, ``concurrency`` at a time.
-
-    Only ``id``, ``inputs``, ``outputs`` and ``expectations`` reach the judge (an
-    expert's value in the record is never shown to it). A case that fails does not
-    stop the others; the failures are raised together once every case has run.
-
-    Returns:
-        The judgments, in the order of ``cases``.
-
-    Raises:
-        JudgeBatchError: if any case could not be judged (e.g. a
-            :class:`~memalign_graph.errors.JudgeError` after its retries, or a
-            :class:`~memalign_graph.errors.JudgmentParseError`); it names every failed
-            case id (``"#N"`` for the N-th case when it has no id), carries each error,
-            and the judgments of the cases that succeeded. The first error is its ``__cause__``.
-    """
-    inputs = [{k: c[k] for k in ("id", "inputs", "outputs", "expectations") if k in c} for c in cases]
-    results: list[Any] = [None] * len(inputs)
-    errors: dict[int, BaseException] = {}
-    for index, output in graph.batch_as_completed(
-        inputs, {"max_concurrency": concurrency}, return_exceptions=True, context=context
-    ):
-        if isinstance(output, BaseException):
-            errors[index] = output
-            continue
-        results[index] = output["judgment"]
-        if on_done:
-            on_done()
-    if errors:
-        named: dict[str, BaseException] = {}
-        for index in sorted(errors):
-            rid = str(inputs[index].get("id", f"#{index}"))
-            named[rid if rid not in named else f"{rid}#{index}"] = errors[index]
-        failed = {rid: str(exc) for rid, exc in named.items()}
-        raise JudgeBatchError(failed, named, results) from errors[min(errors)]
-    return results

@@ -1,14 +1,12 @@
-"""Expert feedback in from where it already lives, and the aligned judge out as an evaluator.
+"""Expert feedback in from where it already lives: MLflow traces and LangSmith runs.
 
-In: :func:`from_mlflow` reads traces with human assessments from an MLflow tracking
+:func:`from_mlflow` reads traces with human assessments from an MLflow tracking
 store (where MLflow's own MemAlign optimizer reads them); :func:`from_langsmith` reads
 runs and their feedback as the LangSmith SDK exports them (``Run`` / ``Feedback``
 objects serialised as JSON or JSONL; :func:`langsmith_records` takes the objects
 themselves). Both return feedback records (see :mod:`memalign_graph.spec`) ready for
-:meth:`memalign_graph.memory.Memory.align`.
-
-Out: :func:`as_evaluator` gives the aligned judge as an evaluator with the openevals /
-LangSmith result shape (``{"key", "score", "value", "comment", "metadata"}``).
+:meth:`memalign_graph.memory.Memory.align`. The way back out, the aligned judge as an
+evaluator, is :func:`memalign_graph.evaluators.as_evaluator`.
 
 How a trace or run becomes a record:
 
@@ -16,7 +14,7 @@ How a trace or run becomes a record:
   can name it; re-importing the same trace replaces its episode only if its content changed.
 * ``inputs`` / ``outputs``: the trace's request / response (the run's inputs / outputs).
   JSON text is decoded; an object with a single key is replaced by its value
-  (``{"question": "2+2?"}`` becomes ``"2+2?"``), as :func:`as_evaluator` does with the
+  (``{"question": "2+2?"}`` becomes ``"2+2?"``), as :func:`~memalign_graph.evaluators.as_evaluator` does with the
   cases it judges, so an imported episode and a later case of the same content match.
 * ``value`` / ``feedback``: the expert's value and rationale (MLflow) or value-or-score and
   comment (LangSmith). Human feedback only: MLflow assessments whose source type is
@@ -40,7 +38,7 @@ from __future__ import annotations
 import json
 import os
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -201,23 +199,23 @@ def _check_spec(spec: JudgeSpec, source: str) -> None:
 
 
 def _records(
+    kind: str,
+    source: str,
     verdicts: list[_Verdict],
     cases: Mapping[str, dict[str, Any]],
     spec: JudgeSpec,
-    *,
     name: str | None,
     resolve: Resolve,
-    value_map: Mapping[str, Any],
-    source: str,
-    kind: str,
-    skipped: dict[str, str],
+    value_map: Mapping[str, Any] | None,
 ) -> ImportResult:
+    """The records of the human verdicts on ``cases`` from ``source`` (``kind``: ``"mlflow"`` or ``"langsmith"``)."""
+    value_map = dict(value_map or {})
     chosen = _pick_name(verdicts, spec, name, source)
     by_target: dict[str, list[_Verdict]] = {}
     for v in verdicts:
         if v.name == chosen:
             by_target.setdefault(v.target, []).append(v)
-    result = ImportResult(records=[], feedback_name=chosen, skipped=skipped, source=kind)
+    result = ImportResult(records=[], feedback_name=chosen, source=kind)
     for target, case in cases.items():
         found = by_target.get(target, [])
         human = [v for v in found if v.human]
@@ -374,17 +372,7 @@ def from_mlflow(
                     order=len(verdicts),
                 )
             )
-    return _records(
-        verdicts,
-        cases,
-        spec,
-        name=feedback_name,
-        resolve=how,
-        value_map=dict(value_map or {}),
-        source=tracking_uri,
-        kind="mlflow",
-        skipped={},
-    )
+    return _records("mlflow", tracking_uri, verdicts, cases, spec, feedback_name, how, value_map)
 
 
 def _timestamp(value: datetime | None) -> float:
@@ -454,17 +442,7 @@ def langsmith_records(
                 order=len(verdicts),
             )
         )
-    return _records(
-        verdicts,
-        cases,
-        spec,
-        name=feedback_name,
-        resolve=how,
-        value_map=dict(value_map or {}),
-        source=source,
-        kind="langsmith",
-        skipped={},
-    )
+    return _records("langsmith", source, verdicts, cases, spec, feedback_name, how, value_map)
 
 
 def _langsmith_expert(source: Any) -> str | None:
@@ -562,105 +540,8 @@ def from_langsmith(
     )
 
 
-def as_evaluator(
-    store: str | Path,
-    *,
-    model: Any = None,
-    base_url: str | None = None,
-    embeddings: Any = None,
-    key: str | None = None,
-    score_map: Mapping[str, float] | None = None,
-    **context: Any,
-) -> Callable[..., dict[str, Any]]:
-    """The aligned judge at ``store`` as an evaluator for LangSmith or openevals-style loops.
-
-    The evaluator accepts what LangSmith passes (``run`` / ``example`` objects, or
-    ``inputs`` / ``outputs`` / ``reference_outputs`` keyword arguments, as
-    ``langsmith.evaluate`` and openevals call evaluators) and judges the case through the
-    judge graph with the memory's principles and episodes. ``inputs`` come from the run
-    (else the example), ``outputs`` from the run, ``reference_outputs`` (the example's
-    outputs) become ``expectations``; each goes through :func:`case_field`.
-
-    Args:
-        store: the memory (directory or ``postgresql://…?judge=NAME``).
-        model: judge chat model (see :func:`memalign_graph.models.resolve_chat_model`).
-        base_url: OpenAI-compatible server URL (``model`` is then its model name).
-        embeddings: the memory's embeddings (see :func:`memalign_graph.models.resolve_embeddings`).
-        key: the result's ``key`` (default: the judge's name).
-        score_map: judge value -> numeric score, e.g. ``{"pass": 1, "fail": 0}``. Without it a
-            numeric judge's score is its value and other judges' score is ``None`` (the label
-            is in ``value``, LangSmith's field for categorical feedback).
-        **context: other :class:`~memalign_graph.context.Context` fields (``k``, ``precedent``, …).
-
-    Returns:
-        ``evaluator(inputs=None, outputs=None, reference_outputs=None, *, run=None, example=None)``
-        returning ``{"key", "score", "value", "comment", "metadata"}``: ``comment`` is the
-        rationale, ``metadata`` the model, precedent, principle and episode ids.
-
-    Raises:
-        MemoryFormatError: (from the evaluator, at first use) if there is no memory at ``store``.
-        ValueError: (from the evaluator) if no outputs were given.
-        JudgeError, JudgmentParseError: (from the evaluator) if the case could not be judged.
-    """
-    from memalign_graph.context import Context
-    from memalign_graph.graph import build_judge_graph
-    from memalign_graph.memory import open_memory
-
-    ctx = Context(store=str(store), model=model, base_url=base_url, embeddings=embeddings, **context)
-    graph = build_judge_graph().compile()
-    scores = {str(k).lower(): v for k, v in (score_map or {}).items()}
-
-    def evaluator(
-        inputs: Any = None,
-        outputs: Any = None,
-        reference_outputs: Any = None,
-        *,
-        run: Any = None,
-        example: Any = None,
-        **_: Any,
-    ) -> dict[str, Any]:
-        spec = open_memory(str(store), embeddings).spec
-        if run is not None:
-            inputs = run.inputs if run.inputs else inputs
-            outputs = run.outputs if run.outputs else outputs
-        if example is not None:
-            inputs = inputs or example.inputs
-            reference_outputs = reference_outputs or example.outputs
-        if outputs in (None, {}, ""):
-            raise ValueError(f"evaluator for judge {spec.name!r}: no outputs to judge")
-        case: dict[str, Any] = {"inputs": case_field(inputs) or "(none)", "outputs": case_field(outputs)}
-        if reference_outputs not in (None, {}, ""):
-            case["expectations"] = case_field(reference_outputs)
-        if run is not None:
-            case["id"] = str(run.id)
-        judgment = graph.invoke(case, context=ctx)["judgment"]
-        value = judgment["value"]
-        if scores:
-            score = scores.get(str(value).lower())
-        elif spec.kind == "numeric":
-            score = value
-        else:
-            score = None
-        return {
-            "key": key or spec.name,
-            "score": score,
-            "value": value,
-            "comment": judgment["rationale"],
-            "metadata": {
-                "model": judgment["model"],
-                "precedent": judgment["precedent"],
-                "principle_ids": judgment["principle_ids"],
-                "episode_ids": judgment["episode_ids"],
-                "scores": judgment.get("scores"),
-            },
-        }
-
-    return evaluator
-
-
 __all__ = [
     "ImportResult",
-    "as_evaluator",
     "case_field",
     "from_langsmith",
     "from_mlflow",

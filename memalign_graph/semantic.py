@@ -3,13 +3,16 @@
 A principle is a short, generalisable rule ("prefer the certified view over raw
 tables"). Every principle keeps the ids of the feedback records it came from
 (as MLflow's judge optimizers do), so forgetting a record can remove exactly
-what it caused. All principles go into every judgment (MemAlign, Databricks 2025).
+what it caused. All principles go into every judgment (MemAlign, Databricks 2025);
+:class:`SemanticMemory` ranks them when they exceed a token budget.
 """
 
 from __future__ import annotations
 
+import math
 import re
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, Literal, NotRequired
 
@@ -391,3 +394,92 @@ def superseded_to_restore(principle: Principle) -> Principle | None:
             back["restored_at"] = now_iso()
             return Principle(**back)  # type: ignore[typeddict-item]
     return None
+
+
+class SemanticMemory:
+    """The principles of one committed version, and their selection for working memory.
+
+    The counterpart of :class:`~memalign_graph.episodic.EpisodicMemory`: a memory builds one for
+    each version it loads or commits and never changes it (a new version gets a new one), so
+    readers in other threads need no lock. Every version shares one :class:`PrincipleVectors`
+    cache, so a principle is embedded once per process, not once per version.
+
+    Args:
+        principles: the version's principles in working memory, in stored order.
+        vectors: the embeddings of principle texts.
+        token_cost: estimated tokens of a text (the memory passes
+            :func:`memalign_graph.distill.estimate_tokens`: characters / 4).
+    """
+
+    def __init__(
+        self, principles: list[Principle], vectors: PrincipleVectors, token_cost: Callable[[str], int]
+    ) -> None:
+        self._principles = list(principles)
+        self.vectors = vectors
+        self._token_cost = token_cost
+        self._table: tuple[np.ndarray, np.ndarray] | None = None  # costs and supports, on first ranking
+        self._matrix: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self._principles)
+
+    @property
+    def principles(self) -> list[Principle]:
+        """All principles of this version (a new list)."""
+        return list(self._principles)
+
+    def _costs_and_supports(self) -> tuple[np.ndarray, np.ndarray]:
+        """Token costs (text + 2 for its line) and supports (``log(1 + sources)``; NaN: hand-written), once."""
+        if self._table is None:
+            costs = np.array([self._token_cost(p["text"]) + 2 for p in self._principles], dtype=np.int64)
+            supports = np.array(
+                [math.log1p(len(p["sources"])) if p["sources"] else np.nan for p in self._principles],
+                dtype=np.float64,
+            )
+            self._table = (costs, supports)
+        return self._table
+
+    def select(
+        self,
+        token_budget: int | None,
+        query: Callable[[], np.ndarray],
+        *,
+        support_weight: float = 0.25,
+    ) -> tuple[list[Principle], list[str]]:
+        """The principles for working memory, within ``token_budget`` estimated tokens.
+
+        All principles when they fit (MemAlign's default: all of them in every judgment).
+        Otherwise the most useful ones that fit: ranked by cosine similarity to the case plus
+        ``support_weight`` times their support (``log(1 + sources)`` relative to the
+        best-supported principle; hand-written principles count as the best supported), taken
+        greedily in that order while they fit, and returned in their stored order.
+
+        Args:
+            token_budget: estimated tokens for principle texts; ``None``: no limit.
+            query: gives the case's unit query vector (shape ``(dim,)``); called only when the
+                principles must be ranked.
+            support_weight: weight of support against similarity, in [0, 1].
+
+        Returns:
+            ``(selected principles, ids of principles left out)``.
+        """
+        costs, supports = self._costs_and_supports()
+        if token_budget is None or int(costs.sum()) <= token_budget:
+            return list(self._principles), []
+        if self._matrix is None:
+            self._matrix = self.vectors([p["text"] for p in self._principles])
+        vector = query()
+        known = supports[~np.isnan(supports)]
+        best = float(known.max()) if known.size and known.max() > 0 else 1.0
+        scores = self._matrix @ vector + support_weight * np.where(np.isnan(supports), best, supports) / best
+        chosen = np.zeros(len(self._principles), dtype=bool)
+        used, cheapest = 0, int(costs.min())
+        for i in np.argsort(-scores, kind="stable"):
+            if used + costs[i] <= token_budget:
+                chosen[i] = True
+                used += int(costs[i])
+                if token_budget - used < cheapest:
+                    break
+        return [p for i, p in enumerate(self._principles) if chosen[i]], [
+            p["id"] for i, p in enumerate(self._principles) if not chosen[i]
+        ]

@@ -1,5 +1,9 @@
 """What flows through the graphs: plain JSON-like TypedDicts (safe in any checkpointer).
 
+The alignment graph's state holds the result of each step of :mod:`memalign_graph.alignment`
+(:class:`EpisodePlan`, :class:`Distillation`, :class:`Consolidation`, :class:`Governance`),
+which the steps return as they are.
+
 They are ``typing_extensions.TypedDict`` s (Pydantic refuses ``typing.TypedDict`` on
 Python < 3.12), and each field's docstring becomes its description in the graphs'
 JSON schemas, so Studio and ``client.assistants.get_schemas`` show typed, described forms.
@@ -167,9 +171,112 @@ class AlignOutput(TypedDict):
     """Records added and replaced, principles added, the new version, tokens and seconds spent."""
 
 
-@with_config(_DESCRIBED)
-class AlignState(AlignInput, total=False):
-    """Alignment state."""
+# The alignment steps' results (see memalign_graph.alignment), each what its node adds to the state.
 
+
+@with_config(_DESCRIBED)
+class EpisodePlan(TypedDict):
+    """The episodes step: what the records are to the ledger, and the principles distillation builds on."""
+
+    version: int
+    """The memory version the plan was made from."""
+    started_at: float
+    """When the plan was made (seconds since the epoch)."""
+    added: list[str]
+    """Ids of records not aligned before: new episodes."""
+    replaced: list[str]
+    """Ids of records aligned before with other content: their episodes are replaced."""
+    unchanged: list[str]
+    """Ids of records aligned before with the same content (no-op)."""
+    fresh: list[dict[str, Any]]
+    """The added and replaced records (validated feedback records), whose episodes are written."""
+    retry: list[dict[str, Any]]
+    """Unchanged records (validated) whose distillation failed before: distilled again."""
+    principles: list[Principle]
+    """The principles in memory, less those whose only sources were replaced."""
+    removed_principles: list[str]
+    """Ids of the principles whose only sources were replaced."""
+
+
+@with_config(_DESCRIBED)
+class Distillation(TypedDict):
+    """The distill step: candidate principles from the salient records."""
+
+    candidates: list[Principle]
+    """New principles, before consolidation and governance, oldest feedback first."""
+    distilled: list[str]
+    """Ids of records distilled."""
+    failed: dict[str, str]
+    """Record id -> error, for records whose distillation failed (retried by the next alignment)."""
+    refused: list[dict[str, Any]]
+    """Principles the LLM gave that were refused: text, sources, reason."""
+    llm_calls: int
+    """Calls made, retries included."""
+    usage: dict[str, int]
+    """Tokens spent."""
+    timings: dict[str, float]
+    """Seconds: distill_s."""
+
+
+@with_config(_DESCRIBED)
+class Consolidation(TypedDict):
+    """The consolidate step: each candidate against its most similar principle, as the LLM judged them."""
+
+    pairs: list[list[Any]]
+    """[candidate id, other principle id, cosine similarity] of the pairs sent to the LLM."""
+    relations: dict[str, list[str]]
+    """Candidate id -> [other principle id, 'same' | 'contradicts' | 'different'] (unclassified: absent)."""
+    counts: dict[str, int]
+    """Pairs sent, and how many were judged the same, contradicting or different."""
+    llm_calls: int
+    """Calls made, retries included."""
+    usage: dict[str, int]
+    """Tokens spent."""
+    timings: dict[str, float]
+    """Seconds: consolidate_embed_s (finding the pairs)."""
+
+
+@with_config(_DESCRIBED)
+class Governance(TypedDict):
+    """The govern step: which candidates enter working memory, merged, and which are held for an expert."""
+
+    policy: str
+    """The principles policy applied: 'auto' or 'review'."""
+    principles: list[Principle]
+    """Working memory after the merge: what the new version holds."""
+    new_principles: list[str]
+    """Ids of candidates added to working memory."""
+    merged_principles: dict[str, str]
+    """Candidate id -> id of the principle it repeated (merged into it) or superseded."""
+    proposed: list[Principle]
+    """Every proposal (pending and rejected) after filing the held candidates."""
+    proposed_principles: dict[str, str]
+    """Held candidate (or the pending proposal it joined) id -> why it was held."""
+    timings: dict[str, float]
+    """Seconds: merge_s."""
+
+
+@with_config(_DESCRIBED)
+class AlignmentSteps(TypedDict, total=False):
+    """The results of the steps before the commit (what the alignment graph's state carries)."""
+
+    plan: EpisodePlan
+    """The episodes step: records added, replaced, unchanged or retried, and the principles distillation builds on."""
+    distillation: Distillation
+    """The distill step: candidate principles, records distilled or failed, principles refused."""
+    consolidation: Consolidation
+    """The consolidate step: each candidate against its most similar principle, as the LLM judged the pair."""
+    governance: Governance
+    """The govern step: candidates added, merged into a principle, or held for an expert (and why)."""
+
+
+@with_config(_DESCRIBED)
+class AlignState(AlignInput, AlignmentSteps, total=False):
+    """Alignment state: each step's result as the node that ran it left it (see :mod:`memalign_graph.alignment`)."""
+
+    passes: int
+    """Pass through the steps: 1, or more when another writer committed before this run's commit."""
+    moved: dict[str, int] | None
+    """Set by the commit step when the memory moved since the plan (from, to, passes): the run plans again."""
     report: dict[str, Any]
     """What alignment did."""

@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 
 import memalign_graph.cli.output as cli_output
 import memalign_graph.graph as graph_module
-import memalign_graph.memory as memory_module
+import memalign_graph.versions as memory_module
 from memalign_graph import Context, Memory, build_judge_graph
 from memalign_graph.cli import app
 from memalign_graph.errors import MemoryFormatError
@@ -275,7 +275,7 @@ TERMINAL_DRIVER = """
 import json, sys
 from langchain_core.embeddings import DeterministicFakeEmbedding
 import memalign_graph.graph as graph_module
-import memalign_graph.memory as memory_module
+import memalign_graph.versions as memory_module
 from memalign_graph.cli import main
 from memalign_graph.testing import StubChatModel
 

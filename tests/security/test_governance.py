@@ -143,8 +143,10 @@ def test_hand_written_principle_superseded_by_older_code_comes_back_on_forget(me
     memory.align([feedback("new-1", "SELECT * FROM raw.t", value="pass", text="x")], model=stub)
     superseding = new_principle("Raw tables are fine now.", ["new-1"], "distill:old")
     superseding["history"] = [{**hand, "superseded_at": now_iso()}]
-    with memory._writing():
-        memory._commit([superseding], memory.records, author="old code", reason="legacy", episodes_changed=False)
+    with memory.versioned.writing():
+        memory.versioned.commit(
+            [superseding], memory.records, author="old code", reason="legacy", episodes_changed=False
+        )
     assert [p["id"] for p in memory.principles] == [superseding["id"]]
 
     change = memory.forget(["new-1"])

@@ -29,7 +29,7 @@ pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 @pytest.fixture(autouse=True)
 def fake_embeddings(monkeypatch, embeddings) -> None:
     """The CLI's default embeddings replaced by the deterministic test embeddings (no model to load)."""
-    import memalign_graph.memory as memory_module
+    import memalign_graph.versions as memory_module
 
     real = memory_module.resolve_embeddings
     monkeypatch.setattr(
@@ -161,8 +161,8 @@ def test_a_failed_save_never_wedges_later_runs(store: Path, tmp_path: Path, monk
 def test_an_unusable_stored_answer_is_asked_again(store: Path, tmp_path: Path, monkeypatch) -> None:
     """A pending answer the memory refuses for good (a record error) goes back to the expert, once."""
     import memalign_graph.backends.file as file_backend
+    from memalign_graph import alignment
     from memalign_graph.errors import RecordError
-    from memalign_graph.memory import Memory
 
     cases = cases_file(tmp_path / "cases.jsonl", [{"id": "c1", "inputs": "orders", "outputs": "SELECT * FROM raw.o"}])
     real = file_backend.atomic_write_json
@@ -179,7 +179,7 @@ def test_an_unusable_stored_answer_is_asked_again(store: Path, tmp_path: Path, m
     def refuse(self, records, **kwargs):
         raise RecordError("record 0", "field 'feedback' has 200001 characters, more than 200000")
 
-    monkeypatch.setattr(Memory, "align", refuse)
+    monkeypatch.setattr(alignment, "align", refuse)
     before = memory_sums(store)
     out = run("review", store, cases, "--model", "stub", stdin="s\n")
     assert out.exit_code == 0, out.output

@@ -21,7 +21,7 @@ import pytest
 from langchain_core.embeddings import DeterministicFakeEmbedding
 from typer.testing import CliRunner
 
-import memalign_graph.memory as memory_module
+import memalign_graph.versions as memory_module
 from memalign_graph import Context, Memory, build_judge_graph
 from memalign_graph.cli import app
 from memalign_graph.errors import MemoryFormatError, RecordError

@@ -21,8 +21,8 @@ from langchain_core.embeddings import DeterministicFakeEmbedding
 from memalign_graph import Context, JudgmentParseError, Memory, build_align_graph, build_judge_graph
 from memalign_graph.distill import aclassify_pairs, adistill
 from memalign_graph.errors import JudgeBatchError, JudgeError, MemAlignError
+from memalign_graph.evaluators import judge_many
 from memalign_graph.faults import RETRY_DEFAULTS, is_transient
-from memalign_graph.graph import judge_many
 from memalign_graph.judge import arun_judge, run_judge
 from memalign_graph.testing import StubChatModel, StubTimeout, default_responder
 from tests.conftest import CATEGORICAL, KeywordEmbeddings, feedback, location_of

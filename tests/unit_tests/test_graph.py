@@ -22,7 +22,15 @@ def test_nodes_in_order():
         "judge",
         "__end__",
     ]
-    assert list(build_align_graph().compile().get_graph().nodes) == ["__start__", "distill", "__end__"]
+    assert list(build_align_graph().compile().get_graph().nodes) == [
+        "__start__",
+        "episodes",
+        "distill",
+        "consolidate",
+        "govern",
+        "commit",
+        "__end__",
+    ]
 
 
 def test_alignment_changes_the_judgment(memory, context, embeddings):

@@ -23,11 +23,12 @@ from langsmith.evaluation.evaluator import run_evaluator
 from langsmith.schemas import Example, Feedback, Run
 from typer.testing import CliRunner
 
-import memalign_graph.memory as memory_module
+import memalign_graph.versions as memory_module
 from memalign_graph import Memory
 from memalign_graph.cli import app
 from memalign_graph.errors import RecordError
-from memalign_graph.importers import as_evaluator, from_langsmith, from_mlflow, langsmith_records, parse_value_map
+from memalign_graph.evaluators import as_evaluator
+from memalign_graph.importers import from_langsmith, from_mlflow, langsmith_records, parse_value_map
 from memalign_graph.testing import StubChatModel
 from tests.conftest import CATEGORICAL, NUMERIC, PAIRWISE, location_of
 

@@ -38,7 +38,7 @@ def test_reopened_memory_selects_principles_without_embedding_them(new_location,
     selected, omitted = reopened.select_principles({"inputs": "q", "outputs": "SELECT 1"}, token_budget=20)
     assert omitted and selected  # the budget forced a ranking by similarity
     assert counting.documents == 0  # no principle was embedded again
-    assert np.allclose(reopened._vectors(texts), memory._vectors(texts))
+    assert np.allclose(reopened.semantic.vectors(texts), memory.semantic.vectors(texts))
 
 
 def test_forget_drops_the_vectors_of_removed_principles(memory, stub):
@@ -88,7 +88,7 @@ def test_selection_matches_a_plain_greedy_ranking(tmp_path, stub):
     case = {"inputs": "report", "outputs": "SELECT * FROM raw.t3"}
     principles = memory.principles
     query = np.asarray(memory.embeddings.embed_query("Input: report\nOutput: SELECT * FROM raw.t3"), dtype=np.float32)
-    sims = memory._vectors([p["text"] for p in principles]) @ (query / np.linalg.norm(query))
+    sims = memory.semantic.vectors([p["text"] for p in principles]) @ (query / np.linalg.norm(query))
     supports = [math.log1p(len(p["sources"])) if p["sources"] else None for p in principles]
     best = max(s for s in supports if s is not None)
     scores = [float(x) + 0.25 * ((s if s is not None else best) / best) for x, s in zip(sims, supports)]

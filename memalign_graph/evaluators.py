@@ -1,0 +1,191 @@
+"""The aligned judge where other code evaluates: an evaluator function, a node for any graph, batches.
+
+- :func:`as_evaluator`: the judge as a LangSmith / openevals evaluator (``{"key", "score", "value",
+  "comment", "metadata"}``), the counterpart of the importers in :mod:`memalign_graph.importers`;
+- :func:`evaluator_node`: a node that judges part of an agent graph's state;
+- :func:`judge_many`: many cases through a compiled judge graph, failures gathered.
+
+All run the judge graph (:mod:`memalign_graph.graph`), so a judgment made here is the one the
+graph makes: same working memory, same configuration (:class:`~memalign_graph.context.Context`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from langgraph.runtime import Runtime
+
+from memalign_graph.context import Context
+from memalign_graph.errors import JudgeBatchError
+from memalign_graph.graph import build_judge_graph, build_review_graph
+from memalign_graph.importers import case_field
+from memalign_graph.judge import Judgment
+from memalign_graph.versions import shared_memory
+
+
+def as_evaluator(
+    store: str | Path,
+    *,
+    model: Any = None,
+    base_url: str | None = None,
+    embeddings: Any = None,
+    key: str | None = None,
+    score_map: Mapping[str, float] | None = None,
+    **context: Any,
+) -> Callable[..., dict[str, Any]]:
+    """The aligned judge at ``store`` as an evaluator for LangSmith or openevals-style loops.
+
+    The evaluator accepts what LangSmith passes (``run`` / ``example`` objects, or
+    ``inputs`` / ``outputs`` / ``reference_outputs`` keyword arguments, as
+    ``langsmith.evaluate`` and openevals call evaluators) and judges the case through the
+    judge graph with the memory's principles and episodes. ``inputs`` come from the run
+    (else the example), ``outputs`` from the run, ``reference_outputs`` (the example's
+    outputs) become ``expectations``; each goes through :func:`case_field`.
+
+    Args:
+        store: the memory (directory or ``postgresql://…?judge=NAME``).
+        model: judge chat model (see :func:`memalign_graph.models.resolve_chat_model`).
+        base_url: OpenAI-compatible server URL (``model`` is then its model name).
+        embeddings: the memory's embeddings (see :func:`memalign_graph.embeddings.resolve_embeddings`).
+        key: the result's ``key`` (default: the judge's name).
+        score_map: judge value -> numeric score, e.g. ``{"pass": 1, "fail": 0}``. Without it a
+            numeric judge's score is its value and other judges' score is ``None`` (the label
+            is in ``value``, LangSmith's field for categorical feedback).
+        **context: other :class:`~memalign_graph.context.Context` fields (``k``, ``precedent``, …).
+
+    Returns:
+        ``evaluator(inputs=None, outputs=None, reference_outputs=None, *, run=None, example=None)``
+        returning ``{"key", "score", "value", "comment", "metadata"}``: ``comment`` is the
+        rationale, ``metadata`` the model, precedent, principle and episode ids.
+
+    Raises:
+        MemoryFormatError: (from the evaluator, at first use) if there is no memory at ``store``.
+        ValueError: (from the evaluator) if no outputs were given.
+        JudgeError, JudgmentParseError: (from the evaluator) if the case could not be judged.
+    """
+    ctx = Context(store=str(store), model=model, base_url=base_url, embeddings=embeddings, **context)
+    graph = build_judge_graph().compile()
+    scores = {str(k).lower(): v for k, v in (score_map or {}).items()}
+
+    def evaluator(
+        inputs: Any = None,
+        outputs: Any = None,
+        reference_outputs: Any = None,
+        *,
+        run: Any = None,
+        example: Any = None,
+        **_: Any,
+    ) -> dict[str, Any]:
+        spec = shared_memory(str(store), embeddings).spec
+        if run is not None:
+            inputs = run.inputs if run.inputs else inputs
+            outputs = run.outputs if run.outputs else outputs
+        if example is not None:
+            inputs = inputs or example.inputs
+            reference_outputs = reference_outputs or example.outputs
+        if outputs in (None, {}, ""):
+            raise ValueError(f"evaluator for judge {spec.name!r}: no outputs to judge")
+        case: dict[str, Any] = {"inputs": case_field(inputs) or "(none)", "outputs": case_field(outputs)}
+        if reference_outputs not in (None, {}, ""):
+            case["expectations"] = case_field(reference_outputs)
+        if run is not None:
+            case["id"] = str(run.id)
+        judgment = graph.invoke(case, context=ctx)["judgment"]
+        value = judgment["value"]
+        if scores:
+            score = scores.get(str(value).lower())
+        elif spec.kind == "numeric":
+            score = value
+        else:
+            score = None
+        return {
+            "key": key or spec.name,
+            "score": score,
+            "value": value,
+            "comment": judgment["rationale"],
+            "metadata": {
+                "model": judgment["model"],
+                "precedent": judgment["precedent"],
+                "principle_ids": judgment["principle_ids"],
+                "episode_ids": judgment["episode_ids"],
+                "scores": judgment.get("scores"),
+            },
+        }
+
+    return evaluator
+
+
+def evaluator_node(
+    to_input: Callable[[Any], dict[str, Any]], *, output_key: str = "judgment", review: bool = False
+) -> Callable[..., dict[str, Any]]:
+    """A node for any agent graph that judges part of its state.
+
+    Args:
+        to_input: maps the parent's state to the judge's input
+            ``{"inputs", "outputs", "expectations"?, "id"?}``.
+        output_key: parent state key that receives the judgment.
+        review: run the review graph (may pause for an expert; the parent
+            then needs a checkpointer) instead of the plain judge graph.
+
+    Returns:
+        A node function ``(state, runtime) -> {output_key: judgment}``. The judge's
+        own state never reaches the parent, so no parent key is duplicated. It
+        uses the parent's context (fields it lacks take defaults).
+    """
+    graph = build_review_graph().compile() if review else build_judge_graph().compile()
+
+    def evaluate(state: Any, runtime: Runtime[Any]) -> dict[str, Any]:
+        out = graph.invoke(to_input(state), context=runtime.context)
+        return {output_key: out["judgment"]}
+
+    return evaluate
+
+
+def judge_many(
+    graph: Any,
+    cases: list[dict[str, Any]],
+    context: Any,
+    concurrency: int = 2,
+    on_done: Callable[[], None] | None = None,
+) -> list[Judgment]:
+    """Judge ``cases`` with a compiled judge graph, ``concurrency`` at a time.
+
+    Only ``id``, ``inputs``, ``outputs`` and ``expectations`` reach the judge (an
+    expert's value in the record is never shown to it). A case that fails does not
+    stop the others; the failures are raised together once every case has run.
+
+    Returns:
+        The judgments, in the order of ``cases``.
+
+    Raises:
+        JudgeBatchError: if any case could not be judged (e.g. a
+            :class:`~memalign_graph.errors.JudgeError` after its retries, or a
+            :class:`~memalign_graph.errors.JudgmentParseError`); it names every failed
+            case id (``"#N"`` for the N-th case when it has no id), carries each error,
+            and the judgments of the cases that succeeded. The first error is its ``__cause__``.
+    """
+    inputs = [{k: c[k] for k in ("id", "inputs", "outputs", "expectations") if k in c} for c in cases]
+    results: list[Any] = [None] * len(inputs)
+    errors: dict[int, BaseException] = {}
+    for index, output in graph.batch_as_completed(
+        inputs, {"max_concurrency": concurrency}, return_exceptions=True, context=context
+    ):
+        if isinstance(output, BaseException):
+            errors[index] = output
+            continue
+        results[index] = output["judgment"]
+        if on_done:
+            on_done()
+    if errors:
+        named: dict[str, BaseException] = {}
+        for index in sorted(errors):
+            rid = str(inputs[index].get("id", f"#{index}"))
+            named[rid if rid not in named else f"{rid}#{index}"] = errors[index]
+        failed = {rid: str(exc) for rid, exc in named.items()}
+        raise JudgeBatchError(failed, named, results) from errors[min(errors)]
+    return results
+
+
+__all__ = ["as_evaluator", "evaluator_node", "judge_many"]

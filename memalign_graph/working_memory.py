@@ -1,0 +1,220 @@
+"""Working memory for one judgment, and judging a case with it in one call.
+
+Working memory is what the judge sees: the criterion, the principles (all of them, or the
+most relevant within a token budget), the ``k`` most similar episodes, and the case
+(MemAlign, Databricks 2025). When a retrieved episode is this same case with an expert's
+value, that value is the judgment (the expert-precedent rule) and no model is called.
+The judge graph builds working memory node by node; :func:`judge` and :func:`ajudge`
+(``Memory.judge`` / ``Memory.ajudge``) do the same in one call, and share with the graph
+how the judge's settings are made and how a judgment is finished.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any
+
+from langchain_core.language_models import BaseChatModel
+
+from memalign_graph.episodic import Episode
+from memalign_graph.judge import (
+    JudgeSettings,
+    Judgment,
+    PrecedentMode,
+    arun_judge,
+    find_precedent,
+    precedent_judgment,
+    run_judge,
+)
+from memalign_graph.models import resolve_chat_model
+from memalign_graph.semantic import Principle
+from memalign_graph.spec import parse_record
+from memalign_graph.versions import VersionedMemory
+
+PRECEDENT_MODES = ("exact", "similar", "off")
+CASE_KEYS = ("id", "inputs", "outputs", "expectations")
+"""The fields of a case that reach the judge (anything else in a record, such as the expert's value, does not)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class JudgeOptions:
+    """How :func:`judge` makes one judgment (its keyword arguments; see there).
+
+    Raises:
+        ValueError: for an unknown ``precedent`` or a ``k`` that is not a non-negative integer.
+    """
+
+    model: str | BaseChatModel | None = None
+    base_url: str | None = None
+    k: int = 5
+    precedent: PrecedentMode = "exact"
+    precedent_threshold: float = 0.98
+    use_principles: bool = True
+    principles_token_budget: int | None = 2000
+    use_episodes: bool = True
+    max_retries: int = 2
+    backoff_s: float | None = None
+    backoff_max_s: float | None = None
+    structured_output: str = "auto"
+    rationale_max_chars: int = 300
+
+    def __post_init__(self) -> None:
+        if self.precedent not in PRECEDENT_MODES:
+            raise ValueError(f"precedent {self.precedent!r}: use one of {', '.join(PRECEDENT_MODES)}")
+        if isinstance(self.k, bool) or not isinstance(self.k, int) or self.k < 0:
+            raise ValueError(f"k must be a non-negative integer, got {self.k!r}")
+
+
+def judge_settings(
+    max_retries: int,
+    structured_output: str,
+    rationale_max_chars: int,
+    backoff_s: float | None = None,
+    backoff_max_s: float | None = None,
+    context_window: int | None = None,
+) -> JudgeSettings:
+    """The judge's settings (see :class:`~memalign_graph.judge.JudgeSettings`); ``None`` leaves a default."""
+    settings = JudgeSettings(
+        max_retries=max_retries,
+        structured_output=structured_output,
+        rationale_max_chars=rationale_max_chars,
+        context_window=context_window,
+    )
+    if backoff_s is not None:
+        settings["backoff_s"] = float(backoff_s)
+    if backoff_max_s is not None:
+        settings["backoff_max_s"] = float(backoff_max_s)
+    return settings
+
+
+def finish_judgment(judgment: Judgment, case: dict[str, Any], omitted: list[str]) -> Judgment:
+    """``judgment`` with the ids of the principles left out of working memory, and the case's id if it has one."""
+    judgment["principles_omitted"] = omitted
+    if "id" in case:
+        judgment["id"] = case["id"]
+    return judgment
+
+
+def assemble(
+    memory: VersionedMemory, case: dict[str, Any], options: JudgeOptions
+) -> tuple[dict[str, Any], list[Principle], list[str], list[Episode], Episode | None]:
+    """Working memory for ``case``: ``(case validated, principles, ids left out, episodes, expert precedent or None)``.
+
+    The case is embedded once (principle ranking hands its vector to the episode search).
+
+    Raises:
+        RecordError: if the case is malformed (names the field).
+    """
+    raw = {key: case[key] for key in CASE_KEYS if key in case}
+    parsed = dict(parse_record(raw, memory.spec, where="case"))
+    handoff = memory.episodes.new_handoff() if options.use_episodes and options.k else None
+    principles, omitted = (
+        memory.select_principles(parsed, options.principles_token_budget, handoff=handoff)
+        if options.use_principles
+        else ([], [])
+    )
+    episodes = (
+        memory.retrieve_episodes(parsed, options.k, handoff=handoff) if options.use_episodes and options.k else []
+    )
+    found = find_precedent(parsed, episodes, options.precedent, options.precedent_threshold)
+    return parsed, principles, omitted, episodes, found
+
+
+def _settings(options: JudgeOptions) -> JudgeSettings:
+    return judge_settings(
+        options.max_retries,
+        options.structured_output,
+        options.rationale_max_chars,
+        options.backoff_s,
+        options.backoff_max_s,
+    )
+
+
+def judge(memory: VersionedMemory, case: dict[str, Any], **options: Any) -> Judgment:
+    """Judge one case with this memory: what the judge graph does, as one call.
+
+    Working memory is the criterion, the principles (all, or the most relevant within
+    ``principles_token_budget``), the ``k`` most similar episodes and the case; if a retrieved
+    episode is this same case with an expert value, that value is returned without a model call
+    (the expert-precedent rule). Defaults and configuration resolution are those of
+    :class:`~memalign_graph.context.Context`: ``model``/``base_url`` left ``None`` are read from
+    ``MEMALIGN_MODEL``/``MEMALIGN_BASE_URL``. The model is called synchronously, so repeated
+    calls in one process work with every model.
+
+    Example::
+
+        judgment = memory.judge({"inputs": "2+2?", "outputs": "5"}, model="openai:gpt-4.1-mini")
+        judgment["value"], judgment["rationale"], judgment["scores"]
+
+    Args:
+        memory: the judge's memory.
+        case: ``{"inputs", "outputs", "expectations"?, "id"?}``; pairwise judges take ``outputs`` as
+            a list of two.
+        **options: the fields of :class:`JudgeOptions`:
+
+            - ``model``: chat model instance or spec string (see :func:`resolve_chat_model`).
+            - ``base_url``: base URL of an OpenAI-compatible server; ``model`` is then its model name.
+            - ``k``: episodes retrieved into working memory (5, as MemAlign).
+            - ``precedent``: ``"exact"`` (same normalised case), ``"similar"`` (also cosine similarity
+              >= ``precedent_threshold``) or ``"off"``.
+            - ``precedent_threshold``: cosine similarity, in [-1, 1], for ``precedent="similar"`` (0.98).
+            - ``use_principles``: include semantic memory (``True``).
+            - ``principles_token_budget``: estimated tokens (characters / 4) of principles (2000);
+              ``None``: all.
+            - ``use_episodes``: include episodic memory (``True``).
+            - ``max_retries``: repair rounds for an unusable answer, and retries of a call after a
+              transient error (timeout, rate limit, connection, 5xx) (2).
+            - ``backoff_s``: first wait before such a retry, in seconds (``None``: 0.5), doubled each retry.
+            - ``backoff_max_s``: longest single wait, in seconds (``None``: 20).
+            - ``structured_output``: ``"auto"``, ``"json_schema"``, ``"function_calling"``, ``"json_mode"`` or
+              ``"prompt"`` (see :func:`memalign_graph.structured.bind_structured`).
+            - ``rationale_max_chars``: cap on the rationale's length, in characters (300).
+
+    Returns:
+        A :class:`~memalign_graph.judge.Judgment` (``value``, ``rationale``, ``scores`` where the
+        model gave log-probabilities, the principle and episode ids used, ``usage``, ``attempts``);
+        ``id`` when the case had one.
+
+    Raises:
+        TypeError: for an option that is not a field of :class:`JudgeOptions`.
+        RecordError: if the case is malformed (names the field).
+        ValueError: for an unknown ``precedent`` or ``structured_output``, a model string that
+            names no known form, or ``base_url`` with a model instance.
+        JudgeError: if the model call failed (after its retries, for transient errors).
+        JudgmentParseError: if no usable answer came after ``max_retries`` repairs.
+    """
+    opts = JudgeOptions(**options)
+    parsed, principles, omitted, episodes, found = assemble(memory, case, opts)
+    if found is not None:
+        return finish_judgment(precedent_judgment(found, principles, episodes), parsed, omitted)
+    chat = resolve_chat_model(opts.model, base_url=opts.base_url)
+    judgment = run_judge(chat, memory.spec, parsed, principles, episodes, _settings(opts))
+    return finish_judgment(judgment, parsed, omitted)
+
+
+async def ajudge(memory: VersionedMemory, case: dict[str, Any], **options: Any) -> Judgment:
+    """Async :func:`judge` (same arguments, result and errors): the model call is awaited.
+
+    Working memory is assembled and the model resolved in worker threads (they may embed or
+    load a model), so nothing blocks the event loop.
+    """
+    opts = JudgeOptions(**options)
+    parsed, principles, omitted, episodes, found = await asyncio.to_thread(assemble, memory, case, opts)
+    if found is not None:
+        return finish_judgment(precedent_judgment(found, principles, episodes), parsed, omitted)
+    chat = await asyncio.to_thread(resolve_chat_model, opts.model, base_url=opts.base_url)
+    judgment = await arun_judge(chat, memory.spec, parsed, principles, episodes, _settings(opts))
+    return finish_judgment(judgment, parsed, omitted)
+
+
+__all__ = [
+    "CASE_KEYS",
+    "PRECEDENT_MODES",
+    "JudgeOptions",
+    "ajudge",
+    "assemble",
+    "finish_judgment",
+    "judge",
+    "judge_settings",
+]
