@@ -76,6 +76,7 @@ from memalign_graph.state import (
     ReviewOutput,
     ReviewState,
     ServedAlignInput,
+    ServedAlignOutput,
     ServedJudgeOutput,
     ServedReviewOutput,
 )
@@ -491,13 +492,14 @@ def build_align_graph(*, served: bool = False) -> StateGraph:
 
     Input: :class:`AlignInput` (``{"feedback": [records]}``); output: ``{"report": {...}}``. With
     ``served``: context :class:`ServedContext`, input :class:`ServedAlignInput` (no ``author``: the
-    author is the authenticated user).
+    author is the authenticated user), and the output also carries each step's result
+    (:class:`ServedAlignOutput`), since LangGraph Server streams a node's update only for output keys.
     """
     builder = StateGraph(
         AlignState,
         context_schema=_context_schema(served),
         input_schema=ServedAlignInput if served else AlignInput,
-        output_schema=AlignOutput,
+        output_schema=ServedAlignOutput if served else AlignOutput,
     )
     for name, step in (
         ("episodes", align_episodes),

@@ -258,7 +258,12 @@ class Governance(TypedDict):
 
 @with_config(_DESCRIBED)
 class AlignmentSteps(TypedDict, total=False):
-    """The results of the steps before the commit (what the alignment graph's state carries)."""
+    """Each alignment step's result as its node adds it to the state, and the report.
+
+    What a served alignment graph outputs: LangGraph Server streams a node's update only for
+    keys of the output schema, so Studio then shows what each step decided (a principle
+    refused in ``distillation``, merged or held in ``governance``).
+    """
 
     plan: EpisodePlan
     """The episodes step: records added, replaced, unchanged or retried, and the principles distillation builds on."""
@@ -268,15 +273,19 @@ class AlignmentSteps(TypedDict, total=False):
     """The consolidate step: each candidate against its most similar principle, as the LLM judged the pair."""
     governance: Governance
     """The govern step: candidates added, merged into a principle, or held for an expert (and why)."""
-
-
-@with_config(_DESCRIBED)
-class AlignState(AlignInput, AlignmentSteps, total=False):
-    """Alignment state: each step's result as the node that ran it left it (see :mod:`memalign_graph.alignment`)."""
-
-    passes: int
-    """Pass through the steps: 1, or more when another writer committed before this run's commit."""
     moved: dict[str, int] | None
     """Set by the commit step when the memory moved since the plan (from, to, passes): the run plans again."""
     report: dict[str, Any]
     """What alignment did."""
+
+
+ServedAlignOutput = AlignmentSteps
+"""A served alignment graph's output: each step's result, and the report (see :class:`AlignmentSteps`)."""
+
+
+@with_config(_DESCRIBED)
+class AlignState(AlignInput, AlignmentSteps, total=False):
+    """Alignment state: the feedback, each step's result as the node that ran it left it, and the report."""
+
+    passes: int
+    """Pass through the steps: 1, or more when another writer committed before this run's commit."""
