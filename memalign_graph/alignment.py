@@ -28,6 +28,7 @@ runs them as nodes; its commit node takes the locks and starts again if the memo
 from __future__ import annotations
 
 import asyncio
+import inspect
 import threading
 import time
 from collections.abc import Callable
@@ -665,6 +666,9 @@ def align(memory: VersionedMemory, records: list[dict[str, Any]], **options: Any
             itself (await :func:`aalign` there).
     """
     return run_sync(aalign(memory, records, **options))
+
+
+align.__signature__ = inspect.signature(aalign)  # type: ignore[attr-defined]
 
 
 __all__ = [

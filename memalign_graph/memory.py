@@ -14,6 +14,9 @@ Where each thing lives:
 
 from __future__ import annotations
 
+import functools
+import inspect
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,16 +26,30 @@ from memalign_graph import alignment, lifecycle, working_memory
 from memalign_graph.alignment import AlignmentReport
 from memalign_graph.backends.base import MemoryBackend
 from memalign_graph.backends.location import backend_for
-from memalign_graph.episodic import Episode
-from memalign_graph.judge import Judgment
 from memalign_graph.lifecycle import ChangeReport, diff_versions
-from memalign_graph.semantic import Principle
 from memalign_graph.spec import FeedbackRecord, JudgeSpec
 from memalign_graph.versions import VersionedMemory, embeddings_for, shared_memory
 
 
 def _read(name: str, doc: str) -> property:
     return property(lambda self: getattr(self.versioned, name), doc=doc)
+
+
+def _fronting(func: Callable[..., Any]) -> Any:
+    """A :class:`Memory` method calling ``func`` on the memory it fronts, with its arguments and documentation."""
+    if inspect.iscoroutinefunction(func):
+
+        @functools.wraps(func)
+        async def amethod(self: Memory, *args: Any, **kwargs: Any) -> Any:
+            return await func(self.versioned, *args, **kwargs)
+
+        return amethod
+
+    @functools.wraps(func)
+    def method(self: Memory, *args: Any, **kwargs: Any) -> Any:
+        return func(self.versioned, *args, **kwargs)
+
+    return method
 
 
 class Memory:
@@ -104,31 +121,29 @@ class Memory:
     pending_principles = _read("pending_principles", "Proposals awaiting an expert's decision.")
     records = _read("records", "The ledger: aligned record id -> ``LedgerEntry`` (a new dict).")
 
-    def refresh(self) -> bool:
-        """Reload if another writer committed a newer version; returns whether it reloaded."""
-        return self.versioned.refresh()
+    refresh = _fronting(VersionedMemory.refresh)
+    select_principles = _fronting(VersionedMemory.select_principles)
+    retrieve_episodes = _fronting(VersionedMemory.retrieve_episodes)
+    aretrieve_episodes = _fronting(VersionedMemory.aretrieve_episodes)
+    judge = _fronting(working_memory.judge)
+    ajudge = _fronting(working_memory.ajudge)
+    align = _fronting(alignment.align)
+    aalign = _fronting(alignment.aalign)
+    forget = _fronting(lifecycle.forget)
+    rollback = _fronting(lifecycle.rollback)
+    add_principle = _fronting(lifecycle.add_principle)
+    edit_principle = _fronting(lifecycle.edit_principle)
+    delete_principle = _fronting(lifecycle.delete_principle)
+    set_principles_policy = _fronting(lifecycle.set_principles_policy)
+    decide_principles = _fronting(lifecycle.decide_principles)
 
-    def select_principles(
-        self, case: dict[str, Any], token_budget: int | None = None, **options: Any
-    ) -> tuple[list[Principle], list[str]]:
-        """The principles for working memory (see :meth:`VersionedMemory.select_principles`)."""
-        return self.versioned.select_principles(case, token_budget, **options)
+    def validate_feedback(self, records: list[dict[str, Any]]) -> list[FeedbackRecord]:
+        """Validate feedback records against this judge (see :func:`memalign_graph.alignment.validate_feedback`)."""
+        return alignment.validate_feedback(self.spec, records)
 
-    def retrieve_episodes(self, case: dict[str, Any], k: int = 5, **options: Any) -> list[Episode]:
-        """The ``k`` episodes most similar to ``case`` (see :meth:`VersionedMemory.retrieve_episodes`)."""
-        return self.versioned.retrieve_episodes(case, k, **options)
-
-    async def aretrieve_episodes(self, case: dict[str, Any], k: int = 5, **options: Any) -> list[Episode]:
-        """Async :meth:`retrieve_episodes`."""
-        return await self.versioned.aretrieve_episodes(case, k, **options)
-
-    def judge(self, case: dict[str, Any], **options: Any) -> Judgment:
-        """Judge one case with this memory (see :func:`memalign_graph.working_memory.judge`)."""
-        return working_memory.judge(self.versioned, case, **options)
-
-    async def ajudge(self, case: dict[str, Any], **options: Any) -> Judgment:
-        """Async :meth:`judge` (see :func:`memalign_graph.working_memory.ajudge`)."""
-        return await working_memory.ajudge(self.versioned, case, **options)
+    def diff(self, old: int, new: int) -> dict[str, Any]:
+        """What changed between two versions (see :func:`memalign_graph.lifecycle.diff_versions`)."""
+        return diff_versions(self.backend, old, new)
 
     def as_evaluator(self, **options: Any) -> Any:
         """This judge as a LangSmith / openevals evaluator (see :func:`memalign_graph.evaluators.as_evaluator`)."""
@@ -138,52 +153,6 @@ class Memory:
             getattr(self.backend, "url", None) or self.backend.location
         )  # PostgreSQL: location hides the password
         return evaluators.as_evaluator(location, embeddings=self.embeddings, **options)
-
-    def validate_feedback(self, records: list[dict[str, Any]]) -> list[FeedbackRecord]:
-        """Validate feedback records against this judge (see :func:`memalign_graph.alignment.validate_feedback`)."""
-        return alignment.validate_feedback(self.spec, records)
-
-    def align(self, records: list[dict[str, Any]], **options: Any) -> AlignmentReport:
-        """Align the judge to expert feedback (see :func:`memalign_graph.alignment.align`)."""
-        return alignment.align(self.versioned, records, **options)
-
-    async def aalign(self, records: list[dict[str, Any]], **options: Any) -> AlignmentReport:
-        """Align the judge to expert feedback (see :func:`memalign_graph.alignment.aalign`)."""
-        return await alignment.aalign(self.versioned, records, **options)
-
-    def forget(self, record_ids: list[str], **options: Any) -> ChangeReport:
-        """Delete records for good (see :func:`memalign_graph.lifecycle.forget`)."""
-        return lifecycle.forget(self.versioned, record_ids, **options)
-
-    def rollback(self, version: int, **options: Any) -> ChangeReport:
-        """Restore a version as a new version (see :func:`memalign_graph.lifecycle.rollback`)."""
-        return lifecycle.rollback(self.versioned, version, **options)
-
-    def add_principle(self, text: str, **options: Any) -> Principle:
-        """Add a hand-written principle (see :func:`memalign_graph.lifecycle.add_principle`)."""
-        return lifecycle.add_principle(self.versioned, text, **options)
-
-    def edit_principle(self, principle_id: str, text: str, **options: Any) -> None:
-        """Replace a principle's text (see :func:`memalign_graph.lifecycle.edit_principle`)."""
-        lifecycle.edit_principle(self.versioned, principle_id, text, **options)
-
-    def delete_principle(self, principle_id: str, **options: Any) -> None:
-        """Delete a principle (see :func:`memalign_graph.lifecycle.delete_principle`)."""
-        lifecycle.delete_principle(self.versioned, principle_id, **options)
-
-    def set_principles_policy(self, policy: str, **options: Any) -> int:
-        """Store the principles policy (see :func:`memalign_graph.lifecycle.set_principles_policy`)."""
-        return lifecycle.set_principles_policy(self.versioned, policy, **options)
-
-    def decide_principles(
-        self, approve: list[str] | tuple[str, ...] = (), reject: list[str] | tuple[str, ...] = (), **options: Any
-    ) -> ChangeReport:
-        """Approve or reject pending proposals (see :func:`memalign_graph.lifecycle.decide_principles`)."""
-        return lifecycle.decide_principles(self.versioned, approve, reject, **options)
-
-    def diff(self, old: int, new: int) -> dict[str, Any]:
-        """What changed between two versions (see :func:`memalign_graph.lifecycle.diff_versions`)."""
-        return diff_versions(self.backend, old, new)
 
 
 def open_memory(

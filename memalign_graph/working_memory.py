@@ -12,8 +12,10 @@ how the judge's settings are made and how a judgment is finished.
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
-from typing import Any
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+from typing import Any, TypeVar
 
 from langchain_core.language_models import BaseChatModel
 
@@ -64,6 +66,21 @@ class JudgeOptions:
             raise ValueError(f"precedent {self.precedent!r}: use one of {', '.join(PRECEDENT_MODES)}")
         if isinstance(self.k, bool) or not isinstance(self.k, int) or self.k < 0:
             raise ValueError(f"k must be a non-negative integer, got {self.k!r}")
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _takes_judge_options(func: F) -> F:
+    """``func(memory, case, **options)``, shown with the fields of :class:`JudgeOptions` as keyword-only arguments."""
+    signature = inspect.signature(func)
+    head = [p for p in signature.parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
+    options = [
+        inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default, annotation=f.type)
+        for f in fields(JudgeOptions)
+    ]
+    func.__signature__ = signature.replace(parameters=[*head, *options])  # type: ignore[attr-defined]
+    return func
 
 
 def judge_settings(
@@ -131,6 +148,7 @@ def _settings(options: JudgeOptions) -> JudgeSettings:
     )
 
 
+@_takes_judge_options
 def judge(memory: VersionedMemory, case: dict[str, Any], **options: Any) -> Judgment:
     """Judge one case with this memory: what the judge graph does, as one call.
 
@@ -193,11 +211,19 @@ def judge(memory: VersionedMemory, case: dict[str, Any], **options: Any) -> Judg
     return finish_judgment(judgment, parsed, omitted)
 
 
+@_takes_judge_options
 async def ajudge(memory: VersionedMemory, case: dict[str, Any], **options: Any) -> Judgment:
     """Async :func:`judge` (same arguments, result and errors): the model call is awaited.
 
     Working memory is assembled and the model resolved in worker threads (they may embed or
     load a model), so nothing blocks the event loop.
+
+    Raises:
+        TypeError: as :func:`judge`.
+        RecordError: as :func:`judge`.
+        ValueError: as :func:`judge`.
+        JudgeError: as :func:`judge`.
+        JudgmentParseError: as :func:`judge`.
     """
     opts = JudgeOptions(**options)
     parsed, principles, omitted, episodes, found = await asyncio.to_thread(assemble, memory, case, opts)
