@@ -58,11 +58,20 @@ def align(
             help="LangSmith runs and feedback as the SDK serialises them, JSON or JSONL (repeat for several files).",
         ),
     ] = None,
+    from_langsmith_project: Annotated[
+        Optional[list[str]],
+        typer.Option(
+            "--from-langsmith-project",
+            metavar="PROJECT",
+            help="Read root runs and their feedback from this LangSmith project through the langsmith client "
+            "(LANGSMITH_API_KEY; LANGSMITH_ENDPOINT for a self-hosted server; repeat for several projects).",
+        ),
+    ] = None,
     feedback_name: Annotated[
         Optional[str],
         typer.Option(
             "--feedback-name",
-            help="MLflow assessment name / LangSmith feedback key to import "
+            help="MLflow assessment name (feedback or expectation) / LangSmith feedback key to import "
             "(default: the judge's name, or the only one).",
         ),
     ] = None,
@@ -102,20 +111,21 @@ def align(
             ("FEEDBACK", feedback),
             ("--from-mlflow", from_mlflow),
             ("--from-langsmith", from_langsmith),
+            ("--from-langsmith-project", from_langsmith_project),
         )
         if given
     ]
     if len(sources) != 1:
         fail(
             ValueError(
-                "give one source of feedback: FEEDBACK, --from-mlflow or --from-langsmith "
+                "give one source of feedback: FEEDBACK, --from-mlflow, --from-langsmith or --from-langsmith-project "
                 f"(got {' and '.join(sources) or 'none'})"
             )
         )
     if experiment and not from_mlflow:
         fail(ValueError("--experiment goes with --from-mlflow"))
     if feedback is not None and (feedback_name or value_map):
-        fail(ValueError("--feedback-name and --value-map go with --from-mlflow or --from-langsmith, not a JSONL file"))
+        fail(ValueError("--feedback-name and --value-map go with an import (--from-…), not a JSONL file"))
     check_base_url(model, base_url)
     imported = None
     try:
@@ -129,15 +139,20 @@ def align(
                 "feedback_name": feedback_name,
                 "resolve": resolve,
                 "value_map": importers.parse_value_map(value_map or []),
+                "ledger": memory.records,  # records an earlier import keyed by the bare trace id keep that id
             }
             if from_mlflow:
                 imported = importers.from_mlflow(from_mlflow, memory.spec, experiments=experiment or [], **options)
+                where = from_mlflow
+            elif from_langsmith_project:
+                imported = importers.from_langsmith_project(from_langsmith_project, memory.spec, **options)
+                where = f"LangSmith project {', '.join(map(repr, from_langsmith_project))}"
             else:
                 imported = importers.from_langsmith(from_langsmith or [], memory.spec, **options)
+                where = ", ".join(map(str, from_langsmith or []))
             records = imported.records
-            where = from_mlflow or ", ".join(map(str, from_langsmith or []))
             if not records:
-                raise ValueError(f"{where}: no human feedback named {imported.feedback_name!r} on any trace or run")
+                raise ValueError(imported.why_empty(where))
             _print_import(imported)
         chat = resolve_chat_model(model, base_url=base_url)
         bars: dict[str, Any] = {}
@@ -173,6 +188,7 @@ def align(
                 "records": len(imported.records),
                 "skipped": imported.skipped,
                 "disagreements": imported.disagreements,
+                "legacy_ids": imported.legacy_ids,
             }
         print_json(data)
     else:
@@ -186,7 +202,12 @@ def _print_import(imported: Any) -> None:
     info(
         f"imported {len(imported.records)} records from {imported.source} "
         f"(feedback {imported.feedback_name!r}); {len(imported.skipped)} skipped, "
-        f"{len(imported.disagreements)} with experts disagreeing",
+        f"{len(imported.disagreements)} with experts disagreeing"
+        + (
+            f"; {len(imported.legacy_ids)} kept the trace or run id an earlier import gave them"
+            if imported.legacy_ids
+            else ""
+        ),
         to=err,
     )
     if imported.skipped:

@@ -28,7 +28,14 @@ from memalign_graph import Memory
 from memalign_graph.cli import app
 from memalign_graph.errors import RecordError
 from memalign_graph.evaluators import as_evaluator
-from memalign_graph.importers import from_langsmith, from_mlflow, langsmith_records, parse_value_map
+from memalign_graph.importers import (
+    from_langsmith,
+    from_langsmith_project,
+    from_mlflow,
+    langsmith_records,
+    parse_value_map,
+    record_key,
+)
 from memalign_graph.testing import StubChatModel
 from tests.conftest import CATEGORICAL, NUMERIC, PAIRWISE, location_of
 
@@ -139,14 +146,15 @@ VALUE_MAP = {"true": "pass", "false": "fail"}
 def test_mlflow_traces_become_feedback_records(mlflow_store):
     ids = mlflow_store["ids"]
     result = from_mlflow(mlflow_store["uri"], QA, experiments=["qa"], feedback_name="correct", value_map=VALUE_MAP)
-    by_id = {r["id"]: r for r in result.records}
+    by_id = {r["metadata"]["trace_id"]: r for r in result.records}
     assert set(by_id) == {ids["disputed"], ids["changed"], ids["thumbs"], ids["overridden"]}
+    assert all(r["id"] == f"{r['metadata']['trace_id']}#correct" for r in result.records)
     disputed = by_id[ids["disputed"]]
     assert (disputed["inputs"], disputed["outputs"]) == ("2+2?", "5")  # request/response, single-key object unwrapped
     assert (disputed["value"], disputed["feedback"]) == ("fail", "Wrong sum: 4.")  # newest (carl)
     assert disputed["judge_value"] == "pass"  # the LLM judge's verdict, never the expert's
     assert disputed["metadata"]["experts"] == ["ana", "bob", "carl"]
-    assert result.disagreements[ids["disputed"]] == {"fail": 2, "pass": 1}
+    assert result.disagreements[f"{ids['disputed']}#correct"] == {"fail": 2, "pass": 1}
     assert (by_id[ids["changed"]]["value"], by_id[ids["changed"]]["feedback"]) == ("pass", "Accepted for this quiz.")
     assert by_id[ids["thumbs"]]["value"] == "pass" and "judge_value" not in by_id[ids["thumbs"]]
     overridden = by_id[ids["overridden"]]
@@ -157,7 +165,7 @@ def test_mlflow_traces_become_feedback_records(mlflow_store):
 def test_mlflow_majority_rule(mlflow_store):
     ids = mlflow_store["ids"]
     result = from_mlflow(mlflow_store["uri"], QA, experiments=["qa"], value_map=VALUE_MAP, resolve="majority")
-    by_id = {r["id"]: r for r in result.records}
+    by_id = {r["metadata"]["trace_id"]: r for r in result.records}
     # 2 fail vs 1 pass: fail, with the newest fail's rationale
     assert (by_id[ids["disputed"]]["value"], by_id[ids["disputed"]]["feedback"]) == ("fail", "Wrong sum: 4.")
     # 1-1 tie: the value voted last wins
@@ -178,7 +186,7 @@ def test_mlflow_names_what_it_cannot_take(mlflow_store):
     with pytest.raises(RecordError, match=r"mlflow trace tr-[0-9a-f]+ \(a-[0-9a-f]+\): value 'fail' is not an integer"):
         from_mlflow(uri, NUMERIC.__class__.numeric("correct", "x", 1, 5), experiments=["qa"], value_map=VALUE_MAP)
     everything = from_mlflow(uri, QA, value_map=VALUE_MAP)
-    assert ids["other"] in {r["id"] for r in everything.records}  # no --experiment: every experiment
+    assert ids["other"] in {r["metadata"]["trace_id"] for r in everything.records}  # no --experiment: every experiment
 
 
 def test_cli_align_from_mlflow_then_reimport_is_a_no_op(mlflow_store, tmp_path, emb):
@@ -196,7 +204,7 @@ def test_cli_align_from_mlflow_then_reimport_is_a_no_op(mlflow_store, tmp_path, 
     assert done.exit_code == 0, done.output
     report = json.loads(done.stdout)
     assert sorted(report["added"]) == sorted(
-        mlflow_store["ids"][k] for k in ("disputed", "changed", "thumbs", "overridden")
+        record_key(mlflow_store["ids"][k], "correct") for k in ("disputed", "changed", "thumbs", "overridden")
     )
     memory = Memory.open(mem, embeddings=emb)
     # The newest expert's words became the episodes' feedback (what distillation reads).
@@ -209,6 +217,131 @@ def test_cli_align_from_mlflow_then_reimport_is_a_no_op(mlflow_store, tmp_path, 
     table = runner.invoke(app, [*args, "--value-map", "true=pass", "--resolve", "majority"])
     assert table.exit_code == 0 and "imported 4 records from mlflow" in table.stderr
     assert re.search(r"unchanged\s+4\s", table.stdout), table.stdout
+
+
+def test_mlflow_store_that_cannot_be_read(mlflow_store, tmp_path):
+    with pytest.raises(ValueError, match=r"unreadable\.db: cannot read traces from MLflow"):
+        (tmp_path / "unreadable.db").write_text("not a database")
+        from_mlflow(f"sqlite:///{tmp_path / 'unreadable.db'}", QA)
+
+
+# --- MLflow: ground truth, several assessment names, re-import ----------------------------------------------
+
+
+def mlflow_log(uri: str, build) -> dict:
+    """Run ``build(mlflow, human)`` against the store at ``uri`` in experiment ``qa``; returns what it returns."""
+    mlflow = pytest.importorskip("mlflow")
+    from mlflow.entities import AssessmentSource
+
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    try:
+        mlflow.set_experiment("qa")
+        return build(mlflow, lambda who: AssessmentSource(source_type="HUMAN", source_id=who))
+    finally:
+        mlflow.set_tracking_uri(previous)
+
+
+def mlflow_trace(mlflow, question: str, answer: str) -> str:
+    @mlflow.trace(name="answer")
+    def respond(question: str) -> str:
+        return answer
+
+    respond(question)
+    return mlflow.get_last_active_trace_id()
+
+
+@pytest.fixture(scope="module")
+def ground_truth(tmp_path_factory) -> dict:
+    """Traces with expectations (``mlflow.log_expectation``) and two feedback names.
+
+    * ``sum``: feedback ``correct`` fail and ``helpful`` pass, expectation ``expected_answer`` "4".
+    * ``capital``: expectation ``correct`` "pass" only (ground truth in the judge's labels), no feedback.
+    * ``ocean``: expectation ``expected_answer`` "Pacific" only (ground truth outside the judge's labels).
+    * ``score``: expectation ``quality`` 4 (fits a 1-5 judge), and ``helpful`` fail.
+    """
+    uri = f"sqlite:///{tmp_path_factory.mktemp('mlflow-gt') / 'mlflow.db'}"
+
+    def build(mlflow, human):
+        ids = {
+            "sum": mlflow_trace(mlflow, "2+2?", "5"),
+            "capital": mlflow_trace(mlflow, "Capital of France?", "Paris"),
+            "ocean": mlflow_trace(mlflow, "Largest ocean?", "Atlantic"),
+            "score": mlflow_trace(mlflow, "Say hi", "hi"),
+        }
+        mlflow.log_feedback(
+            trace_id=ids["sum"], name="correct", value="fail", rationale="4, not 5.", source=human("ana")
+        )
+        mlflow.log_feedback(trace_id=ids["sum"], name="helpful", value="pass", rationale="Short.", source=human("bob"))
+        mlflow.log_expectation(trace_id=ids["sum"], name="expected_answer", value="4", source=human("ana"))
+        mlflow.log_expectation(trace_id=ids["capital"], name="correct", value="pass", source=human("ana"))
+        mlflow.log_expectation(trace_id=ids["ocean"], name="expected_answer", value="Pacific", source=human("ana"))
+        mlflow.log_expectation(trace_id=ids["score"], name="quality", value=4, source=human("ana"))
+        mlflow.log_feedback(trace_id=ids["score"], name="helpful", value="fail", rationale="Curt.", source=human("bob"))
+        return ids
+
+    return {"uri": uri, "ids": mlflow_log(uri, build)}
+
+
+def test_mlflow_expectations_are_imported(ground_truth):
+    uri, ids = ground_truth["uri"], ground_truth["ids"]
+    result = from_mlflow(uri, QA, feedback_name="correct")
+    by_trace = {r["metadata"]["trace_id"]: r for r in result.records}
+    # ground truth in the judge's labels, on a trace without feedback: the expert's value
+    assert by_trace[ids["capital"]]["value"] == "pass"
+    assert by_trace[ids["capital"]]["metadata"]["assessment_types"] == ["expectation"]
+    # ground truth outside them rides on the record of the feedback as its expectations
+    assert by_trace[ids["sum"]]["value"] == "fail" and by_trace[ids["sum"]]["expectations"] == "4"
+    assert set(by_trace) == {ids["sum"], ids["capital"]}
+
+    numeric = from_mlflow(uri, NUMERIC.__class__.numeric("quality", "How good?", 1, 5))  # the judge's name
+    assert [(r["metadata"]["trace_id"], r["value"]) for r in numeric.records] == [(ids["score"], 4)]
+
+
+def test_mlflow_feedback_name_of_ground_truth_outside_the_labels_says_why(ground_truth, tmp_path, emb):
+    uri, ids = ground_truth["uri"], ground_truth["ids"]
+    result = from_mlflow(uri, QA, feedback_name="expected_answer")
+    assert result.records == []
+    assert "expectation 'expected_answer'" in result.skipped[ids["ocean"]]
+    assert "'Pacific' is not one of: pass, fail" in result.skipped[ids["ocean"]]
+    mem = tmp_path / "mem"
+    Memory.create(mem, QA, embeddings=emb)
+    before = all_files(mem)
+    args = ["align", str(mem), "--from-mlflow", uri, "--feedback-name", "expected_answer", "--model", "stub"]
+    refused = CliRunner().invoke(app, args)
+    assert refused.exit_code == 2, refused.output
+    assert "on any trace or run" not in refused.stderr
+    assert "nothing to import under 'expected_answer'" in refused.stderr and "expectations" in refused.stderr
+    assert all_files(mem) == before
+
+
+def test_mlflow_second_assessment_name_does_not_replace_the_first(ground_truth, tmp_path, emb):
+    uri, ids = ground_truth["uri"], ground_truth["ids"]
+    mem = tmp_path / "mem"
+    Memory.create(mem, QA, embeddings=emb)
+    runner = CliRunner()
+
+    def align(name: str) -> dict:
+        result = runner.invoke(
+            app, ["align", str(mem), "--from-mlflow", uri, "--feedback-name", name, "--json", "--model", "stub"]
+        )
+        assert result.exit_code == 0, result.output
+        return json.loads(result.stdout)
+
+    first = align("correct")
+    second = align("helpful")
+    assert second["replaced"] == [] and len(second["added"]) == 2
+    assert not set(first["added"]) & set(second["added"])
+    memory = Memory.open(mem, embeddings=emb)
+    assert len(memory.episodes) == 4 and set(memory.records) == {*first["added"], *second["added"]}
+    version = memory.version
+    for name, report in (("correct", first), ("helpful", second), ("correct", first)):
+        again = align(name)
+        assert again["version"] == version and again["added"] == again["replaced"] == []
+        assert sorted(again["unchanged"]) == sorted(report["added"])
+    sum_correct = next(e for e in memory.episodes.get(first["added"]) if e["inputs"] == "2+2?")
+    assert (sum_correct["value"], sum_correct["feedback"]) == ("fail", "4, not 5.")
+    assert ids["sum"] in sum_correct["id"]
 
 
 # --- LangSmith ------------------------------------------------------------------------------------------
@@ -259,10 +392,10 @@ def langsmith_export():
 def test_langsmith_objects_become_feedback_records(langsmith_export):
     runs, feedback, ids = langsmith_export
     result = langsmith_records(runs, feedback, QA, value_map={"1": "pass", "0": "fail"})
-    by_id = {r["id"]: r for r in result.records}
+    by_id = {r["metadata"]["run_id"]: r for r in result.records}
     assert list(by_id) == [ids["sum"], ids["capital"]]
     assert by_id[ids["sum"]] | {"metadata": None} == {
-        "id": ids["sum"],
+        "id": f"{ids['sum']}#correct",
         "inputs": "2+2?",
         "outputs": "5",
         "value": "fail",
@@ -274,7 +407,7 @@ def test_langsmith_objects_become_feedback_records(langsmith_export):
     assert list(result.skipped.values()) == [
         f"feedback on {feedback[-1].run_id}, which is not in the langsmith data read"
     ]
-    assert result.disagreements == {ids["sum"]: {"fail": 1, "pass": 1}}
+    assert result.disagreements == {f"{ids['sum']}#correct": {"fail": 1, "pass": 1}}
 
 
 @pytest.mark.parametrize("layout", ["jsonl-one-file", "json-runs-and-feedback", "two-json-lists"])
@@ -292,7 +425,10 @@ def test_langsmith_files_as_the_sdk_writes_them(layout, langsmith_export, tmp_pa
         paths[0].write_text(json.dumps(dump[:2]))
         paths[1].write_text(json.dumps(dump[2:]))
     result = from_langsmith(paths, QA, value_map={"1": "pass"})
-    assert [(r["id"], r["value"]) for r in result.records] == [(ids["sum"], "fail"), (ids["capital"], "pass")]
+    assert [(r["metadata"]["run_id"], r["value"]) for r in result.records] == [
+        (ids["sum"], "fail"),
+        (ids["capital"], "pass"),
+    ]
 
 
 def test_langsmith_bad_file_names_the_line(tmp_path, langsmith_export, emb):
@@ -321,9 +457,169 @@ def test_cli_align_from_langsmith(langsmith_export, tmp_path, emb):
     args = ["align", str(mem), "--from-langsmith", str(path), "--value-map", "1=pass", "--model", "stub", "--json"]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
-    assert sorted(json.loads(result.stdout)["added"]) == sorted(ids.values())
+    assert sorted(json.loads(result.stdout)["added"]) == sorted(record_key(i, "correct") for i in ids.values())
     both = CliRunner().invoke(app, [*args, "--from-mlflow", "sqlite:///x.db"])
     assert both.exit_code == 2 and "one source" in both.stderr
+
+
+def test_langsmith_correction_is_the_experts_verdict(langsmith_export):
+    runs, _, ids = langsmith_export
+    third = ls_run("Largest ocean?", "Atlantic")
+    feedback = [
+        # an evaluator said pass; a person corrected it in the UI, with an explanation
+        ls_feedback(
+            runs[0],
+            "correct",
+            minutes=1,
+            source="model",
+            value="pass",
+            comment="judge says fine",
+            correction={"value": "fail", "explanation": "2+2 is 4."},
+        ),
+        # an evaluator's score 1, corrected to 0 through update_feedback(correction={"score": 0})
+        ls_feedback(
+            runs[1], "correct", minutes=1, source="model", score=1, comment="model reasoning", correction={"score": 0}
+        ),
+        # a person's own feedback, corrected with a text that is a corrected output, not a label
+        ls_feedback(
+            third, "correct", minutes=1, value="fail", comment="Wrong ocean.", who="bob", correction="The Pacific Ocean"
+        ),
+    ]
+    result = langsmith_records([*runs, third], feedback, QA, value_map={"1": "pass", "0": "fail"})
+    by_run = {r["metadata"]["run_id"]: r for r in result.records}
+    corrected = by_run[ids["sum"]]
+    assert (corrected["value"], corrected["feedback"], corrected["judge_value"]) == ("fail", "2+2 is 4.", "pass")
+    assert corrected["metadata"]["assessment_types"] == ["correction"]
+    scored = by_run[ids["capital"]]
+    assert (scored["value"], scored["judge_value"]) == ("fail", "pass")
+    assert "feedback" not in scored  # the model's comment explains its own verdict, never the correction
+    ocean = by_run[str(third.id)]
+    assert (ocean["value"], ocean["feedback"], ocean["expectations"]) == ("fail", "Wrong ocean.", "The Pacific Ocean")
+    assert ocean["metadata"]["experts"] == ["bob"] and len(ocean["metadata"]["feedback_ids"]) == 1
+
+
+def test_langsmith_numeric_score_names_the_value_map(langsmith_export, tmp_path, emb):
+    runs, feedback, _ = langsmith_export
+    with pytest.raises(
+        RecordError,
+        match=r"value 1 is not one of: pass, fail; it is a score: map it, e\.g\. "
+        r"--value-map 1=pass --value-map 0=fail \(value_map=\{'1': 'pass', '0': 'fail'\}\)",
+    ):
+        langsmith_records(runs, feedback, QA)
+    half = [ls_feedback(runs[0], "quality", minutes=1, score=0.8)]
+    with pytest.raises(
+        RecordError, match=r"value 0\.8 is not an integer from 1 to 5; it is a score: .*--value-map 0\.8=5"
+    ):
+        langsmith_records(runs, half, NUMERIC.__class__.numeric("quality", "How good?", 1, 5))
+    assert langsmith_records(runs, half, NUMERIC.__class__.numeric("quality", "x", 1, 5), value_map={"0.8": 4}).records
+    path = tmp_path / "export.jsonl"
+    path.write_text("\n".join(o.model_dump_json() for o in [*runs, *feedback]) + "\n")
+    mem = tmp_path / "mem"
+    Memory.create(mem, QA, embeddings=emb)
+    refused = CliRunner().invoke(app, ["align", str(mem), "--from-langsmith", str(path), "--model", "stub"])
+    assert refused.exit_code == 2 and "--value-map 1=pass --value-map 0=fail" in refused.stderr
+
+
+@pytest.fixture
+def langsmith_project():
+    """A LangSmith project of 5 root runs and a child run, with feedback under two keys, served locally."""
+    from tests.langsmith_stub import LangSmithStub
+
+    questions = [
+        ("2+2?", "5"),
+        ("Capital of France?", "Paris"),
+        ("3*3?", "9"),
+        ("Largest ocean?", "Atlantic"),
+        ("hi", "yo"),
+    ]
+    runs = [ls_run(q, a) for q, a in questions]
+    child = ls_run("inner prompt", "inner output")
+    child.parent_run_id, child.trace_id = runs[0].id, runs[0].id
+    feedback = [
+        ls_feedback(runs[0], "correct", minutes=1, value="fail", comment="2+2 is 4."),
+        ls_feedback(runs[1], "correct", minutes=1, score=1, comment="Right.", source="api"),
+        ls_feedback(
+            runs[2],
+            "correct",
+            minutes=1,
+            source="model",
+            value="fail",
+            comment="judge: wrong",
+            correction={"value": "pass", "explanation": "3*3 is 9."},
+        ),
+        ls_feedback(runs[3], "correct", minutes=1, value="fail", comment="Pacific."),
+        ls_feedback(runs[0], "helpful", minutes=2, value="pass", comment="Short answer.", who="bob"),
+        ls_feedback(runs[4], "helpful", minutes=2, value="fail", comment="Rude.", who="bob"),
+        ls_feedback(child, "correct", minutes=1, value="pass", comment="on a child run: not read"),
+    ]
+    stub = LangSmithStub(api_key="lsv2-test-key-0123", projects={"qa-prod": [*runs, child]}, feedback=feedback)
+    return stub, [str(r.id) for r in runs]
+
+
+def test_cli_align_from_a_langsmith_project(langsmith_project, tmp_path, emb, monkeypatch):
+    from tests.langsmith_stub import serve
+
+    stub, run_ids = langsmith_project
+    mem = tmp_path / "mem"
+    Memory.create(mem, QA, embeddings=emb)
+    runner = CliRunner()
+    base = ["align", str(mem), "--from-langsmith-project", "qa-prod", "--value-map", "1=pass", "--model", "stub"]
+    with serve(stub):
+        monkeypatch.setenv("LANGSMITH_ENDPOINT", stub.url)
+        monkeypatch.setenv("LANGSMITH_API_KEY", stub.api_key)
+
+        def align(*extra: str) -> dict:
+            result = runner.invoke(app, [*base, "--json", *extra])
+            assert result.exit_code == 0, result.output
+            return json.loads(result.stdout)
+
+        first = align()
+        assert sorted(first["added"]) == sorted(record_key(i, "correct") for i in run_ids[:4])
+        assert first["import"]["skipped"] == {}  # the child run's feedback is not fetched at all
+        second = align("--feedback-name", "helpful")
+        assert second["replaced"] == [] and sorted(second["added"]) == sorted(
+            record_key(i, "helpful") for i in (run_ids[0], run_ids[4])
+        )
+        again = align()
+        assert again["version"] == second["version"] and sorted(again["unchanged"]) == sorted(first["added"])
+
+        # What the client sent is what the API defines: nothing refused, paged through the cursor.
+        assert stub.refused == []
+        queries = [body for method, path, _, body in stub.requests if path == "/runs/query"]
+        assert queries[0]["is_root"] is True and "cursor" not in queries[0] and queries[1]["cursor"] == "2"
+        assert {path for _, path, _, _ in stub.requests} <= {"/sessions", "/runs/query", "/feedback"}
+        keyed = [dict(query).get("key") for _, path, query, _ in stub.requests if path == "/feedback"]
+        assert None in keyed and "helpful" in keyed  # --feedback-name narrows what is fetched
+
+        memory = Memory.open(mem, embeddings=emb)
+        episode = memory.episodes.get([record_key(run_ids[2], "correct")])[0]
+        assert (episode["value"], episode["feedback"], episode["judge_value"]) == ("pass", "3*3 is 9.", "fail")
+
+        missing = runner.invoke(app, [*base[:2], "--from-langsmith-project", "nope", "--model", "stub"])
+        assert missing.exit_code == 2 and f"LangSmith at {stub.url}: no project named 'nope'" in missing.stderr
+        monkeypatch.setenv("LANGSMITH_API_KEY", "lsv2-wrong-secret-key")
+        denied = runner.invoke(app, base)
+        assert denied.exit_code == 2 and "refused the API key: set LANGSMITH_API_KEY" in denied.stderr
+        assert "lsv2-wrong-secret-key" not in denied.output and "Traceback" not in denied.output
+    assert Memory.open(mem, embeddings=emb).version == again["version"]
+
+
+def test_langsmith_project_feedback_is_fetched_a_hundred_runs_a_call():
+    from langsmith import Client
+
+    from tests.langsmith_stub import LangSmithStub, serve
+
+    runs = [ls_run(f"{i}+{i}?", str(2 * i)) for i in range(250)]
+    feedback = [ls_feedback(run, "correct", minutes=1, value="pass") for run in runs]
+    stub = LangSmithStub(api_key="k", projects={"big": runs}, feedback=feedback, page=100)
+    with serve(stub):
+        client = Client(api_url=stub.url, api_key="k", auto_batch_tracing=False)
+        result = from_langsmith_project("big", QA, client=client, max_runs=None)
+        assert len(result.records) == 250
+        calls = {tuple(v for k, v in query if k == "run") for _, path, query, _ in stub.requests if path == "/feedback"}
+        assert sorted(map(len, calls)) == [50, 100, 100] and stub.refused == []
+        assert {run for call in calls for run in call} == {str(run.id) for run in runs}
+        assert len(from_langsmith_project("big", QA, client=client, max_runs=30).records) == 30
 
 
 def test_value_map_parsing():
@@ -406,9 +702,3 @@ def test_options_that_do_not_go_with_the_source_are_refused(tmp_path, emb):
         assert result.exit_code == 2 and message in result.stderr, result.stderr
     nothing = CliRunner().invoke(app, ["align", str(mem), "--model", "stub"])
     assert nothing.exit_code == 2 and "give one source of feedback" in nothing.stderr
-
-
-def test_mlflow_store_that_cannot_be_read(mlflow_store, tmp_path):
-    with pytest.raises(ValueError, match=r"unreadable\.db: cannot read traces from MLflow"):
-        (tmp_path / "unreadable.db").write_text("not a database")
-        from_mlflow(f"sqlite:///{tmp_path / 'unreadable.db'}", QA)
