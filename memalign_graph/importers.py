@@ -370,9 +370,9 @@ def _legacy_id(record: FeedbackRecord, target: str, key: str, ledger: Mapping[st
     """``target`` if the memory holds this very record under the bare trace or run id an earlier import gave it."""
     if key in ledger or target not in ledger:
         return key
-    # Earlier imports wrote no expectations: compare the fields they did write.
+    # As the earlier import wrote it (no expectations), or as re-importing it under that id since did.
     earlier = {k: v for k, v in record.items() if k != "expectations"}
-    return target if ledger[target].get("hash") == record_hash(earlier) else key
+    return target if ledger[target].get("hash") in (record_hash(earlier), record_hash(record)) else key
 
 
 def _records(

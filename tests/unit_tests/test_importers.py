@@ -18,6 +18,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from langchain_core.embeddings import DeterministicFakeEmbedding
 from langsmith.evaluation.evaluator import run_evaluator
 from langsmith.schemas import Example, Feedback, Run
@@ -36,6 +38,7 @@ from memalign_graph.importers import (
     parse_value_map,
     record_key,
 )
+from memalign_graph.spec import parse_record
 from memalign_graph.testing import StubChatModel
 from tests.conftest import CATEGORICAL, NUMERIC, PAIRWISE, location_of
 
@@ -342,6 +345,181 @@ def test_mlflow_second_assessment_name_does_not_replace_the_first(ground_truth, 
     sum_correct = next(e for e in memory.episodes.get(first["added"]) if e["inputs"] == "2+2?")
     assert (sum_correct["value"], sum_correct["feedback"]) == ("fail", "4, not 5.")
     assert ids["sum"] in sum_correct["id"]
+
+
+# --- hostile trace ids, assessment names and values ------------------------------------------------------
+
+CRAFTED = ["tr-1", "tr-1#correct", "correct", "correct#x", "sha256:", "sha256:" + "0" * 32, "#", "", " ", "a b", "a  b"]
+ids_and_names = st.one_of(
+    st.sampled_from(CRAFTED),
+    st.text(alphabet="tr-1#sha256:0 \n\x1b", max_size=12),  # few characters: collisions are tried often
+    st.text(max_size=40),
+    st.text(min_size=190, max_size=600),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(ids_and_names, ids_and_names), min_size=2, max_size=12, unique=True))
+def test_record_keys_are_distinct_and_valid_ids(pairs):
+    keys = [record_key(source, name) for source, name in pairs]
+    assert len(set(keys)) == len(pairs)
+    for key in keys:
+        parse_record({"id": key, "inputs": "q", "outputs": "a", "value": "pass"}, QA, where="t", require_id=True)
+
+
+def test_record_keys_cannot_be_forged():
+    hashed = record_key("tr-1", "x" * 5000)  # a name too long to read: its digest
+    assert hashed.startswith("tr-1#sha256:") and len(hashed) < 80
+    assert record_key("tr-1", hashed.split("#", 1)[1]) != hashed  # a name spelling that digest gets its own
+    assert record_key("tr-1#correct", "x") != record_key("tr-1", "correct#x") == "tr-1#correct#x"
+    assert record_key("tr-1", "cor\nrect") != record_key("tr-1", "cor rect") == "tr-1#cor rect"
+    assert record_key("evil\n\x1b[2Jid", "correct").startswith("sha256:")  # an unsafe trace id: all digest
+
+
+def rename_trace(uri: str, old: str, new: str) -> None:
+    """Give a trace another id in a SQLite tracking store, as someone with write access to it could."""
+    import sqlite3
+
+    db = sqlite3.connect(uri.removeprefix("sqlite:///"))
+    try:
+        db.execute("PRAGMA foreign_keys = OFF")
+        for table in ("trace_info", "trace_tags", "trace_request_metadata", "trace_metrics"):
+            db.execute(f"UPDATE {table} SET request_id = ? WHERE request_id = ?", (new, old))
+        for table in ("assessments", "spans", "span_metrics"):
+            db.execute(f"UPDATE {table} SET trace_id = ? WHERE trace_id = ?", (new, old))
+        db.commit()
+    finally:
+        db.close()
+
+
+HOSTILE_NAMES = ["correct", "cor\nrect", "\x1b[31mred\x1b[0m", "x" * 5000, "correct#helpful", "sha256:" + "f" * 32]
+
+
+@pytest.fixture(scope="module")
+def hostile_store(tmp_path_factory) -> dict:
+    """One trace with human feedback under each of :data:`HOSTILE_NAMES`; two traces whose ids were rewritten
+    in the store to look like a record key and to hold terminal escapes, each with feedback ``correct``."""
+    uri = f"sqlite:///{tmp_path_factory.mktemp('mlflow-hostile') / 'mlflow.db'}"
+
+    def build(mlflow, human):
+        ids = {"plain": mlflow_trace(mlflow, "2+2?", "5")}
+        for n, name in enumerate(HOSTILE_NAMES):
+            value = "fail" if n % 2 else "pass"
+            mlflow.log_feedback(trace_id=ids["plain"], name=name, value=value, rationale=f"why {n}", source=human("a"))
+        for label in ("lookalike", "escapes"):
+            ids[label] = mlflow_trace(mlflow, f"{label}?", "answer")
+            mlflow.log_feedback(trace_id=ids[label], name="correct", value="fail", rationale=label, source=human("a"))
+        return ids
+
+    ids = mlflow_log(uri, build)
+    for label, new in (("lookalike", f"{ids['plain']}#correct"), ("escapes", "tr-\n\x1b[2J\x1b]0;pwned\x07")):
+        rename_trace(uri, ids[label], new)
+        ids[label] = new
+    return {"uri": uri, "ids": ids}
+
+
+def test_hostile_names_and_trace_ids_never_share_an_episode(hostile_store, tmp_path, emb):
+    uri, ids = hostile_store["uri"], hostile_store["ids"]
+    memory = Memory.create(tmp_path / "mem", QA, embeddings=emb)
+    for name in HOSTILE_NAMES:
+        result = from_mlflow(uri, QA, feedback_name=name, ledger=memory.records)
+        report = memory.align(result.records, model=StubChatModel())
+        assert report.replaced == [] and len(report.added) == (3 if name == "correct" else 1), name
+    assert len(memory.episodes) == len(HOSTILE_NAMES) + 2 == len(memory.records)
+    texts = {e["feedback"] for e in memory.episodes.get(sorted(memory.records))}
+    assert texts == {f"why {n}" for n in range(len(HOSTILE_NAMES))} | {"lookalike", "escapes"}
+    # the trace whose id spells the plain trace's key for 'correct' does not take that key
+    assert memory.episodes.get([f"{ids['plain']}#correct"])[0]["feedback"] == "why 0"
+
+
+def test_hostile_names_reach_the_terminal_escaped(hostile_store, tmp_path, emb):
+    uri = hostile_store["uri"]
+    mem = tmp_path / "mem"
+    Memory.create(mem, QA, embeddings=emb)
+    for name in ("\x1b[31mred\x1b[0m", "correct"):
+        result = CliRunner().invoke(
+            app, ["align", str(mem), "--from-mlflow", uri, "--feedback-name", name, "--model", "stub"]
+        )
+        assert result.exit_code == 0, result.output
+        assert "\x1b" not in result.output and "\x07" not in result.output
+    other = tmp_path / "other"
+    Memory.create(other, QA.__class__.categorical("other-judge", "x", ["pass", "fail"]), embeddings=emb)
+    several = CliRunner().invoke(app, ["align", str(other), "--from-mlflow", uri, "--model", "stub"])
+    assert several.exit_code == 2 and "several names" in several.stderr and "\x1b" not in several.output
+    assert "... (5000 chars)" in several.stderr  # the 5000-character name, cut
+
+
+def test_hostile_values_are_refused_naming_the_trace(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+
+    def build(mlflow, human):
+        tid = mlflow_trace(mlflow, "2+2?", "5")
+        mlflow.log_feedback(trace_id=tid, name="huge", value="p" * 300_000, source=human("a"))
+        mlflow.log_feedback(trace_id=tid, name="escape", value="pa\x1b[2Jss", source=human("a"))
+        mlflow.log_expectation(trace_id=tid, name="correct", value="e" * 300_000, source=human("a"))
+        mlflow.log_feedback(trace_id=tid, name="correct", value="pass", source=human("a"))
+        return tid
+
+    tid = mlflow_log(uri, build)
+    with pytest.raises(
+        RecordError, match=rf"mlflow trace {tid} \(a-\w+\): value 'ppp.*\(300002 chars\) is not"
+    ) as huge:
+        from_mlflow(uri, QA, feedback_name="huge")
+    assert len(str(huge.value)) < 300
+    with pytest.raises(RecordError, match=r"value 'pa\\x1b\[2Jss' is not one of") as escape:
+        from_mlflow(uri, QA, feedback_name="escape")
+    assert "\x1b" not in str(escape.value)
+    with pytest.raises(RecordError, match=rf"mlflow trace {tid}.*'expectations' has 300000 characters"):
+        from_mlflow(uri, QA, feedback_name="correct")
+
+
+# --- records imported before records were keyed by assessment -------------------------------------------
+
+
+@pytest.mark.parametrize("imported_last", ["correct", "helpful"])
+def test_memory_keyed_by_trace_id_alone_is_not_duplicated_on_reimport(imported_last, ground_truth, tmp_path, emb):
+    """Earlier imports keyed a record by its trace id alone, and wrote the last name imported there.
+
+    Re-importing recognises each such record by its content: it keeps its id, nothing is duplicated,
+    and the other name's records come in beside it under their own keys.
+    """
+    uri, ids = ground_truth["uri"], ground_truth["ids"]
+    mem = tmp_path / "mem"
+    memory = Memory.create(mem, QA, embeddings=emb)
+    earlier: dict[str, dict] = {}  # trace id -> the record the earlier importer left there
+    for name in sorted(("correct", "helpful"), key=lambda n: n == imported_last):
+        for record in from_mlflow(uri, QA, feedback_name=name).records:
+            if record["metadata"]["assessment_types"] == ["feedback"]:  # it read human feedback only
+                fields = {k: record[k] for k in ("inputs", "outputs", "value", "feedback") if k in record}
+                earlier[record["metadata"]["trace_id"]] = {"id": record["metadata"]["trace_id"], **fields}
+    memory.align(list(earlier.values()), model=StubChatModel())
+    assert set(memory.records) == {ids["sum"], ids["score"]}
+
+    runner = CliRunner()
+    reports = {}
+    for name in ("correct", "helpful", "correct", "helpful"):
+        args = ["align", str(mem), "--from-mlflow", uri, "--feedback-name", name, "--json", "--model", "stub"]
+        result = runner.invoke(app, args)
+        assert result.exit_code == 0, result.output
+        reports.setdefault(name, []).append(json.loads(result.stdout))
+    kept = reports[imported_last][0]["import"]["legacy_ids"]
+    assert ids["sum"] in kept
+    final = reports["helpful"][0]["version"]
+    for _, again in reports.values():  # the second round changes nothing
+        assert again["added"] == again["replaced"] == [] and again["version"] == final
+
+    memory = Memory.open(mem, embeddings=emb)
+    episodes = memory.episodes.get(sorted(memory.records))
+    verdicts = sorted((e["inputs"], e.get("value"), e.get("feedback")) for e in episodes)
+    assert verdicts == sorted(
+        [
+            ("2+2?", "fail", "4, not 5."),  # sum, correct
+            ("2+2?", "pass", "Short."),  # sum, helpful
+            ("Capital of France?", "pass", None),  # capital, correct (ground truth only)
+            ("Say hi", "fail", "Curt."),  # score, helpful
+        ]
+    )
+    assert ids["sum"] in memory.records and ids["score"] in memory.records  # the old keys live on, not beside copies
 
 
 # --- LangSmith ------------------------------------------------------------------------------------------
