@@ -260,7 +260,8 @@ def ground_truth(tmp_path_factory) -> dict:
 
     * ``sum``: feedback ``correct`` fail and ``helpful`` pass, expectation ``expected_answer`` "4".
     * ``capital``: expectation ``correct`` "pass" only (ground truth in the judge's labels), no feedback.
-    * ``ocean``: expectation ``expected_answer`` "Pacific" only (ground truth outside the judge's labels).
+    * ``ocean``: expectation ``expected_answer`` "Pacific" only (ground truth outside the judge's labels),
+      and an expectation ``correct`` "pass" that an LLM judge logged (a guess, not ground truth).
     * ``score``: expectation ``quality`` 4 (fits a 1-5 judge), and ``helpful`` fail.
     """
     uri = f"sqlite:///{tmp_path_factory.mktemp('mlflow-gt') / 'mlflow.db'}"
@@ -279,6 +280,8 @@ def ground_truth(tmp_path_factory) -> dict:
         mlflow.log_expectation(trace_id=ids["sum"], name="expected_answer", value="4", source=human("ana"))
         mlflow.log_expectation(trace_id=ids["capital"], name="correct", value="pass", source=human("ana"))
         mlflow.log_expectation(trace_id=ids["ocean"], name="expected_answer", value="Pacific", source=human("ana"))
+        judge = mlflow.entities.AssessmentSource(source_type="LLM_JUDGE", source_id="gpt")
+        mlflow.log_expectation(trace_id=ids["ocean"], name="correct", value="pass", source=judge)
         mlflow.log_expectation(trace_id=ids["score"], name="quality", value=4, source=human("ana"))
         mlflow.log_feedback(trace_id=ids["score"], name="helpful", value="fail", rationale="Curt.", source=human("bob"))
         return ids
