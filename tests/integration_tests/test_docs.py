@@ -24,6 +24,10 @@ FENCE = re.compile(r"^```(python|py)\n(.*?)^```", re.S | re.M)
 
 NOT_RUN = {
     ("docs/guides/import.md", "from langsmith import Client"): "reads a LangSmith project: needs an account and a key",
+    ("docs/guides/import.md", "from memalign_graph import Memory"): (
+        "reads a LangSmith project: needs a server and a key; tests/unit_tests/test_importers.py runs "
+        "from_langsmith_project against a local server"
+    ),
     ("docs/guides/review.md", "from memalign_graph.webreview import queue_cases"): (
         "needs a running LangGraph Server; tests/browser/test_review_page.py queues cases with it on langgraph dev"
     ),
