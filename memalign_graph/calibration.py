@@ -51,13 +51,22 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
+from scipy.special import expit, softmax
 
 from memalign_graph.errors import MemAlignError
 
 DEFAULT_MARGIN = 0.05
-"""Agreement the head's cross-validated agreement must beat the baseline by (0..1)."""
-DEFAULT_MIN_PER_LABEL = 5
-"""Fewest episodes per present label before the head may decide."""
+"""Agreement the head's cross-validated agreement must beat the baseline by (0..1).
+
+Measured (``examples/calibration_study.py --parts gate``; citation rule and HaluEval QA, 10 seeds x
+5 to 50 records, plus files that are 90 % one label): 0.05 is the smallest margin tried with no run in
+which the gate opened and the head then agreed less than the model on 50 unseen cases; with no margin,
+HaluEval QA had 3 such runs in 50 and its 90 %-one-label files 11 in 30."""
+DEFAULT_MIN_PER_LABEL = 3
+"""Fewest episodes per present label before the head may decide: the fewest that allow a 3-fold
+stratified cross-validation. In the same runs, at margin 0.05, 3 opened the gate as often as 2 and
+never wrongly; 5 kept it shut more often at 10 records (citation: 5 of 10 runs open against 7) for no
+fewer wrong openings."""
 DEFAULT_FOLDS = 5
 """Folds of the stratified cross-validation (fewer when a label has fewer episodes)."""
 MAX_TRAINING_EPISODES = 2000
@@ -235,18 +244,15 @@ class CalibrationHead:
         if len(self.classes) == 1:
             present = np.ones((len(x), 1))
         elif self.kind == "numeric":
-            above = 1.0 / (1.0 + np.exp(-(z @ self.coef.T + self.intercept)))
+            above = expit(z @ self.coef.T + self.intercept)
             above = np.minimum.accumulate(above, axis=1)  # P(y > t) cannot rise with t
             bounds = np.hstack([np.ones((len(x), 1)), above, np.zeros((len(x), 1))])
             present = bounds[:, :-1] - bounds[:, 1:]
         elif len(self.classes) == 2:
-            p = 1.0 / (1.0 + np.exp(-(z @ self.coef[0] + self.intercept[0])))
+            p = expit(z @ self.coef[0] + self.intercept[0])
             present = np.stack([1.0 - p, p], axis=1)
         else:
-            logits = z @ self.coef.T + self.intercept
-            logits -= logits.max(axis=1, keepdims=True)
-            present = np.exp(logits)
-            present /= present.sum(axis=1, keepdims=True)
+            present = softmax(z @ self.coef.T + self.intercept, axis=1)
         out = np.zeros((len(x), len(self.labels)))
         for j, label in enumerate(self.classes):
             out[:, self.labels.index(label)] = present[:, j]
@@ -261,38 +267,54 @@ class CalibrationHead:
         best = np.asarray(self.labels, dtype=object)[np.argmax(self.predict_proba(features), axis=1)]
         return best.astype(int).astype(object) if self.kind == "numeric" else best
 
-    def decide(self, features: Any, model_value: Any, mode: CalibrationMode = "auto") -> dict[str, Any]:
+    def uses(self, mode: CalibrationMode = "auto") -> bool:
+        """Whether the head decides under ``mode``.
+
+        ``"auto"``: when the gate is open; ``"on"``: whenever it was fitted on two or more labels; ``"off"``: never.
+
+        Raises:
+            CalibrationHeadError: for an unknown ``mode``.
+        """
+        if mode not in CALIBRATION_MODES:
+            raise CalibrationHeadError(f"calibration mode {mode!r}: use one of {', '.join(CALIBRATION_MODES)}")
+        return (mode == "on" and len(self.classes) > 1) or (mode == "auto" and self.open)
+
+    def decide(self, features: Any | None, model_value: Any, mode: CalibrationMode = "auto") -> dict[str, Any]:
         """The final value of one judgment and what decided it.
 
         Args:
-            features: one case's feature row, ``(n_features,)`` or ``(1, n_features)``.
+            features: one case's feature row, ``(n_features,)`` or ``(1, n_features)``; ``None`` when the
+                head does not decide (:meth:`uses` is false), so the case's fields need not be embedded.
             model_value: the judge model's own value for the case.
-            mode: ``"auto"`` (the gate decides), ``"on"`` (the head decides whenever it was fitted on
-                two or more labels) or ``"off"`` (the model's value stands).
+            mode: see :meth:`uses`.
 
         Returns:
             ``{"value", "model_value", "calibration": {"used", "probabilities", "cv_agreement",
             "model_agreement", "majority_agreement", "episodes"}}``; ``probabilities`` maps each label to
-            the head's probability (4 decimals), ``value`` is the head's label when ``used`` else
-            ``model_value``.
+            the head's probability (4 decimals), or is ``None`` when no features were given; ``value`` is
+            the head's most probable label when ``used``, else ``model_value``.
 
         Raises:
-            CalibrationHeadError: as :meth:`predict_proba`, or for an unknown ``mode``.
+            CalibrationHeadError: as :meth:`predict_proba`; for an unknown ``mode``; if ``features`` is
+                ``None`` but the head decides.
         """
-        if mode not in CALIBRATION_MODES:
-            raise CalibrationHeadError(f"calibration mode {mode!r}: use one of {', '.join(CALIBRATION_MODES)}")
-        row = np.asarray(features, dtype=np.float64).reshape(1, -1)
-        proba = self.predict_proba(row)[0]
-        used = mode == "on" and len(self.classes) > 1 or mode == "auto" and self.open
-        head_value: Any = self.labels[int(np.argmax(proba))]
-        if self.kind == "numeric":
-            head_value = int(head_value)
+        used = self.uses(mode)
+        probabilities = None
+        value = model_value
+        if features is not None:
+            proba = self.predict_proba(np.asarray(features, dtype=np.float64).reshape(1, -1))[0]
+            probabilities = {label: round(float(p), 4) for label, p in zip(self.labels, proba)}
+            if used:
+                best = self.labels[int(np.argmax(proba))]
+                value = int(best) if self.kind == "numeric" else best
+        elif used:
+            raise CalibrationHeadError("the calibration head decides this judgment but no features were given")
         return {
-            "value": head_value if used else model_value,
+            "value": value,
             "model_value": model_value,
             "calibration": {
-                "used": bool(used),
-                "probabilities": {label: round(float(p), 4) for label, p in zip(self.labels, proba)},
+                "used": used,
+                "probabilities": probabilities,
                 "cv_agreement": self.cv_agreement,
                 "model_agreement": self.model_agreement,
                 "majority_agreement": self.majority_agreement,

@@ -89,9 +89,10 @@ def test_gate_stays_shut_for_a_file_that_is_90_percent_one_label():
     assert not head.open
     decided = head.decide(x[0], "fail")
     assert decided["value"] == "fail" and decided["calibration"]["used"] is False
+    assert head.decide(None, "fail")["calibration"]["probabilities"] is None  # a shut gate needs no embedding
 
 
-@pytest.mark.parametrize(("n", "share_pass"), [(8, 0.5), (12, 1.0)])
+@pytest.mark.parametrize(("n", "share_pass"), [(4, 0.5), (12, 1.0), (40, 0.95)])
 def test_gate_stays_shut_with_too_few_episodes_per_label(n, share_pass):
     ids, x, y = episodes(n, signal=6.0, share_pass=share_pass)
     head = fit_head(x, y, LABELS, ids=ids, model_values=["pass"] * n)
@@ -113,10 +114,12 @@ def test_gate_opens_when_the_head_clearly_beats_the_model_and_says_so():
     assert calibration["probabilities"]["fail"] > 0.5
     assert math.isclose(sum(calibration["probabilities"].values()), 1.0, abs_tol=1e-3)
     assert calibration["episodes"] == 60 and calibration["cv_agreement"] > calibration["model_agreement"] + 0.05
+    with pytest.raises(CalibrationHeadError, match="no features were given"):
+        head.decide(None, "pass")
 
 
 def test_mode_off_keeps_the_model_and_on_uses_a_shut_head():
-    ids, x, y = episodes(8, signal=6.0)
+    ids, x, y = episodes(4, signal=6.0)
     head = fit_head(x, y, LABELS, ids=ids)
     assert not head.open
     case = x[int(np.argmax(y == "pass"))]
