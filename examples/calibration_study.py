@@ -8,7 +8,8 @@ what it costs:
 
 ``features``  unseen agreement by feature set (embedding of ``outputs``, of ``inputs``, of both as
               separate vectors, each with and without the model's label probabilities; the
-              probabilities alone; the model alone; the training majority) at 5/10/20/50 records;
+              probabilities alone; the model alone; the training majority; and the answer's length
+              alone, to show how much of what the head learns is surface form) at 5/10/20/50 records;
 ``drift``     the model's label probabilities under the no-memory prompt against a k=5 memory
               prompt, and what feeding the drifted ones to a head fitted on no-memory ones does;
 ``rubric``    LLM-Rubric's own feature: the model's yes/no probability that the case follows the
@@ -16,6 +17,8 @@ what it costs:
 ``gate``      the cross-validated gate: how often it opens when the head is worse on unseen cases
               than the model and stays shut when the head is better, by margin and minimum per label,
               plus the hostile 90 %-one-label file;
+``controls``  the citation task with pass and fail answers of similar length (an outside source named
+              beside the quote; a quote from another item's knowledge): does the head learn the rule?
 ``numeric``   Prometheus MT-Bench 1-5 scores: ordinal (cumulative logit) against multinomial heads;
 ``costs``     fit, cross-validation and predict time against the number of episodes (random
               384-dimensional vectors), and the size of the serialised head.
@@ -48,11 +51,14 @@ import numpy as np
 
 from memalign_graph import calibration, prompts
 from memalign_graph.calibration import (
+    DEFAULT_GROUPS,
     DEFAULT_MARGIN,
     DEFAULT_MIN_PER_LABEL,
     MAX_TRAINING_EPISODES,
     build_features,
     fit_head,
+    select_head,
+    text_statistics,
 )
 from memalign_graph.datasets import CITATION_SPEC, HALUEVAL_SPEC, load_citation_policy, load_halueval_qa
 from memalign_graph.spec import JudgeSpec, case_text
@@ -203,6 +209,8 @@ def task_data(task: str, pool: int, cache: Cache, model_name: str) -> dict[str, 
         "outputs": outputs,
         "inputs": inputs,
         "answers": [cache.get(judge_key(model_name, spec, record)) for record in records],
+        "length": np.asarray([[math.log1p(len(str(r["outputs"]).split()))] for r in records]),
+        "statistics": statistics_of(records),
         "rubric": np.asarray([_p_yes(cache.get(rubric_key(model_name, task, record))) for record in records]),
         "embed_s": embed_s,
     }
@@ -257,7 +265,11 @@ FEATURE_SETS: dict[str, tuple[tuple[str, ...], bool | str]] = {
     "inputs + outputs + scores": (("inputs", "outputs"), True),
     "scores": ((), True),
     "outputs + rubric P(yes)": (("outputs",), "rubric"),
+    "length of outputs alone (log words)": (("length",), False),
+    "statistics": (("statistics",), False),
+    "statistics + outputs": (("statistics", "outputs"), False),
 }
+SELECTED = "selected by CV among statistics, outputs, both (the default)"
 
 
 def features_of(data: dict[str, Any], fields: tuple[str, ...], extra: bool | str, idx: np.ndarray) -> np.ndarray:
@@ -266,6 +278,92 @@ def features_of(data: dict[str, Any], fields: tuple[str, ...], extra: bool | str
     if extra == "rubric":
         return build_features(vectors, data["rubric"][idx])
     return build_features(vectors, scores_matrix(data["spec"], data["answers"])[idx] if extra else None)
+
+
+def statistics_of(records: list[dict[str, Any]]) -> np.ndarray:
+    """:func:`text_statistics` of each record, ``(n, 3)``."""
+    return np.asarray([text_statistics(str(r["inputs"]), str(r["outputs"])) for r in records])
+
+
+def unseen(
+    data: dict[str, Any],
+    fields: Sequence[str] | None,
+    labels: np.ndarray,
+    label_set: list[str],
+    train: np.ndarray,
+    test: np.ndarray,
+    seed: int,
+) -> float:
+    """Unseen agreement of a head on ``fields`` fitted on ``train`` (``None``: :func:`select_head`'s choice)."""
+    if fields is None:
+        head = select_head({g: data[g][train] for g in DEFAULT_GROUPS}, labels[train], label_set, seed=seed)
+        fields = head.fields
+    else:
+        head = fit_head(build_features([data[f][train] for f in fields]), labels[train], label_set, seed=seed)
+    return float(np.mean(head.predict_values(build_features([data[f][test] for f in fields])) == labels[test]))
+
+
+def citation_controls(pool: int) -> dict[str, list[dict[str, Any]]]:
+    """Variants of the citation task whose ``pass`` and ``fail`` answers are about as long.
+
+    ``named source``: a fail answer quotes the same supporting sentence but names an outside source too
+    (``Source: Wikipedia, "..."``): the rule is visible in the answer alone. ``quote from elsewhere``: a fail
+    answer quotes, word for word, a sentence of *another* item's knowledge: the rule needs the knowledge.
+    Labels, items and the coin are those of :func:`load_citation_policy` (same seed).
+    """
+    from memalign_graph.datasets import OUTSIDE_SOURCES, _supporting_sentence
+
+    records = load_citation_policy(pool, seed=0)
+    sentences = []
+    for record in records:
+        knowledge = record["inputs"].split("\nQuestion: ")[0].removeprefix("Knowledge: ")
+        answer = record["outputs"].split("\n")[0]
+        sentences.append((answer, _supporting_sentence(knowledge, answer) or knowledge))
+    variants: dict[str, list[dict[str, Any]]] = {"named source": [], "quote from elsewhere": []}
+    for i, record in enumerate(records):
+        answer, sentence = sentences[i]
+        if record["value"] == "pass":
+            named = elsewhere = record["outputs"]
+        else:
+            named = f'{answer}\nSource: {OUTSIDE_SOURCES[i % len(OUTSIDE_SOURCES)]}, "{sentence}"'
+            elsewhere = f'{answer}\nSource: "{sentences[(i + 1) % len(records)][1]}"'
+        variants["named source"].append({**record, "outputs": named})
+        variants["quote from elsewhere"].append({**record, "outputs": elsewhere})
+    return variants
+
+
+def part_controls(pool: int, seeds: int) -> None:
+    """Does the head learn the citation rule, or the answers' length? Heads on length-matched variants."""
+    print(f"\n## controls: citation variants with pass and fail answers of similar length ({seeds} seeds)")
+    print("| variant | features | mean words pass / fail | 10 records | 20 records | 50 records |")
+    print("|---|---|---|---|---|---|")
+    for variant, records in citation_controls(pool).items():
+        labels = np.asarray([r["value"] for r in records])
+        words = np.asarray([len(str(r["outputs"]).split()) for r in records])
+        data = {
+            "outputs": embed([str(r["outputs"]) for r in records]),
+            "inputs": embed([str(r["inputs"]) for r in records]),
+            "length": np.log1p(words)[:, None],
+            "statistics": statistics_of(records),
+        }
+        for name, fields in (
+            ("outputs", ("outputs",)),
+            ("inputs + outputs", ("inputs", "outputs")),
+            ("length", ("length",)),
+            ("statistics", ("statistics",)),
+            (SELECTED, None),
+        ):
+            by_n: dict[int, list[float]] = {}
+            for seed in range(seeds):
+                train_order, test = split(len(records), seed)
+                for n in (10, 20, 50):
+                    train = train_order[:n]
+                    by_n.setdefault(n, []).append(unseen(data, fields, labels, ["pass", "fail"], train, test, seed))
+            print(
+                f"| {variant} | {name} | {words[labels == 'pass'].mean():.1f} / {words[labels == 'fail'].mean():.1f} | "
+                + " | ".join(mean_sd(by_n[n]) for n in (10, 20, 50))
+                + " |"
+            )
 
 
 def part_features(data: dict[str, dict[str, Any]], seeds: int) -> dict[str, Any]:
@@ -290,6 +388,9 @@ def part_features(data: dict[str, dict[str, Any]], seeds: int) -> dict[str, Any]
                     )
                     predicted = head.predict_values(features_of(d, fields, use_scores, test))
                     rows.setdefault(name, {}).setdefault(n, []).append(float(np.mean(predicted == d["labels"][test])))
+                rows.setdefault(SELECTED, {}).setdefault(n, []).append(
+                    unseen(d, None, d["labels"], list(d["spec"].labels), train, test, seed)
+                )
                 values, counts = np.unique(labels, return_counts=True)
                 majority = values[np.argmax(counts)]
                 rows.setdefault("training majority", {}).setdefault(n, []).append(
@@ -386,8 +487,8 @@ def _gate_runs(d: dict[str, Any], seeds: int, sizes: Iterable[int], skew: float 
             train_order = _skewed(train_order, d["labels"], skew, seed)
         for n in sizes:
             train = train_order[:n]
-            head = fit_head(
-                features_of(d, ("outputs",), False, train),
+            head = select_head(
+                {g: d[g][train] for g in DEFAULT_GROUPS},
                 d["labels"][train],
                 list(spec.labels),
                 seed=seed,
@@ -395,9 +496,8 @@ def _gate_runs(d: dict[str, Any], seeds: int, sizes: Iterable[int], skew: float 
                 margin=0.0,
                 min_per_label=1,
             )
-            unseen_head = float(
-                np.mean(head.predict_values(features_of(d, ("outputs",), False, test)) == d["labels"][test])
-            )
+            rows = build_features([d[g][test] for g in head.fields])
+            unseen_head = float(np.mean(head.predict_values(rows) == d["labels"][test]))
             unseen_model = float(np.mean(model_values[test] == d["labels"][test]))
             runs.append(
                 {
@@ -446,7 +546,7 @@ def part_gate(data: dict[str, dict[str, Any]], seeds: int) -> None:
             runs = _gate_runs(d, seeds, sizes, skew)
             label = "" if skew is None else " — hostile file, 90 % one label"
             print(
-                f"\n## gate, {task}{label}: head on the `outputs` embedding "
+                f"\n## gate, {task}{label}: head selected by CV among statistics, outputs, both "
                 f"({len(runs)} runs: {seeds} seeds × sizes {list(sizes)})"
             )
             print(
@@ -501,11 +601,12 @@ def part_numeric(seeds: int, path: Path) -> None:
         return
     records, _ = load_prometheus(path)
     vectors = embed([str(r["outputs"]) for r in records])
+    statistics = statistics_of(records)
     scores = np.asarray([r["value"] for r in records])
     test_n = 80
     shares = ", ".join(f"{v}: {np.mean(scores == v):.2f}" for v in range(1, 6))
     print(f"\n## numeric: Prometheus MT-Bench, {len(records)} responses, median GPT-4 score ({shares})")
-    print(f"{seeds} seeds, {test_n} unseen each; features: embedding of the response (`outputs`)")
+    print(f"{seeds} seeds, {test_n} unseen each; features: embedding of the response (`outputs`) unless named")
     print("| head | records | exact | within 1 | MAE | CCC |")
     print("|---|---|---|---|---|---|")
     for n in (20, 50, 100, 200):
@@ -515,9 +616,21 @@ def part_numeric(seeds: int, path: Path) -> None:
         for seed in range(seeds):
             order = np.random.default_rng(seed).permutation(len(records))
             train, test = order[test_n : test_n + n], order[:test_n]
-            for method in ("ordinal", "multinomial", "training median"):
+            for method in ("ordinal", "multinomial", "ordinal, selected by CV", "training median"):
                 if method == "training median":
                     predicted = np.full(len(test), float(np.median(scores[train])))
+                elif method == "ordinal, selected by CV":
+                    groups = {"statistics": statistics, "outputs": vectors}
+                    head = select_head(
+                        {g: v[train] for g, v in groups.items()},
+                        scores[train],
+                        [1, 2, 3, 4, 5],
+                        seed=seed,
+                        kind="numeric",
+                    )
+                    predicted = head.predict_values(build_features([groups[g][test] for g in head.fields])).astype(
+                        float
+                    )
                 else:
                     head = fit_head(
                         vectors[train],
@@ -549,30 +662,32 @@ def _ccc(x: np.ndarray, y: np.ndarray) -> float:
 
 def part_costs(data: dict[str, dict[str, Any]]) -> None:
     """Fit (with 5-fold CV) and predict time, and serialised size, against the number of episodes."""
-    fit_head(np.eye(4), ["pass", "fail"] * 2, ["pass", "fail"])  # imports, so the first row times the fit
-    print("\n## costs: random 384-d unit vectors + 2 label probabilities, 2 labels (wall s, 1 process)")
+    groups_of = {"statistics": 3, "outputs": 384}
+    select_head({g: np.eye(4)[:, :1] + 0 for g in groups_of}, ["pass", "fail"] * 2, ["pass", "fail"])  # imports
     print(
-        f"| episodes | fit + 5-fold CV s, sample ≤ {MAX_TRAINING_EPISODES} | fit + 5-fold CV s, all | "
-        "decide p50 ms (1 case, embedding excluded) | head JSON bytes | load + validate ms |"
+        "\n## costs: random groups (statistics 3-d, outputs 384-d unit vectors), 2 labels; select_head fits "
+        "3 candidates, each with 5-fold CV (wall s, 1 process)"
+    )
+    print(
+        f"| episodes | select_head s, sample ≤ {MAX_TRAINING_EPISODES} | select_head s, all | "
+        "decide p50 ms (1 case, features given) | head JSON bytes | load + validate ms |"
     )
     print("|---|---|---|---|---|---|")
     rng = np.random.default_rng(0)
     for n in (10, 100, 1_000, 10_000, 100_000):
-        vectors = rng.normal(size=(n, 384))
-        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-        labels = np.where(vectors[:, 0] + 0.1 * rng.normal(size=n) > 0, "pass", "fail")
-        p = rng.random(n)
-        features = build_features([vectors], np.stack([p, 1 - p], axis=1))
+        groups = {g: rng.normal(size=(n, d)) for g, d in groups_of.items()}
+        groups["outputs"] /= np.linalg.norm(groups["outputs"], axis=1, keepdims=True)
+        labels = np.where(groups["outputs"][:, 0] + 0.1 * rng.normal(size=n) > 0, "pass", "fail")
         ids = [f"episode-{i}" for i in range(n)]
         started = time.perf_counter()
-        head = fit_head(features, labels, ["pass", "fail"], ids=ids, seed=0)
+        head = select_head(groups, labels, ["pass", "fail"], ids=ids, seed=0)
         fit_s = time.perf_counter() - started
         full_s = "-"
-        if n <= 20_000:
+        if n <= 10_000:
             started = time.perf_counter()
-            fit_head(features, labels, ["pass", "fail"], ids=ids, seed=0, limit=n)
+            select_head(groups, labels, ["pass", "fail"], ids=ids, seed=0, limit=n)
             full_s = f"{time.perf_counter() - started:.2f}"
-        one = features[:1]
+        one = build_features([groups[g][:1] for g in head.fields])
         times = []
         for _ in range(200):
             t = time.perf_counter()
@@ -583,18 +698,24 @@ def part_costs(data: dict[str, dict[str, Any]]) -> None:
         calibration.CalibrationHead.from_dict(json.loads(stored), ["pass", "fail"])
         load_ms = (time.perf_counter() - t) * 1000
         print(
-            f"| {n} | {fit_s:.2f} (on {head.episodes}) | {full_s} | {statistics.median(times):.3f} | "
-            f"{len(stored)} | {load_ms:.1f} |"
+            f"| {n} | {fit_s:.2f} (on {head.episodes}, chose {'+'.join(head.fields)}) | {full_s} | "
+            f"{statistics.median(times):.3f} | {len(stored)} | {load_ms:.1f} |"
         )
     for task, d in data.items():
-        texts = [str(r["outputs"]) for r in d["records"][:64]]
-        embed(texts[:2])
-        times = []
-        for text in texts:
+        records = d["records"][:64]
+        embed([str(records[0]["outputs"])])
+        embed_ms, stats_ms = [], []
+        for record in records:
             t = time.perf_counter()
-            embed([text])
-            times.append((time.perf_counter() - t) * 1000)
-        print(f"embedding one `outputs` field of {task} (MiniLM int8): p50 {statistics.median(times):.1f} ms")
+            embed([str(record["outputs"])])
+            embed_ms.append((time.perf_counter() - t) * 1000)
+            t = time.perf_counter()
+            text_statistics(str(record["inputs"]), str(record["outputs"]))
+            stats_ms.append((time.perf_counter() - t) * 1000)
+        print(
+            f"per case of {task}: embedding `outputs` (MiniLM int8) p50 {statistics.median(embed_ms):.1f} ms; "
+            f"text_statistics p50 {statistics.median(stats_ms):.3f} ms"
+        )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -602,7 +723,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "memalign-graph" / "calibration")
     parser.add_argument("--pool", type=int, default=100, help="cases per task judged by the model (default 100)")
     parser.add_argument("--seeds", type=int, default=10)
-    parser.add_argument("--parts", default="features,drift,rubric,gate,numeric,costs")
+    parser.add_argument("--parts", default="features,controls,drift,rubric,gate,numeric,costs")
     parser.add_argument("--tasks", default="citation,halueval")
     parser.add_argument("--model", default="qwen2.5-coder-0.5b", help="embedded judge model (default the 0.5B)")
     parser.add_argument("--no-model", action="store_true", help="use cached model answers only; never load the model")
@@ -610,7 +731,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--regularisation", type=float, default=None, help="the head's inverse L2 strength C (default: the module's)"
     )
-    parser.add_argument("--rubric-cases", type=int, default=40)
+    parser.add_argument("--rubric-cases", type=int, default=None, help="cases per task asked (default: the pool)")
     parser.add_argument(
         "--prometheus",
         type=Path,
@@ -650,9 +771,11 @@ def main(argv: list[str] | None = None) -> None:
     if "drift" in parts and model is not None:
         part_drift(data, model, cache)
     if "rubric" in parts and model is not None:
-        part_rubric(data, model, cache, args.rubric_cases)
+        part_rubric(data, model, cache, args.rubric_cases or args.pool)
     if "gate" in parts:
         part_gate(data, args.seeds)
+    if "controls" in parts:
+        part_controls(args.pool, args.seeds)
     if "numeric" in parts:
         part_numeric(args.seeds, args.prometheus)
     if "costs" in parts:

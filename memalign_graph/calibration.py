@@ -2,20 +2,23 @@
 
 A small judge model often cannot apply a house rule however its working memory states it, yet the
 expert's labelled cases that MemAlign keeps as episodes *are* learnable by a linear classifier over
-an embedding of the part of the case the rule looks at. This module fits that classifier, measures
-it by cross-validation against the judge model on the same episodes, and lets it decide a judgment
-only when it wins.
+a few features of the case. This module fits that classifier, measures it by cross-validation
+against the judge model on the same episodes, and lets it decide a judgment only when it wins.
 
 The idea is LLM-Rubric's (Hashemi, Eisner, Rosset, Van Durme, Kedzie, *LLM-Rubric: A
 Multidimensional, Calibrated Approach to Automated Evaluation of Natural Language Texts*, ACL 2024,
-arXiv 2501.00274): take the LLM judge's distribution over the answers and train a small model on
-human judgments to combine it with other evidence. Here the evidence is (a) embeddings of case
-fields (by default ``outputs``; ``inputs`` and ``outputs`` as separate vectors where the rule
-relates them) and (b) the judge model's own label probabilities under one fixed prompt (the
-judge's no-memory prompt), so a feature means the same when fitting and when judging.
+arXiv 2501.00274): take evidence about a case, such as the LLM judge's distribution over the answers,
+and train a small model on human judgments to combine it. The evidence here comes in feature groups
+(:data:`FIELDS`): the case's :func:`text_statistics` (how much of the output is found in the inputs,
+and its length), embeddings of case fields (``outputs`` by default; ``inputs`` as a separate vector
+where a rule needs it), and optionally the judge model's label probabilities under one fixed prompt.
+:func:`select_head` fits each default group alone and together and keeps the best by
+cross-validation. What a head learns are regularities of its features: it cannot check a fact
+against the inputs unless the inputs are among them (``examples/calibration_study.py`` shows an
+embedding-only head learning the answers' length, not the rule, on the citation task).
 
-Everything is scikit-learn: ``Pipeline(StandardScaler, LogisticRegression)``, ``StratifiedKFold``
-and ``cross_val_predict``; no optimiser is written here. The fitted head is plain JSON-like data
+Everything is scikit-learn: ``Pipeline(StandardScaler, LogisticRegression)`` and
+``StratifiedKFold``; no optimiser is written here. The fitted head is plain JSON-like data
 (:meth:`CalibrationHead.to_dict`, :meth:`CalibrationHead.from_dict`, no pickle: a memory directory
 may be hostile) and predicts with NumPy from those numbers, the same arithmetic as scikit-learn's
 ``predict_proba``.
@@ -45,6 +48,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import re
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -59,14 +63,15 @@ DEFAULT_MARGIN = 0.05
 """Agreement the head's cross-validated agreement must beat the baseline by (0..1).
 
 Measured (``examples/calibration_study.py --parts gate``; citation rule and HaluEval QA, 10 seeds x
-5 to 50 records, plus files that are 90 % one label): 0.05 is the smallest margin tried with no run in
-which the gate opened and the head then agreed less than the model on 50 unseen cases; with no margin,
-HaluEval QA had 3 such runs in 50 and its 90 %-one-label files 11 in 30."""
+5 to 50 records, plus files that are 90 % one label; 160 runs): with the head chosen by
+:func:`select_head`, no run at margin 0.05 and 3 per label opened the gate and then agreed less than
+the model on 50 unseen cases. With an ``outputs``-embedding head, which learns less, margin 0 let
+HaluEval QA's 90 %-one-label files open wrongly 6 times in 30 (11 with 2 per label); 0.05 never."""
 DEFAULT_MIN_PER_LABEL = 3
 """Fewest episodes per present label before the head may decide: the fewest that allow a 3-fold
-stratified cross-validation. In the same runs, at margin 0.05, 3 opened the gate as often as 2 and
-never wrongly; 5 kept it shut more often at 10 records (citation: 5 of 10 runs open against 7) for no
-fewer wrong openings."""
+stratified cross-validation. In the same runs at margin 0.05, 2 per label opened wrongly once
+(HaluEval QA) and 3 never; 5 kept the gate shut in 16 of 50 citation runs where the head was better
+by 0.05 or more on unseen cases, against 11 for 3."""
 DEFAULT_FOLDS = 5
 """Folds of the stratified cross-validation (fewer when a label has fewer episodes)."""
 MAX_TRAINING_EPISODES = 2000
@@ -75,8 +80,14 @@ REGULARISATION_C = 1.0
 """Inverse L2 strength of the logistic regression, on standardised features."""
 FORMAT = "memalign-calibration-head"
 FORMAT_VERSION = 1
-FIELDS = ("inputs", "outputs", "expectations")
-"""Case fields a head may embed."""
+STATISTICS = "statistics"
+"""The feature group of :func:`text_statistics`."""
+SCORES = "scores"
+"""The feature group of the judge model's label probabilities under one fixed prompt."""
+FIELDS = (STATISTICS, "outputs", "inputs", "expectations", SCORES)
+"""Feature groups a head may use: the case statistics, an embedded case field, the model's scores."""
+DEFAULT_GROUPS = (STATISTICS, "outputs")
+"""The groups :func:`select_head` chooses among by default (each alone, then together)."""
 CalibrationMode = Literal["auto", "off", "on"]
 CALIBRATION_MODES: tuple[str, ...] = ("auto", "off", "on")
 
@@ -198,8 +209,7 @@ class CalibrationHead:
         margin, min_per_label: the gate's settings when it was fitted.
         open: the gate's verdict (see the module docstring).
         seed: seed of the folds and the sample.
-        fields: the case fields whose vectors lead the feature row, in order.
-        uses_scores: the judge model's label probabilities end the feature row.
+        fields: the feature groups of a row, in order (names of :data:`FIELDS`).
         trained_on: :func:`fingerprint` of the episodes it was fitted on (to tell a stale stored head).
     """
 
@@ -221,7 +231,6 @@ class CalibrationHead:
     open: bool
     seed: int = 0
     fields: list[str] = field(default_factory=lambda: ["outputs"])
-    uses_scores: bool = False
     trained_on: str = ""
 
     @property
@@ -345,7 +354,6 @@ class CalibrationHead:
             "open": self.open,
             "seed": self.seed,
             "fields": list(self.fields),
-            "uses_scores": self.uses_scores,
             "trained_on": self.trained_on,
         }
 
@@ -404,11 +412,8 @@ class CalibrationHead:
             raise CalibrationHeadError(f"calibration head: label_counts must count exactly the classes {classes!r}")
         label_counts = {str(k): _count(v, f"label_counts[{k!r}]") for k, v in counts.items()}
         fields = _strings(data, "fields")
-        if not set(fields) <= set(FIELDS) or len(set(fields)) != len(fields):
+        if not fields or not set(fields) <= set(FIELDS) or len(set(fields)) != len(fields):
             raise CalibrationHeadError(f"calibration head: fields {fields!r} are not distinct names of {FIELDS!r}")
-        uses_scores = data.get("uses_scores")
-        if not isinstance(uses_scores, bool) or (uses_scores and n_features < len(head_labels)):
-            raise CalibrationHeadError(f"calibration head: uses_scores {uses_scores!r} does not fit the features")
         trained_on = data.get("trained_on")
         if not isinstance(trained_on, str) or len(trained_on) > 128:
             raise CalibrationHeadError("calibration head: trained_on is not a fingerprint string")
@@ -434,7 +439,6 @@ class CalibrationHead:
             open=False,
             seed=_count(data.get("seed"), "seed"),
             fields=fields,
-            uses_scores=uses_scores,
             trained_on=trained_on,
         )
         head.open = gate_open(head)
@@ -503,7 +507,6 @@ def fit_head(
     folds: int = DEFAULT_FOLDS,
     limit: int = MAX_TRAINING_EPISODES,
     fields: Sequence[str] = ("outputs",),
-    uses_scores: bool = False,
 ) -> CalibrationHead:
     """Fit a head on episodes and measure its gate.
 
@@ -523,8 +526,7 @@ def fit_head(
         min_per_label: see :data:`DEFAULT_MIN_PER_LABEL`.
         folds: most folds of the cross-validation.
         limit: most episodes fitted on.
-        fields: the case fields whose vectors lead each row (recorded on the head).
-        uses_scores: whether each row ends with the model's label probabilities (recorded on the head).
+        fields: the feature groups of each row, in order (recorded on the head; see :data:`FIELDS`).
 
     Returns:
         A :class:`CalibrationHead`. With one label present it predicts that label and its gate is shut.
@@ -593,11 +595,90 @@ def fit_head(
         open=False,
         seed=int(seed),
         fields=list(fields),
-        uses_scores=bool(uses_scores),
         trained_on=fingerprint([id_list[i] for i in keep], [str(v) for v in y]),
     )
     head.open = gate_open(head)
     return head
+
+
+_WORD = re.compile(r"\w+")
+
+
+def _grams(words: list[str], n: int) -> set[tuple[str, ...]]:
+    return {tuple(words[i : i + n]) for i in range(len(words) - n + 1)}
+
+
+def text_statistics(inputs: str, outputs: str) -> list[float]:
+    """Three numbers about a case that a rule relating the output to its inputs can be learned from.
+
+    ``coverage_1`` and ``coverage_3``: the share of the output's distinct word unigrams and trigrams
+    (lower-cased runs of letters, digits and underscores) that also occur in the inputs, a lexical form
+    of extractive coverage (Grusky, Naaman and Artzi, *Newsroom*, NAACL 2018); ``log_words``:
+    ``log(1 + words in the output)``.
+    An output with no trigram has ``coverage_3`` 0.
+
+    Args:
+        inputs: the case's inputs as text (rendered the way the judge sees them).
+        outputs: the case's outputs as text.
+
+    Returns:
+        ``[coverage_1, coverage_3, log_words]``.
+    """
+    out = [w.lower() for w in _WORD.findall(outputs)]
+    source = [w.lower() for w in _WORD.findall(inputs)]
+    stats = []
+    for n in (1, 3):
+        grams = _grams(out, n)
+        stats.append(len(grams & _grams(source, n)) / len(grams) if grams else 0.0)
+    return [*stats, math.log1p(len(out))]
+
+
+def select_head(
+    groups: Mapping[str, Any],
+    labels: Sequence[Any],
+    label_set: Sequence[Any],
+    *,
+    candidates: Sequence[Sequence[str]] | None = None,
+    **options: Any,
+) -> CalibrationHead:
+    """Fit a head on each candidate set of feature groups and keep the one with the best cross-validated agreement.
+
+    A few strong features (:func:`text_statistics`) and a 384-dimensional embedding do not mix well in
+    one L2-penalised regression fitted on tens of episodes (the embedding's dimensions dilute them), so
+    each group is tried alone and all together, and stratified k-fold agreement picks. Ties go to the
+    earlier candidate. The gate then judges the chosen head on that same agreement: a maximum over a
+    few candidates, slightly optimistic, which :data:`DEFAULT_MARGIN` was measured to absorb.
+
+    Args:
+        groups: feature group name (one of :data:`FIELDS`) -> ``(n, d)`` rows, all for the same episodes.
+        labels: the expert's value per episode.
+        label_set: the judge's values.
+        candidates: the group sets to try, in order; default each group alone, then all together.
+        **options: passed to :func:`fit_head` (``seed``, ``ids``, ``model_values``, ``kind``...).
+
+    Returns:
+        The chosen :class:`CalibrationHead`; its ``fields`` name the groups its rows are built from.
+
+    Raises:
+        CalibrationHeadError: for an unknown group or a candidate naming a group not given, and as
+            :func:`fit_head`.
+    """
+    unknown = sorted(set(groups) - set(FIELDS))
+    if unknown or not groups:
+        raise CalibrationHeadError(f"feature groups {unknown or '(none)'}: use names of {FIELDS!r}")
+    names = list(groups)
+    tried = [list(c) for c in candidates] if candidates is not None else [[g] for g in names]
+    if candidates is None and len(names) > 1:
+        tried.append(names)
+    best: CalibrationHead | None = None
+    for candidate in tried:
+        if not candidate or not set(candidate) <= set(names):
+            raise CalibrationHeadError(f"candidate {candidate!r} names a feature group not given ({names!r})")
+        head = fit_head(build_features([groups[g] for g in candidate]), labels, label_set, fields=candidate, **options)
+        if best is None or (head.cv_agreement or 0.0) > (best.cv_agreement or 0.0):
+            best = head
+    assert best is not None  # tried is never empty
+    return best
 
 
 def fingerprint(ids: Sequence[str], labels: Sequence[Any]) -> str:

@@ -13,6 +13,8 @@ from memalign_graph.calibration import (
     CalibrationHeadError,
     build_features,
     fit_head,
+    select_head,
+    text_statistics,
     training_sample,
 )
 
@@ -210,3 +212,30 @@ def test_an_edited_open_flag_cannot_open_a_shut_gate():
     assert CalibrationHead.from_dict(data, LABELS).open is False
     with pytest.raises(CalibrationHeadError, match="expected a mapping"):
         CalibrationHead.from_dict([data], LABELS)
+
+
+def test_text_statistics_measure_how_much_of_the_output_the_inputs_hold():
+    knowledge = "Knowledge: The Eiffel Tower is in Paris. It opened in 1889.\nQuestion: Where is it?"
+    quoted = text_statistics(knowledge, 'Paris\nSource: "The Eiffel Tower is in Paris."')
+    outside = text_statistics(knowledge, "Paris\nSource: Wikipedia")
+    assert quoted[:2] == [pytest.approx(6 / 7), pytest.approx(4 / 6)]  # all but the words around "Source:"
+    assert outside[0] == pytest.approx(1 / 3) and outside[1] == 0.0
+    assert quoted[2] == pytest.approx(math.log1p(8))
+    assert text_statistics(knowledge, "") == [0.0, 0.0, 0.0]
+
+
+def test_select_head_keeps_the_group_that_carries_the_rule_and_records_it():
+    ids, noise, y = episodes(40, signal=0.0, dims=64)
+    statistics = np.where(y == "pass", 1.0, 0.2)[:, None] + np.random.default_rng(5).normal(0, 0.05, (40, 3))
+    groups = {"statistics": statistics, "outputs": noise}
+    head = select_head(groups, y, LABELS, ids=ids, model_values=["pass"] * 40)
+    assert head.fields == ["statistics"] and head.n_features == 3
+    assert head.open and head.cv_agreement == 1.0
+    again = select_head({"outputs": noise, "statistics": statistics}, y, LABELS, ids=ids, model_values=["pass"] * 40)
+    assert as_json(again) == as_json(head)
+    stored = CalibrationHead.from_dict(json.loads(as_json(head)), LABELS)
+    assert stored.fields == ["statistics"]
+    with pytest.raises(CalibrationHeadError, match="feature groups"):
+        select_head({"knowledge": noise}, y, LABELS)
+    with pytest.raises(CalibrationHeadError, match="names a feature group not given"):
+        select_head(groups, y, LABELS, candidates=[["inputs"]])
