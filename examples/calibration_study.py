@@ -189,7 +189,7 @@ def rubric_case(model: Any, task: str, case: dict[str, Any], cache: Cache) -> di
 
 def embed(texts: list[str]) -> np.ndarray:
     """Unit vectors of the offline default embedder (all-MiniLM-L6-v2 int8), shape ``(len(texts), 384)``."""
-    from memalign_graph.models import resolve_embeddings
+    from memalign_graph.embeddings import resolve_embeddings
 
     return np.asarray(resolve_embeddings("minilm-int8").embed_documents(texts), dtype=np.float64)
 
