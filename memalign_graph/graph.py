@@ -81,7 +81,14 @@ from memalign_graph.state import (
     ServedReviewOutput,
 )
 from memalign_graph.versions import VersionedMemory, shared_memory
-from memalign_graph.working_memory import CASE_KEYS, finish_judgment, judge_settings
+from memalign_graph.working_memory import (
+    CASE_KEYS,
+    acalibrate_judgment,
+    calibrate_judgment,
+    calibration_mode,
+    finish_judgment,
+    judge_settings,
+)
 
 
 def memory_target(ctx: Context, store: Any) -> Any:
@@ -204,6 +211,10 @@ def _finish_judgment(state: JudgeState, case: dict[str, Any], judgment: Judgment
 def judge(state: JudgeState, runtime: Runtime[Context]) -> dict[str, Any]:
     """The judgment from working memory (or the expert precedent, when it applies).
 
+    After the model, the memory's calibration head may decide the value (``Context.calibration``;
+    served graphs: the server's ``MEMALIGN_CALIBRATION`` only): the judgment keeps the model's own
+    value in ``model_value`` and says what the head said in ``calibration``.
+
     Raises:
         JudgeError: the model call failed (transient errors after ``max_retries`` retries with backoff,
             other errors at once), naming the case id (state ``"id"``) and the model.
@@ -215,8 +226,10 @@ def judge(state: JudgeState, runtime: Runtime[Context]) -> dict[str, Any]:
     if precedent is not None:
         judgment = precedent_judgment(precedent, principles, episodes)
     else:
+        mode = calibration_mode(memory, ctx.calibration)
         model = resolve_chat_model(ctx.model, base_url=ctx.base_url)
         judgment = run_judge(model, memory.spec, case, principles, episodes, _judge_settings(ctx))
+        judgment = calibrate_judgment(memory, case, judgment, mode, model)
     return _finish_judgment(state, case, judgment)
 
 
@@ -243,12 +256,14 @@ async def ajudge(state: JudgeState, runtime: Runtime[Context]) -> dict[str, Any]
     if precedent is not None:
         judgment = precedent_judgment(precedent, principles, episodes)
     else:
+        mode = calibration_mode(memory, ctx.calibration)
         model = (
             ctx.model
             if isinstance(ctx.model, BaseChatModel)  # an instance is used as it is; a name may load a model
             else await asyncio.to_thread(resolve_chat_model, ctx.model, base_url=ctx.base_url)
         )
         judgment = await arun_judge(model, memory.spec, case, principles, episodes, _judge_settings(ctx))
+        judgment = await acalibrate_judgment(memory, case, judgment, mode, model)
     return _finish_judgment(state, case, judgment)
 
 
