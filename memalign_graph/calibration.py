@@ -958,7 +958,7 @@ def check_head(head: CalibrationHead, spec: Any, groups: Sequence[str], dim: int
     if spec.kind == "pairwise" or head.kind != kind:
         raise CalibrationHeadError(f"calibration head: a {head.kind} head for a {spec.kind} judge")
     if not set(head.fields) <= set(groups):
-        raise CalibrationHeadError(f"calibration head: fields {head.fields!r} are not among the judge's {list(groups)!r}")
+        raise CalibrationHeadError(f"calibration head: fields {head.fields!r} are not the judge's {list(groups)!r}")
     if isinstance(dim, int):
         width = sum(STATISTICS_WIDTH if f == STATISTICS else dim for f in head.fields)
         if head.n_features != width:
@@ -1036,9 +1036,7 @@ def calibrate(
     decides = head.uses("off" if unknown_model else mode)
     row = case_row(head, case, embeddings) if decides or not needs_embedding(head) else None
     out = head.decide(row, model_value, "off" if unknown_model else mode)
-    out["calibration"].update(
-        fields=list(head.fields), open=head.open, reason=_why(head, decides, mode, unknown_model)
-    )
+    out["calibration"].update(fields=list(head.fields), open=head.open, reason=_why(head, decides, mode, unknown_model))
     return out
 
 

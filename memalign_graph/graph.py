@@ -48,7 +48,7 @@ from memalign_graph.context import (
     resolve_context,
     served_context,
 )
-from memalign_graph.episodic import episode_from_record
+from memalign_graph.episodic import ModelJudgment, episode_from_record
 from memalign_graph.errors import MemoryFormatError
 from memalign_graph.governance import check_policy
 from memalign_graph.judge import JudgeSettings, Judgment, arun_judge, find_precedent, precedent_judgment, run_judge
@@ -453,7 +453,9 @@ def align_govern(state: AlignState, runtime: Runtime[Context]) -> dict[str, Any]
 def align_commit(state: AlignState, runtime: Runtime[Context]) -> dict[str, Any]:
     """Everything as one new version, under the writer locks (:func:`~memalign_graph.alignment.commit`).
 
-    The new episodes are embedded here (vectors never enter the graph's state). If another
+    The new records are judged first when ``Context.score_feedback`` says so (the calibration gate's
+    evidence, see :func:`~memalign_graph.alignment.judge_new_records`), and the new episodes are
+    embedded here (vectors never enter the graph's state). If another
     writer committed since the ``episodes`` step, nothing is written: the update is ``moved``
     (``{"from", "to", "passes"}``) and the graph goes back to ``episodes`` to plan again from
     the new version, :data:`MAX_ALIGN_PASSES` passes at most.
@@ -463,10 +465,19 @@ def align_commit(state: AlignState, runtime: Runtime[Context]) -> dict[str, Any]
     """
     ctx, memory = _memory(runtime, refresh=False)
     plan, phases = state["plan"], Phases()
-    episodes = [episode_from_record(r) for r in plan["fresh"]]
+    judged: dict[str, Any] = {}
+    chat = resolve_chat_model(ctx.model, base_url=ctx.base_url)
+    scoring_started = time.perf_counter()
+    if alignment.scores_feedback(ctx.score_feedback, chat):
+        scoring = alignment.judge_new_records(
+            memory, plan, chat, concurrency=ctx.concurrency, max_retries=ctx.max_retries, backoff_s=ctx.retry_backoff_s
+        )
+        judged = run_sync(scoring)
+    score_s = round(time.perf_counter() - scoring_started, 3)
+    episodes = [episode_from_record(r, judged.get(r["id"])) for r in plan["fresh"]]
     started = time.perf_counter()
     vectors = alignment.embed_episodes(memory.embeddings, episodes, phases)
-    timings = {"embed_s": round(time.perf_counter() - started, 3)}
+    timings = {"embed_s": round(time.perf_counter() - started, 3), **({"score_s": score_s} if judged else {})}
     with memory.writing():
         if memory.version != plan["version"]:
             passes = state.get("passes", 1)
@@ -582,10 +593,22 @@ def distill_review(state: ReviewState, runtime: Runtime[Context]) -> dict[str, A
         update["judgment"] = corrected_judgment(state["judgment"], review)
     if record is None:
         return update
+    judgment = state["judgment"]
+    judged = None
+    if not judgment.get("precedent"):  # the model's own judgment, made before the expert answered
+        own = ModelJudgment(
+            value=judgment.get("model_value", judgment["value"]),
+            scores=judgment.get("scores"),
+            model=judgment["model"],
+            via="review",
+        )
+        judged = {record["id"]: own}
     report = alignment.align(
         memory,
         [record],
         model=resolve_chat_model(ctx.model, base_url=ctx.base_url),
+        judged=judged,
+        score_feedback=ctx.score_feedback,
         batch_size=ctx.batch_size,
         token_budget=ctx.token_budget,
         max_retries=ctx.max_retries,

@@ -118,7 +118,8 @@ def calibration_mode(memory: VersionedMemory, mode: Any) -> CalibrationMode:
     Raises:
         ValueError: for a mode other than ``auto``/``off``/``on`` (from ``MEMALIGN_CALIBRATION`` too).
     """
-    return check_mode(memory.spec.calibration if mode is None else mode, "calibration (Context.calibration, MEMALIGN_CALIBRATION)")
+    where = "calibration (Context.calibration, MEMALIGN_CALIBRATION)"
+    return check_mode(memory.spec.calibration if mode is None else mode, where)
 
 
 def calibrate_judgment(

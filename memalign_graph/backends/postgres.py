@@ -541,7 +541,8 @@ class PostgresBackend(MemoryBackend):
                 stale = [k for k, digest in stored.items() if k not in vectors or vectors[k][0] != digest]
                 for field in sorted({k[0] for k in stale}):
                     conn.execute(
-                        "DELETE FROM memalign_calibration_vector WHERE judge = %s AND field = %s AND episode_id = ANY(%s)",
+                        "DELETE FROM memalign_calibration_vector "
+                        "WHERE judge = %s AND field = %s AND episode_id = ANY(%s)",
                         (self.judge, field, [k[1] for k in stale if k[0] == field]),
                     )
                 new = [k for k in sorted(vectors) if stored.get(k) != vectors[k][0]]
