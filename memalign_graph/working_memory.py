@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import Any, TypeVar
@@ -133,25 +134,28 @@ def calibrate_judgment(
     a model that follows instructions may beat the head, and nothing measured says otherwise.
 
     Raises:
-        CalibrationHeadError: if the head had to be fitted or the case featurised and that failed.
+        Exception: under ``"on"`` only, whatever fitting the head or featurising the case raised (the
+            embeddings failed, say); under ``"auto"`` that is a ``RuntimeWarning`` and the model's value stands.
     """
     judgment["model_value"] = judgment["value"]
     judgment["calibration"] = None
     if mode == "off" or memory.spec.kind == "pairwise":
         return judgment
-    head = memory.calibration_head()
-    if head is None:
-        return judgment
     from memalign_graph.llamacpp import ChatLlamaCpp
 
-    out = calibrate(
-        head,
-        case,
-        judgment["value"],
-        mode,
-        memory.embeddings,
-        model_evidence=not isinstance(model, ChatLlamaCpp),
-    )
+    try:
+        head = memory.calibration_head()
+        if head is None:
+            return judgment
+        out = calibrate(
+            head, case, judgment["value"], mode, memory.embeddings, model_evidence=not isinstance(model, ChatLlamaCpp)
+        )
+    except Exception as exc:
+        if mode == "on":
+            raise
+        # Under "auto" the head is an addition the caller did not ask for by name: the model's judgment stands.
+        warnings.warn(f"calibration head unavailable ({exc}); the model's value stands", RuntimeWarning, stacklevel=2)
+        return judgment
     judgment["value"], judgment["calibration"] = out["value"], out["calibration"]
     return judgment
 
@@ -272,7 +276,8 @@ def judge(memory: VersionedMemory, case: dict[str, Any], **options: Any) -> Judg
             names no known form, or ``base_url`` with a model instance.
         JudgeError: if the model call failed (after its retries, for transient errors).
         JudgmentParseError: if no usable answer came after ``max_retries`` repairs.
-        CalibrationHeadError: if the calibration head had to be fitted or the case featurised and that failed.
+        Exception: with ``calibration="on"``, what fitting the calibration head or featurising the case raised
+            (under ``"auto"`` a warning, and the model's value stands).
     """
     opts = JudgeOptions(**options)
     mode = calibration_mode(memory, opts.calibration)

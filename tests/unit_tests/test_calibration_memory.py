@@ -291,6 +291,23 @@ def test_the_judges_own_setting_and_the_runs(tmp_path, embeddings):
     assert precedent["precedent"] == "c1" and precedent["model_value"] is None and precedent["calibration"] is None
 
 
+def test_a_head_that_cannot_be_fitted_leaves_the_models_value_under_auto(tmp_path, embeddings, monkeypatch):
+    memory = Memory.create(tmp_path / "m", RULE, embeddings=embeddings)
+    memory.align(citation_records(12), model=StubChatModel())
+    (tmp_path / "m" / "calibration.npz").unlink()
+    reopened = Memory.open(tmp_path / "m", embeddings=embeddings)
+
+    def down(*args, **kwargs):
+        raise ConnectionError("embeddings service down")
+
+    monkeypatch.setattr(type(embeddings), "embed_documents", down)
+    with pytest.warns(RuntimeWarning, match="embeddings service down"):
+        judgment = reopened.judge(cited("new", 99, False), model=StubChatModel(), use_episodes=False)
+    assert judgment["value"] == judgment["model_value"] == "pass" and judgment["calibration"] is None
+    with pytest.raises(ConnectionError):
+        reopened.judge(cited("new", 99, False), model=StubChatModel(), use_episodes=False, calibration="on")
+
+
 def test_pairwise_judges_never_fit_a_head(tmp_path, embeddings):
     spec = JudgeSpec.pairwise("better", "Which answer is better?")
     memory = Memory.create(tmp_path / "m", spec, embeddings=embeddings)
