@@ -208,12 +208,15 @@ def run_eval(
                         calibration="auto" if ablation == "calibration" else "off",
                     )
                     aligned = 0
+                    # An empty memory never changes: under ``none`` a case's judgment is the same at every step.
+                    unchanged: dict[str, Any] | None = {} if ablation == "none" else None
+
                     for step in steps:
                         cost = {"align_s": 0.0, "llm_calls": 0, "align_tokens": 0}
                         if step > aligned:
                             shard = train[aligned:step]
                             bar.set_description(f"run {run} {ablation}/{signal}: align {aligned}->{step}")
-                            before = judge_many(graph, shard, context, config.concurrency, lambda: bar.update(1))
+                            before = _judge_all(graph, shard, context, config.concurrency, bar, unchanged)
                             if ablation != "none":
                                 batch, judged = [], {}
                                 for record, judgment in zip(shard, before):
@@ -245,8 +248,8 @@ def run_eval(
                             aligned = step
                         bar.set_description(f"run {run} {ablation}/{signal}: judge after {step}")
                         seen_cases = train[:step]
-                        seen = judge_many(graph, seen_cases, context, config.concurrency, lambda: bar.update(1))
-                        unseen = judge_many(graph, test, context, config.concurrency, lambda: bar.update(1))
+                        seen = _judge_all(graph, seen_cases, context, config.concurrency, bar, unchanged)
+                        unseen = _judge_all(graph, test, context, config.concurrency, bar, unchanged)
                         head = memory.calibration_head() if ablation == "calibration" else None
                         for name in reported:
                             shown_seen, shown_unseen = (as_ablation(js, name) for js in (seen, unseen))
@@ -298,6 +301,18 @@ def run_eval(
     _write_csv(out / "summary.csv", rows)
     plot_curves(rows, metric, out / "curves.png", title=f"{spec.name}: {metric} vs feedback records")
     return result
+
+
+def _judge_all(
+    graph: Any, cases: list[FeedbackRecord], context: Context, concurrency: int, bar: Any, cache: dict[str, Any] | None
+) -> list[dict[str, Any]]:
+    """Judge ``cases``; with ``cache`` (case id -> judgment), each case once (a memory that never changes)."""
+    if cache is None:
+        return judge_many(graph, cases, context, concurrency, lambda: bar.update(1))
+    missing = [c for c in cases if c["id"] not in cache]
+    cache.update(zip([c["id"] for c in missing], judge_many(graph, missing, context, concurrency)))
+    bar.update(len(cases))
+    return [cache[c["id"]] for c in cases]
 
 
 def memory_runs(ablations: Sequence[str]) -> list[str]:

@@ -173,7 +173,15 @@ def demo(
 
 
 def evaluate(
-    data: Annotated[Path, typer.Argument(help="JSONL (project format), LLMBar JSON or Prometheus JSON.")],
+    data: Annotated[
+        Optional[Path], typer.Argument(help="JSONL (project format), LLMBar JSON or Prometheus JSON.")
+    ] = None,
+    task: Annotated[
+        Optional[str],
+        typer.Option(
+            help="Instead of DATA: a built-in task (house-rule, citation, halueval) of --limit records (default 60)."
+        ),
+    ] = None,
     labels: Annotated[Optional[str], typer.Option(help="Categorical judge: comma-separated labels.")] = None,
     scale: Annotated[Optional[str], typer.Option(help="Numeric judge: LO-HI.")] = None,
     pairwise: Annotated[bool, typer.Option("--pairwise", help="Pairwise judge.")] = False,
@@ -221,7 +229,9 @@ def evaluate(
         chosen = [given for given in (labels, scale, pairwise) if given]
         if len(chosen) > 1:
             raise ValueError("give at most one of --labels, --scale, --pairwise")
-        name = data.stem
+        if (data is None) == (task is None):
+            raise ValueError("give either DATA or --task")
+        name = data.stem if data is not None else str(task)
         spec = None
         if labels:
             spec = JudgeSpec.categorical(name, criterion or "Judge the output.", [x.strip() for x in labels.split(",")])
@@ -230,7 +240,19 @@ def evaluate(
             spec = JudgeSpec.numeric(name, criterion or "Score the output.", int(low), int(high))
         elif pairwise:
             spec = JudgeSpec.pairwise(name, criterion or "Which output is better?")
-        records, spec = load_dataset(data, spec)
+        if task is not None:
+            from memalign_graph.demo import TASKS
+
+            if task not in TASKS:
+                raise ValueError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
+            if spec is not None:
+                raise ValueError("--task sets its own judge: leave out --labels, --scale and --pairwise")
+            spec, loader, _ = TASKS[task]
+            records = loader(limit or 60, seed)
+            limit = None
+        else:
+            assert data is not None
+            records, spec = load_dataset(data, spec)
         if criterion and spec.criterion != criterion:
             spec = JudgeSpec.from_dict({**spec.to_dict(), "criterion": criterion})
         if limit is not None:

@@ -189,3 +189,25 @@ def test_calibration_ablation_alone_and_pairwise_judges(tmp_path, embeddings):
     assert rows[("calibration", 4)]["head_decided"] == 0 and rows[("calibration", 4)]["gate_open"] is None  # no head
     with pytest.raises(ValueError, match="unknown ablation"):
         EvalConfig(ablations=["calibrated"]).validate()
+
+
+def test_an_empty_memory_judges_each_case_once(tmp_path, embeddings):
+    """Under ``none`` nothing changes between steps, so each train and test case is judged once, not per step."""
+    stub = StubChatModel()
+    records = [feedback(f"r{i}", f"SELECT {i} FROM raw.t") for i in range(12)]
+    config = EvalConfig(train_size=6, steps=[0, 3, 6], runs=1, ablations=["none"], model=stub, embeddings=embeddings)
+    result = run_eval(records, CATEGORICAL, config, tmp_path / "out", progress=False)
+    assert stub.calls == 12
+    rows = {r["step"]: r for r in result["rows"]}
+    assert rows[6]["seen"]["n"] == 6 and rows[0]["unseen"]["mean"] == rows[6]["unseen"]["mean"]
+
+
+def test_eval_command_needs_data_or_a_task():
+    from typer.testing import CliRunner
+
+    from memalign_graph.cli import app
+
+    for args in (["eval"], ["eval", "x.jsonl", "--task", "halueval"], ["eval", "--task", "nope"]):
+        result = CliRunner().invoke(app, args)
+        assert result.exit_code != 0
+        assert "give either DATA or --task" in result.output or "unknown task 'nope'" in result.output
