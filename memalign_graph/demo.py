@@ -276,7 +276,9 @@ def run_demo(
                     "seen": _em([j.value for j in seen], seen_cases),
                     "seen_n": len(seen_cases),
                     "unseen_n": len(test),
-                    "gate_open": bool(head is not None and head.open),
+                    "gate_open": bool(
+                        head is not None and head.uses("auto") and (embedded or head.model_agreement is not None)
+                    ),
                     "head_fields": list(head.fields) if head is not None else [],
                     "principles": len(memory.principles),
                     "episodes": len(memory.episodes),
@@ -321,7 +323,7 @@ def run_demo(
         "runs": {str(seed): rows for seed, rows in runs.items()},
         "steps": summary,
         "precedent": {str(seed): figures for seed, figures in precedent.items()},
-        "targets": targets(task, summary),
+        "targets": targets(task, runs),
         "principles": memory.principles,
         "head": memory.calibration_report(),
     }
@@ -376,59 +378,54 @@ def summarise(runs: dict[int, list[dict[str, Any]]], steps: Sequence[int]) -> li
     return summary
 
 
-def targets(task: str, summary: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Issue 20's targets (:data:`TARGET_GAIN` and the rest) checked on a run's summary.
+def _mean_over(rows: list[dict[str, Any]], key: str) -> float | None:
+    values = [r[key] for r in rows if r[key] is not None]
+    return round(statistics.fmean(values), 4) if values else None
 
-    House-rule tasks (``house-rule``, ``citation``): at :data:`TARGET_STEP` feedback records, mean unseen
-    agreement with memory and calibration at least no memory + :data:`TARGET_GAIN`, and mean seen agreement
-    at least :data:`TARGET_SEEN`. ``halueval``: at every step, mean calibrated agreement at least the model
-    alone (no memory, and memory with the model only where measured) minus :data:`TARGET_HALUEVAL_LOSS`.
-    A target whose step was not measured is reported with ``ok`` None.
+
+def _target(name: str, value: float | None, target: float) -> dict[str, Any]:
+    return {"name": name, "value": value, "target": target, "ok": None if value is None else value >= target - 1e-9}
+
+
+def targets(task: str, runs: dict[Any, list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """Issue 20's targets (:data:`TARGET_GAIN` and the rest) checked on a demo's per-run rows.
+
+    House-rule tasks (``house-rule``, ``citation``): at :data:`TARGET_STEP` feedback records, unseen
+    agreement with memory and calibration minus no memory at least :data:`TARGET_GAIN`, and seen
+    agreement at least :data:`TARGET_SEEN` (means of the runs). ``halueval``: at every step after 0,
+    calibrated agreement minus the model alone at least ``-``:data:`TARGET_HALUEVAL_LOSS`, the model alone
+    being the same runs' no-memory figure, and their memory-model-only figure on the runs that measured
+    it (means over those runs, so both sides come from the same runs). A target whose step was not
+    measured has ``ok`` None.
 
     Returns:
-        ``[{"name", "value", "target", "ok"}]``.
+        ``[{"name", "value", "target", "ok"}]``; ``value`` is the measured difference or agreement.
     """
-    by_step = {row["step"]: row for row in summary}
-    out: list[dict[str, Any]] = []
     if task == "halueval":
-        for row in summary[1:]:
+        out = []
+        for index, row in enumerate(next(iter(runs.values()))):
+            if row["step"] == 0:
+                continue
+            rows = [run[index] for run in runs.values()]
             for key, name in (("no_memory", "no memory"), ("model_memory", "memory, model only")):
-                alone, calibrated = row[key]["mean"], row["calibrated"]["mean"]
-                if alone is None or calibrated is None:
+                paired = [r for r in rows if r[key] is not None and r["calibrated"] is not None]
+                if not paired:
                     continue
-                floor = round(alone - TARGET_HALUEVAL_LOSS, 4)
-                out.append(
-                    {
-                        "name": f"unseen, memory + calibration at {row['step']} >= {name} - {TARGET_HALUEVAL_LOSS}",
-                        "value": calibrated,
-                        "target": floor,
-                        "ok": calibrated >= floor - 1e-9,
-                    }
-                )
+                loss = round(_mean_over(paired, "calibrated") - _mean_over(paired, key), 4)  # type: ignore[operator]
+                label = f"unseen at {row['step']}: memory + calibration - {name} (runs: {len(paired)})"
+                out.append(_target(label, loss, -TARGET_HALUEVAL_LOSS))
         return out
-    row = by_step.get(TARGET_STEP)
+    at = [next((r for r in run if r["step"] == TARGET_STEP), None) for run in runs.values()]
+    rows = [r for r in at if r is not None]
     gain = seen = None
-    if row is not None and row["calibrated"]["mean"] is not None and row["no_memory"]["mean"] is not None:
-        gain = round(row["calibrated"]["mean"] - row["no_memory"]["mean"], 4)
-    if row is not None:
-        seen = row["seen"]["mean"]
-    out.append(
-        {
-            "name": f"unseen at {TARGET_STEP}: memory + calibration - no memory (mean of the runs)",
-            "value": gain,
-            "target": TARGET_GAIN,
-            "ok": None if gain is None else gain >= TARGET_GAIN - 1e-9,
-        }
-    )
-    out.append(
-        {
-            "name": f"seen at {TARGET_STEP}, precedent off (mean of the runs)",
-            "value": seen,
-            "target": TARGET_SEEN,
-            "ok": None if seen is None else seen >= TARGET_SEEN - 1e-9,
-        }
-    )
-    return out
+    if rows:
+        calibrated, without = _mean_over(rows, "calibrated"), _mean_over(rows, "no_memory")
+        gain = None if calibrated is None or without is None else round(calibrated - without, 4)
+        seen = _mean_over(rows, "seen")
+    return [
+        _target(f"unseen at {TARGET_STEP}: memory + calibration - no memory (mean of the runs)", gain, TARGET_GAIN),
+        _target(f"seen at {TARGET_STEP}, precedent off (mean of the runs)", seen, TARGET_SEEN),
+    ]
 
 
 def plot_demo(result: dict[str, Any], path: Path) -> None:

@@ -92,17 +92,26 @@ def test_demo_refuses_bad_settings(tmp_path):
         run_demo(tmp_path, seeds=[0], model_runs=2, model=StubChatModel(), progress=False)
 
 
-def test_targets_on_a_summary():
+def test_targets_on_the_runs():
     from memalign_graph.demo import targets
 
-    def stat(mean):
-        return {"mean": mean, "sd": None, "n": 1}
+    def row(step, no_memory=0.5, model_memory=0.5, calibrated=0.8, seen=1.0):
+        return {
+            "step": step,
+            "no_memory": no_memory,
+            "model_memory": model_memory,
+            "calibrated": calibrated,
+            "seen": seen,
+        }
 
-    row = {"step": 20, "no_memory": stat(0.5), "model_memory": stat(0.5), "calibrated": stat(0.8), "seen": stat(1.0)}
-    met = targets("house-rule", [{**row, "step": 0}, row])
-    assert [t["ok"] for t in met] == [True, True] and met[0]["value"] == pytest.approx(0.3)
-    short = targets("house-rule", [{**row, "step": 0}, {**row, "calibrated": stat(0.7), "seen": stat(0.9)}])
+    met = targets("house-rule", {0: [row(0), row(20)], 1: [row(0), row(20, model_memory=None, calibrated=0.9)]})
+    assert [t["ok"] for t in met] == [True, True] and met[0]["value"] == pytest.approx(0.35)
+    short = targets("house-rule", {0: [row(0), row(20, calibrated=0.7, seen=0.9)]})
     assert [t["ok"] for t in short] == [False, False]
-    halu = targets("halueval", [{**row, "step": 0}, {**row, "calibrated": stat(0.44)}])
-    assert [t["ok"] for t in halu] == [False, False]
-    assert all(t["ok"] for t in targets("halueval", [{**row, "step": 0}, {**row, "calibrated": stat(0.45)}]))
+    assert [t["ok"] for t in targets("house-rule", {0: [row(0), row(10)]})] == [None, None]
+    # HaluEval: each comparison on the runs that measured both sides
+    halu = targets(
+        "halueval", {0: [row(0), row(5, calibrated=0.44)], 1: [row(0), row(5, model_memory=None, calibrated=0.9)]}
+    )
+    assert [(t["value"], t["ok"]) for t in halu] == [(pytest.approx(0.17), True), (pytest.approx(-0.06), False)]
+    assert "(runs: 2)" in halu[0]["name"] and "(runs: 1)" in halu[1]["name"]
