@@ -12,10 +12,11 @@ line. Agreement is exact match with the expert's value (categorical judgments).
 Each judgment after a step gives two figures (see :mod:`memalign_graph.calibration`): the model's
 own value with MemAlign's memory in its prompt (``model_value``: *memory, model only*) and the
 final value, the calibration head's where its gate is open (``value``: *memory + calibration*, the
-judge as users get it by default). The model is called for every judgment on the first
-``model_runs`` seeds, so both columns are measured there. On the other seeds a judgment whose
-head decides skips the model call (its value does not depend on the model's), so only the
-calibrated column is measured there: that is what keeps three runs within ``make demo``'s budget.
+judge as users get it by default). The model is called for every unseen judgment on the first
+``model_runs`` seeds, so both columns are measured there. Elsewhere (the other seeds' unseen cases,
+and every seen case, whose figure is the final value) a judgment whose head decides skips the model
+call, since its value does not depend on the model's: that is what keeps three runs within
+``make demo``'s budget.
 
 Tasks (:mod:`memalign_graph.datasets`): ``house-rule`` (default): an answer's Source line must
 quote the knowledge it was given, pass and fail answers of the same length; ``citation``: the
@@ -169,8 +170,9 @@ def run_demo(
             train shard has ``max(steps)`` records.
         seen_sample: seen cases re-judged per step at most (a seeded sample of those aligned so far).
         seeds: one run per seed; figures are reported as mean and sample standard deviation over runs.
-        model_runs: the first this many seeds call the model for every judgment, measuring the
-            *memory, model only* column too; on the others a judgment the head decides skips the model.
+        model_runs: the first this many seeds call the model for every unseen judgment, measuring the
+            *memory, model only* column too; on the others, and for seen cases, a judgment the head
+            decides skips the model.
         k: episodes in working memory per judgment (:data:`DEFAULT_K`).
         score_feedback: judge each feedback record once before aligning it, so the calibration gate
             compares the head with the model's recorded agreement (one model call per record);
@@ -255,8 +257,9 @@ def run_demo(
                 )
                 aligned = step
             bar.set_description(f"seed {seed}: judging after {step}")
-            head_first = None if full or step == 0 else memory
-            unseen = _judge_each(graph, test, context, tick, head_first=head_first, embedded=embedded)
+            # Seen cases report the final value only, so the model is skipped wherever the head decides.
+            head_first = memory if step else None
+            unseen = _judge_each(graph, test, context, tick, head_first=None if full else head_first, embedded=embedded)
             seen_cases = sampler.sample(train[:step], min(seen_sample, step)) if step else []
             seen = _judge_each(graph, seen_cases, context, tick, head_first=head_first, embedded=embedded)
             if step == 0:
