@@ -2,9 +2,12 @@
 
 The assistant drafts SQL, an evaluator node judges it (with expert review through
 an interrupt), and the graph routes on the judgment: finish on pass, revise on
-fail. The expert corrects the judge once; five similar requests are judged before
-and after, with the new principle and episode in working memory, and the example
-prints how many now agree with the expert's rule.
+fail. The expert reviews three runs: a draft that reads raw tables is corrected
+to ``fail`` with the rule in words, a judgment that follows the rule is accepted.
+Five similar requests are judged before any review, after the first run (one
+correction: a principle and an episode in working memory) and after the third
+(three episodes of each value: enough for the calibration head), and the
+example prints how many agree with the expert's rule at each stage.
 
 Run offline on the embedded defaults: ``.venv/bin/python examples/sql_assistant.py``
 (``--model openai:gpt-4.1-mini`` for a hosted judge).
@@ -75,42 +78,43 @@ def build_agent() -> Any:
     return builder.compile(checkpointer=InMemorySaver())
 
 
+def house_rule(sql: str) -> str:
+    """The data team's rule: never read raw tables."""
+    return "fail" if "raw." in sql else "pass"
+
+
 def main() -> None:
     run_example(
         __doc__,
         SPEC,
         build_agent(),
-        first_input={"request": "Monthly revenue by order"},
-        correction={
-            "action": "correct",
-            "value": "fail",
-            "feedback": "Never query raw tables: use the certified view analytics.orders_certified, "
-            "filter out cancelled orders and convert amounts to EUR.",
-            "reviewer": "data-team",
-        },
+        inputs=[
+            {"request": "Monthly revenue by order"},
+            {"request": "Payments by country"},
+            {"request": "Order count"},
+        ],
+        rule=house_rule,
+        feedback=lambda value: (
+            "Never query raw tables: use the certified view analytics.orders_certified, "
+            "filter out cancelled orders and convert amounts to EUR."
+            if value == "fail"
+            else "Good: it reads the certified view, drops cancelled orders and converts to EUR."
+        ),
+        reviewer="data-team",
         similar=[
-            ({"inputs": "Weekly order count", "outputs": "SELECT week, count(*) FROM raw.orders GROUP BY 1"}, "fail"),
-            (
-                {"inputs": "Revenue by country", "outputs": "SELECT country, sum(amount) FROM raw.payments GROUP BY 1"},
-                "fail",
-            ),
-            ({"inputs": "Average order value", "outputs": "SELECT avg(amount) FROM raw.orders"}, "fail"),
-            (
-                {
-                    "inputs": "Orders per customer",
-                    "outputs": "SELECT customer_id, count(*) FROM analytics.orders_certified "
-                    "WHERE status <> 'cancelled' GROUP BY customer_id",
-                },
-                "pass",
-            ),
-            (
-                {
-                    "inputs": "Monthly revenue in EUR",
-                    "outputs": "SELECT month, sum(amount * fx_eur) FROM analytics.orders_certified "
-                    "WHERE status <> 'cancelled' GROUP BY month",
-                },
-                "pass",
-            ),
+            {"inputs": "Weekly order count", "outputs": "SELECT week, count(*) FROM raw.orders GROUP BY 1"},
+            {"inputs": "Revenue by country", "outputs": "SELECT country, sum(amount) FROM raw.payments GROUP BY 1"},
+            {"inputs": "Average order value", "outputs": "SELECT avg(amount) FROM raw.orders"},
+            {
+                "inputs": "Orders per customer",
+                "outputs": "SELECT customer_id, count(*) FROM analytics.orders_certified "
+                "WHERE status <> 'cancelled' GROUP BY customer_id",
+            },
+            {
+                "inputs": "Monthly revenue in EUR",
+                "outputs": "SELECT month, sum(amount * fx_eur) FROM analytics.orders_certified "
+                "WHERE status <> 'cancelled' GROUP BY month",
+            },
         ],
         summarize=lambda out: f"final SQL after {len(out['attempts'])} attempt(s): {out['sql']}",
     )

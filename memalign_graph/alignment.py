@@ -41,8 +41,8 @@ from langchain_core.language_models import BaseChatModel
 
 from memalign_graph.backends.base import LedgerEntry
 from memalign_graph.distill import CallCounter, aclassify_pairs, adistill, is_salient
-from memalign_graph.episodic import Episode, episode_from_record
-from memalign_graph.errors import RecordError
+from memalign_graph.episodic import Episode, ModelJudgment, episode_from_record
+from memalign_graph.errors import JudgeError, JudgmentParseError, RecordError
 from memalign_graph.governance import check_policy, effective_policy, govern_candidates, propose
 from memalign_graph.models import resolve_chat_model, run_sync
 from memalign_graph.prompts import PROMPT_VERSION
@@ -71,11 +71,15 @@ class AlignmentReport:
             :mod:`memalign_graph.governance`).
         refused_principles: principles distillation gave but refused (placeholders, prompt echoes,
             case copies, cut-short names): ``{"text", "sources", "reason"}``.
+        scored: ids of records aligned with the judge model's own judgment of their case (their
+            ``model_judgment``, the calibration gate's evidence): judged first (:func:`judge_new_records`),
+            or judged before an expert's review.
         llm_calls: LLM calls made (distillation and consolidation, retries included).
         usage: tokens spent.
         consolidation: pairs of similar principles sent to the LLM and its verdicts.
-        timings: seconds per phase: ``distill_s`` (LLM, overlapped with ``embed_s`` in
-            :func:`aalign`), ``embed_s``, ``consolidate_embed_s``, ``merge_s``, ``index_s``, ``persist_s``.
+        timings: seconds per phase: ``score_s`` (judging new records first, when asked), ``distill_s``
+            (LLM, overlapped with ``embed_s`` in :func:`aalign`), ``embed_s``, ``consolidate_embed_s``,
+            ``merge_s``, ``index_s``, ``persist_s``.
         seconds: wall time of the alignment (in the alignment graph: from its last ``episodes`` step).
     """
 
@@ -90,6 +94,7 @@ class AlignmentReport:
     removed_principles: list[str] = field(default_factory=list)
     proposed_principles: dict[str, str] = field(default_factory=dict)
     refused_principles: list[dict[str, Any]] = field(default_factory=list)
+    scored: list[str] = field(default_factory=list)
     llm_calls: int = 0
     usage: dict[str, int] = field(default_factory=dict)
     consolidation: dict[str, int] = field(default_factory=dict)
@@ -243,6 +248,73 @@ def embed_episodes(embeddings: Embeddings, episodes: list[Episode], phases: Phas
         phases.advance("embed", len(part))
     assert out is not None
     return out
+
+
+def scores_feedback(score: bool | None, chat: BaseChatModel) -> bool:
+    """Whether an alignment judges its new records first: ``score`` if given, else only with the embedded model.
+
+    The embedded model costs nothing but time; a hosted one costs a request per record, so it is asked for.
+    """
+    if score is not None:
+        return bool(score)
+    from memalign_graph.llamacpp import ChatLlamaCpp
+
+    return isinstance(chat, ChatLlamaCpp)
+
+
+async def judge_new_records(
+    memory: VersionedMemory,
+    plan: EpisodePlan,
+    chat: BaseChatModel,
+    *,
+    concurrency: int,
+    max_retries: int,
+    backoff_s: float | None,
+    skip: set[str] | frozenset[str] = frozenset(),
+) -> dict[str, ModelJudgment]:
+    """The judge model's own judgment of each new record, made with the memory as it is, before it is aligned.
+
+    What the calibration gate compares its head with (:mod:`memalign_graph.calibration`): a
+    feedback file's ``judge_value`` is not trusted for that. Judged: the plan's *new* records
+    (not replaced ones, whose old episode would show the model its expert value) with an expert
+    value, that enter the head's training sample (:func:`~memalign_graph.calibration.training_sample`,
+    at most :data:`~memalign_graph.calibration.MAX_TRAINING_EPISODES`): one judgment each, with
+    precedent and calibration off. A record the model fails to judge is left unscored, and so are
+    the ids in ``skip`` (their judgment is recorded already).
+
+    Returns:
+        Record id -> ``{"value", "scores", "model", "via": "alignment"}``.
+    """
+    from memalign_graph.calibration import CALIBRATION_SEED, MAX_TRAINING_EPISODES, held_records, training_sample
+    from memalign_graph.working_memory import ajudge
+
+    added = set(plan["added"])
+    fresh = [r for r in plan["fresh"] if r["id"] in added and r.get("value") is not None and r["id"] not in skip]
+    if not fresh or memory.spec.kind == "pairwise":
+        return {}
+    known = {i: v for i, v, _ in memory.episodes.verdicts(held_records(memory.proposed_principles))}
+    known.update({r["id"]: r["value"] for r in fresh})
+    ids = sorted(known)
+    chosen = training_sample(ids, [str(known[i]) for i in ids], MAX_TRAINING_EPISODES, CALIBRATION_SEED)
+    sampled = {ids[i] for i in chosen}
+    gate = asyncio.Semaphore(max(1, concurrency))
+
+    async def one(record: FeedbackRecord) -> tuple[str, ModelJudgment | None]:
+        case = {k: record[k] for k in ("inputs", "outputs", "expectations") if k in record}  # type: ignore[literal-required]
+        async with gate:
+            try:
+                judgment = await ajudge(
+                    memory, case, model=chat, precedent="off", calibration="off", max_retries=max_retries,
+                    backoff_s=backoff_s,
+                )  # fmt: skip
+            except (JudgeError, JudgmentParseError):
+                return record["id"], None
+        return record["id"], ModelJudgment(
+            value=judgment["value"], scores=judgment["scores"], model=judgment["model"], via="alignment"
+        )
+
+    results = await asyncio.gather(*(one(r) for r in fresh if r["id"] in sampled))
+    return {rid: judged for rid, judged in results if judged is not None}
 
 
 # 3. distill
@@ -441,6 +513,7 @@ def commit(
     started = time.perf_counter()
     phases.start("persist", 1)
     report = alignment_report(steps, version=memory.version, timings={**timings, "index_s": index_s})
+    report.scored = sorted(e["id"] for e in episodes if "model_judgment" in e)
     report.version = memory.commit(
         governance["principles"],
         ledger,
@@ -483,7 +556,7 @@ def alignment_report(steps: AlignmentSteps, *, version: int, timings: dict[str, 
     report.consolidation = consolidation["counts"]
     report.new_principles, report.merged_principles = governance["new_principles"], governance["merged_principles"]
     report.proposed_principles = governance["proposed_principles"]
-    order = ("embed_s", "distill_s", "consolidate_embed_s", "merge_s", "index_s", "persist_s")
+    order = ("score_s", "embed_s", "distill_s", "consolidate_embed_s", "merge_s", "index_s", "persist_s")
     measured = {**timings, **distillation["timings"], **consolidation["timings"], **governance["timings"]}
     report.timings = {key: measured[key] for key in order if key in measured}
     return report
@@ -519,6 +592,8 @@ async def aalign(
     progress: ProgressCallback | Any = None,
     principles_policy: str | None = None,
     via: str = "align",
+    score_feedback: bool | None = None,
+    judged: dict[str, ModelJudgment] | None = None,
 ) -> AlignmentReport:
     """Align the judge to a batch of expert feedback (MemAlign's alignment step), as one new version.
 
@@ -570,6 +645,12 @@ async def aalign(
             for this alignment; ``"auto"`` or ``None`` apply the judge's stored policy
             (a run can tighten it, never relax it; see :mod:`memalign_graph.governance`).
         via: ``"align"`` or ``"review"``, kept with each record in the ledger (who owns it).
+        score_feedback: judge each new record with an expert value once before aligning it
+            (:func:`judge_new_records`: one model call per record that enters the calibration head's
+            training sample, at most 2000); ``None``: only with the embedded model.
+        judged: record id -> the model's own judgment of the case this library recorded before the
+            expert answered (the review graph passes it); stored as the episode's ``model_judgment``.
+            Never taken from a feedback record.
 
     Returns:
         An :class:`AlignmentReport`; held principles are in ``proposed_principles``.
@@ -592,8 +673,17 @@ async def aalign(
             report = alignment_report({"plan": plan}, version=memory.version, timings={})
         else:
             phases = Phases(progress)
-            episodes = [episode_from_record(r) for r in plan["fresh"]]
             timings: dict[str, float] = {}
+            recorded = dict(judged or {})
+            if scores_feedback(score_feedback, chat):
+                began = time.perf_counter()
+                scored = await judge_new_records(
+                    memory, plan, chat, concurrency=concurrency, max_retries=max_retries, backoff_s=backoff_s,
+                    skip=set(recorded),
+                )  # fmt: skip
+                recorded.update(scored)
+                timings["score_s"] = _seconds(began)
+            episodes = [episode_from_record(r, recorded.get(r["id"])) for r in plan["fresh"]]
 
             def embed() -> np.ndarray:
                 began = time.perf_counter()
@@ -686,5 +776,7 @@ __all__ = [
     "govern",
     "has_work",
     "plan_episodes",
+    "judge_new_records",
+    "scores_feedback",
     "validate_feedback",
 ]

@@ -9,12 +9,12 @@ Two schemas, for two kinds of caller:
   (or none): fields it does not find there fall back to the defaults below,
   which read environment variables (``MEMALIGN_STORE``, ``MEMALIGN_MEMORY_DIR``,
   ``MEMALIGN_MODEL``, ``MEMALIGN_BASE_URL``, ``MEMALIGN_EMBEDDINGS``,
-  ``MEMALIGN_PRINCIPLES_POLICY``).
+  ``MEMALIGN_PRINCIPLES_POLICY``, ``MEMALIGN_CALIBRATION``).
 - :class:`ServedContext`, for API clients of the graphs served through
   ``langgraph.json`` (LangGraph Server, ``langgraph dev``, Studio): a client
   names at most a judge from those the server exposes (:func:`served_judges`)
-  and chooses safe judging options. The model, base URL, embeddings and memory
-  location come from the server's environment only (:func:`served_context`),
+  and chooses safe judging options. The model, base URL, embeddings, memory
+  location and calibration settings come from the server's environment only (:func:`served_context`),
   so no client can send the server's API key to a URL of its choosing or open
   another judge's memory.
 """
@@ -193,6 +193,22 @@ class Context:
             "description": "Who is recorded as the author of new versions and the reviewer of corrections, "
             "overriding the align input's `author` and the review answer's `reviewer` (served graphs set it to "
             "the authenticated user)."
+        },
+    )
+    calibration: Literal["auto", "off", "on"] | None = field(
+        default_factory=_env("MEMALIGN_CALIBRATION"),
+        metadata={
+            "description": "Whether the calibration head fitted on the expert's episodes decides judgments after the "
+            "model: 'auto' (when its cross-validated agreement beats the model's by the margin), 'on' (always, once "
+            "it has seen two labels), 'off'. Unset: the judge's own setting (JudgeSpec.calibration, 'auto')."
+        },
+    )
+    score_feedback: bool | None = field(
+        default=None,
+        metadata={
+            "description": "Judge each new feedback record with an expert value once, with the memory as it was, "
+            "before aligning it, so the calibration gate can compare the head with the model (one model call per "
+            "record that enters the head's training sample). Unset: on for the embedded models, off for others."
         },
     )
     principles_policy: Literal["auto", "review"] | None = field(
@@ -407,6 +423,22 @@ def served_store_judges(store_judge: str, environ: Mapping[str, str] | None = No
     return out
 
 
+def env_flag(env: Mapping[str, str], name: str) -> bool | None:
+    """Environment variable ``name`` as a yes/no setting (``1/true/yes/on``, ``0/false/no/off``); ``None`` if unset.
+
+    Raises:
+        ValueError: naming the variable, for any other word.
+    """
+    raw = (env.get(name) or "").strip().lower()
+    if not raw:
+        return None
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"{name}: {raw!r} is not one of 1/true/yes/on or 0/false/no/off")
+
+
 def served_context(
     value: ServedContext | Mapping[str, Any] | None,
     *,
@@ -423,11 +455,13 @@ def served_context(
 
     Returns:
         A :class:`Context` whose ``store`` is the named judge's location and whose model,
-        base URL and embeddings are the server's (``MEMALIGN_MODEL``, ``MEMALIGN_BASE_URL``,
-        ``MEMALIGN_EMBEDDINGS``).
+        base URL, embeddings and calibration settings are the server's (``MEMALIGN_MODEL``,
+        ``MEMALIGN_BASE_URL``, ``MEMALIGN_EMBEDDINGS``, ``MEMALIGN_CALIBRATION``,
+        ``MEMALIGN_SCORE_FEEDBACK``).
 
     Raises:
-        ValueError: for an unknown judge or an option out of range (see :class:`ServedContext`).
+        ValueError: for an unknown judge or an option out of range (see :class:`ServedContext`),
+            or a ``MEMALIGN_SCORE_FEEDBACK`` that is not a yes/no word.
     """
     env = os.environ if environ is None else environ
     if value is None:
@@ -446,6 +480,8 @@ def served_context(
         model=env.get("MEMALIGN_MODEL"),
         base_url=env.get("MEMALIGN_BASE_URL"),
         embeddings=env.get("MEMALIGN_EMBEDDINGS"),
+        calibration=env.get("MEMALIGN_CALIBRATION") or None,  # type: ignore[arg-type]
+        score_feedback=env_flag(env, "MEMALIGN_SCORE_FEEDBACK"),
         author=author or "anonymous",
         **{name: getattr(served, name) for name in SERVED_FIELDS},
     )

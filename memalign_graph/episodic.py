@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import hashlib
+import json
 import secrets
 import threading
 from collections import OrderedDict
@@ -26,6 +27,15 @@ from memalign_graph.embeddings import query_vector, unit_vector
 from memalign_graph.spec import FeedbackRecord, Value, case_hash, case_text, embedding_text, record_hash
 
 
+class ModelJudgment(TypedDict):
+    """The judge model's own judgment of a case before an expert's verdict (see :class:`Episode`)."""
+
+    value: Value
+    scores: dict[str, float] | None
+    model: str
+    via: str
+
+
 class Episode(TypedDict):
     """One past case in episodic memory (JSON-like).
 
@@ -34,7 +44,11 @@ class Episode(TypedDict):
         inputs, outputs, expectations: the case.
         value: the expert's value, if given.
         feedback: the expert's words, if given.
-        judge_value: what the judge said before the expert's verdict, if known.
+        judge_value: what the judge said before the expert's verdict, if known (a feedback file may say it).
+        model_judgment: the judge model's own judgment of the case, recorded by this library before the
+            expert answered (never read from a feedback file): ``{"value", "scores", "model", "via"}``,
+            ``via`` ``"review"`` (the review graph) or ``"alignment"`` (scoring feedback at alignment). The
+            calibration head's gate measures the model by these (see :mod:`memalign_graph.calibration`).
         case_hash: normalised hash of the case (see :func:`memalign_graph.spec.case_hash`).
         record_hash: hash of the feedback record it came from (see :func:`memalign_graph.spec.record_hash`).
         score: similarity to the case being judged (only on retrieved episodes).
@@ -47,6 +61,7 @@ class Episode(TypedDict):
     value: NotRequired[Value]
     feedback: NotRequired[str]
     judge_value: NotRequired[Value]
+    model_judgment: NotRequired[ModelJudgment]
     case_hash: str
     record_hash: NotRequired[str]
     score: NotRequired[float]
@@ -59,12 +74,18 @@ def unit(vectors: list[list[float]]) -> list[list[float]]:
     return (array / np.where(norms == 0, 1.0, norms)).tolist()
 
 
-def episode_from_record(record: FeedbackRecord) -> Episode:
-    """The episode stored for a feedback record (the record's id becomes the episode's id)."""
+def episode_from_record(record: FeedbackRecord, judged: ModelJudgment | None = None) -> Episode:
+    """The episode stored for a feedback record (the record's id becomes the episode's id).
+
+    ``judged``: the model's own judgment of the case that this library recorded (``model_judgment``);
+    only trusted callers pass it, never a feedback file.
+    """
     episode: dict[str, Any] = {"id": record["id"], "inputs": record["inputs"], "outputs": record["outputs"]}
     for key in ("expectations", "value", "feedback", "judge_value"):
         if key in record:
             episode[key] = record[key]  # type: ignore[literal-required]
+    if judged is not None:
+        episode["model_judgment"] = dict(judged)
     episode["case_hash"] = case_hash(record)
     episode["record_hash"] = record_hash(record)
     return episode  # type: ignore[return-value]
@@ -133,6 +154,28 @@ class EpisodicMemory:
         """The stored episodes with these ids (unknown ids are skipped)."""
         docs = self.vectorstore.get_by_ids([i for i in ids if i in self._ids])
         return [doc.metadata["episode"] for doc in docs]
+
+    def verdicts(self, held: set[str] | frozenset[str] = frozenset()) -> list[tuple[str, Value, Value | None]]:
+        """``(id, expert value, recorded model value or None)`` of every episode with an expert value, by id.
+
+        What a calibration head is fitted on (:func:`memalign_graph.calibration.fit_memory_head`); the
+        model value is the ``model_judgment`` this library recorded, never a file's ``judge_value``.
+
+        Args:
+            held: ids left out (records held by governance).
+        """
+        raw = getattr(getattr(self.vectorstore, "docstore", None), "raw", None)
+        if raw is not None:  # the backends' CompactDocstore: the JSON text of each episode
+            pairs = ((i, json.loads(raw[i])) for i in sorted(self._ids - set(held)))
+        else:
+            pairs = ((e["id"], e) for e in sorted(self.get(sorted(self._ids - set(held))), key=lambda e: e["id"]))
+        out = []
+        for episode_id, episode in pairs:
+            if episode.get("value") is None:
+                continue
+            judged = episode.get("model_judgment")
+            out.append((episode_id, episode["value"], judged.get("value") if isinstance(judged, dict) else None))
+        return out
 
     def upsert(self, episodes: list[Episode]) -> None:
         """Store episodes; an episode whose id exists replaces the old one.

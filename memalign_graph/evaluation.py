@@ -9,6 +9,17 @@ each step it judges the train cases seen so far and the whole test set.
 Test cases never enter memory. Ablations switch semantic and episodic memory;
 the learning signal keeps the expert's value, their feedback text, or both.
 The expert-precedent rule is off by default so the figures are the model's own.
+
+Ablations: ``both`` (MemAlign's prompt memory: principles and episodes; the
+model's value), ``semantic`` (principles only), ``episodic`` (episodes only),
+``none`` (no memory), and ``calibration``: ``both`` plus the calibration head
+fitted on the episodes (:mod:`memalign_graph.calibration`), the judge as users
+get it by default. Each judgment of ``calibration`` gives the model's value too
+(``model_value``), so when ``both`` is asked beside it the two come from one run.
+The judgment made before a shard is aligned is the model's own, recorded on its
+episode as the gate's evidence (``model_judgment``), so aligning costs no extra
+model call. Pairwise judges have no head: their ``calibration`` rows are the
+model's.
 """
 
 from __future__ import annotations
@@ -25,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from memalign_graph.context import Context
+from memalign_graph.episodic import ModelJudgment
 from memalign_graph.evaluators import judge_many
 from memalign_graph.graph import build_judge_graph
 from memalign_graph.memory import Memory
@@ -36,7 +48,9 @@ ABLATIONS: dict[str, tuple[bool, bool]] = {
     "semantic": (True, False),
     "episodic": (False, True),
     "none": (False, False),
+    "calibration": (True, True),
 }
+"""Ablation -> (principles in working memory, episodes in working memory); ``calibration`` adds the head."""
 SIGNALS = ("both", "value", "feedback")
 
 
@@ -48,7 +62,7 @@ class EvalConfig:
         train_size: cases in the train set (the rest is the test set).
         steps: feedback counts after which agreement is measured; 0 is the unaligned judge.
         runs: seeded repetitions (different splits); results are mean and standard deviation.
-        ablations: subset of ``both``, ``semantic``, ``episodic``, ``none``.
+        ablations: subset of ``both``, ``semantic``, ``episodic``, ``none``, ``calibration`` (see the module).
         signals: subset of ``both``, ``value``, ``feedback``.
         model: chat model spec or instance (see :func:`memalign_graph.models.resolve_chat_model`).
         embeddings: embeddings spec or instance.
@@ -61,7 +75,7 @@ class EvalConfig:
     train_size: int = 50
     steps: Sequence[int] = (0, 2, 5, 10, 20, 50)
     runs: int = 3
-    ablations: Sequence[str] = ("both", "semantic", "episodic", "none")
+    ablations: Sequence[str] = ("calibration", "both", "semantic", "episodic", "none")
     signals: Sequence[str] = ("both",)
     model: Any = None
     embeddings: Any = None
@@ -149,7 +163,9 @@ def run_eval(
         ``{"config", "rows", "metric"}``; each row: ``ablation``, ``signal``, ``step``,
         ``seen``/``unseen`` (``{"mean", "std", "n"}`` of the headline metric),
         ``seen_kappa``/``unseen_kappa`` (categorical), ``align_s``, ``llm_calls``,
-        ``align_tokens``, ``judge_tokens`` (means over runs).
+        ``align_tokens``, ``judge_tokens``, ``principles``, ``episodes`` and ``head_decided`` (the share
+        of unseen judgments the calibration head decided; means over runs), ``gate_open`` (runs whose
+        head's gate was open; ``None`` but for ``calibration``).
 
     Raises:
         ValueError: for a bad configuration or too few records.
@@ -165,7 +181,7 @@ def run_eval(
     test_n = len(records) - config.train_size
     per_combo = sum(test_n + s for s in steps) + max(steps)
     bar = tqdm(
-        total=config.runs * len(config.ablations) * len(config.signals) * per_combo,
+        total=config.runs * len(memory_runs(config.ablations)) * len(config.signals) * per_combo,
         unit="judgment",
         disable=not progress,
     )
@@ -174,7 +190,8 @@ def run_eval(
         for run in range(config.runs):
             train, test = split(records, config.train_size, config.seed + run)
             for signal in config.signals:
-                for ablation in config.ablations:
+                for ablation in memory_runs(config.ablations):
+                    reported = reported_ablations(ablation, config.ablations)
                     use_principles, use_episodes = ABLATIONS[ablation]
                     memory_dir = out / "memory" / f"run{run}-{signal}-{ablation}"
                     if memory_dir.exists():
@@ -188,22 +205,41 @@ def run_eval(
                         precedent=config.precedent,
                         use_principles=use_principles,
                         use_episodes=use_episodes,
+                        calibration="auto" if ablation == "calibration" else "off",
                     )
                     aligned = 0
+                    # An empty memory never changes: under ``none`` a case's judgment is the same at every step.
+                    unchanged: dict[str, Any] | None = {} if ablation == "none" else None
+
                     for step in steps:
                         cost = {"align_s": 0.0, "llm_calls": 0, "align_tokens": 0}
                         if step > aligned:
                             shard = train[aligned:step]
                             bar.set_description(f"run {run} {ablation}/{signal}: align {aligned}->{step}")
-                            before = judge_many(graph, shard, context, config.concurrency, lambda: bar.update(1))
+                            before = _judge_all(graph, shard, context, config.concurrency, bar, unchanged)
                             if ablation != "none":
-                                batch = []
+                                batch, judged = [], {}
                                 for record, judgment in zip(shard, before):
                                     kept = with_signal(record, signal)
-                                    if kept is not None:
-                                        batch.append({**kept, "judge_value": judgment["value"]})
+                                    if kept is None:
+                                        continue
+                                    own = judgment.get("model_value")
+                                    batch.append({**kept, "judge_value": judgment["value"] if own is None else own})
+                                    if own is not None:
+                                        judged[record["id"]] = ModelJudgment(
+                                            value=own,
+                                            scores=judgment["scores"],
+                                            model=judgment["model"],
+                                            via="alignment",
+                                        )
                                 started = time.perf_counter()
-                                report = memory.align(batch, model=config.model, reason=f"eval step {step}")
+                                report = memory.align(
+                                    batch,
+                                    model=config.model,
+                                    reason=f"eval step {step}",
+                                    judged=judged,
+                                    score_feedback=False,
+                                )
                                 cost = {
                                     "align_s": time.perf_counter() - started,
                                     "llm_calls": report.llm_calls,
@@ -212,36 +248,39 @@ def run_eval(
                             aligned = step
                         bar.set_description(f"run {run} {ablation}/{signal}: judge after {step}")
                         seen_cases = train[:step]
-                        seen = judge_many(graph, seen_cases, context, config.concurrency, lambda: bar.update(1))
-                        unseen = judge_many(graph, test, context, config.concurrency, lambda: bar.update(1))
-                        for split_name, cases, judgments in (("seen", seen_cases, seen), ("unseen", test, unseen)):
-                            for case, judgment in zip(cases, judgments):
-                                predictions.write(
-                                    json.dumps(
-                                        {
-                                            "run": run,
-                                            "signal": signal,
-                                            "ablation": ablation,
-                                            "step": step,
-                                            "split": split_name,
-                                            "id": case["id"],
-                                            "expert_value": case.get("value"),
-                                            **judgment,
-                                        },
-                                        ensure_ascii=False,
-                                    )
-                                    + "\n"
-                                )
-                        cells.setdefault((ablation, signal, step), []).append(
-                            {
-                                "seen": score(spec, seen, seen_cases),
-                                "unseen": score(spec, unseen, test),
-                                "judge_tokens": sum(j["usage"]["total_tokens"] for j in seen + unseen),
-                                "principles": len(memory.principles),
-                                "episodes": len(memory.episodes),
-                                **cost,
-                            }
-                        )
+                        seen = _judge_all(graph, seen_cases, context, config.concurrency, bar, unchanged)
+                        unseen = _judge_all(graph, test, context, config.concurrency, bar, unchanged)
+                        head = memory.calibration_head() if ablation == "calibration" else None
+                        for name in reported:
+                            shown_seen, shown_unseen = (as_ablation(js, name) for js in (seen, unseen))
+                            for split_name, cases, judgments in (
+                                ("seen", seen_cases, shown_seen),
+                                ("unseen", test, shown_unseen),
+                            ):
+                                for case, judgment in zip(cases, judgments):
+                                    line = {
+                                        "run": run,
+                                        "signal": signal,
+                                        "ablation": name,
+                                        "step": step,
+                                        "split": split_name,
+                                        "id": case["id"],
+                                        "expert_value": case.get("value"),
+                                    }
+                                    predictions.write(json.dumps({**line, **judgment}, ensure_ascii=False) + "\n")
+                            used = [bool((j.get("calibration") or {}).get("used")) for j in shown_unseen]
+                            cells.setdefault((name, signal, step), []).append(
+                                {
+                                    "seen": score(spec, shown_seen, seen_cases),
+                                    "unseen": score(spec, shown_unseen, test),
+                                    "judge_tokens": sum(j["usage"]["total_tokens"] for j in seen + unseen),
+                                    "principles": len(memory.principles),
+                                    "episodes": len(memory.episodes),
+                                    "gate_open": None if head is None or name != "calibration" else head.open,
+                                    "head_decided": sum(used) / len(used) if used else 0.0,
+                                    **cost,
+                                }
+                            )
     bar.close()
     rows = [_aggregate(key, results, metric) for key, results in cells.items()]
     settings = {f.name: getattr(config, f.name) for f in fields(config) if f.name not in ("model", "embeddings")}
@@ -264,6 +303,44 @@ def run_eval(
     return result
 
 
+def _judge_all(
+    graph: Any, cases: list[FeedbackRecord], context: Context, concurrency: int, bar: Any, cache: dict[str, Any] | None
+) -> list[dict[str, Any]]:
+    """Judge ``cases``; with ``cache`` (case id -> judgment), each case once (a memory that never changes)."""
+    if cache is None:
+        return judge_many(graph, cases, context, concurrency, lambda: bar.update(1))
+    missing = [c for c in cases if c["id"] not in cache]
+    cache.update(zip([c["id"] for c in missing], judge_many(graph, missing, context, concurrency)))
+    bar.update(len(cases))
+    return [cache[c["id"]] for c in cases]
+
+
+def memory_runs(ablations: Sequence[str]) -> list[str]:
+    """The memories an evaluation builds: one per ablation; ``both`` rides on ``calibration`` when both are asked."""
+    return [a for a in ablations if not (a == "both" and "calibration" in ablations)]
+
+
+def reported_ablations(ablation: str, ablations: Sequence[str]) -> list[str]:
+    """The ablations one memory's judgments report: ``calibration`` also gives ``both`` (the model's values)."""
+    if ablation == "calibration" and "both" in ablations:
+        return ["calibration", "both"]
+    return [ablation]
+
+
+def as_ablation(judgments: list[dict[str, Any]], ablation: str) -> list[dict[str, Any]]:
+    """Judgments as ``ablation`` reports them: for ``both``, the model's own value (``model_value``) where it has one.
+
+    A judgment of the ``calibration`` memory holds the model's value with MemAlign's prompt memory
+    (``both``) in ``model_value``, and the final value in ``value``; an expert precedent has no model value.
+    """
+    if ablation != "both":
+        return judgments
+    return [
+        {**j, "value": j["model_value"], "calibration": None} if j.get("model_value") is not None else j
+        for j in judgments
+    ]
+
+
 def _stats(values: list[float | None]) -> dict[str, float | None]:
     present = [v for v in values if v is not None]
     if not present:
@@ -279,8 +356,10 @@ def _aggregate(key: tuple[str, str, int], results: list[dict[str, Any]], metric:
         if "kappa" in results[0][split_name]:
             row[f"{split_name}_kappa"] = _stats([r[split_name]["kappa"] for r in results])["mean"]
             row[f"{split_name}_confusion"] = [r[split_name]["confusion"] for r in results]
-    for name in ("align_s", "llm_calls", "align_tokens", "judge_tokens", "principles", "episodes"):
+    for name in ("align_s", "llm_calls", "align_tokens", "judge_tokens", "principles", "episodes", "head_decided"):
         row[name] = statistics.fmean(r[name] for r in results)
+    gates = [r["gate_open"] for r in results if r["gate_open"] is not None]
+    row["gate_open"] = sum(gates) if gates else None
     return row
 
 
@@ -300,6 +379,8 @@ def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
         "unseen_kappa",
         "principles",
         "episodes",
+        "gate_open",
+        "head_decided",
         "align_s",
         "llm_calls",
         "align_tokens",
@@ -320,14 +401,17 @@ def markdown_table(rows: list[dict[str, Any]], metric: str) -> str:
         return "-" if stat["mean"] is None else f"{stat['mean']:.2f} ± {stat['std']:.2f} (n={stat['n']})"
 
     lines = [
-        f"| ablation | signal | feedback | seen {metric} | unseen {metric} | principles | episodes | align s | "
-        "LLM calls | tokens |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        f"| ablation | signal | feedback | seen {metric} | unseen {metric} | gate open | head decided | principles | "
+        "episodes | align s | LLM calls | tokens |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in sorted(rows, key=lambda r: (r["ablation"], r["signal"], r["step"])):
+        calibrated = r["ablation"] == "calibration"
+        gate = f"{r['gate_open']}/{r['runs']}" if calibrated and r.get("gate_open") is not None else "-"
+        decided = f"{r['head_decided']:.2f}" if calibrated else "-"
         lines.append(
-            f"| {r['ablation']} | {r['signal']} | {r['step']} | {cell(r['seen'])} | {cell(r['unseen'])} | "
-            f"{r['principles']:.0f} | {r['episodes']:.0f} | {r['align_s']:.1f} | {r['llm_calls']:.0f} | "
+            f"| {r['ablation']} | {r['signal']} | {r['step']} | {cell(r['seen'])} | {cell(r['unseen'])} | {gate} | "
+            f"{decided} | {r['principles']:.0f} | {r['episodes']:.0f} | {r['align_s']:.1f} | {r['llm_calls']:.0f} | "
             f"{r['align_tokens'] + r['judge_tokens']:.0f} |"
         )
     return "\n".join(lines)

@@ -58,7 +58,9 @@ def as_evaluator(
     Returns:
         ``evaluator(inputs=None, outputs=None, reference_outputs=None, *, run=None, example=None)``
         returning ``{"key", "score", "value", "comment", "metadata"}``: ``comment`` is the
-        rationale, ``metadata`` the model, precedent, principle and episode ids.
+        rationale, followed by what the calibration head did when it overrode the model (see
+        :func:`calibration_comment`); ``metadata`` the model, precedent, principle and episode ids,
+        scores, the model's own value and the calibration.
 
     Raises:
         MemoryFormatError: (from the evaluator, at first use) if there is no memory at ``store``.
@@ -104,17 +106,43 @@ def as_evaluator(
             "key": key or spec.name,
             "score": score,
             "value": value,
-            "comment": judgment["rationale"],
+            "comment": " ".join(filter(None, [judgment["rationale"], calibration_comment(judgment)])),
             "metadata": {
                 "model": judgment["model"],
                 "precedent": judgment["precedent"],
                 "principle_ids": judgment["principle_ids"],
                 "episode_ids": judgment["episode_ids"],
                 "scores": judgment.get("scores"),
+                "model_value": judgment.get("model_value"),
+                "calibration": judgment.get("calibration"),
             },
         }
 
     return evaluator
+
+
+def calibration_comment(judgment: Judgment) -> str:
+    """One sentence when the calibration head overrode the model's value, else ``""``.
+
+    E.g. ``"(Calibration overrode the model: model pass; head fail, p=0.93; cross-validated 1.00 against
+    baseline 0.60 on 20 episodes.)"``.
+    """
+    calibration = judgment.get("calibration") or {}
+    if not calibration.get("used") or judgment.get("model_value") == judgment["value"]:
+        return ""
+    p = (calibration.get("probabilities") or {}).get(str(judgment["value"]))
+    baseline = max(calibration.get("model_agreement") or 0.0, calibration.get("majority_agreement") or 0.0)
+    cv = calibration.get("cv_agreement")
+    evidence = (
+        f"cross-validated {cv:.2f} against baseline {baseline:.2f} on {calibration.get('episodes')} episodes"
+        if cv is not None
+        else f"fitted on {calibration.get('episodes')} episodes"
+    )
+    said = f", p={p:.2f}" if p is not None else ""
+    return (
+        f"(Calibration overrode the model: model {judgment.get('model_value')}; head {judgment['value']}{said}; "
+        f"{evidence}.)"
+    )
 
 
 def evaluator_node(
@@ -188,4 +216,4 @@ def judge_many(
     return results
 
 
-__all__ = ["as_evaluator", "evaluator_node", "judge_many"]
+__all__ = ["as_evaluator", "calibration_comment", "evaluator_node", "judge_many"]

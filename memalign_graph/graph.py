@@ -48,7 +48,7 @@ from memalign_graph.context import (
     resolve_context,
     served_context,
 )
-from memalign_graph.episodic import episode_from_record
+from memalign_graph.episodic import ModelJudgment, episode_from_record
 from memalign_graph.errors import MemoryFormatError
 from memalign_graph.governance import check_policy
 from memalign_graph.judge import JudgeSettings, Judgment, arun_judge, find_precedent, precedent_judgment, run_judge
@@ -81,7 +81,14 @@ from memalign_graph.state import (
     ServedReviewOutput,
 )
 from memalign_graph.versions import VersionedMemory, shared_memory
-from memalign_graph.working_memory import CASE_KEYS, finish_judgment, judge_settings
+from memalign_graph.working_memory import (
+    CASE_KEYS,
+    acalibrate_judgment,
+    calibrate_judgment,
+    calibration_mode,
+    finish_judgment,
+    judge_settings,
+)
 
 
 def memory_target(ctx: Context, store: Any) -> Any:
@@ -204,6 +211,10 @@ def _finish_judgment(state: JudgeState, case: dict[str, Any], judgment: Judgment
 def judge(state: JudgeState, runtime: Runtime[Context]) -> dict[str, Any]:
     """The judgment from working memory (or the expert precedent, when it applies).
 
+    After the model, the memory's calibration head may decide the value (``Context.calibration``;
+    served graphs: the server's ``MEMALIGN_CALIBRATION`` only): the judgment keeps the model's own
+    value in ``model_value`` and says what the head said in ``calibration``.
+
     Raises:
         JudgeError: the model call failed (transient errors after ``max_retries`` retries with backoff,
             other errors at once), naming the case id (state ``"id"``) and the model.
@@ -215,8 +226,10 @@ def judge(state: JudgeState, runtime: Runtime[Context]) -> dict[str, Any]:
     if precedent is not None:
         judgment = precedent_judgment(precedent, principles, episodes)
     else:
+        mode = calibration_mode(memory, ctx.calibration)
         model = resolve_chat_model(ctx.model, base_url=ctx.base_url)
         judgment = run_judge(model, memory.spec, case, principles, episodes, _judge_settings(ctx))
+        judgment = calibrate_judgment(memory, case, judgment, mode, model)
     return _finish_judgment(state, case, judgment)
 
 
@@ -243,12 +256,14 @@ async def ajudge(state: JudgeState, runtime: Runtime[Context]) -> dict[str, Any]
     if precedent is not None:
         judgment = precedent_judgment(precedent, principles, episodes)
     else:
+        mode = calibration_mode(memory, ctx.calibration)
         model = (
             ctx.model
             if isinstance(ctx.model, BaseChatModel)  # an instance is used as it is; a name may load a model
             else await asyncio.to_thread(resolve_chat_model, ctx.model, base_url=ctx.base_url)
         )
         judgment = await arun_judge(model, memory.spec, case, principles, episodes, _judge_settings(ctx))
+        judgment = await acalibrate_judgment(memory, case, judgment, mode, model)
     return _finish_judgment(state, case, judgment)
 
 
@@ -438,7 +453,9 @@ def align_govern(state: AlignState, runtime: Runtime[Context]) -> dict[str, Any]
 def align_commit(state: AlignState, runtime: Runtime[Context]) -> dict[str, Any]:
     """Everything as one new version, under the writer locks (:func:`~memalign_graph.alignment.commit`).
 
-    The new episodes are embedded here (vectors never enter the graph's state). If another
+    The new records are judged first when ``Context.score_feedback`` says so (the calibration gate's
+    evidence, see :func:`~memalign_graph.alignment.judge_new_records`), and the new episodes are
+    embedded here (vectors never enter the graph's state). If another
     writer committed since the ``episodes`` step, nothing is written: the update is ``moved``
     (``{"from", "to", "passes"}``) and the graph goes back to ``episodes`` to plan again from
     the new version, :data:`MAX_ALIGN_PASSES` passes at most.
@@ -448,10 +465,19 @@ def align_commit(state: AlignState, runtime: Runtime[Context]) -> dict[str, Any]
     """
     ctx, memory = _memory(runtime, refresh=False)
     plan, phases = state["plan"], Phases()
-    episodes = [episode_from_record(r) for r in plan["fresh"]]
+    judged: dict[str, Any] = {}
+    chat = resolve_chat_model(ctx.model, base_url=ctx.base_url)
+    scoring_started = time.perf_counter()
+    if alignment.scores_feedback(ctx.score_feedback, chat):
+        scoring = alignment.judge_new_records(
+            memory, plan, chat, concurrency=ctx.concurrency, max_retries=ctx.max_retries, backoff_s=ctx.retry_backoff_s
+        )
+        judged = run_sync(scoring)
+    score_s = round(time.perf_counter() - scoring_started, 3)
+    episodes = [episode_from_record(r, judged.get(r["id"])) for r in plan["fresh"]]
     started = time.perf_counter()
     vectors = alignment.embed_episodes(memory.embeddings, episodes, phases)
-    timings = {"embed_s": round(time.perf_counter() - started, 3)}
+    timings = {"embed_s": round(time.perf_counter() - started, 3), **({"score_s": score_s} if judged else {})}
     with memory.writing():
         if memory.version != plan["version"]:
             passes = state.get("passes", 1)
@@ -567,10 +593,22 @@ def distill_review(state: ReviewState, runtime: Runtime[Context]) -> dict[str, A
         update["judgment"] = corrected_judgment(state["judgment"], review)
     if record is None:
         return update
+    judgment = state["judgment"]
+    judged = None
+    if not judgment.get("precedent"):  # the model's own judgment, made before the expert answered
+        own = ModelJudgment(
+            value=judgment.get("model_value", judgment["value"]),
+            scores=judgment.get("scores"),
+            model=judgment["model"],
+            via="review",
+        )
+        judged = {record["id"]: own}
     report = alignment.align(
         memory,
         [record],
         model=resolve_chat_model(ctx.model, base_url=ctx.base_url),
+        judged=judged,
+        score_feedback=ctx.score_feedback,
         batch_size=ctx.batch_size,
         token_budget=ctx.token_budget,
         max_retries=ctx.max_retries,

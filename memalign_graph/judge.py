@@ -83,6 +83,12 @@ class Judgment(TypedDict):
         clipped: a field of the case at hand was clipped to fit the model's context window.
         orders: pairwise judgments in both orders: the answer in each order (see :class:`OrderJudgment`);
             when they disagree, ``value`` is ``tie``.
+        model_value: the judge model's own value (``None`` when no model was called: an expert
+            precedent); ``value`` differs from it only when the calibration head decided.
+        calibration: what the calibration head said (see :func:`memalign_graph.calibration.calibrate`):
+            ``{"used", "probabilities", "cv_agreement", "model_agreement", "majority_agreement",
+            "episodes", "fields", "open", "reason"}``; ``None`` for an expert precedent, a pairwise
+            judge, calibration ``"off"``, or a memory without a head.
     """
 
     value: Value
@@ -98,6 +104,8 @@ class Judgment(TypedDict):
     id: NotRequired[str]
     clipped: NotRequired[bool]
     orders: NotRequired[list[OrderJudgment]]
+    model_value: NotRequired[Value | None]
+    calibration: NotRequired[dict[str, Any] | None]
 
 
 class OrderJudgment(TypedDict):
@@ -532,6 +540,8 @@ def precedent_judgment(episode: Episode, principles: list[Principle], episodes: 
         usage=empty_usage(),
         attempts=0,
         clipped=False,
+        model_value=None,
+        calibration=None,
     )
 
 
@@ -647,6 +657,8 @@ def _finish(spec, message, value, rationale, principles, episodes, model, usage,
         usage=usage,
         attempts=attempts,
         clipped=clipped,
+        model_value=value,
+        calibration=None,
     )
 
 
@@ -713,6 +725,7 @@ def _both_orders(spec: JudgeSpec, as_given: Judgment, swapped: Judgment) -> Judg
         **{
             **as_given,
             "value": value,
+            "model_value": value,
             "rationale": rationale,
             "scores": scores,
             "usage": usage,

@@ -122,6 +122,8 @@ class Memory:
     records = _read("records", "The ledger: aligned record id -> ``LedgerEntry`` (a new dict).")
 
     refresh = _fronting(VersionedMemory.refresh)
+    calibration_head = _fronting(VersionedMemory.calibration_head)
+    calibration_report = _fronting(VersionedMemory.calibration_report)
     select_principles = _fronting(VersionedMemory.select_principles)
     retrieve_episodes = _fronting(VersionedMemory.retrieve_episodes)
     aretrieve_episodes = _fronting(VersionedMemory.aretrieve_episodes)

@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, NotRequired, TypedDict, Union
 
+from memalign_graph.calibration import DEFAULT_GROUPS, check_groups, check_mode
 from memalign_graph.errors import RecordError
 
 JudgmentKind = Literal["categorical", "numeric", "pairwise"]
@@ -81,9 +82,17 @@ class JudgeSpec:
         kind: ``"categorical"``, ``"numeric"`` or ``"pairwise"``.
         labels: the label set for categorical judges (at least two, distinct).
         scale: ``(low, high)`` inclusive integer bounds for numeric judges.
+        calibration: whether the judge's calibration head decides judgments: ``"auto"`` (when its
+            cross-validated agreement beats the model's; the default), ``"on"`` or ``"off"``; a run's
+            ``Context.calibration`` overrides it (see :mod:`memalign_graph.calibration`). Pairwise judges
+            never fit a head.
+        calibration_groups: what the head may look at, chosen among by cross-validation
+            (:data:`memalign_graph.calibration.SPEC_GROUPS`): ``"statistics"`` (how much of the output
+            the inputs hold, and its length), ``"outputs"``, ``"inputs"``, ``"expectations"`` (each
+            embedded on its own).
 
     Raises:
-        ValueError: if the fields do not fit the kind.
+        ValueError: if the fields do not fit the kind, or the calibration settings are unknown.
     """
 
     name: str
@@ -92,8 +101,12 @@ class JudgeSpec:
     labels: tuple[str, ...] = ()
     scale: tuple[int, int] | None = None
     description: str = field(default="", compare=False)
+    calibration: str = "auto"
+    calibration_groups: tuple[str, ...] = DEFAULT_GROUPS
 
     def __post_init__(self) -> None:
+        check_mode(self.calibration, f"judge {self.name!r}: calibration")
+        object.__setattr__(self, "calibration_groups", check_groups(self.calibration_groups, "calibration_groups"))
         if not self.name.strip():
             raise ValueError("judge name must not be empty")
         if not self.criterion.strip():
@@ -187,6 +200,10 @@ class JudgeSpec:
             data["labels"] = list(self.labels)
         if self.kind == "numeric":
             data["scale"] = list(self.scale or ())
+        if self.calibration != "auto":
+            data["calibration"] = self.calibration
+        if self.calibration_groups != DEFAULT_GROUPS:
+            data["calibration_groups"] = list(self.calibration_groups)
         return data
 
     @classmethod
@@ -204,6 +221,8 @@ class JudgeSpec:
                 kind=kind,
                 labels=tuple(data.get("labels", ())) if kind == "categorical" else (),
                 scale=tuple(data["scale"]) if kind == "numeric" else None,  # type: ignore[arg-type]
+                calibration=data.get("calibration", "auto"),
+                calibration_groups=data.get("calibration_groups") or DEFAULT_GROUPS,
             )
         except KeyError as exc:
             raise ValueError(f"judge definition lacks field {exc.args[0]!r}") from None

@@ -15,6 +15,15 @@ edit, a policy, an expert's decision) becomes a version the same way:
    refuses it if another writer committed N + 1 first), publishes it to readers, and stores the
    principles' vectors with it. On a failed commit the memory reloads what is committed.
 
+The calibration head (:mod:`memalign_graph.calibration`) is derived data of each version, refitted
+here, where every change converges: when the training episodes change (an alignment, an overwrite,
+a forget, a rollback, an expert's decision releasing or holding records), the head is fitted on the
+draft before the commit; when they do not (principle edits, a policy), the head carries over. It is
+stored after the commit as a cache of that version only (:meth:`MemoryBackend.save_calibration`), so
+no older version's head, trained on a record forgotten since, stays behind. A process reads it on
+the first judgment that needs it (:meth:`VersionedMemory.calibration_head`), and refits if it is
+absent, unreadable, invalid or of another version (a crash between a commit and its cache write).
+
 :func:`shared_memory` gives every caller in a process (the graph nodes above all) one shared
 instance per location, refreshed when another writer committed.
 """
@@ -34,6 +43,15 @@ from langchain_core.embeddings import Embeddings
 
 from memalign_graph.backends.base import LedgerEntry, MemoryBackend, PrinciplesCheckpoint, principle_digest
 from memalign_graph.backends.location import backend_for, location_key
+from memalign_graph.calibration import (
+    CalibrationHead,
+    CalibrationHeadError,
+    StoredVectors,
+    Verdict,
+    check_head,
+    fit_memory_head,
+    held_records,
+)
 from memalign_graph.distill import estimate_tokens
 from memalign_graph.embeddings import embeddings_name, embeddings_named, offline_embeddings_spec, resolve_embeddings
 from memalign_graph.episodic import Episode, EpisodicMemory
@@ -85,6 +103,8 @@ class VersionedMemory:
         self.principle_vectors = PrincipleVectors(embeddings)
         self._stored_vectors: set[str] = set()  # digests of the principle vectors the backend holds
         self._write_lock = threading.Lock()
+        self._calibration_lock = threading.Lock()
+        self._calibration: tuple[int, CalibrationHead | None] | None = None  # (version, head) once read or fitted
         self._load()
 
     @classmethod
@@ -133,19 +153,27 @@ class VersionedMemory:
         except ValueError as exc:
             raise MemoryFormatError(f"{self.backend.location}: invalid judge definition ({exc})") from None
         self.spec = spec
+        self._dim = loaded.embeddings_info.get("dim")
         self._publish(loaded.checkpoint, EpisodicMemory(loaded.vectorstore, self.embeddings))
-        self._seed_principle_vectors(loaded.embeddings_info.get("dim"))
+        self._seed_principle_vectors(self._dim)
 
-    def _publish(self, checkpoint: PrinciplesCheckpoint, episodes: EpisodicMemory) -> None:
+    def _publish(
+        self,
+        checkpoint: PrinciplesCheckpoint,
+        episodes: EpisodicMemory,
+        calibration: tuple[int, CalibrationHead | None] | None = None,
+    ) -> None:
         """Make a committed (or freshly loaded) version the one readers see.
 
         Readers in other threads hold no lock: they take ``episodes``, ``semantic`` and
         ``checkpoint`` as they find them. Each is replaced whole, never changed in place (writers
         change a draft, see :meth:`EpisodicMemory.draft`), so a reader sees a complete, committed store.
+        ``calibration``: the version's ``(version, head)`` when the writer fitted it (else read lazily).
         """
         self.semantic = SemanticMemory(checkpoint["principles"], self.principle_vectors, estimate_tokens)
         self.episodes = episodes
         self.checkpoint: PrinciplesCheckpoint = checkpoint
+        self._calibration = calibration
 
     def _seed_principle_vectors(self, dim: Any) -> None:
         """Take the principle vectors stored with the memory, so this process does not embed them again."""
@@ -188,6 +216,120 @@ class VersionedMemory:
     def records(self) -> dict[str, LedgerEntry]:
         """The ledger: aligned record id -> ``{"hash", "distilled", …}`` (a new dict)."""
         return dict(self.checkpoint["records"])
+
+    def calibration_head(self) -> CalibrationHead | None:
+        """The calibration head of the loaded version, or ``None`` (a pairwise judge, no expert values).
+
+        Read from the backend on first use (the head's data, a few KB: the training sample's field
+        vectors are read only to refit) and kept for the version. A stored head that is absent,
+        unreadable, fails validation, does not fit this judge, or belongs to another version is
+        refitted and, if this process holds no writer lock, stored for the version (under the
+        writer locks, and only if the version is still current). From a stored head nothing is
+        trusted as it is: its gate is recomputed from its evidence.
+
+        Raises:
+            CalibrationHeadError: if a refit is needed and a sampled episode cannot be featurised
+                (e.g. the embeddings failed).
+        """
+        checkpoint, episodes = self.checkpoint, self.episodes  # one version, whatever a writer publishes meanwhile
+        version = int(checkpoint["version"])
+        state = self._calibration
+        if state is not None and state[0] == version:
+            return state[1]
+        with self._calibration_lock:
+            state = self._calibration
+            if state is not None and state[0] == version:
+                return state[1]
+            found, head = self._stored_head(version)
+            if not found:
+                verdicts = self._verdicts(checkpoint, episodes)
+                head, vectors = self._fit_head(verdicts, episodes)
+                if verdicts:
+                    self._store_fitted(version, head, vectors)
+            if self.checkpoint is checkpoint:
+                self._calibration = (version, head)
+            return head
+
+    def calibration_loaded(self) -> bool:
+        """Whether :meth:`calibration_head` answers from this process's memory (no backend read, no fit)."""
+        state = self._calibration
+        return state is not None and state[0] == self.version
+
+    def calibration_report(self) -> dict[str, Any]:
+        """What the calibration head of the loaded version is, and why it decides or not (JSON-like).
+
+        Returns:
+            ``{"version", "mode", "groups", "head": calibration.report(head) or None, "episodes_with_values",
+            "held_records", "model_judgments"}``: the judge's stored mode and feature groups; the
+            episodes with an expert value, the ones governance holds out of training, and how many
+            carry the model's own recorded judgment (the gate's evidence about the model).
+
+        Raises:
+            CalibrationHeadError: as :meth:`calibration_head`.
+        """
+        from memalign_graph.calibration import report
+
+        checkpoint, episodes = self.checkpoint, self.episodes
+        held = held_records(checkpoint.get("proposed") or [])
+        everyone = episodes.verdicts()
+        return {
+            "version": int(checkpoint["version"]),
+            "mode": self.spec.calibration,
+            "groups": list(self.spec.calibration_groups),
+            "head": report(self.calibration_head()),
+            "episodes_with_values": len(everyone),
+            "held_records": sorted(i for i, _, _ in everyone if i in held),
+            "model_judgments": sum(m is not None for _, _, m in everyone),
+        }
+
+    def _verdicts(self, checkpoint: PrinciplesCheckpoint, episodes: EpisodicMemory) -> list[Verdict]:
+        """What a head of this version trains on: episodes with an expert value, less those governance holds."""
+        if self.spec.kind == "pairwise":
+            return []
+        held = held_records(checkpoint.get("proposed") or [])
+        return [Verdict(*row) for row in episodes.verdicts(held)]
+
+    def _fit_head(
+        self, verdicts: list[Verdict], episodes: EpisodicMemory
+    ) -> tuple[CalibrationHead | None, StoredVectors]:
+        return fit_memory_head(
+            self.spec,
+            verdicts,
+            episodes.get,
+            self.embeddings,
+            groups=self.spec.calibration_groups,
+            stored=self.backend.load_calibration_vectors() if verdicts else None,
+        )
+
+    def _stored_head(self, version: int) -> tuple[bool, CalibrationHead | None]:
+        """``(found, head)``: the stored head if it is the one of ``version`` and valid for this judge."""
+        stored = self.backend.load_calibration()
+        if not isinstance(stored, dict) or stored.get("version") != version:
+            return False, None
+        if stored.get("head") is None:
+            return True, None
+        try:
+            head = CalibrationHead.from_dict(stored["head"], self.spec.values)
+            check_head(head, self.spec, self.spec.calibration_groups, self._dim)
+        except CalibrationHeadError as exc:
+            warnings.warn(f"{self.backend.location}: stored calibration head refused ({exc}); refitting", stacklevel=3)
+            return False, None
+        return True, head
+
+    def _store_fitted(self, version: int, head: CalibrationHead | None, vectors: StoredVectors) -> None:
+        """Store a head fitted outside a commit, under the writer locks, if ``version`` is still current.
+
+        Skipped while a writer of this process holds its lock (it stores its own version's head).
+        A cache: a failure is a warning.
+        """
+        if self._write_lock.locked():
+            return
+        try:
+            with self._write_lock, self.backend.lock():
+                if self.backend.current_version() == version:
+                    self.backend.save_calibration(version, None if head is None else head.to_dict(), vectors)
+        except Exception as exc:  # noqa: BLE001 - a cache: judging goes on with the head in this process
+            warnings.warn(f"{self.backend.location}: calibration head not stored ({exc})", RuntimeWarning, stacklevel=3)
 
     def refresh(self) -> bool:
         """Reload if another writer committed a newer version; returns whether it reloaded."""
@@ -309,6 +451,7 @@ class VersionedMemory:
             **(details or {}),  # type: ignore[typeddict-item]
             **self._governance(proposed, policy),  # type: ignore[typeddict-item]
         )
+        calibration = self._calibrate(checkpoint, episodes, episodes_changed)
         try:
             version = self.backend.commit(
                 checkpoint,
@@ -319,9 +462,55 @@ class VersionedMemory:
         except BaseException:
             self._load()  # the backend may have committed before failing: read what is current
             raise
-        self._publish(checkpoint, episodes)
+        self._publish(checkpoint, episodes, None if calibration is None else (version, calibration[0]))
         self._persist_principle_vectors(None if embed_all else self.principle_vectors.batch_size)
+        self._persist_calibration(version, calibration)
         return version
+
+    def _calibrate(
+        self, checkpoint: PrinciplesCheckpoint, episodes: EpisodicMemory, episodes_changed: bool
+    ) -> tuple[CalibrationHead | None, StoredVectors | None] | None:
+        """The head of the version about to be committed, and its sample's vectors (``None``: unchanged).
+
+        Refitted on the draft when the training episodes change: episodes changed, or governance
+        holds other records (a decision approved or rejected a proposal, a forget dropped a source).
+        Otherwise the current head carries over. ``None`` if fitting failed (warned; the cache is
+        then cleared after the commit, and the head is refitted on first use).
+        """
+        same_holds = held_records(checkpoint.get("proposed") or []) == held_records(self.proposed_principles)
+        try:
+            if not episodes_changed and same_holds:
+                state = self._calibration
+                if state is not None and state[0] == self.version:
+                    return state[1], None
+                found, head = self._stored_head(self.version)
+                if found:
+                    return head, None
+            return self._fit_head(self._verdicts(checkpoint, episodes), episodes)
+        except Exception as exc:  # noqa: BLE001 - derived data: the commit goes on, the head is refitted on use
+            warnings.warn(
+                f"{self.backend.location}: calibration head not fitted ({exc}); it is refitted on first use",
+                RuntimeWarning,
+                stacklevel=4,
+            )
+            return None
+
+    def _persist_calibration(
+        self, version: int, calibration: tuple[CalibrationHead | None, StoredVectors | None] | None
+    ) -> None:
+        """Store the committed version's head as the only one kept (a failed fit clears it); a failure is a warning."""
+        try:
+            if calibration is None:
+                self.backend.save_calibration(-1, None, {})  # no head trained on what this version dropped
+            else:
+                head, vectors = calibration
+                self.backend.save_calibration(version, None if head is None else head.to_dict(), vectors)
+        except Exception as exc:  # noqa: BLE001 - a cache; the commit is done
+            warnings.warn(
+                f"{self.backend.location}: calibration head not stored ({exc}); it is refitted on first use",
+                RuntimeWarning,
+                stacklevel=3,
+            )
 
     def _governance(self, proposed: list[Principle] | None, policy: str | None) -> dict[str, Any]:
         """The governance fields a new checkpoint carries: the policy, and the proposals (current ones by default)."""

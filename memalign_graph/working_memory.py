@@ -4,6 +4,9 @@ Working memory is what the judge sees: the criterion, the principles (all of the
 most relevant within a token budget), the ``k`` most similar episodes, and the case
 (MemAlign, Databricks 2025). When a retrieved episode is this same case with an expert's
 value, that value is the judgment (the expert-precedent rule) and no model is called.
+Otherwise the model judges, and then the memory's calibration head may decide the final value
+(:func:`calibrate_judgment`, see :mod:`memalign_graph.calibration`): precedent first (it is the
+expert's own value), then the model, then the head.
 The judge graph builds working memory node by node; :func:`judge` and :func:`ajudge`
 (``Memory.judge`` / ``Memory.ajudge``) do the same in one call, and share with the graph
 how the judge's settings are made and how a judgment is finished.
@@ -13,12 +16,14 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import Any, TypeVar
 
 from langchain_core.language_models import BaseChatModel
 
+from memalign_graph.calibration import CalibrationMode, calibrate, check_mode, needs_embedding
 from memalign_graph.episodic import Episode
 from memalign_graph.judge import (
     JudgeSettings,
@@ -60,8 +65,11 @@ class JudgeOptions:
     backoff_max_s: float | None = None
     structured_output: str = "auto"
     rationale_max_chars: int = 300
+    calibration: CalibrationMode | None = None
 
     def __post_init__(self) -> None:
+        if self.calibration is not None:
+            check_mode(self.calibration, "calibration")
         if self.precedent not in PRECEDENT_MODES:
             raise ValueError(f"precedent {self.precedent!r}: use one of {', '.join(PRECEDENT_MODES)}")
         if isinstance(self.k, bool) or not isinstance(self.k, int) or self.k < 0:
@@ -103,6 +111,70 @@ def judge_settings(
     if backoff_max_s is not None:
         settings["backoff_max_s"] = float(backoff_max_s)
     return settings
+
+
+def calibration_mode(memory: VersionedMemory, mode: Any) -> CalibrationMode:
+    """The calibration mode of a judgment: ``mode`` (a run's setting) if given, else the judge's own.
+
+    Raises:
+        ValueError: for a mode other than ``auto``/``off``/``on`` (from ``MEMALIGN_CALIBRATION`` too).
+    """
+    where = "calibration (Context.calibration, MEMALIGN_CALIBRATION)"
+    return check_mode(memory.spec.calibration if mode is None else mode, where)
+
+
+def calibrate_judgment(
+    memory: VersionedMemory, case: dict[str, Any], judgment: Judgment, mode: CalibrationMode, model: Any
+) -> Judgment:
+    """``judgment`` (the model's) with its final value: the memory's calibration head's where it decides.
+
+    ``model_value`` keeps the model's value; ``calibration`` says what the head said and why (see
+    :func:`memalign_graph.calibration.calibrate`), or is ``None`` (mode ``off``, a pairwise judge, no
+    head). Under ``auto`` a hosted model with no recorded judgments on the episodes keeps its value:
+    a model that follows instructions may beat the head, and nothing measured says otherwise.
+
+    Raises:
+        Exception: under ``"on"`` only, whatever fitting the head or featurising the case raised (the
+            embeddings failed, say); under ``"auto"`` that is a ``RuntimeWarning`` and the model's value stands.
+    """
+    judgment["model_value"] = judgment["value"]
+    judgment["calibration"] = None
+    if mode == "off" or memory.spec.kind == "pairwise":
+        return judgment
+    from memalign_graph.llamacpp import ChatLlamaCpp
+
+    try:
+        head = memory.calibration_head()
+        if head is None:
+            return judgment
+        out = calibrate(
+            head, case, judgment["value"], mode, memory.embeddings, model_evidence=not isinstance(model, ChatLlamaCpp)
+        )
+    except Exception as exc:
+        if mode == "on":
+            raise
+        # Under "auto" the head is an addition the caller did not ask for by name: the model's judgment stands.
+        warnings.warn(f"calibration head unavailable ({exc}); the model's value stands", RuntimeWarning, stacklevel=2)
+        return judgment
+    judgment["value"], judgment["calibration"] = out["value"], out["calibration"]
+    return judgment
+
+
+async def acalibrate_judgment(
+    memory: VersionedMemory, case: dict[str, Any], judgment: Judgment, mode: CalibrationMode, model: Any
+) -> Judgment:
+    """Async :func:`calibrate_judgment`: in a worker thread when it reads a stored head or embeds the case.
+
+    Raises:
+        CalibrationHeadError: as :func:`calibrate_judgment`.
+    """
+    if mode == "off" or memory.spec.kind == "pairwise":
+        return calibrate_judgment(memory, case, judgment, mode, model)
+    if memory.calibration_loaded():
+        head = memory.calibration_head()
+        if head is None or not (needs_embedding(head) and head.uses(mode)):
+            return calibrate_judgment(memory, case, judgment, mode, model)
+    return await asyncio.to_thread(calibrate_judgment, memory, case, judgment, mode, model)
 
 
 def finish_judgment(judgment: Judgment, case: dict[str, Any], omitted: list[str]) -> Judgment:
@@ -188,11 +260,14 @@ def judge(memory: VersionedMemory, case: dict[str, Any], **options: Any) -> Judg
             - ``structured_output``: ``"auto"``, ``"json_schema"``, ``"function_calling"``, ``"json_mode"`` or
               ``"prompt"`` (see :func:`memalign_graph.structured.bind_structured`).
             - ``rationale_max_chars``: cap on the rationale's length, in characters (300).
+            - ``calibration``: ``"auto"``, ``"on"`` or ``"off"``: when the memory's calibration head
+              decides the value after the model judged (see :func:`calibrate_judgment`); ``None``: the
+              judge's own setting (``JudgeSpec.calibration``, ``"auto"`` by default).
 
     Returns:
-        A :class:`~memalign_graph.judge.Judgment` (``value``, ``rationale``, ``scores`` where the
-        model gave log-probabilities, the principle and episode ids used, ``usage``, ``attempts``);
-        ``id`` when the case had one.
+        A :class:`~memalign_graph.judge.Judgment` (``value``, ``model_value``, ``calibration``,
+        ``rationale``, ``scores`` where the model gave log-probabilities, the principle and episode
+        ids used, ``usage``, ``attempts``); ``id`` when the case had one.
 
     Raises:
         TypeError: for an option that is not a field of :class:`JudgeOptions`.
@@ -201,13 +276,17 @@ def judge(memory: VersionedMemory, case: dict[str, Any], **options: Any) -> Judg
             names no known form, or ``base_url`` with a model instance.
         JudgeError: if the model call failed (after its retries, for transient errors).
         JudgmentParseError: if no usable answer came after ``max_retries`` repairs.
+        Exception: with ``calibration="on"``, what fitting the calibration head or featurising the case raised
+            (under ``"auto"`` a warning, and the model's value stands).
     """
     opts = JudgeOptions(**options)
+    mode = calibration_mode(memory, opts.calibration)
     parsed, principles, omitted, episodes, found = assemble(memory, case, opts)
     if found is not None:
         return finish_judgment(precedent_judgment(found, principles, episodes), parsed, omitted)
     chat = resolve_chat_model(opts.model, base_url=opts.base_url)
     judgment = run_judge(chat, memory.spec, parsed, principles, episodes, _settings(opts))
+    judgment = calibrate_judgment(memory, parsed, judgment, mode, chat)
     return finish_judgment(judgment, parsed, omitted)
 
 
@@ -226,11 +305,13 @@ async def ajudge(memory: VersionedMemory, case: dict[str, Any], **options: Any) 
         JudgmentParseError: as :func:`judge`.
     """
     opts = JudgeOptions(**options)
+    mode = calibration_mode(memory, opts.calibration)
     parsed, principles, omitted, episodes, found = await asyncio.to_thread(assemble, memory, case, opts)
     if found is not None:
         return finish_judgment(precedent_judgment(found, principles, episodes), parsed, omitted)
     chat = await asyncio.to_thread(resolve_chat_model, opts.model, base_url=opts.base_url)
     judgment = await arun_judge(chat, memory.spec, parsed, principles, episodes, _settings(opts))
+    judgment = await acalibrate_judgment(memory, parsed, judgment, mode, chat)
     return finish_judgment(judgment, parsed, omitted)
 
 
@@ -238,8 +319,11 @@ __all__ = [
     "CASE_KEYS",
     "PRECEDENT_MODES",
     "JudgeOptions",
+    "acalibrate_judgment",
     "ajudge",
     "assemble",
+    "calibrate_judgment",
+    "calibration_mode",
     "finish_judgment",
     "judge",
     "judge_settings",

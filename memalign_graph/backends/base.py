@@ -333,7 +333,8 @@ class MemoryBackend(ABC):
         Called after a commit that removed them from the current version: removes
         them from every stored version's ledger and principles' sources (dropping
         principles left with no source), from the episode history, from older
-        index snapshots and from cached review threads.
+        index snapshots, from cached review threads, and their field vectors from
+        the calibration cache (the commit's refit already dropped them, unless it failed).
         """
 
     @abstractmethod
@@ -353,6 +354,38 @@ class MemoryBackend(ABC):
         Call with the writer lock held, after a commit, with the vectors of the current principles
         only, so that nothing of a removed principle stays behind. Backends that keep no vectors
         ignore it.
+        """
+        return None
+
+    def load_calibration(self) -> dict[str, Any] | None:
+        """The stored calibration head: ``{"version": int, "head": dict | None}`` (one small read).
+
+        A cache of the version it names (see :mod:`memalign_graph.calibration`): ``None`` when none is
+        stored or it cannot be read, and the caller refits. ``head`` is
+        :meth:`~memalign_graph.calibration.CalibrationHead.to_dict`'s data, unvalidated here.
+        """
+        return None
+
+    def load_calibration_vectors(self) -> dict[tuple[str, str], tuple[str, Any]]:
+        """The field vectors of the stored head's training sample: ``(group, episode id) -> (text digest, vector)``.
+
+        A cache: empty when none are stored or they cannot be read (the fields are then embedded again).
+        """
+        return {}
+
+    def save_calibration(
+        self, version: int, head: dict[str, Any] | None, vectors: dict[tuple[str, str], tuple[str, Any]] | None
+    ) -> None:
+        """Replace the stored calibration head with the one of ``version`` (only the current one is ever kept).
+
+        Call with the writer lock held, after the commit of ``version``, so nothing of an older
+        version (a forgotten record's vector, a head fitted on it) stays behind.
+
+        Args:
+            version: the committed version the head belongs to.
+            head: its data (``None``: the version has no head).
+            vectors: its sample's field vectors, all of one length (``None``: keep the stored ones,
+                for a version whose training episodes did not change).
         """
         return None
 

@@ -9,6 +9,9 @@ Layout of ``DIR``::
     episodes/log/v000003.jsonl  episodes added or replaced by version 3 (history, for rollback)
     principle_vectors.npz    unit vectors of the current principles by text digest (a cache: principles are not
                              embedded again by every process; rewritten after each commit)
+    calibration.npz          the calibration head of the current version and its training sample's field vectors
+                             (a cache: refitted when absent, unreadable or of another version; rewritten after
+                             each commit; see memalign_graph.calibration)
     review-checkpoints.sqlite   LangGraph checkpoints of `memalign review` (a cache; purged on forget)
     .lock                    writer lock (fcntl)
 
@@ -95,6 +98,11 @@ def read_text_nofollow(path: Path, root: Path) -> str:
 
 
 PRINCIPLE_VECTORS = "principle_vectors.npz"
+CALIBRATION = "calibration.npz"
+CALIBRATION_FORMAT = "memalign-calibration-cache"
+CALIBRATION_MAX_BYTES = 512 * 1024 * 1024
+"""Most bytes one array of ``calibration.npz`` may unpack to: a hostile file cannot exhaust memory
+(2000 episodes x 3 embedded fields x 3072 dimensions of float32 are 74 MB)."""
 
 
 def _single_threaded_search() -> None:
@@ -514,6 +522,87 @@ class FileBackend(MemoryBackend):
                 vectors=np.stack([np.asarray(v, dtype=np.float32) for v in vectors.values()]),
             )
 
+    def _read_calibration(self, members: tuple[str, ...]) -> dict[str, Any] | None:
+        """These arrays of ``calibration.npz``; ``None`` if it is absent, a link, unreadable, or one is too large.
+
+        Read with ``allow_pickle=False`` (an object array is refused, never unpickled), through a
+        descriptor opened with ``O_NOFOLLOW``, each array's unpacked size checked before it is read.
+        """
+        import zipfile
+
+        import numpy as np
+
+        try:
+            fd = os.open(self._inside(CALIBRATION), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except (OSError, MemoryFormatError):
+            return None
+        with os.fdopen(fd, "rb") as fh:
+            try:
+                with np.load(fh, allow_pickle=False) as data:
+                    if any(data.zip.getinfo(f"{m}.npy").file_size > CALIBRATION_MAX_BYTES for m in members):
+                        return None
+                    return {m: data[m] for m in members}
+            except (OSError, KeyError, ValueError, EOFError, AttributeError, zipfile.BadZipFile):
+                return None
+
+    def load_calibration(self) -> dict[str, Any] | None:  # noqa: D102
+        found = self._read_calibration(("format", "version", "head"))
+        if found is None:
+            return None
+        fmt, version, head = found["format"], found["version"], found["head"]
+        if fmt.shape != () or str(fmt) != CALIBRATION_FORMAT or version.shape != () or version.dtype.kind not in "iu":
+            return None
+        if head.shape != () or head.dtype.kind != "U":
+            return None
+        try:
+            data = json.loads(str(head)) if str(head) else None
+        except ValueError:
+            return None
+        return {"version": int(version), "head": data}
+
+    def load_calibration_vectors(self) -> dict[tuple[str, str], tuple[str, Any]]:  # noqa: D102
+        import numpy as np
+
+        found = self._read_calibration(("fields", "ids", "digests", "vectors"))
+        if found is None:
+            return {}
+        fields, ids, digests, vectors = (found[k] for k in ("fields", "ids", "digests", "vectors"))
+        n = len(ids) if ids.ndim == 1 else -1
+        if not all(a.ndim == 1 and a.dtype.kind == "U" and len(a) == n for a in (fields, ids, digests)):
+            return {}
+        if vectors.dtype != np.float32 or vectors.ndim != 2 or len(vectors) != n:
+            return {}
+        return {(str(f), str(i)): (str(d), v) for f, i, d, v in zip(fields, ids, digests, vectors)}
+
+    def save_calibration(  # noqa: D102
+        self, version: int, head: dict[str, Any] | None, vectors: dict[tuple[str, str], tuple[str, Any]] | None
+    ) -> None:
+        import numpy as np
+
+        if vectors is None:
+            vectors = self.load_calibration_vectors()
+        keys = sorted(vectors)
+        rows = [np.asarray(vectors[k][1], dtype=np.float32) for k in keys]
+        with atomic_file(self._inside(CALIBRATION), "wb") as fh:
+            np.savez(
+                fh,
+                format=np.asarray(CALIBRATION_FORMAT),
+                version=np.asarray(version, dtype=np.int64),
+                head=np.asarray(json.dumps(head, ensure_ascii=False) if head is not None else ""),
+                fields=np.asarray([k[0] for k in keys], dtype=str),
+                ids=np.asarray([k[1] for k in keys], dtype=str),
+                digests=np.asarray([vectors[k][0] for k in keys], dtype=str),
+                vectors=np.stack(rows) if rows else np.zeros((0, 0), dtype=np.float32),
+            )
+
+    def _purge_calibration(self, record_ids: set[str]) -> None:
+        """Rewrite ``calibration.npz`` without these records' field vectors, if it holds any."""
+        vectors = self.load_calibration_vectors()
+        if any(episode_id in record_ids for _, episode_id in vectors):
+            stored = self.load_calibration() or {"version": -1, "head": None}
+            kept = {k: v for k, v in vectors.items() if k[1] not in record_ids}
+            self.save_calibration(stored["version"], stored["head"], kept)
+
     def _collect_garbage(self, keep: set[str]) -> None:
         """Delete episode snapshots other than ``keep`` and stale temp files; never raises.
 
@@ -552,7 +641,8 @@ class FileBackend(MemoryBackend):
         except MemoryFormatError:
             return
         current = manifest["version"]
-        for tmp in [*self.path.glob(f".{MANIFEST}.*.tmp"), *self.path.glob(f".{PRINCIPLE_VECTORS}.*.tmp")]:
+        temps = (MANIFEST, PRINCIPLE_VECTORS, CALIBRATION)
+        for tmp in [t for name in temps for t in self.path.glob(f".{name}.*.tmp")]:
             _remove_file(tmp)
         for rel, pattern in (("principles", r"v(\d+)\.json"), ("episodes/log", r"v(\d+)\.jsonl")):
             folder = self._inside(rel)
@@ -612,6 +702,7 @@ class FileBackend(MemoryBackend):
                 else:
                     file.unlink()
         self._collect_garbage(keep={self._manifest()["episodes"]})
+        self._purge_calibration(record_ids)
         self._purge_review_threads(record_ids)
         for file in self._checkpoint_files():
             cleaned = purge_checkpoint(json.loads(read_text_nofollow(file, self.path)), record_ids)

@@ -14,6 +14,10 @@ Schema (created on first ``create``; ``memalign_`` tables, one row set per judge
     memalign_episode_log    (judge, version, id) -> episodes added or replaced by that version (rollback)
     memalign_principle_vector  (judge, digest) -> unit vector of a current principle's text (a cache, so
                             no process embeds every principle again; replaced after each commit)
+    memalign_calibration    judge -> version, calibration head of that version (a cache, replaced after
+                            each commit; see memalign_graph.calibration)
+    memalign_calibration_vector  (judge, field, episode id) -> text digest, field vector of the head's
+                            training sample (a cache, replaced with the head)
 
 Review threads of ``memalign review`` live in LangGraph's own checkpoint
 tables (:class:`langgraph.checkpoint.postgres.PostgresSaver`) in the same
@@ -112,6 +116,19 @@ CREATE TABLE IF NOT EXISTS memalign_principle_vector (
     digest    text NOT NULL,
     embedding vector NOT NULL,
     PRIMARY KEY (judge, digest)
+);
+CREATE TABLE IF NOT EXISTS memalign_calibration (
+    judge   text PRIMARY KEY REFERENCES memalign_judge(name) ON DELETE CASCADE,
+    version integer NOT NULL,
+    head    json
+);
+CREATE TABLE IF NOT EXISTS memalign_calibration_vector (
+    judge      text NOT NULL REFERENCES memalign_judge(name) ON DELETE CASCADE,
+    field      text NOT NULL,
+    episode_id text NOT NULL,
+    digest     text NOT NULL,
+    embedding  vector NOT NULL,
+    PRIMARY KEY (judge, field, episode_id)
 );
 """
 
@@ -424,15 +441,19 @@ class PostgresBackend(MemoryBackend):
                 return {}
         return {r[0]: np.asarray(r[1].to_numpy(), dtype=np.float32) for r in rows}
 
+    def _check_schema(self, conn: Any) -> None:
+        """Once per process: add the tables of newer releases (cache tables) to an older database."""
+        if not self._schema_checked:
+            with conn.transaction():
+                conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
+                conn.execute(_SCHEMA)
+            self._schema_checked = True
+
     def save_principle_vectors(self, vectors: dict[str, Any]) -> None:  # noqa: D102
         from pgvector.psycopg import register_vector
 
         with self._connection() as conn:
-            if not self._schema_checked:  # once per process: adds the vector table to an older database
-                with conn.transaction():
-                    conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
-                    conn.execute(_SCHEMA)
-                self._schema_checked = True
+            self._check_schema(conn)
             register_vector(conn)
             with conn.transaction():
                 stored = {
@@ -458,6 +479,85 @@ class PostgresBackend(MemoryBackend):
                         copy.set_types(["text", "text", "vector"])
                         for digest in new:
                             copy.write_row((self.judge, digest, np.asarray(vectors[digest], dtype=np.float32)))
+
+    def load_calibration(self) -> dict[str, Any] | None:  # noqa: D102
+        import psycopg
+
+        with self._connection() as conn:
+            try:
+                row = conn.execute(
+                    "SELECT version, head::text FROM memalign_calibration WHERE judge = %s", (self.judge,)
+                ).fetchone()
+            except psycopg.errors.UndefinedTable:  # a database created before heads were kept
+                return None
+        if row is None:
+            return None
+        try:
+            head = json.loads(row[1]) if row[1] is not None else None
+        except ValueError:
+            return None
+        return {"version": int(row[0]), "head": head}
+
+    def load_calibration_vectors(self) -> dict[tuple[str, str], tuple[str, Any]]:  # noqa: D102
+        import psycopg
+        from pgvector.psycopg import register_vector
+
+        with self._connection() as conn:
+            try:
+                register_vector(conn)
+                with conn.cursor(binary=True) as cur:
+                    rows = cur.execute(
+                        "SELECT field, episode_id, digest, embedding FROM memalign_calibration_vector WHERE judge = %s",
+                        (self.judge,),
+                    ).fetchall()
+            except psycopg.errors.UndefinedTable:
+                return {}
+        return {(r[0], r[1]): (r[2], np.asarray(r[3].to_numpy(), dtype=np.float32)) for r in rows}
+
+    def save_calibration(  # noqa: D102
+        self, version: int, head: dict[str, Any] | None, vectors: dict[tuple[str, str], tuple[str, Any]] | None
+    ) -> None:
+        from pgvector.psycopg import register_vector
+        from psycopg.types.json import Json
+
+        with self._connection() as conn:
+            self._check_schema(conn)
+            register_vector(conn)
+            with conn.transaction():
+                conn.execute(
+                    "INSERT INTO memalign_calibration (judge, version, head) VALUES (%s, %s, %s) "
+                    "ON CONFLICT (judge) DO UPDATE SET version = excluded.version, head = excluded.head",
+                    (self.judge, version, None if head is None else Json(head)),
+                )
+                if vectors is None:
+                    return
+                stored = {
+                    (r[0], r[1]): r[2]
+                    for r in conn.execute(
+                        "SELECT field, episode_id, digest FROM memalign_calibration_vector WHERE judge = %s",
+                        (self.judge,),
+                    ).fetchall()
+                }
+                stale = [k for k, digest in stored.items() if k not in vectors or vectors[k][0] != digest]
+                for field in sorted({k[0] for k in stale}):
+                    conn.execute(
+                        "DELETE FROM memalign_calibration_vector "
+                        "WHERE judge = %s AND field = %s AND episode_id = ANY(%s)",
+                        (self.judge, field, [k[1] for k in stale if k[0] == field]),
+                    )
+                new = [k for k in sorted(vectors) if stored.get(k) != vectors[k][0]]
+                if new:
+                    with (
+                        conn.cursor() as cur,
+                        cur.copy(
+                            "COPY memalign_calibration_vector (judge, field, episode_id, digest, embedding) "
+                            "FROM STDIN WITH (FORMAT BINARY)"
+                        ) as copy,
+                    ):
+                        copy.set_types(["text", "text", "text", "text", "vector"])
+                        for key in new:
+                            digest, vector = vectors[key]
+                            copy.write_row((self.judge, key[0], key[1], digest, np.asarray(vector, dtype=np.float32)))
 
     def _write_episodes(self, conn: Any, vectorstore: VectorStore) -> None:
         """Make the stored episodes equal ``vectorstore``'s: delete, insert and replace by digest."""
@@ -537,10 +637,20 @@ class PostgresBackend(MemoryBackend):
                         )
                 conn.execute("DELETE FROM memalign_episode_log WHERE judge = %s AND id = ANY(%s)", (self.judge, ids))
                 conn.execute("DELETE FROM memalign_episode WHERE judge = %s AND id = ANY(%s)", (self.judge, ids))
+                calibrated = conn.execute("SELECT to_regclass('memalign_calibration_vector') IS NOT NULL").fetchone()[0]
+                if calibrated:
+                    conn.execute(
+                        "DELETE FROM memalign_calibration_vector WHERE judge = %s AND episode_id = ANY(%s)",
+                        (self.judge, ids),
+                    )
             self._purge_review_threads(conn, ids)
             # Deleted row versions stay in the table files until rewritten: VACUUM FULL rewrites them
-            # (it briefly locks these tables; forgetting is rare).
-            for table in ("memalign_principles", "memalign_episode_log", "memalign_episode"):
+            # (it briefly locks these tables; forgetting is rare). The calibration tables too: the commit
+            # before this purge replaced the head and vectors fitted on these records.
+            tables = ["memalign_principles", "memalign_episode_log", "memalign_episode"]
+            if calibrated:
+                tables += ["memalign_calibration", "memalign_calibration_vector"]
+            for table in tables:
                 conn.execute(f"VACUUM FULL {table}")
 
     def _purge_review_threads(self, conn: Any, ids: list[str]) -> None:

@@ -20,6 +20,9 @@ namespace label cannot hold a period; see :func:`store_label`)::
     ("memalign", J, "history")      episodes added or replaced by each version (rollback)
     ("memalign", J, "principles")   principle id -> the current principle (a view for people and Studio)
     ("memalign", J, "principle_vectors")  text digest -> unit vector of a current principle (a cache)
+    ("memalign", J, "calibration")  "head": {"version": N, "head": the calibration head of version N} (a cache)
+    ("memalign", J, "calibration_vectors")  digest of (field, episode id) -> {"field", "id", "digest", "vector"}:
+                                    field vectors of the head's training sample (a cache, replaced with the head)
 
 An episode's key is a digest of its id and its JSON, so a changed episode gets a
 new key and never overwrites the one a reader may be loading. Episode items are
@@ -406,6 +409,7 @@ class StoreBackend(MemoryBackend):
         episodes = self._sub("episodes")
         gone = [item.key for rid in sorted(record_ids) for item in self._items(episodes, filter={"id": rid})]
         self._delete_many(episodes, gone)
+        self._purge_calibration(record_ids)
         self._purge_review_threads(record_ids)
         current = self._require_head()
         keys = [item.key for item in self._items(self._sub("versions"))]
@@ -430,6 +434,56 @@ class StoreBackend(MemoryBackend):
         stored = {item.key for item in self._items(namespace)}
         self._delete_many(namespace, sorted(stored - set(vectors)))
         self._put_many(namespace, [(d, {"vector": encode_vector(v)}) for d, v in vectors.items() if d not in stored])
+
+    def load_calibration(self) -> dict[str, Any] | None:  # noqa: D102
+        found = self._get(self._sub("calibration"), "head")
+        if not isinstance(found, dict):
+            return None
+        version = found.get("version")
+        if not isinstance(version, int) or isinstance(version, bool):
+            return None
+        return {"version": version, "head": found.get("head")}
+
+    def load_calibration_vectors(self) -> dict[tuple[str, str], tuple[str, Any]]:  # noqa: D102
+        out: dict[tuple[str, str], tuple[str, Any]] = {}
+        for item in self._items(self._sub("calibration_vectors")):
+            value = item.value
+            try:
+                out[(str(value["field"]), str(value["id"]))] = (str(value["digest"]), decode_vector(value["vector"]))
+            except (KeyError, TypeError, ValueError):  # a cache: what cannot be read is embedded again
+                continue
+        return out
+
+    def save_calibration(  # noqa: D102
+        self, version: int, head: dict[str, Any] | None, vectors: dict[tuple[str, str], tuple[str, Any]] | None
+    ) -> None:
+        self._put(self._sub("calibration"), "head", {"version": version, "head": head})
+        if vectors is None:
+            return
+        namespace = self._sub("calibration_vectors")
+        stored = {item.key: item.value.get("digest") for item in self._items(namespace)}
+        wanted = {_digest(field, episode_id): (field, episode_id) for field, episode_id in vectors}
+        self._delete_many(
+            namespace, sorted(k for k, digest in stored.items() if k not in wanted or vectors[wanted[k]][0] != digest)
+        )
+        self._put_many(
+            namespace,
+            [
+                (key, {"field": field, "id": episode_id, "digest": digest, "vector": encode_vector(vector)})
+                for key, (field, episode_id) in sorted(wanted.items())
+                for digest, vector in [vectors[(field, episode_id)]]
+                if stored.get(key) != digest
+            ],
+        )
+
+    def _purge_calibration(self, record_ids: set[str]) -> None:
+        """Delete these records' field vectors from the calibration cache."""
+        namespace = self._sub("calibration_vectors")
+        if len(record_ids) <= 64:
+            gone = [item.key for rid in sorted(record_ids) for item in self._items(namespace, filter={"id": rid})]
+        else:
+            gone = [item.key for item in self._items(namespace) if item.value.get("id") in record_ids]
+        self._delete_many(namespace, gone)
 
     def _recover(self) -> None:
         """Delete what a writer that died in the middle of a commit left; call with the writer lock held.

@@ -40,14 +40,16 @@ def demo_table(result: dict[str, Any]) -> Table:
     cfg = result["config"]
     runs = len(cfg["seeds"])
     table = Table(
-        title=f"MemAlign learning curve: {cfg['dataset']} - model {cfg['model']}, "
+        title=f"MemAlign learning curve: {cfg['dataset']} - model {cfg['model']}, k={cfg['k']}, "
         f"{runs} run{'s' if runs > 1 else ''} (seeds {', '.join(map(str, cfg['seeds']))})",
         box=box.SIMPLE_HEAD,
     )
     for header in (
         "feedback",
-        f"unseen, memory (n={cfg['test']})",
-        "unseen, no memory",
+        f"unseen (n={cfg['test']}): no memory",
+        "memory, model only" + ("*" if cfg["model_runs"] < runs else ""),
+        "memory + calibration",
+        "gate open",
         "seen, no precedent",
         "principles",
         "episodes",
@@ -59,24 +61,82 @@ def demo_table(result: dict[str, Any]) -> Table:
         seen = _pm(row["seen"]) + (f" (n={row['seen_n']})" if row["seen_n"] else "")
         table.add_row(
             str(row["step"]),
-            _pm(row["unseen_with"]),
-            _pm(row["unseen_without"]),
+            _pm(row["no_memory"]),
+            _pm(row["model_memory"]),
+            _pm(row["calibrated"]),
+            f"{row['gate_open']}/{row['runs']}" if row["step"] else "-",
             seen,
             f"{row['principles']:g}",
             f"{row['episodes']:g}",
-            f"{row['judge_s_p50']:.1f}",
+            "-" if row["judge_s_p50"] is None else f"{row['judge_s_p50']:.1f}",
             f"{row['align_s']:.1f}",
         )
     return table
 
 
+def demo_notes(result: dict[str, Any]) -> list[str]:
+    """What the demo prints under its table: how to read it, the targets, the precedent rule, what memory holds."""
+    cfg = result["config"]
+    runs = len(cfg["seeds"])
+    lines = [
+        "Agreement = exact match with the expert, mean ± sd over the runs; every figure has the expert-precedent "
+        "rule off. 'no memory' = the same model on the same unseen cases with an empty memory. 'memory, model "
+        "only' = the model's own value with MemAlign's memory (principles + episodes) in its prompt; 'memory + "
+        "calibration' = the final value: the calibration head's where its gate is open, else the model's (the "
+        "judge as users get it). 'seen' = a sample of the feedback aligned so far, final values. 's/judgment' = "
+        f"median seconds of a judgment that called the model (k={cfg['k']} episodes, all principles).",
+    ]
+    if cfg["model_runs"] < runs:
+        lines.append(
+            f"* measured on {cfg['model_runs']} of the {runs} runs (seeds "
+            f"{', '.join(map(str, cfg['seeds'][: cfg['model_runs']]))}): on the others a judgment whose head "
+            "decides skips the model call, which keeps the demo within its time budget; no memory, memory + "
+            "calibration and seen are measured on every run."
+        )
+    lines.append(
+        "feedback scored before alignment: the gate compares the head with the model's recorded agreement"
+        if cfg["score_feedback"]
+        else "feedback not scored before alignment (--score-feedback to score it, one model call per record): "
+        "with the embedded model the gate compares the head with the majority rate"
+    )
+    for target in result["targets"]:
+        verdict = "not measured" if target["ok"] is None else ("met" if target["ok"] else "NOT met")
+        value = "-" if target["value"] is None else f"{target['value']:.2f}"
+        lines.append(f"target: {target['name']}: {value} (target {target['target']:.2f}): {verdict}")
+    head = result.get("head") or {}
+    if head.get("head"):
+        h = head["head"]
+        lines.append(
+            f"calibration head (last run): fields {', '.join(h['fields'])}; {h['episodes']} episodes; {h['reason']}"
+        )
+    for seed, figures in result["precedent"].items():
+        lines.append(
+            f"precedent rule on (seed {seed}): seen agreement {figures['seen']:.2f} on {figures['n']} cases, "
+            f"{figures['answered_by_precedent']} answered from the expert's stored verdict without the model"
+        )
+    lines.append("principles distilled (last run), as stored:")
+    lines.extend(f"  - {p['text']}" for p in result["principles"])
+    if not result["principles"]:
+        lines.append("  (none stored: the model distilled none that passed vetting)")
+    return lines
+
+
 def demo(
     out: Annotated[Path, typer.Option(help="Output directory.")] = Path("demo-output"),
-    task: Annotated[str, typer.Option(help="citation (a house rule, default) or halueval.")] = "citation",
-    test_size: Annotated[int, typer.Option(help="Held-out test cases per run.")] = 10,
-    steps: Annotated[str, typer.Option(help="Feedback counts to measure after, comma-separated.")] = "0,2,5,10,20",
-    seen_sample: Annotated[int, typer.Option(help="Seen cases re-judged per step at most.")] = 5,
-    runs: Annotated[int, typer.Option(help="Seeded runs (seeds 0..runs-1); figures are mean ± sd.")] = 1,
+    task: Annotated[
+        str, typer.Option(help="house-rule (default), citation (its first version) or halueval.")
+    ] = "house-rule",
+    test_size: Annotated[int, typer.Option(help="Held-out test cases per run.")] = 8,
+    steps: Annotated[str, typer.Option(help="Feedback counts to measure after, comma-separated.")] = "0,5,10,20",
+    seen_sample: Annotated[int, typer.Option(help="Seen cases re-judged per step at most.")] = 4,
+    runs: Annotated[int, typer.Option(help="Seeded runs (seeds 0..runs-1); figures are mean ± sd.")] = 3,
+    model_runs: Annotated[
+        int, typer.Option(help="Runs that call the model for every judgment ('memory, model only' column).")
+    ] = 1,
+    k: Annotated[int, typer.Option(help="Episodes in working memory per judgment.")] = 3,
+    score_feedback: Annotated[
+        bool, typer.Option(help="Judge each feedback record once before aligning it (the gate's evidence).")
+    ] = False,
     model: ModelOpt = None,
     base_url: BaseUrlOpt = None,
 ) -> None:
@@ -94,37 +154,34 @@ def demo(
             steps=step_list,
             seen_sample=seen_sample,
             seeds=list(range(runs)),
+            model_runs=min(model_runs, runs),
+            k=k,
+            score_feedback=score_feedback,
             model=model,
             base_url=base_url,
             progress=show_progress(),
         )
     except (ValueError, OSError, MemAlignError) as exc:
         fail(exc)
-    Console(width=max(console.width, 132)).print(demo_table(result))
+    Console(width=max(console.width, 160)).print(demo_table(result))
+    for line in demo_notes(result):
+        say(line)
     info(
-        "Agreement = exact match with the expert. Every model figure has the expert-precedent rule off. 'without "
-        "memory' = the same model on the same unseen cases with an empty memory (measured once per run, at 0). "
-        "'seen' = a sample of the feedback cases aligned so far, judged by the model from its memory. "
-        "'s/judgment' = median seconds per judgment at that step (k=5 episodes, all principles)."
-    )
-    for seed, figures in result["precedent"].items():
-        say(
-            f"precedent rule on (seed {seed}): seen agreement {figures['seen']:.2f} on {figures['n']} cases, "
-            f"{figures['answered_by_precedent']} answered from the expert's stored verdict without the model"
-        )
-    say("principles distilled (last run), as stored:")
-    for principle in result["principles"]:
-        say(f"  - {principle['text']}")
-    if not result["principles"]:
-        say("  (none stored: the model distilled none that passed vetting)")
-    info(
-        f"wrote {out / 'curve.json'}, {out / 'judgments.jsonl'}; memories in {out}/memory-seed*; "
-        f"{time.perf_counter() - started:.0f} s"
+        f"wrote {out / 'summary.json'}, {out / 'curves.png'}, {out / 'judgments.jsonl'}; memories in "
+        f"{out}/memory-seed*; {time.perf_counter() - started:.0f} s"
     )
 
 
 def evaluate(
-    data: Annotated[Path, typer.Argument(help="JSONL (project format), LLMBar JSON or Prometheus JSON.")],
+    data: Annotated[
+        Optional[Path], typer.Argument(help="JSONL (project format), LLMBar JSON or Prometheus JSON.")
+    ] = None,
+    task: Annotated[
+        Optional[str],
+        typer.Option(
+            help="Instead of DATA: a built-in task (house-rule, citation, halueval) of --limit records (default 60)."
+        ),
+    ] = None,
     labels: Annotated[Optional[str], typer.Option(help="Categorical judge: comma-separated labels.")] = None,
     scale: Annotated[Optional[str], typer.Option(help="Numeric judge: LO-HI.")] = None,
     pairwise: Annotated[bool, typer.Option("--pairwise", help="Pairwise judge.")] = False,
@@ -136,8 +193,12 @@ def evaluate(
     steps: Annotated[str, typer.Option(help="Feedback counts to measure after.")] = "0,2,5,10,20,50",
     runs: Annotated[int, typer.Option(help="Seeded runs (different splits).")] = 3,
     ablation: Annotated[
-        str, typer.Option(help="Memory ablations: both,semantic,episodic,none.")
-    ] = "both,semantic,episodic,none",
+        str,
+        typer.Option(
+            help="Memory ablations: calibration (both + the calibration head, the default judge), both (prompt "
+            "memory, the model's values), semantic, episodic, none. calibration and both share one run."
+        ),
+    ] = "calibration,both,semantic,episodic,none",
     signal: Annotated[str, typer.Option(help="Learning signals: both,value,feedback.")] = "both",
     limit: Annotated[Optional[int], typer.Option(help="Use N cases in all (seeded sample).")] = None,
     k: Annotated[int, typer.Option(help="Episodes per judgment.")] = 5,
@@ -168,7 +229,9 @@ def evaluate(
         chosen = [given for given in (labels, scale, pairwise) if given]
         if len(chosen) > 1:
             raise ValueError("give at most one of --labels, --scale, --pairwise")
-        name = data.stem
+        if (data is None) == (task is None):
+            raise ValueError("give either DATA or --task")
+        name = data.stem if data is not None else str(task)
         spec = None
         if labels:
             spec = JudgeSpec.categorical(name, criterion or "Judge the output.", [x.strip() for x in labels.split(",")])
@@ -177,7 +240,19 @@ def evaluate(
             spec = JudgeSpec.numeric(name, criterion or "Score the output.", int(low), int(high))
         elif pairwise:
             spec = JudgeSpec.pairwise(name, criterion or "Which output is better?")
-        records, spec = load_dataset(data, spec)
+        if task is not None:
+            from memalign_graph.demo import TASKS
+
+            if task not in TASKS:
+                raise ValueError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
+            if spec is not None:
+                raise ValueError("--task sets its own judge: leave out --labels, --scale and --pairwise")
+            spec, loader, _ = TASKS[task]
+            records = loader(limit or 60, seed)
+            limit = None
+        else:
+            assert data is not None
+            records, spec = load_dataset(data, spec)
         if criterion and spec.criterion != criterion:
             spec = JudgeSpec.from_dict({**spec.to_dict(), "criterion": criterion})
         if limit is not None:

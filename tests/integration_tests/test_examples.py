@@ -26,15 +26,20 @@ def test_example_runs_and_memory_changes(script, tmp_path):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     out = result.stdout
-    assert "[review] expert answers: {'action': 'correct'" in out
+    assert out.count("[review] expert answers: {'action': ") >= 3  # every reviewed run asked the expert
     assert "principle in working memory:" in out and "most similar episode:" in out
     assert re.search(r"version [1-9]", out)
-    assert "judged before and after the correction" in out
-    assert re.search(r"agreement with the expert's rule: before the correction \d/5, after \d/5", out)
+    assert "judged before and after the expert's reviews" in out
+    assert re.search(
+        r"agreement with the expert's rule on 5 similar cases: before \d/5; after run 1 \(\d corrected, \d accepted\) "
+        r"\d/5.*; after run 3 \(\d corrected, \d accepted\) \d/5",
+        out,
+    )
+    assert "calibration head: 6 episodes" in out  # three reviewed runs, two reviews each
 
 
 def test_rule_probe_judges_every_condition():
-    """The probe judges the held-out cases under all four working memories and prints one row each."""
+    """The probe judges the held-out cases under all four working memories and prints one row each, then the head."""
     result = subprocess.run(
         [sys.executable, str(EXAMPLES / "rule_probe.py"), "--cases", "2"],
         capture_output=True,
@@ -47,3 +52,6 @@ def test_rule_probe_judges_every_condition():
         line = next(line for line in out.splitlines() if condition in line)
         agreement, judged_pass, labelled_pass, seconds = re.findall(r"\d+\.\d+", line)
         assert 0 <= float(agreement) <= 1 and 0 <= float(judged_pass) <= 1 and float(seconds) > 0
+    head = next(line for line in out.splitlines() if "calibration head (20 records" in line)
+    assert 0 <= float(re.findall(r"\d+\.\d+", head)[0]) <= 1
+    assert re.search(r"calibration head's gate: (open|shut): cross-validated", out)

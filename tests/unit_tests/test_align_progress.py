@@ -46,7 +46,8 @@ def test_episodes_are_embedded_in_chunks(tmp_path, stub):
     embeddings.sizes.clear()
     records = [feedback(f"r{i}", f"SELECT {i}", value="pass", judge_value="pass") for i in range(600)]
     memory.align(records, model=stub)
-    assert embeddings.sizes == [256, 256, 88]  # not salient: no principle, only episodes
+    # Not salient: no principle. The episodes, then their outputs alone for the calibration head's features.
+    assert embeddings.sizes == [256, 256, 88] * 2
     assert len(memory.episodes) == 600
     hits = memory.retrieve_episodes({"inputs": "q", "outputs": "SELECT 5"}, 3)
     assert len(hits) == 3 and all(-1.0 <= h["score"] <= 1.0001 for h in hits)

@@ -2,11 +2,11 @@ import json
 
 import pytest
 
-from memalign_graph.evaluation import EvalConfig, run_eval, split, with_signal
+from memalign_graph.evaluation import EvalConfig, markdown_table, run_eval, split, with_signal
 from memalign_graph.loaders import load_dataset, load_llmbar, load_prometheus
 from memalign_graph.metrics import ccc, cohen_kappa, confusion, exact_match
 from memalign_graph.testing import StubChatModel
-from tests.conftest import CATEGORICAL, SHARED_DATA, feedback
+from tests.conftest import CATEGORICAL, PAIRWISE, SHARED_DATA, feedback
 
 
 def test_exact_match_by_hand():
@@ -117,3 +117,97 @@ def test_loader_errors(tmp_path):
         load_dataset(bad)
     with pytest.raises(ValueError, match="give the judge kind"):
         load_dataset(tmp_path / "x.jsonl")
+
+
+def _quoting(n: int) -> list[dict]:
+    """Records labelled by whether the output repeats the inputs' words (the head's statistics see it, the stub not)."""
+    records = []
+    for i in range(n):
+        words = f"alpha{i} beta{i} gamma{i} delta{i} epsilon{i}"
+        quoted = i % 2 == 0
+        records.append(
+            {
+                "id": f"q{i}",
+                "inputs": f"Knowledge: {words}. Question: what?",
+                "outputs": words if quoted else f"omega{i} sigma{i} kappa{i} theta{i} zeta{i}",
+                "value": "pass" if quoted else "fail",
+                "feedback": "Pass: quotes the knowledge." if quoted else "Fail: quotes something else.",
+            }
+        )
+    return records
+
+
+def test_calibration_ablation_is_both_plus_the_head_in_one_run(tmp_path, embeddings):
+    """``calibration`` beside ``both``: one memory, ``both`` reports the model's values, ``calibration`` the head's."""
+    records = _quoting(40)
+    stub = StubChatModel()  # judges every case "pass": its agreement is the share of pass labels
+    config = EvalConfig(
+        train_size=20, steps=[0, 20], runs=1, ablations=["calibration", "both"], model=stub, embeddings=embeddings
+    )
+    result = run_eval(records, CATEGORICAL, config, tmp_path / "out", progress=False)
+    assert sorted(p.name for p in (tmp_path / "out" / "memory").iterdir()) == ["run0-both-calibration"]
+    rows = {(r["ablation"], r["step"]): r for r in result["rows"]}
+    both, calibrated = rows[("both", 20)], rows[("calibration", 20)]
+    _, test = split(records, 20, seed=0)
+    passing = sum(r["value"] == "pass" for r in test) / len(test)
+    assert both["unseen"]["mean"] == passing and both["gate_open"] is None and both["head_decided"] == 0
+    # the gate's evidence is the model's own judgment made before each shard was aligned (the stub: 0.5)
+    assert calibrated["gate_open"] == 1 and calibrated["head_decided"] == 1.0
+    assert calibrated["unseen"]["mean"] >= 0.9 and calibrated["seen"]["mean"] >= 0.9
+    assert rows[("calibration", 0)]["unseen"]["mean"] == rows[("both", 0)]["unseen"]["mean"] == passing
+    lines = [json.loads(line) for line in (tmp_path / "out" / "predictions.jsonl").read_text().splitlines()]
+    last = {(x["ablation"], x["id"]): x for x in lines if x["step"] == 20 and x["split"] == "unseen"}
+    for (ablation, rid), line in last.items():
+        twin = last[("both" if ablation == "calibration" else "calibration", rid)]
+        assert line["model_value"] == twin["model_value"] == "pass"
+    assert all(x["value"] == "pass" and x["calibration"] is None for (a, _), x in last.items() if a == "both")
+    assert all(x["calibration"]["used"] for (a, _), x in last.items() if a == "calibration")
+    table = markdown_table(result["rows"], result["metric"])
+    assert "| calibration | both | 20 |" in table and "| 1/1 | 1.00 |" in table
+
+
+def test_calibration_ablation_alone_and_pairwise_judges(tmp_path, embeddings):
+    """``--ablation none,calibration`` runs two memories; a pairwise judge has no head, its rows are the model's."""
+    records = [
+        {"id": f"p{i}", "inputs": f"request {i}", "outputs": [f"short {i}", f"long answer {i}"], "value": "A"}
+        for i in range(8)
+    ]
+    config = EvalConfig(
+        train_size=4,
+        steps=[0, 4],
+        runs=1,
+        ablations=["none", "calibration"],
+        model=StubChatModel(),
+        embeddings=embeddings,
+    )
+    result = run_eval(records, PAIRWISE, config, tmp_path / "out", progress=False)
+    assert sorted(p.name for p in (tmp_path / "out" / "memory").iterdir()) == [
+        "run0-both-calibration",
+        "run0-both-none",
+    ]
+    rows = {(r["ablation"], r["step"]): r for r in result["rows"]}
+    assert rows[("calibration", 4)]["head_decided"] == 0 and rows[("calibration", 4)]["gate_open"] is None  # no head
+    with pytest.raises(ValueError, match="unknown ablation"):
+        EvalConfig(ablations=["calibrated"]).validate()
+
+
+def test_an_empty_memory_judges_each_case_once(tmp_path, embeddings):
+    """Under ``none`` nothing changes between steps, so each train and test case is judged once, not per step."""
+    stub = StubChatModel()
+    records = [feedback(f"r{i}", f"SELECT {i} FROM raw.t") for i in range(12)]
+    config = EvalConfig(train_size=6, steps=[0, 3, 6], runs=1, ablations=["none"], model=stub, embeddings=embeddings)
+    result = run_eval(records, CATEGORICAL, config, tmp_path / "out", progress=False)
+    assert stub.calls == 12
+    rows = {r["step"]: r for r in result["rows"]}
+    assert rows[6]["seen"]["n"] == 6 and rows[0]["unseen"]["mean"] == rows[6]["unseen"]["mean"]
+
+
+def test_eval_command_needs_data_or_a_task():
+    from typer.testing import CliRunner
+
+    from memalign_graph.cli import app
+
+    for args in (["eval"], ["eval", "x.jsonl", "--task", "halueval"], ["eval", "--task", "nope"]):
+        result = CliRunner().invoke(app, args)
+        assert result.exit_code != 0
+        assert "give either DATA or --task" in result.output or "unknown task 'nope'" in result.output

@@ -1,3 +1,6 @@
+import base64
+
+import numpy as np
 import pytest
 
 from memalign_graph import Memory, build_review_graph
@@ -55,9 +58,13 @@ def test_forgotten_text_is_nowhere_in_storage(aligned, context, all_bytes):
         graph.invoke(case, config, context=context)
         assert graph.get_state(config).next == ("collect_feedback",)
     assert SECRET.encode() in all_bytes(aligned)
+    vector = aligned.backend.load_calibration_vectors()[("outputs", "secret")][1]  # the calibration head's sample
+    traces = [np.asarray(vector, dtype="<f4").tobytes(), base64.b64encode(np.asarray(vector, dtype="<f4").tobytes())]
+    assert any(t in all_bytes(aligned) for t in traces)
     aligned.forget(["secret"])
     assert SECRET.encode() not in all_bytes(aligned)
     assert b"patient-7731" not in all_bytes(aligned)
+    assert not any(t in all_bytes(aligned) for t in traces)
 
 
 def test_rollback_restores_principles_and_episodes_as_a_new_version(aligned, embeddings):
