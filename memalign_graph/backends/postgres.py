@@ -65,7 +65,7 @@ from memalign_graph.backends.base import (
     purge_checkpoint,
     refuse_moved,
 )
-from memalign_graph.backends.file import faiss_episodes, faiss_from_vectors
+from memalign_graph.backends.faiss_episodes import faiss_episodes, faiss_from_vectors
 from memalign_graph.errors import MISSING_MEMORY_HINT, MemoryFormatError, MissingDependencyError
 
 SCHEMES = ("postgresql://", "postgres://")

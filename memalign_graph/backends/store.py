@@ -80,7 +80,7 @@ from memalign_graph.backends.base import (
     purge_checkpoint,
     refuse_moved,
 )
-from memalign_graph.backends.file import faiss_episodes, faiss_from_vectors
+from memalign_graph.backends.faiss_episodes import faiss_episodes, faiss_from_vectors
 from memalign_graph.context import STORE_LOCATION
 from memalign_graph.errors import MemoryFormatError
 from memalign_graph.spec import case_text
