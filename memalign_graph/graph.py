@@ -416,6 +416,7 @@ def align_consolidate(state: AlignState, runtime: Runtime[Context]) -> dict[str,
         plan=state["plan"],
         distillation=state["distillation"],
         threshold=alignment.CONSOLIDATE_THRESHOLD,
+        spec=memory.spec,
         **_align_llm(ctx),
     )
     return {"consolidation": run_sync(consolidation)}

@@ -220,7 +220,7 @@ class Distillation(TypedDict):
 
 @with_config(_DESCRIBED)
 class Consolidation(TypedDict):
-    """The consolidate step: each candidate against its most similar principle, as the LLM judged them."""
+    """The consolidate step: each candidate against its most similar principle, and case or verdict, as the LLM said."""
 
     pairs: list[list[Any]]
     """[candidate id, other principle id, cosine similarity] of the pairs sent to the LLM."""
@@ -228,6 +228,11 @@ class Consolidation(TypedDict):
     """Candidate id -> [other principle id, 'same' | 'contradicts' | 'different'] (unclassified: absent)."""
     counts: dict[str, int]
     """Pairs sent, and how many were judged the same, contradicting or different."""
+    directives: dict[str, str]
+    """Candidate id -> 'case' (a rule about the case) or 'verdict' (an instruction about the verdict), as the LLM
+    read each candidate not found the same as another principle."""
+    unchecked: list[str]
+    """Ids of such candidates the LLM's check did not classify: only the text gate judges them."""
     llm_calls: int
     """Calls made, retries included."""
     usage: dict[str, int]
