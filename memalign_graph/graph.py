@@ -36,7 +36,7 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime, get_runtime
 from langgraph.types import Send, interrupt
 
-from memalign_graph import alignment, lifecycle
+from memalign_graph import alignment, duties, lifecycle
 from memalign_graph.alignment import Phases
 from memalign_graph.backends.postgres import is_postgres_url
 from memalign_graph.backends.store import StoreBackend, is_store_location, store_judge
@@ -49,7 +49,7 @@ from memalign_graph.context import (
     served_context,
 )
 from memalign_graph.episodic import episode_from_record
-from memalign_graph.errors import MemoryFormatError
+from memalign_graph.errors import DutiesError, MemoryFormatError
 from memalign_graph.governance import check_policy
 from memalign_graph.judge import JudgeSettings, Judgment, arun_judge, find_precedent, precedent_judgment, run_judge
 from memalign_graph.models import resolve_chat_model, run_sync
@@ -73,6 +73,9 @@ from memalign_graph.state import (
     JudgeInput,
     JudgeOutput,
     JudgeState,
+    PrinciplesInput,
+    PrinciplesOutput,
+    PrinciplesState,
     ReviewOutput,
     ReviewState,
     ServedAlignInput,
@@ -255,14 +258,19 @@ async def ajudge(state: JudgeState, runtime: Runtime[Context]) -> dict[str, Any]
 def served_runtime(runtime: Runtime[Any]) -> Runtime[Context]:
     """``runtime`` with the client's :class:`ServedContext` replaced by the server's :class:`Context`.
 
-    The author is the user LangGraph Server authenticated (``runtime.server_info.user``).
+    The author is the user LangGraph Server authenticated (``runtime.server_info.user``), and
+    their roles (its ``role:*`` permissions, see :mod:`memalign_graph.auth`) decide what they may
+    do (:mod:`memalign_graph.duties`).
 
     Raises:
         ValueError: for a judge the server does not expose or an option out of range.
     """
     user = runtime.server_info.user if runtime.server_info is not None else None
     author = getattr(user, "identity", None) if user is not None else None
-    return runtime.override(context=served_context(runtime.context, author=author))
+    roles = None
+    if user is not None:
+        roles = [p.removeprefix("role:") for p in getattr(user, "permissions", None) or () if p.startswith("role:")]
+    return runtime.override(context=served_context(runtime.context, author=author, roles=roles))
 
 
 def _serve(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -372,8 +380,10 @@ def align_episodes(state: AlignState, runtime: Runtime[Context]) -> dict[str, An
     Raises:
         RecordError: for an invalid record (nothing is written).
         ValueError: for a principles policy other than ``auto``/``review``.
+        DutiesError: for a served user without the reviewer role (:func:`~memalign_graph.duties.check_feedback`).
     """
     ctx, memory = _memory(runtime)
+    duties.check_feedback(ctx.author or "anonymous", ctx.roles)
     if ctx.principles_policy is not None:
         check_policy(ctx.principles_policy, "align")
     plan = alignment.plan_episodes(memory, alignment.validate_feedback(memory.spec, state["feedback"]))
@@ -537,17 +547,41 @@ def collect_feedback(state: ReviewState, runtime: Runtime[Context]) -> dict[str,
     """Pause for the expert (``interrupt``) and return their validated answer.
 
     Nothing before the ``interrupt()`` has side effects, so LangGraph's re-run
-    of this node on resume is safe.
+    of this node on resume is safe. On a served judge the expert needs the reviewer
+    role, and an answer with ``replace: true`` for another author's record needs the
+    admin role (:func:`~memalign_graph.duties.replace_refusal`): such an answer is not
+    taken; the question is asked again with the reason in its payload's ``refused``.
+
+    Raises:
+        DutiesError: for a served user without the reviewer role (before the question).
     """
     ctx, memory = _memory(runtime)
-    payload = review_payload(
-        memory.spec, _case(state, memory), state["judgment"], state.get("principles", []), state.get("episodes", [])
-    )
-    answer = interrupt(payload, response_schema=review_answer_model(memory.spec))
-    review = answer.model_dump(exclude_none=True)
-    if ctx.author:
-        review["reviewer"] = ctx.author
-    return {"review": review}
+    duties.check_feedback(ctx.author or "anonymous", ctx.roles)
+    case = _case(state, memory)
+    seen = state.get("principles", []), state.get("episodes", [])
+    payload = review_payload(memory.spec, case, state["judgment"], *seen)
+    while True:  # each refused answer is followed by a new interrupt (resumes match interrupts by order)
+        answer = interrupt(payload, response_schema=review_answer_model(memory.spec))
+        review = answer.model_dump(exclude_none=True)
+        if ctx.author:
+            review["reviewer"] = ctx.author
+        refused = _replace_refusal(ctx, memory, case, state["judgment"], review)
+        if refused is None:
+            return {"review": review}
+        payload = {**payload, "refused": refused}
+
+
+def _replace_refusal(
+    ctx: Context, memory: VersionedMemory, case: dict[str, Any], judgment: Any, review: dict[str, Any]
+) -> str | None:
+    """Why this served answer may not replace the stored record it names, or ``None``."""
+    if ctx.roles is None or not review.get("replace"):
+        return None
+    record = record_from_review(case, judgment, review, store_accepted=ctx.store_accepted)
+    if record is None:
+        return None
+    reviewer = ctx.author or "anonymous"
+    return duties.replace_refusal(reviewer, ctx.roles, record["id"], memory.records.get(record["id"]))
 
 
 def distill_review(state: ReviewState, runtime: Runtime[Context]) -> dict[str, Any]:
@@ -598,7 +632,11 @@ def approve_principles(state: ReviewState, runtime: Runtime[Context]) -> dict[st
     :func:`~memalign_graph.lifecycle.decide_principles` as one new version;
     proposals left unanswered stay pending (``memalign principles STORE --pending``).
     Nothing before the ``interrupt()`` has side effects, and proposals already
-    decided (by another expert, or before a re-run) are left out.
+    decided (by another expert, or before a re-run) are left out. On a served judge
+    the decisions must be the user's to make (:func:`~memalign_graph.duties.check_decisions`:
+    the approver role, and never approving a principle from one's own feedback); if one
+    is not, none is applied, ``principles_review`` says why (``refused``) and the proposals
+    stay pending for another approver (the served ``principles`` graph).
     """
     ctx, memory = _memory(runtime)
     wanted = set((state.get("report") or {}).get("proposed_principles") or {})
@@ -614,7 +652,10 @@ def approve_principles(state: ReviewState, runtime: Runtime[Context]) -> dict[st
     reject = [i for i in decision.get("reject", []) if i in still]
     if approve or reject:
         author = ctx.author or decision.get("reviewer") or (state.get("review") or {}).get("reviewer") or "expert"
-        change = lifecycle.decide_principles(memory, approve, reject, author=author)
+        try:
+            change = lifecycle.decide_principles(memory, approve, reject, author=author, roles=ctx.roles)
+        except DutiesError as exc:  # separation of duties: the proposals stay pending for an approver
+            return {"principles_review": {**decision, "refused": str(exc)}}
         decision["version"] = change.version
     return {"principles_review": decision}
 
@@ -641,6 +682,59 @@ def build_review_graph(*, served: bool = False) -> StateGraph:
     builder.add_edge("collect_feedback", "distill")
     builder.add_conditional_edges("distill", route_principles, ["approve_principles", END])
     builder.add_edge("approve_principles", END)
+    return builder
+
+
+# The principles graph: decisions on principles held for approval, from the memory's pending list.
+
+
+def decide_held(state: PrinciplesState, runtime: Runtime[Context]) -> dict[str, Any]:
+    """Apply the input's decisions (if any) as one new version, then list the proposals still pending.
+
+    The decider is ``Context.author`` (served: the authenticated user). On a served judge each
+    decision must be theirs to make, checked under the writer lock
+    (:func:`~memalign_graph.duties.check_decisions`: the approver role, and never approving a
+    principle distilled from one's own feedback). This is how an approver reaches a principle
+    held from another expert's review: from the memory's pending list, never through that
+    expert's review thread, which stays theirs alone.
+
+    Raises:
+        DutiesError: (a ``PermissionError``) for a decision that is not the user's to make; nothing is written.
+        KeyError: naming ids that are not pending proposals; nothing is written.
+        ValueError: for ids that are not lists of strings, or one both approved and rejected; nothing is written.
+    """
+    ctx, memory = _memory(runtime)
+    approve, reject = state.get("approve") or [], state.get("reject") or []
+    if not all(isinstance(ids, list) and all(isinstance(i, str) for i in ids) for ids in (approve, reject)):
+        raise ValueError("approve and reject must be lists of proposal ids")
+    decision = None
+    if approve or reject:
+        author = ctx.author or "expert"
+        change = lifecycle.decide_principles(
+            memory, approve, reject, author=author, reason=state.get("reason"), roles=ctx.roles
+        )
+        decision = {"approve": approve, "reject": reject, "version": change.version, "decided_by": author}
+    pending = duties.pending_view(memory.pending_principles, memory.records, ctx.author or "expert", ctx.roles)
+    return {"decision": decision, "pending": pending}
+
+
+def build_principles_graph(*, served: bool = False) -> StateGraph:
+    """The principles graph, uncompiled: ``START → decide → END``.
+
+    Input: :class:`PrinciplesInput` (``{"approve": [ids], "reject": [ids], "reason"?}``, or ``{}``
+    to list only); output: :class:`PrinciplesOutput` (``{"decision", "pending"}``). With
+    ``served``: context :class:`ServedContext`, and the decider is the authenticated user, whose
+    roles the decisions must allow (see :func:`decide_held`).
+    """
+    builder = StateGraph(
+        PrinciplesState,
+        context_schema=_context_schema(served),
+        input_schema=PrinciplesInput,
+        output_schema=PrinciplesOutput,
+    )
+    builder.add_node("decide", node(decide_held, served=served))
+    builder.add_edge(START, "decide")
+    builder.add_edge("decide", END)
     return builder
 
 
