@@ -24,6 +24,7 @@ embedding work runs in a worker thread, so no blocking I/O reaches the event loo
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import functools
 import os
 import time
@@ -107,15 +108,43 @@ def memory_target(ctx: Context, store: Any) -> Any:
     return StoreBackend(store, store_judge(location))
 
 
+STORAGE_TIMEOUT_S = 30.0
+"""Longest a served run waits for its memory to open or refresh (``MEMALIGN_STORAGE_TIMEOUT_S`` overrides)."""
+_storage = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="memalign-storage")
+
+
+def _open(ctx: Context, target: Any, refresh: bool) -> VersionedMemory:
+    """:func:`shared_memory` for ``target``; on a served judge (``ctx.roles`` set), within :data:`STORAGE_TIMEOUT_S`.
+
+    A storage that never answers (a stuck network file system, a lock held by a dead host) must
+    not hold a served run, and the server's worker with it, forever: the open runs in a small
+    pool of its own and the run fails when the bound passes (the open's thread is left to finish).
+
+    Raises:
+        TimeoutError: on a served judge, when the memory did not open within the bound.
+    """
+    if ctx.roles is None:  # library use: the caller's own process waits as long as its storage does
+        return shared_memory(target, ctx.embeddings, refresh=refresh)
+    limit = float(os.environ.get("MEMALIGN_STORAGE_TIMEOUT_S") or STORAGE_TIMEOUT_S)
+    opening = _storage.submit(shared_memory, target, ctx.embeddings, refresh=refresh)
+    try:
+        return opening.result(timeout=limit)
+    except concurrent.futures.TimeoutError:
+        raise TimeoutError(
+            f"the judge's memory did not open within {limit:g} s (MEMALIGN_STORAGE_TIMEOUT_S): its storage is not "
+            "answering; nothing was written"
+        ) from None
+
+
 def _memory(runtime: Runtime[Context], *, refresh: bool = True) -> tuple[Context, VersionedMemory]:
     ctx = resolve_context(runtime.context)
     target = memory_target(ctx, runtime.store)
     try:
-        return ctx, shared_memory(target, ctx.embeddings, refresh=refresh)
+        return ctx, _open(ctx, target, refresh)
     except MemoryFormatError:
         if not (isinstance(target, StoreBackend) and create_store_judge(target, ctx.embeddings)):
             raise
-    return ctx, shared_memory(target, ctx.embeddings, refresh=refresh)
+    return ctx, _open(ctx, target, refresh)
 
 
 def create_store_judge(backend: StoreBackend, embeddings: Any) -> bool:

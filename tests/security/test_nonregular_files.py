@@ -22,6 +22,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -30,6 +31,7 @@ from memalign_graph.backends.file import FileBackend
 from memalign_graph.errors import MemoryFormatError
 from memalign_graph.testing import StubChatModel
 from tests.conftest import tree_bytes
+from tests.dev_server import dev_server, requires_dev_server
 
 MEMALIGN = Path(sys.executable).parent / "memalign"
 SPEC = JudgeSpec.categorical("sql", "Does the SQL follow the house rules?", ["pass", "fail"])
@@ -209,3 +211,65 @@ def test_a_world_readable_review_database_is_made_private(store: Path) -> None:
     with FileBackend(store).review_checkpointer():
         pass
     assert stat.S_IMODE(db.stat().st_mode) == 0o600
+
+
+def test_a_served_run_does_not_wait_forever_on_its_storage(store: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A storage that never answers (here: an open that sleeps) fails a served run within the bound, and says so."""
+    import memalign_graph.graph as graph_module
+    from memalign_graph import Context, build_judge_graph
+
+    real = graph_module.shared_memory
+
+    def stuck(*args, **kwargs):
+        time.sleep(3)
+        return real(*args, **kwargs)
+
+    monkeypatch.setenv("MEMALIGN_STORAGE_TIMEOUT_S", "0.3")
+    monkeypatch.setattr(graph_module, "shared_memory", stuck)
+    judge = build_judge_graph().compile()
+    started = time.monotonic()
+    with pytest.raises(TimeoutError, match=r"did not open within 0.3 s \(MEMALIGN_STORAGE_TIMEOUT_S\)"):
+        judge.invoke(CASE, context=Context(store=str(store), model=StubChatModel(), roles=("reviewer",)))
+    assert time.monotonic() - started < 2.5
+    # Library use (no roles: the caller's own process) waits for its storage as before.
+    out = judge.invoke(CASE, context=Context(store=str(store), model=StubChatModel()))
+    assert out["judgment"]["id"] == "c-1"
+
+
+@pytest.fixture(scope="module")
+def served_fifo(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    tmp = tmp_path_factory.mktemp("served-fifo")
+    judges = {"sql": tmp / "sql", "tone": tmp / "tone"}
+    for path in judges.values():
+        Memory.create(path, SPEC)
+    manifest = judges["sql"] / "memalign.json"
+    shutil.move(manifest, tmp / "manifest-aside")
+    os.mkfifo(manifest)  # before the server first opens the judge
+    env = {
+        "MEMALIGN_JUDGES": json.dumps({k: str(v) for k, v in judges.items()}),
+        "MEMALIGN_MODEL": "stub",
+        "MEMALIGN_AUTH_TOKENS": "",
+    }
+    with dev_server(env, tmp / "server.log") as url:
+        yield url, judges, tmp
+
+
+@requires_dev_server
+async def test_the_served_judge_answers_again_once_the_file_is_back(served_fifo: Any) -> None:
+    """Item 4 served: one run fails at once naming the FIFO, others go on, and the judge recovers."""
+    from langgraph_sdk import get_client
+
+    url, judges, tmp = served_fifo
+    client = get_client(url=url)
+    started = time.monotonic()
+    failed = await client.runs.wait(None, "judge", input=CASE, context={"judge": "sql"}, raise_error=False)
+    assert failed["__error__"]["error"] == "MemoryFormatError" and time.monotonic() - started < LIMIT_S
+    other = await client.runs.wait(None, "judge", input=CASE, context={"judge": "tone"})
+    assert other["judgment"]["id"] == "c-1"  # the server's worker is not stuck
+    manifest = judges["sql"] / "memalign.json"
+    manifest.unlink()
+    shutil.move(tmp / "manifest-aside", manifest)
+    judged = await client.runs.wait(None, "judge", input=CASE, context={"judge": "sql"})
+    assert judged["judgment"]["id"] == "c-1"
+    log = (tmp / "server.log").read_text()
+    assert "memalign.json: is not a regular file (a FIFO)" in log
