@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from memalign_graph.backends.base import MemoryBackend
-from memalign_graph.duties import check_decisions, source_authors
+from memalign_graph.duties import check_decisions
 from memalign_graph.errors import MemoryFormatError
 from memalign_graph.governance import check_policy, decide
 from memalign_graph.semantic import Principle, drop_sources, merge_principles, new_principle, now_iso
@@ -270,15 +270,16 @@ def decide_principles(
     the same; replacing the one they contradict unless it is hand-written); rejected ones
     stay in ``proposed_principles`` with status ``rejected``, so the same rule
     distilled again is not proposed again. Deletes nothing else; episodes are not touched.
-    The version records who decided (``author``) and, by default, what and whose feedback
-    it came from (``"approved p-1 (from alice)"``).
+    The version records who decided (``author``) and what (``"approved p-1"``); whose feedback
+    a proposal came from is its ``sources``' authors in the ledger (so forgetting a record
+    also unlinks its author from the decision).
 
     Args:
         memory: the judge's memory.
         approve: ids of pending proposals to approve.
         reject: ids of pending proposals to reject.
         author: who decides.
-        reason: one line recorded with the version (default: the decisions and their sources' authors).
+        reason: one line recorded with the version (default: the decisions).
         roles: ``author``'s roles on a served judge; when given, separation of duties is enforced
             under the writer lock (:func:`memalign_graph.duties.check_decisions`: the approver role,
             and no approving a proposal from ``author``'s own record). ``None``: not enforced (the
@@ -299,18 +300,12 @@ def decide_principles(
         if roles is not None:
             check_decisions(author, roles, memory.pending_principles, ledger, approve, reject)
         before = {p["id"] for p in memory.principles}
-        sources = {p["id"]: source_authors(p, ledger) for p in memory.proposed_principles}
         active, proposed, _ = decide(
             memory.principles, memory.proposed_principles, list(approve), list(reject), author=author
         )
-
-        def said(ids: list[str] | tuple[str, ...]) -> str:
-            whose = (sorted({a for a in sources.get(i, {}).values() if a}) for i in ids)
-            return ", ".join(f"{i} (from {', '.join(w)})" if w else i for i, w in zip(ids, whose))
-
         parts = [
-            f"approved {said(approve)}" if approve else "",
-            f"rejected {said(reject)}" if reject else "",
+            f"approved {', '.join(approve)}" if approve else "",
+            f"rejected {', '.join(reject)}" if reject else "",
         ]
         version = memory.commit(
             active,

@@ -148,12 +148,14 @@ async def test_the_author_cannot_approve_their_own_held_directive(served: Served
     judged = await bob.runs.wait(None, "judge", input=case, context={"judge": judge})
     (active,) = [p for p in judged["principles"] if p["id"] == pid]
     assert active["status"] == "active" and active["decided_by"] == "bob" and active["text"] == DIRECTIVE
+    assert active["sources"] == [case["id"]]
     versions = served.versions(judge)
-    if versions is not None:
+    if versions is not None:  # who did what: alice's review, bob's decision; whose feedback it was, in the ledger
         assert [(v["author"], v["reason"]) for v in versions[-2:]] == [
             ("alice", f"review of {case['id']}: correct"),
-            ("bob", f"approved {pid} (from alice)"),
+            ("bob", f"approved {pid}"),
         ]
+        assert versions[-1]["records"][case["id"]]["author"] == "alice"
 
 
 async def test_feedback_from_a_non_approver_is_held_whatever_the_stored_policy(served: Served, judge: str) -> None:

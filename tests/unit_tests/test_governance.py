@@ -93,7 +93,7 @@ def test_review_policy_holds_principles_until_approved(memory, stub, embeddings)
     assert active["text"] == "Use the certified view." and active["sources"] == ["r1"]
     assert active["decided_by"] == "ana" and active["status"] == "active"
     assert "Use the certified view." in judge_prompt(memory)
-    assert memory.backend.versions()[-1]["reason"] == f"approved {pid} (from expert)"  # who wrote its feedback
+    assert memory.backend.versions()[-1]["reason"] == f"approved {pid}"
 
 
 def test_rejected_rule_is_not_proposed_again(memory, stub):
