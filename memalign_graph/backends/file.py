@@ -52,7 +52,7 @@ from memalign_graph.backends.base import (
     MemoryBackend,
     PrinciplesCheckpoint,
     initial_checkpoint,
-    purge_checkpoint,
+    purge_versions,
     refuse_moved,
 )
 from memalign_graph.backends.faiss_episodes import FAISS, CompactDocstore, faiss_store, new_faiss
@@ -443,8 +443,9 @@ class FileBackend(MemoryBackend):
                     file.unlink()
         self._collect_garbage(keep={self._manifest()["episodes"]})
         self._purge_review_threads(record_ids)
-        for file in self._checkpoint_files():
-            cleaned = purge_checkpoint(json.loads(read_text_nofollow(file, self.path)), record_ids)
+        files = self._checkpoint_files()
+        stored = (json.loads(read_text_nofollow(file, self.path)) for file in files)
+        for file, cleaned in zip(files, purge_versions(stored, record_ids)):
             if cleaned is not None:
                 atomic_write_json(file, cleaned)
 
