@@ -119,11 +119,13 @@ def _open(ctx: Context, target: Any, refresh: bool) -> VersionedMemory:
     A storage that never answers (a stuck network file system, a lock held by a dead host) must
     not hold a served run, and the server's worker with it, forever: the open runs in a small
     pool of its own and the run fails when the bound passes (the open's thread is left to finish).
+    The later nodes of a run (``refresh=False``) use the memory its first node opened, so they
+    need no storage and no bound.
 
     Raises:
         TimeoutError: on a served judge, when the memory did not open within the bound.
     """
-    if ctx.roles is None:  # library use: the caller's own process waits as long as its storage does
+    if ctx.roles is None or not refresh:  # library use: the caller's own process waits as long as its storage does
         return shared_memory(target, ctx.embeddings, refresh=refresh)
     limit = float(os.environ.get("MEMALIGN_STORAGE_TIMEOUT_S") or STORAGE_TIMEOUT_S)
     opening = _storage.submit(shared_memory, target, ctx.embeddings, refresh=refresh)
