@@ -139,7 +139,8 @@ def bench_align(
     """Align ``n`` records into a fresh memory with a stub LLM of fixed latency.
 
     Returns:
-        ``align_wall_s_N`` (wall time), ``align_llm_calls_N`` (distillation and consolidation),
+        ``align_wall_s_N`` (wall time), ``align_llm_calls_N`` (distillation, consolidation and the
+        verdict-directive check),
         ``align_consolidation_pairs_N`` (pairs of similar principles sent to the LLM, at most 40
         per call), ``align_tokens_sent_N`` (prompt tokens), ``align_non_llm_s_N`` (embedding,
         indexing, merging and persistence: every phase but the LLM's), and each phase as
