@@ -41,7 +41,7 @@ from langchain_core.embeddings import Embeddings
 from langchain_core.language_models import BaseChatModel
 
 from memalign_graph.backends.base import LedgerEntry
-from memalign_graph.classify import aclassify_directives, aclassify_pairs
+from memalign_graph.classify import aclassify_directives, aclassify_pairs, text_key
 from memalign_graph.distill import CallCounter, adistill, is_salient
 from memalign_graph.episodic import Episode, episode_from_record
 from memalign_graph.errors import RecordError
@@ -322,11 +322,12 @@ async def consolidate(
     Pairs from cosine similarity ``threshold`` up go to the LLM however similar they are (a
     rule and its negation embed alike; see :func:`memalign_graph.semantic.related_pairs` and
     :func:`memalign_graph.classify.aclassify_pairs`). Fails safe: an unclassified pair counts as
-    ``different``. Then every candidate not found the ``same`` as another principle (one that
-    may add text to working memory) is classified by the LLM as a rule about the case or an
-    instruction about the verdict (:func:`memalign_graph.classify.aclassify_directives`, given the
-    judge ``spec``; the distilling model's call sees the principles, not the feedback). A
-    candidate it could not classify is listed as ``unchecked``.
+    ``different``. Then every candidate that may add text to working memory (not found the
+    ``same`` as another principle, nor repeating an active one's text) is classified by the LLM,
+    once per distinct text, as a rule about the case or an instruction about the verdict
+    (:func:`memalign_graph.classify.aclassify_directives`, given the judge ``spec``; the
+    call sees the principles, not the feedback). A candidate it could not classify is listed
+    as ``unchecked``.
     """
     candidates, principles = distillation["candidates"], plan["principles"]
     started = time.perf_counter()
@@ -345,7 +346,12 @@ async def consolidate(
         counter=calls,
         concurrency=concurrency,
     )
-    new = [(c["id"], c["text"]) for c in candidates if relations.get(c["id"], ("", "different"))[1] != "same"]
+    known = {text_key(p["text"]) for p in principles}  # a candidate repeating one adds no text: nothing to check
+    new = [
+        (c["id"], c["text"])
+        for c in candidates
+        if relations.get(c["id"], ("", "different"))[1] != "same" and text_key(c["text"]) not in known
+    ]
     directives = await aclassify_directives(
         chat,
         spec,

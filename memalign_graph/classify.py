@@ -46,6 +46,11 @@ RULES_PER_CALL = 20
 """Most principles one verdict-directive check call classifies."""
 
 
+def text_key(text: str) -> str:
+    """The form under which principle texts count as one for the verdict-directive check (case and spacing folded)."""
+    return " ".join(text.casefold().split())
+
+
 def verdicts_schema(n: int, key: str, field: str, choices: Sequence[str]) -> dict[str, Any]:
     """JSON schema of ``{"verdicts": [{key: 1..n, field: one of choices}]}`` with exactly ``n`` items."""
     return {
@@ -226,11 +231,11 @@ async def aclassify_directives(
 ) -> dict[str, DirectiveKind]:
     """Ask the LLM whether each new principle is a rule about the case or an instruction about the verdict.
 
-    Principles go in calls of at most ``rules_per_call`` (the prompt holds the judge's
-    criterion and values and the principle texts, nothing else), at most ``concurrency`` at
-    once. Fails safe: a principle the answer leaves out or numbers twice, or whose call never
-    gave a usable answer, is absent from the result (unchecked: the caller keeps the text
-    gate alone for it and says so).
+    Each text is asked about once (principles with the same :func:`text_key` share the answer),
+    in calls of at most ``rules_per_call`` (the prompt holds the judge's criterion and values
+    and the principle texts, nothing else), at most ``concurrency`` at once. Fails safe: a
+    principle the answer leaves out or numbers twice, or whose call never gave a usable answer,
+    is absent from the result (unchecked: the caller keeps the text gate alone for it and says so).
 
     Args:
         model: any LangChain chat model (the distilling model).
@@ -255,9 +260,12 @@ async def aclassify_directives(
                 said.setdefault(n, []).append(kind)
         return {chunk[n - 1][0]: kinds[0] for n, kinds in said.items() if len(kinds) == 1}
 
-    return await _classify(
+    asked: dict[str, tuple[str, str]] = {}  # text key -> (the key, the first text with it)
+    for _, text in candidates:
+        asked.setdefault(text_key(text), (text_key(text), text))
+    kinds = await _classify(
         model,
-        candidates,
+        list(asked.values()),
         per_call=rules_per_call,
         concurrency=concurrency,
         schema=directive_schema,
@@ -270,6 +278,7 @@ async def aclassify_directives(
         usage=usage,
         counter=counter,
     )
+    return {pid: kinds[text_key(text)] for pid, text in candidates if text_key(text) in kinds}
 
 
 __all__ = [
@@ -284,4 +293,5 @@ __all__ = [
     "build_directive_messages",
     "classify_schema",
     "directive_schema",
+    "text_key",
 ]
