@@ -34,6 +34,7 @@ if TYPE_CHECKING:
         build_align_graph,
         build_batch_review_graph,
         build_judge_graph,
+        build_principles_graph,
         build_review_graph,
     )
     from memalign_graph.judge import Judgment
@@ -63,6 +64,7 @@ _LAZY = {
     "build_align_graph": "graph",
     "build_batch_review_graph": "graph",
     "build_judge_graph": "graph",
+    "build_principles_graph": "graph",
     "build_review_graph": "graph",
     "evaluator_node": "evaluators",
     "open_memory": "memory",
@@ -104,6 +106,7 @@ __all__ = [
     "build_align_graph",
     "build_batch_review_graph",
     "build_judge_graph",
+    "build_principles_graph",
     "build_review_graph",
     "evaluator_node",
     "open_memory",

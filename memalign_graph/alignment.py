@@ -12,7 +12,8 @@ The pipeline, in the order this module reads:
 3. **distill** the salient records into candidate principles with the LLM (:func:`distill`,
    see :mod:`memalign_graph.distill`);
 4. **consolidate**: the LLM says whether each candidate repeats, contradicts or differs from
-   its most similar principle (:func:`consolidate`);
+   its most similar principle, and whether each new one is a rule about the case or an
+   instruction about the verdict (:func:`consolidate`, see :mod:`memalign_graph.classify`);
 5. **govern**: which candidates enter working memory, which are held for an expert, and the
    merge (:func:`govern`, see :mod:`memalign_graph.governance`);
 6. **commit** it all as one new version (:func:`commit`, see :mod:`memalign_graph.versions`).
@@ -40,7 +41,8 @@ from langchain_core.embeddings import Embeddings
 from langchain_core.language_models import BaseChatModel
 
 from memalign_graph.backends.base import LedgerEntry
-from memalign_graph.distill import CallCounter, aclassify_pairs, adistill, is_salient
+from memalign_graph.classify import aclassify_directives, aclassify_pairs, text_key
+from memalign_graph.distill import CallCounter, adistill, is_salient
 from memalign_graph.episodic import Episode, ModelJudgment, episode_from_record
 from memalign_graph.errors import JudgeError, JudgmentParseError, RecordError
 from memalign_graph.governance import check_policy, effective_policy, govern_candidates, propose
@@ -74,7 +76,11 @@ class AlignmentReport:
         scored: ids of records aligned with the judge model's own judgment of their case (their
             ``model_judgment``, the calibration gate's evidence): judged first (:func:`judge_new_records`),
             or judged before an expert's review.
-        llm_calls: LLM calls made (distillation and consolidation, retries included).
+        unchecked_principles: ids of new principles (added or held) the LLM's verdict-directive
+            check could not classify (its call failed, or the answer left them out): only the
+            text gate judged them (see :mod:`memalign_graph.governance`).
+        llm_calls: LLM calls made (distillation, consolidation and the verdict-directive check,
+            retries included).
         usage: tokens spent.
         consolidation: pairs of similar principles sent to the LLM and its verdicts.
         timings: seconds per phase: ``score_s`` (judging new records first, when asked), ``distill_s``
@@ -95,6 +101,7 @@ class AlignmentReport:
     proposed_principles: dict[str, str] = field(default_factory=dict)
     refused_principles: list[dict[str, Any]] = field(default_factory=list)
     scored: list[str] = field(default_factory=list)
+    unchecked_principles: list[str] = field(default_factory=list)
     llm_calls: int = 0
     usage: dict[str, int] = field(default_factory=dict)
     consolidation: dict[str, int] = field(default_factory=dict)
@@ -380,13 +387,19 @@ async def consolidate(
     backoff_s: float | None,
     concurrency: int,
     phases: Phases,
+    spec: JudgeSpec,
 ) -> Consolidation:
     """Each candidate against its most similar principle (existing, or a candidate before it), judged by the LLM.
 
     Pairs from cosine similarity ``threshold`` up go to the LLM however similar they are (a
     rule and its negation embed alike; see :func:`memalign_graph.semantic.related_pairs` and
-    :func:`memalign_graph.distill.aclassify_pairs`). Fails safe: an unclassified pair counts as
-    ``different``.
+    :func:`memalign_graph.classify.aclassify_pairs`). Fails safe: an unclassified pair counts as
+    ``different``. Then every candidate that may add text to working memory (not found the
+    ``same`` as another principle, nor repeating an active one's text) is classified by the LLM,
+    once per distinct text, as a rule about the case or an instruction about the verdict
+    (:func:`memalign_graph.classify.aclassify_directives`, given the judge ``spec``; the
+    call sees the principles, not the feedback). A candidate it could not classify is listed
+    as ``unchecked``.
     """
     candidates, principles = distillation["candidates"], plan["principles"]
     started = time.perf_counter()
@@ -405,11 +418,29 @@ async def consolidate(
         counter=calls,
         concurrency=concurrency,
     )
+    known = {text_key(p["text"]) for p in principles}  # a candidate repeating one adds no text: nothing to check
+    new = [
+        (c["id"], c["text"])
+        for c in candidates
+        if relations.get(c["id"], ("", "different"))[1] != "same" and text_key(c["text"]) not in known
+    ]
+    directives = await aclassify_directives(
+        chat,
+        spec,
+        new,
+        max_retries=max_retries,
+        backoff_s=backoff_s,
+        usage=usage,
+        counter=calls,
+        concurrency=concurrency,
+    )
     kinds = ("same", "contradicts", "different")
     return Consolidation(
         pairs=[[c, e, similarity] for c, e, similarity in pairs],
         relations={c: [e, relation] for c, (e, relation) in relations.items()},
         counts={"pairs": len(pairs), **{kind: sum(r == kind for _, r in relations.values()) for kind in kinds}},
+        directives=dict(directives),
+        unchecked=[i for i, _ in new if i not in directives],
         llm_calls=calls.n,
         usage=usage,
         timings={"consolidate_embed_s": embed_s},
@@ -445,6 +476,7 @@ def govern(
         relations,
         policy=policy,
         values=list(memory.spec.values),  # type: ignore[arg-type]
+        verdict_kinds=consolidation["directives"],
     )
     merged, added, absorbed = merge_principles(plan["principles"], admitted, relations=admitted_relations)
     proposed, pending_ids = propose(
@@ -550,6 +582,8 @@ def alignment_report(steps: AlignmentSteps, *, version: int, timings: dict[str, 
         return report
     report.distilled, report.failed = distillation["distilled"], distillation["failed"]
     report.refused_principles = distillation["refused"]
+    decided = set(governance["new_principles"]) | set(governance["proposed_principles"])
+    report.unchecked_principles = [i for i in consolidation["unchecked"] if i in decided]
     report.llm_calls = distillation["llm_calls"] + consolidation["llm_calls"]
     spent = (distillation["usage"], consolidation["usage"])
     report.usage = {key: sum(u.get(key, 0) for u in spent) for key in dict.fromkeys([*spent[0], *spent[1]])}
@@ -713,6 +747,7 @@ async def aalign(
                 backoff_s=backoff_s,
                 concurrency=concurrency,
                 phases=phases,
+                spec=memory.spec,
             )
             vectors = await embedding
 

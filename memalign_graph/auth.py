@@ -28,7 +28,11 @@ Authentication:
   which proxy-header handling such as uvicorn's ``FORWARDED_ALLOW_IPS`` never rewrites) and
   its peer (``client``) must both be loopback, and a request carrying a forwarding header
   (``X-Forwarded-For``, ``Forwarded``, ``X-Real-IP``, ...) came through a proxy, so it is not
-  local. A reverse proxy on the same machine that adds no such header makes every request
+  local. Nor is a request a web page made: one whose ``Host`` is not a loopback name (a
+  DNS-rebound name), or whose ``Origin`` (or, without one, ``Sec-Fetch-Site``) says another
+  site sent it, LangGraph Studio's own origins (:data:`STUDIO_ORIGINS`) excepted; the
+  server's CORS settings (``langgraph.json``) let no other site read its answers either. A
+  reverse proxy on the same machine that adds no forwarding header makes every request
   look local: set a token file there.
 
 The authenticated user's permissions are ``judge:<name>`` and ``role:<name>`` strings;
@@ -71,6 +75,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 from langgraph_sdk import Auth, get_client
@@ -88,6 +93,9 @@ MINTED_WITHIN_S = 10.0
 FORWARDING_HEADERS: frozenset[bytes] = frozenset(
     {b"forwarded", b"x-forwarded-for", b"x-real-ip", b"x-client-ip", b"true-client-ip", b"cf-connecting-ip"}
 )
+STUDIO_ORIGINS: frozenset[str] = frozenset({"https://smith.langchain.com", "https://eu.smith.langchain.com"})
+"""Web origins of LangGraph Studio: the one other site a tokenless server answers, as ``langgraph.json``'s CORS says."""
+LOOPBACK_NAMES: frozenset[str] = frozenset({"localhost", "127.0.0.1", "::1"})
 
 
 @dataclass(frozen=True)
@@ -183,19 +191,48 @@ def _loopback_address(host: Any) -> bool:
 
 
 def is_local(scope: Mapping[str, Any]) -> bool:
-    """Whether an ASGI request came over the loopback interface, not through a proxy.
+    """Whether an ASGI request came over the loopback interface, not through a proxy nor for another site's page.
 
     Both ends of the connection must be loopback: ``server`` (the local address the
     request arrived on; proxy-header middleware rewrites ``client`` but never ``server``,
     and a packet to a loopback address comes from this machine) and ``client``. A request
     with a forwarding header (:data:`FORWARDING_HEADERS`) is not local, whatever the
     addresses say: it was relayed, and uvicorn with ``FORWARDED_ALLOW_IPS='*'`` would have
-    put the header's address in ``client``.
+    put the header's address in ``client``. Nor is one a browser sent for a page of another
+    site (see :func:`_from_a_web_page`): this machine's browser is on loopback too.
     """
     client, server = scope.get("client"), scope.get("server")
     if not client or not server or not _loopback_address(client[0]) or not _loopback_address(server[0]):
         return False
-    return not any(name.lower() in FORWARDING_HEADERS for name, _ in scope.get("headers") or ())
+    headers = {name.lower(): value.decode("latin-1") for name, value in scope.get("headers") or ()}
+    if FORWARDING_HEADERS & set(headers):
+        return False
+    return not _from_a_web_page(headers)
+
+
+def _loopback_name(url: str) -> bool:
+    try:
+        name = urlsplit(url).hostname
+    except ValueError:
+        return False
+    return name in LOOPBACK_NAMES or _loopback_address(name)
+
+
+def _from_a_web_page(headers: Mapping[bytes, str]) -> bool:
+    """Whether a browser sent this request for a page of another site, or under a name that is not loopback.
+
+    ``Host`` must name loopback (else a DNS-rebound name such as ``evil.example`` resolving to
+    127.0.0.1 would make another site's page same-origin with this server); ``Origin``, when a
+    browser sends it, must be a loopback page or :data:`STUDIO_ORIGINS`; without ``Origin``,
+    ``Sec-Fetch-Site`` must not say ``cross-site`` or ``same-site`` (an image or a plain link).
+    """
+    host = headers.get(b"host")
+    if host is not None and not _loopback_name(f"//{host}"):
+        return True
+    origin = headers.get(b"origin")
+    if origin is not None:
+        return origin not in STUDIO_ORIGINS and not _loopback_name(origin)
+    return headers.get(b"sec-fetch-site") in ("cross-site", "same-site")
 
 
 def identify(authorization: str | None, scope: Mapping[str, Any]) -> ServedUser:

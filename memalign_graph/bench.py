@@ -35,7 +35,7 @@ from memalign_graph.testing import StubChatModel
 TARGETS: dict[str, float] = {
     "judge_overhead_ms_p50_0": 5,
     "judge_overhead_ms_p50_1000": 15,
-    "align_llm_calls_1000": 20,
+    "align_llm_calls_1000": 21,  # 20 distillation calls (50 records each), 1 verdict-directive check
     "align_wall_s_1000_embed100ms": 3.5,
     "merge_s_4000": 2,
     "first_judgment_s_20000_principles": 5,
@@ -140,7 +140,8 @@ def bench_align(
     """Align ``n`` records into a fresh memory with a stub LLM of fixed latency.
 
     Returns:
-        ``align_wall_s_N`` (wall time), ``align_llm_calls_N`` (distillation and consolidation),
+        ``align_wall_s_N`` (wall time), ``align_llm_calls_N`` (distillation, consolidation and the
+        verdict-directive check),
         ``align_consolidation_pairs_N`` (pairs of similar principles sent to the LLM, at most 40
         per call), ``align_tokens_sent_N`` (prompt tokens), ``align_non_llm_s_N`` (embedding,
         indexing, merging and persistence: every phase but the LLM's), and each phase as

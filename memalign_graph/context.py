@@ -23,12 +23,14 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Annotated, Any, Literal, NamedTuple, get_args
 
 from pydantic import WithJsonSchema
+
+from memalign_graph.duties import feedback_policy
 
 Precedent = Literal["exact", "similar", "off"]
 StructuredOutput = Literal["auto", "json_schema", "function_calling", "json_mode", "prompt"]
@@ -209,6 +211,14 @@ class Context:
             "description": "Judge each new feedback record with an expert value once, with the memory as it was, "
             "before aligning it, so the calibration gate can compare the head with the model (one model call per "
             "record that enters the head's training sample). Unset: on for the embedded models, off for others."
+        },
+    )
+    roles: tuple[str, ...] | None = field(
+        default=None,
+        metadata={
+            "description": "What `author` may do on a served judge (reviewer, approver, admin; served graphs set "
+            "them from the token file): feedback needs reviewer, and a non-approver's principles wait for an "
+            "approver. None (library use): no separation of duties."
         },
     )
     principles_policy: Literal["auto", "review"] | None = field(
@@ -443,6 +453,7 @@ def served_context(
     value: ServedContext | Mapping[str, Any] | None,
     *,
     author: str | None = None,
+    roles: Iterable[str] | None = None,
     environ: Mapping[str, str] | None = None,
 ) -> Context:
     """The full :class:`Context` of a served run: the client's choices plus the server's configuration.
@@ -451,13 +462,17 @@ def served_context(
         value: what the client sent (a :class:`ServedContext`, a mapping of its fields, or ``None``);
             only the judge name and the judging options are read from it.
         author: the authenticated user, recorded as author and reviewer (``"anonymous"`` if ``None``).
+        roles: the authenticated user's roles (:data:`memalign_graph.duties.ROLES`), or ``None``
+            when the run has no authenticated user (no separation of duties then).
         environ: the server's environment (default ``os.environ``).
 
     Returns:
         A :class:`Context` whose ``store`` is the named judge's location and whose model,
         base URL, embeddings and calibration settings are the server's (``MEMALIGN_MODEL``,
         ``MEMALIGN_BASE_URL``, ``MEMALIGN_EMBEDDINGS``, ``MEMALIGN_CALIBRATION``,
-        ``MEMALIGN_SCORE_FEEDBACK``).
+        ``MEMALIGN_SCORE_FEEDBACK``). With ``roles``, a user without the approver role gets
+        principles policy ``review`` whatever the judge's stored policy (their feedback's
+        principles wait for an approver; :func:`memalign_graph.duties.feedback_policy`).
 
     Raises:
         ValueError: for an unknown judge or an option out of range (see :class:`ServedContext`),
@@ -474,6 +489,10 @@ def served_context(
     location = served_judges(env)[name]
     if location == STORE_LOCATION:  # the server's own store, under the served judge's name
         location = f"{STORE_LOCATION}:{name}"
+    policy = env.get("MEMALIGN_PRINCIPLES_POLICY") or None
+    if roles is not None:
+        roles = tuple(roles)
+        policy = feedback_policy(None, policy, roles)
     return Context(
         memory_dir=location,
         store=location,
@@ -483,5 +502,7 @@ def served_context(
         calibration=env.get("MEMALIGN_CALIBRATION") or None,  # type: ignore[arg-type]
         score_feedback=env_flag(env, "MEMALIGN_SCORE_FEEDBACK"),
         author=author or "anonymous",
+        roles=roles,
+        principles_policy=policy,  # type: ignore[arg-type]
         **{name: getattr(served, name) for name in SERVED_FIELDS},
     )

@@ -472,12 +472,16 @@ class UnparseableAnswer(ValueError):
 
 
 def _retryable(exc: BaseException) -> bool:
-    """Distillation and consolidation retry transient errors and unreadable answers."""
+    """Distillation and the classification calls retry transient errors and unreadable answers."""
     return isinstance(exc, UnparseableAnswer) or is_transient(exc)
 
 
-def _retrying(ask: Any, counter: CallCounter, max_retries: int, backoff_s: float | None, label: str) -> Any:
-    """``ask`` retried on :func:`_retryable` errors with exponential backoff (first wait ``backoff_s``)."""
+def retrying(ask: Any, counter: CallCounter, max_retries: int, backoff_s: float | None, label: str) -> Any:
+    """``ask`` (an async function of the prompt) as a runnable that retries transient errors and unreadable answers.
+
+    At most ``max_retries`` retries, with exponential backoff from ``backoff_s`` plus jitter;
+    each call counts in ``counter``. Other errors (authentication, bad request) are raised at once.
+    """
     first = RETRY_DEFAULTS["backoff_s"] if backoff_s is None else backoff_s
     return retrying_call(
         RunnableLambda(ask),
@@ -636,7 +640,7 @@ async def adistill(
 
         counter = CallCounter()
         label = f"distillation of {ids[:3]}{'...' if len(ids) > 3 else ''}"
-        call = _retrying(ask, counter, max_retries, backoff_s, label)
+        call = retrying(ask, counter, max_retries, backoff_s, label)
         async with semaphore:
             try:
                 found = await call.ainvoke(messages)
@@ -660,117 +664,3 @@ async def adistill(
     await asyncio.gather(*(run(i, b) for i, b in enumerate(batches)))
     result.principles = [p for found in found_per_batch for p in found]
     return result
-
-
-PAIRS_PER_CALL = 40
-"""Most principle pairs one consolidation call classifies."""
-
-
-def classify_schema(n: int) -> dict[str, Any]:
-    """JSON schema of a consolidation answer for ``n`` pairs."""
-    return {
-        "type": "object",
-        "properties": {
-            "verdicts": {
-                "type": "array",
-                "minItems": n,
-                "maxItems": n,
-                "items": {
-                    "type": "object",
-                    "properties": {
-                        "pair": {"type": "integer", "minimum": 1, "maximum": n},
-                        "relation": {"enum": ["same", "contradicts", "different"]},
-                    },
-                    "required": ["pair", "relation"],
-                    "additionalProperties": False,
-                },
-            }
-        },
-        "required": ["verdicts"],
-        "additionalProperties": False,
-    }
-
-
-def build_classify_messages(pairs: list[tuple[str, str]]) -> list[BaseMessage]:
-    """The consolidation prompt for ``[(old text, new text)]``: one JSON object per pair between marker lines."""
-    lines = "\n".join(encode_data({"pair": n, "old": old, "new": new}) for n, (old, new) in enumerate(pairs, start=1))
-    user = prompts.CONSOLIDATE_USER.format(begin=prompts.PAIRS_BEGIN, end=prompts.PAIRS_END, pairs=lines)
-    return [SystemMessage(prompts.CONSOLIDATE_SYSTEM), HumanMessage(user)]
-
-
-async def aclassify_pairs(
-    model: BaseChatModel,
-    pairs: list[tuple[str, str, str, str]],
-    *,
-    max_retries: int = 2,
-    backoff_s: float | None = None,
-    usage: dict[str, int] | None = None,
-    counter: CallCounter | None = None,
-    pairs_per_call: int = PAIRS_PER_CALL,
-    concurrency: int = 8,
-) -> dict[str, tuple[str, str]]:
-    """Ask the LLM whether each new principle repeats, contradicts or differs from a similar one.
-
-    Pairs go in calls of at most ``pairs_per_call``, at most ``concurrency`` at once.
-    Fails safe: a call that still fails after its retries (or an error that is not
-    retried) leaves its pairs unclassified, which is treated as ``different``: the
-    candidates are added as new principles and nothing existing is merged or replaced.
-
-    Args:
-        model: any LangChain chat model.
-        pairs: ``(candidate id, candidate text, existing id, existing text)``.
-        max_retries: retries after a transient error or an unreadable answer.
-        backoff_s: first retry delay in seconds, doubled each retry, plus jitter
-            (``None``: ``memalign_graph.faults.RETRY_DEFAULTS["backoff_s"]``).
-        usage: token counts are added here.
-        counter: counts the calls made (retries included), if given.
-        pairs_per_call: most pairs per call.
-        concurrency: most calls in flight.
-
-    Returns:
-        candidate id -> (existing id, ``"same"``/``"contradicts"``/``"different"``);
-        pairs the model did not classify validly are absent (treated as ``different``),
-        and those of a call that never gave a usable answer too (a warning is logged).
-    """
-    if not pairs:
-        return {}
-    counter = counter if counter is not None else CallCounter()
-    semaphore = asyncio.Semaphore(max(1, concurrency))
-    out: dict[str, tuple[str, str]] = {}
-
-    async def classify(chunk: list[tuple[str, str, str, str]]) -> None:
-        messages = build_classify_messages([(old, new) for _, new, _, old in chunk])
-        bound = bind_structured(
-            model, classify_schema(len(chunk)), "verdicts", logprobs=False, max_tokens=24 * len(chunk) + 32
-        )
-
-        async def ask(prompt: list[BaseMessage]) -> dict[str, tuple[str, str]]:
-            answer = await bound.ainvoke(prompt)
-            if usage is not None:
-                add_usage(usage, answer)  # type: ignore[arg-type]
-            try:
-                verdicts = extract_json(answer.text)["verdicts"]
-                found: dict[str, tuple[str, str]] = {}
-                for verdict in verdicts:
-                    n, relation = int(verdict["pair"]), verdict["relation"]
-                    if 1 <= n <= len(chunk) and relation in ("same", "contradicts", "different"):
-                        cand_id, _, existing_id, _ = chunk[n - 1]
-                        found[cand_id] = (existing_id, relation)
-            except (ValueError, KeyError, TypeError) as exc:
-                raise UnparseableAnswer(f"unreadable consolidation answer ({describe_error(exc)})") from exc
-            return found
-
-        call = _retrying(ask, counter, max_retries, backoff_s, "principle consolidation")
-        async with semaphore:
-            try:
-                out.update(await call.ainvoke(messages))
-            except Exception as exc:  # noqa: BLE001 - fail safe: unclassified pairs are kept as different principles
-                log.warning(
-                    "principle consolidation gave up, %d pair(s) kept as different principles: %s",
-                    len(chunk),
-                    describe_error(exc),
-                )
-
-    size = max(1, pairs_per_call)
-    await asyncio.gather(*(classify(pairs[i : i + size]) for i in range(0, len(pairs), size)))
-    return out

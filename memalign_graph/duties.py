@@ -24,6 +24,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from memalign_graph.errors import DutiesError
 from memalign_graph.governance import PrinciplesPolicy, effective_policy
 
 REVIEWER, APPROVER, ADMIN = "reviewer", "approver", "admin"
@@ -44,6 +45,16 @@ def feedback_refusal(principal: str, roles: Iterable[str]) -> str | None:
     if REVIEWER in set(roles):
         return None
     return f"{principal!r} may not give feedback: that needs the {REVIEWER} role"
+
+
+def check_feedback(principal: str, roles: Iterable[str] | None) -> None:
+    """Refuse feedback from ``principal`` unless their ``roles`` allow it (``None``: library use, always allowed).
+
+    Raises:
+        DutiesError: (a ``PermissionError``) naming the principal and the role they lack (:func:`feedback_refusal`).
+    """
+    if roles is not None and (reason := feedback_refusal(principal, roles)):
+        raise DutiesError(reason)
 
 
 def feedback_policy(stored: str | None, requested: str | None, roles: Iterable[str]) -> PrinciplesPolicy:
@@ -112,7 +123,7 @@ def check_decisions(
     which names them.
 
     Raises:
-        PermissionError: naming every refused proposal and why.
+        DutiesError: (a ``PermissionError``) naming every refused proposal and why.
     """
     by_id = {p["id"]: p for p in proposals}
     roles = tuple(roles)
@@ -124,7 +135,37 @@ def check_decisions(
         and (reason := decision_refusal(principal, roles, by_id[pid], ledger, approve=approving)) is not None
     ]
     if refusals:
-        raise PermissionError("; ".join(refusals))
+        raise DutiesError("; ".join(refusals))
+
+
+def pending_view(
+    proposals: Iterable[Mapping[str, Any]],
+    ledger: Mapping[str, Mapping[str, Any]],
+    principal: str,
+    roles: Iterable[str] | None,
+) -> list[dict[str, Any]]:
+    """Pending ``proposals`` as ``principal`` sees them: what each says, and whether they may approve it.
+
+    Returns:
+        ``[{"id", "text", "sources", "held", "may_approve", "refusal"}]`` in the proposals' order;
+        ``refusal`` is :func:`decision_refusal`'s reason (``None`` when ``roles`` is ``None``:
+        library use, nothing enforced).
+    """
+    roles = None if roles is None else tuple(roles)
+    out = []
+    for proposal in proposals:
+        refusal = None if roles is None else decision_refusal(principal, roles, proposal, ledger, approve=True)
+        out.append(
+            {
+                "id": proposal["id"],
+                "text": proposal["text"],
+                "sources": list(proposal.get("sources") or ()),
+                "held": str(proposal.get("held") or ""),
+                "may_approve": refusal is None,
+                "refusal": refusal,
+            }
+        )
+    return out
 
 
 def replace_refusal(
@@ -156,9 +197,11 @@ __all__ = [
     "REVIEWER",
     "ROLES",
     "check_decisions",
+    "check_feedback",
     "decision_refusal",
     "feedback_policy",
     "feedback_refusal",
+    "pending_view",
     "replace_refusal",
     "source_authors",
 ]

@@ -102,6 +102,16 @@ class MemoryFormatError(MemAlignError):
     """A memory directory is missing, unreadable, foreign, or from a newer format."""
 
 
+class DutiesError(MemAlignError, PermissionError, ValueError):
+    """A served user asked for what their roles do not allow (separation of duties); nothing was written.
+
+    The message names the user, the record or proposal, and the role or rule that refuses it
+    (:mod:`memalign_graph.duties`), never feedback text. A ``PermissionError``, and a
+    ``ValueError`` too, because LangGraph Server shows a run's error message to the client only
+    for a ``ValueError`` and a few other built-in types.
+    """
+
+
 class MemoryWriteError(MemAlignError, OSError):
     """A new version could not be written (disk full, read-only file system, lost connection).
 

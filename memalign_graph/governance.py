@@ -24,8 +24,15 @@ Under both policies a candidate is held for an expert when
   also in French, German, Spanish and Italian and through disguise (Unicode
   confusables, fullwidth letters, invisible characters, letter spacing; see
   :func:`plain_text`). This gate is a text tripwire, not a defence against a
-  determined author (a trivial condition or a paraphrase passes it): judges fed
-  by feedback you do not trust should use ``review``.
+  determined author (a trivial condition or a paraphrase passes it), or
+* the **distilling model's check** reads it as an instruction about the verdict
+  rather than a rule about the case (:func:`memalign_graph.classify.aclassify_directives`,
+  a call of its own that sees the principle, not the feedback). It adds to the text
+  gate, never removes a hold; a principle the model could not classify is reported
+  as unchecked (``AlignmentReport.unchecked_principles``), the text gate alone
+  having judged it. A small model misreads some rules either way (measured by
+  ``examples/directive_check_eval.py``): judges fed by feedback you do not trust
+  should use ``review``.
 
 A candidate that only repeats an active principle (same text, near-identical
 embedding, or confirmed ``same``) is merged into it under both policies: it
@@ -37,6 +44,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Mapping
 from typing import Any, Literal
 
 import disarm
@@ -51,6 +59,7 @@ from memalign_graph.semantic import (
 
 PrinciplesPolicy = Literal["auto", "review"]
 POLICIES: tuple[str, ...] = ("auto", "review")
+MODEL_VERDICT_REASON = "the distilling model reads it as an instruction about the verdict, not a rule about the case"
 
 # The gate reads principles in plain form (see plain_text): casefolded, accents dropped, so the
 # lexicon below is written that way (French "reponds", German "ausser"). English, French, German,
@@ -267,15 +276,17 @@ def govern_candidates(
     *,
     policy: PrinciplesPolicy,
     values: list[Any],
+    verdict_kinds: Mapping[str, str] | None = None,
 ) -> tuple[list[Principle], dict[str, str], dict[str, tuple[str, Relation]]]:
     """Split distilled ``candidates`` into those that may enter working memory and those held for an expert.
 
     A candidate that :func:`merge_principles` would add (a new rule, or one that
     supersedes an older principle) is held when the policy is ``review``, when it
-    contradicts a hand-written principle, or when :func:`verdict_directive` flags
-    it. A candidate that would merge into a held one is held with it (else it
-    would enter working memory in its place). Candidates that repeat an active
-    principle are admitted under both policies: they add sources, no text.
+    contradicts a hand-written principle, when :func:`verdict_directive` flags it, or
+    when the distilling model read it as an instruction about the verdict
+    (``verdict_kinds``). A candidate that would merge into a held one is held with it
+    (else it would enter working memory in its place). Candidates that repeat an
+    active principle are admitted under both policies: they add sources, no text.
 
     Args:
         existing: the active principles.
@@ -283,6 +294,9 @@ def govern_candidates(
         relations: candidate id -> (existing id, relation), as the consolidation LLM said.
         policy: ``auto`` or ``review``.
         values: the judge's allowed values (for the verdict-directive gate).
+        verdict_kinds: candidate id -> ``"case"`` or ``"verdict"``, as the distilling model
+            classified it (:func:`memalign_graph.classify.aclassify_directives`); a candidate
+            without an entry is judged by the text gate alone.
 
     Returns:
         ``(admitted, held, relations)``: the candidates to merge into working
@@ -302,6 +316,8 @@ def govern_candidates(
             held[cand["id"]] = f"contradicts hand-written principle {other_id}"
         elif directive:
             held[cand["id"]] = directive
+        elif (verdict_kinds or {}).get(cand["id"]) == "verdict":
+            held[cand["id"]] = MODEL_VERDICT_REASON
         elif policy == "review":
             held[cand["id"]] = "principles policy is review"
     grew = True
@@ -416,6 +432,7 @@ def decide(
 
 
 __all__ = [
+    "MODEL_VERDICT_REASON",
     "POLICIES",
     "PrinciplesPolicy",
     "check_policy",

@@ -24,6 +24,7 @@ embedding work runs in a worker thread, so no blocking I/O reaches the event loo
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import functools
 import os
 import time
@@ -36,7 +37,7 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime, get_runtime
 from langgraph.types import Send, interrupt
 
-from memalign_graph import alignment, lifecycle
+from memalign_graph import alignment, duties, lifecycle
 from memalign_graph.alignment import Phases
 from memalign_graph.backends.postgres import is_postgres_url
 from memalign_graph.backends.store import StoreBackend, is_store_location, store_judge
@@ -49,7 +50,7 @@ from memalign_graph.context import (
     served_context,
 )
 from memalign_graph.episodic import ModelJudgment, episode_from_record
-from memalign_graph.errors import MemoryFormatError
+from memalign_graph.errors import DutiesError, MemoryFormatError
 from memalign_graph.governance import check_policy
 from memalign_graph.judge import JudgeSettings, Judgment, arun_judge, find_precedent, precedent_judgment, run_judge
 from memalign_graph.models import resolve_chat_model, run_sync
@@ -73,6 +74,9 @@ from memalign_graph.state import (
     JudgeInput,
     JudgeOutput,
     JudgeState,
+    PrinciplesInput,
+    PrinciplesOutput,
+    PrinciplesState,
     ReviewOutput,
     ReviewState,
     ServedAlignInput,
@@ -111,15 +115,45 @@ def memory_target(ctx: Context, store: Any) -> Any:
     return StoreBackend(store, store_judge(location))
 
 
+STORAGE_TIMEOUT_S = 30.0
+"""Longest a served run waits for its memory to open or refresh (``MEMALIGN_STORAGE_TIMEOUT_S`` overrides)."""
+_storage = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="memalign-storage")
+
+
+def _open(ctx: Context, target: Any, refresh: bool) -> VersionedMemory:
+    """:func:`shared_memory` for ``target``; on a served judge (``ctx.roles`` set), within :data:`STORAGE_TIMEOUT_S`.
+
+    A storage that never answers (a stuck network file system, a lock held by a dead host) must
+    not hold a served run, and the server's worker with it, forever: the open runs in a small
+    pool of its own and the run fails when the bound passes (the open's thread is left to finish).
+    The later nodes of a run (``refresh=False``) use the memory its first node opened, so they
+    need no storage and no bound.
+
+    Raises:
+        TimeoutError: on a served judge, when the memory did not open within the bound.
+    """
+    if ctx.roles is None or not refresh:  # library use: the caller's own process waits as long as its storage does
+        return shared_memory(target, ctx.embeddings, refresh=refresh)
+    limit = float(os.environ.get("MEMALIGN_STORAGE_TIMEOUT_S") or STORAGE_TIMEOUT_S)
+    opening = _storage.submit(shared_memory, target, ctx.embeddings, refresh=refresh)
+    try:
+        return opening.result(timeout=limit)
+    except concurrent.futures.TimeoutError:
+        raise TimeoutError(
+            f"the judge's memory did not open within {limit:g} s (MEMALIGN_STORAGE_TIMEOUT_S): its storage is not "
+            "answering; nothing was written"
+        ) from None
+
+
 def _memory(runtime: Runtime[Context], *, refresh: bool = True) -> tuple[Context, VersionedMemory]:
     ctx = resolve_context(runtime.context)
     target = memory_target(ctx, runtime.store)
     try:
-        return ctx, shared_memory(target, ctx.embeddings, refresh=refresh)
+        return ctx, _open(ctx, target, refresh)
     except MemoryFormatError:
         if not (isinstance(target, StoreBackend) and create_store_judge(target, ctx.embeddings)):
             raise
-    return ctx, shared_memory(target, ctx.embeddings, refresh=refresh)
+    return ctx, _open(ctx, target, refresh)
 
 
 def create_store_judge(backend: StoreBackend, embeddings: Any) -> bool:
@@ -270,14 +304,19 @@ async def ajudge(state: JudgeState, runtime: Runtime[Context]) -> dict[str, Any]
 def served_runtime(runtime: Runtime[Any]) -> Runtime[Context]:
     """``runtime`` with the client's :class:`ServedContext` replaced by the server's :class:`Context`.
 
-    The author is the user LangGraph Server authenticated (``runtime.server_info.user``).
+    The author is the user LangGraph Server authenticated (``runtime.server_info.user``), and
+    their roles (its ``role:*`` permissions, see :mod:`memalign_graph.auth`) decide what they may
+    do (:mod:`memalign_graph.duties`).
 
     Raises:
         ValueError: for a judge the server does not expose or an option out of range.
     """
     user = runtime.server_info.user if runtime.server_info is not None else None
     author = getattr(user, "identity", None) if user is not None else None
-    return runtime.override(context=served_context(runtime.context, author=author))
+    roles = None
+    if user is not None:
+        roles = [p.removeprefix("role:") for p in getattr(user, "permissions", None) or () if p.startswith("role:")]
+    return runtime.override(context=served_context(runtime.context, author=author, roles=roles))
 
 
 def _serve(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -387,8 +426,10 @@ def align_episodes(state: AlignState, runtime: Runtime[Context]) -> dict[str, An
     Raises:
         RecordError: for an invalid record (nothing is written).
         ValueError: for a principles policy other than ``auto``/``review``.
+        DutiesError: for a served user without the reviewer role (:func:`~memalign_graph.duties.check_feedback`).
     """
     ctx, memory = _memory(runtime)
+    duties.check_feedback(ctx.author or "anonymous", ctx.roles)
     if ctx.principles_policy is not None:
         check_policy(ctx.principles_policy, "align")
     plan = alignment.plan_episodes(memory, alignment.validate_feedback(memory.spec, state["feedback"]))
@@ -431,6 +472,7 @@ def align_consolidate(state: AlignState, runtime: Runtime[Context]) -> dict[str,
         plan=state["plan"],
         distillation=state["distillation"],
         threshold=alignment.CONSOLIDATE_THRESHOLD,
+        spec=memory.spec,
         **_align_llm(ctx),
     )
     return {"consolidation": run_sync(consolidation)}
@@ -562,17 +604,41 @@ def collect_feedback(state: ReviewState, runtime: Runtime[Context]) -> dict[str,
     """Pause for the expert (``interrupt``) and return their validated answer.
 
     Nothing before the ``interrupt()`` has side effects, so LangGraph's re-run
-    of this node on resume is safe.
+    of this node on resume is safe. On a served judge the expert needs the reviewer
+    role, and an answer with ``replace: true`` for another author's record needs the
+    admin role (:func:`~memalign_graph.duties.replace_refusal`): such an answer is not
+    taken; the question is asked again with the reason in its payload's ``refused``.
+
+    Raises:
+        DutiesError: for a served user without the reviewer role (before the question).
     """
     ctx, memory = _memory(runtime)
-    payload = review_payload(
-        memory.spec, _case(state, memory), state["judgment"], state.get("principles", []), state.get("episodes", [])
-    )
-    answer = interrupt(payload, response_schema=review_answer_model(memory.spec))
-    review = answer.model_dump(exclude_none=True)
-    if ctx.author:
-        review["reviewer"] = ctx.author
-    return {"review": review}
+    duties.check_feedback(ctx.author or "anonymous", ctx.roles)
+    case = _case(state, memory)
+    seen = state.get("principles", []), state.get("episodes", [])
+    payload = review_payload(memory.spec, case, state["judgment"], *seen)
+    while True:  # each refused answer is followed by a new interrupt (resumes match interrupts by order)
+        answer = interrupt(payload, response_schema=review_answer_model(memory.spec))
+        review = answer.model_dump(exclude_none=True)
+        if ctx.author:
+            review["reviewer"] = ctx.author
+        refused = _replace_refusal(ctx, memory, case, state["judgment"], review)
+        if refused is None:
+            return {"review": review}
+        payload = {**payload, "refused": refused}
+
+
+def _replace_refusal(
+    ctx: Context, memory: VersionedMemory, case: dict[str, Any], judgment: Any, review: dict[str, Any]
+) -> str | None:
+    """Why this served answer may not replace the stored record it names, or ``None``."""
+    if ctx.roles is None or not review.get("replace"):
+        return None
+    record = record_from_review(case, judgment, review, store_accepted=ctx.store_accepted)
+    if record is None:
+        return None
+    reviewer = ctx.author or "anonymous"
+    return duties.replace_refusal(reviewer, ctx.roles, record["id"], memory.records.get(record["id"]))
 
 
 def distill_review(state: ReviewState, runtime: Runtime[Context]) -> dict[str, Any]:
@@ -635,7 +701,11 @@ def approve_principles(state: ReviewState, runtime: Runtime[Context]) -> dict[st
     :func:`~memalign_graph.lifecycle.decide_principles` as one new version;
     proposals left unanswered stay pending (``memalign principles STORE --pending``).
     Nothing before the ``interrupt()`` has side effects, and proposals already
-    decided (by another expert, or before a re-run) are left out.
+    decided (by another expert, or before a re-run) are left out. On a served judge
+    the decisions must be the user's to make (:func:`~memalign_graph.duties.check_decisions`:
+    the approver role, and never approving a principle from one's own feedback); if one
+    is not, none is applied, ``principles_review`` says why (``refused``) and the proposals
+    stay pending for another approver (the served ``principles`` graph).
     """
     ctx, memory = _memory(runtime)
     wanted = set((state.get("report") or {}).get("proposed_principles") or {})
@@ -651,7 +721,10 @@ def approve_principles(state: ReviewState, runtime: Runtime[Context]) -> dict[st
     reject = [i for i in decision.get("reject", []) if i in still]
     if approve or reject:
         author = ctx.author or decision.get("reviewer") or (state.get("review") or {}).get("reviewer") or "expert"
-        change = lifecycle.decide_principles(memory, approve, reject, author=author)
+        try:
+            change = lifecycle.decide_principles(memory, approve, reject, author=author, roles=ctx.roles)
+        except DutiesError as exc:  # separation of duties: the proposals stay pending for an approver
+            return {"principles_review": {**decision, "refused": str(exc)}}
         decision["version"] = change.version
     return {"principles_review": decision}
 
@@ -678,6 +751,59 @@ def build_review_graph(*, served: bool = False) -> StateGraph:
     builder.add_edge("collect_feedback", "distill")
     builder.add_conditional_edges("distill", route_principles, ["approve_principles", END])
     builder.add_edge("approve_principles", END)
+    return builder
+
+
+# The principles graph: decisions on principles held for approval, from the memory's pending list.
+
+
+def decide_held(state: PrinciplesState, runtime: Runtime[Context]) -> dict[str, Any]:
+    """Apply the input's decisions (if any) as one new version, then list the proposals still pending.
+
+    The decider is ``Context.author`` (served: the authenticated user). On a served judge each
+    decision must be theirs to make, checked under the writer lock
+    (:func:`~memalign_graph.duties.check_decisions`: the approver role, and never approving a
+    principle distilled from one's own feedback). This is how an approver reaches a principle
+    held from another expert's review: from the memory's pending list, never through that
+    expert's review thread, which stays theirs alone.
+
+    Raises:
+        DutiesError: (a ``PermissionError``) for a decision that is not the user's to make; nothing is written.
+        KeyError: naming ids that are not pending proposals; nothing is written.
+        ValueError: for ids that are not lists of strings, or one both approved and rejected; nothing is written.
+    """
+    ctx, memory = _memory(runtime)
+    approve, reject = state.get("approve") or [], state.get("reject") or []
+    if not all(isinstance(ids, list) and all(isinstance(i, str) for i in ids) for ids in (approve, reject)):
+        raise ValueError("approve and reject must be lists of proposal ids")
+    decision = None
+    if approve or reject:
+        author = ctx.author or "expert"
+        change = lifecycle.decide_principles(
+            memory, approve, reject, author=author, reason=state.get("reason"), roles=ctx.roles
+        )
+        decision = {"approve": approve, "reject": reject, "version": change.version, "decided_by": author}
+    pending = duties.pending_view(memory.pending_principles, memory.records, ctx.author or "expert", ctx.roles)
+    return {"decision": decision, "pending": pending}
+
+
+def build_principles_graph(*, served: bool = False) -> StateGraph:
+    """The principles graph, uncompiled: ``START → decide → END``.
+
+    Input: :class:`PrinciplesInput` (``{"approve": [ids], "reject": [ids], "reason"?}``, or ``{}``
+    to list only); output: :class:`PrinciplesOutput` (``{"decision", "pending"}``). With
+    ``served``: context :class:`ServedContext`, and the decider is the authenticated user, whose
+    roles the decisions must allow (see :func:`decide_held`).
+    """
+    builder = StateGraph(
+        PrinciplesState,
+        context_schema=_context_schema(served),
+        input_schema=PrinciplesInput,
+        output_schema=PrinciplesOutput,
+    )
+    builder.add_node("decide", node(decide_held, served=served))
+    builder.add_edge(START, "decide")
+    builder.add_edge("decide", END)
     return builder
 
 

@@ -19,10 +19,12 @@ between two versions.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from memalign_graph.backends.base import MemoryBackend
+from memalign_graph.duties import check_decisions
 from memalign_graph.errors import MemoryFormatError
 from memalign_graph.governance import check_policy, decide
 from memalign_graph.semantic import Principle, drop_sources, merge_principles, new_principle, now_iso
@@ -260,6 +262,7 @@ def decide_principles(
     *,
     author: str = "expert",
     reason: str | None = None,
+    roles: Iterable[str] | None = None,
 ) -> ChangeReport:
     """Approve or reject pending proposals, as one new version (see :func:`memalign_graph.governance.decide`).
 
@@ -267,16 +270,35 @@ def decide_principles(
     the same; replacing the one they contradict unless it is hand-written); rejected ones
     stay in ``proposed_principles`` with status ``rejected``, so the same rule
     distilled again is not proposed again. Deletes nothing else; episodes are not touched.
+    The version records who decided (``author``) and what (``"approved p-1"``); whose feedback
+    a proposal came from is its ``sources``' authors in the ledger (so forgetting a record
+    also unlinks its author from the decision).
+
+    Args:
+        memory: the judge's memory.
+        approve: ids of pending proposals to approve.
+        reject: ids of pending proposals to reject.
+        author: who decides.
+        reason: one line recorded with the version (default: the decisions).
+        roles: ``author``'s roles on a served judge; when given, separation of duties is enforced
+            under the writer lock (:func:`memalign_graph.duties.check_decisions`: the approver role,
+            and no approving a proposal from ``author``'s own record). ``None``: not enforced (the
+            operator's own process: the CLI, the Python API).
 
     Returns:
         A :class:`ChangeReport`: ``principles_added`` (approved and new in working memory),
         ``principles_removed`` (superseded by an approved one).
 
     Raises:
+        DutiesError: (a ``PermissionError``) with ``roles``, naming each decision that is not ``author``'s to
+            make; nothing is written.
         KeyError: naming ids that are not pending proposals; nothing is written.
         ValueError: if no id is given or one is both approved and rejected; nothing is written.
     """
     with memory.writing():
+        ledger = memory.records
+        if roles is not None:
+            check_decisions(author, roles, memory.pending_principles, ledger, approve, reject)
         before = {p["id"] for p in memory.principles}
         active, proposed, _ = decide(
             memory.principles, memory.proposed_principles, list(approve), list(reject), author=author

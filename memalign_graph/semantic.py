@@ -208,7 +208,7 @@ def related_pairs(
     candidates before it, if their cosine similarity is at least ``threshold``.
     Similar is not the same: "Exclude cancelled orders from revenue." and "Include
     cancelled orders in revenue." score 0.935 under MiniLM int8 (0.97 under e5), so every such pair goes to the
-    LLM (see :func:`memalign_graph.distill.aclassify_pairs`), however high its score.
+    LLM (see :func:`memalign_graph.classify.aclassify_pairs`), however high its score.
     A candidate whose text equals one of those principles (after lower-casing and
     dropping punctuation) is left out: :func:`merge_principles` merges it without asking.
     Every text is embedded in one call (:class:`PrincipleVectors` embeds what it has not seen);

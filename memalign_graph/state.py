@@ -111,6 +111,9 @@ class ServedReviewOutput(TypedDict, total=False):
     """The expert's answer (action, value, feedback, reviewer), or null if not reviewed."""
     report: dict[str, Any] | None
     """What alignment did with the answer, or null if nothing was stored."""
+    principles_review: dict[str, Any] | None
+    """The decision on principles distillation held for approval (approve/reject ids, version, or why it was
+    refused), or null."""
 
 
 @with_config(_DESCRIBED)
@@ -220,7 +223,7 @@ class Distillation(TypedDict):
 
 @with_config(_DESCRIBED)
 class Consolidation(TypedDict):
-    """The consolidate step: each candidate against its most similar principle, as the LLM judged them."""
+    """The consolidate step: each candidate against its most similar principle, and case or verdict, as the LLM said."""
 
     pairs: list[list[Any]]
     """[candidate id, other principle id, cosine similarity] of the pairs sent to the LLM."""
@@ -228,6 +231,11 @@ class Consolidation(TypedDict):
     """Candidate id -> [other principle id, 'same' | 'contradicts' | 'different'] (unclassified: absent)."""
     counts: dict[str, int]
     """Pairs sent, and how many were judged the same, contradicting or different."""
+    directives: dict[str, str]
+    """Candidate id -> 'case' (a rule about the case) or 'verdict' (an instruction about the verdict), as the LLM
+    read each candidate not found the same as another principle."""
+    unchecked: list[str]
+    """Ids of such candidates the LLM's check did not classify: only the text gate judges them."""
     llm_calls: int
     """Calls made, retries included."""
     usage: dict[str, int]
@@ -289,3 +297,48 @@ class AlignState(AlignInput, AlignmentSteps, total=False):
 
     passes: int
     """Pass through the steps: 1, or more when another writer committed before this run's commit."""
+
+
+@with_config(_DESCRIBED)
+class PrinciplesInput(TypedDict, total=False):
+    """Decisions on principles held for approval; leave both out to list them only."""
+
+    approve: list[str]
+    """Ids of pending proposals to approve (they enter working memory)."""
+    reject: list[str]
+    """Ids of pending proposals to reject (they stay out, and are not proposed again)."""
+    reason: str
+    """Why, recorded with the new version."""
+
+
+@with_config(_DESCRIBED)
+class PendingPrinciple(TypedDict):
+    """A principle held for an expert's approval, as the principles graph lists it."""
+
+    id: str
+    """The proposal's id (``p-...``)."""
+    text: str
+    """The principle."""
+    sources: list[str]
+    """Ids of the feedback records it was distilled from."""
+    held: str
+    """Why it was held: the principles policy, the verdict-directive gate, a contradicted hand-written principle."""
+    may_approve: bool
+    """Whether the caller may approve it (the approver role, and none of its feedback is the caller's)."""
+    refusal: str | None
+    """Why the caller may not approve it, or null."""
+
+
+@with_config(_DESCRIBED)
+class PrinciplesOutput(TypedDict, total=False):
+    """The decisions applied (if any), then the proposals still pending."""
+
+    decision: dict[str, Any] | None
+    """What was decided: approve, reject, version (the memory version after it); null when only listing."""
+    pending: list[PendingPrinciple]
+    """The judge's proposals awaiting a decision, oldest first."""
+
+
+@with_config(_DESCRIBED)
+class PrinciplesState(PrinciplesInput, PrinciplesOutput, total=False):
+    """The principles graph's state: the input's decisions and the output."""

@@ -1,8 +1,9 @@
 """A deterministic stand-in chat model for tests and benchmarks (no network, no weights).
 
-``StubChatModel`` answers judge prompts with a valid judgment and distillation
+``StubChatModel`` answers judge prompts with a valid judgment, distillation
 prompts with one principle per feedback record (the first sentence of the
-expert's words), or with whatever a custom ``responder`` returns. It can sleep
+expert's words), consolidation and verdict-directive checks with fixed verdicts,
+or with whatever a custom ``responder`` returns. It can sleep
 a fixed latency per call (for throughput benchmarks), fail its first calls with
 a timeout or raise chosen exceptions on chosen calls (for retry and fault
 tests), records when each call started, and reports token usage like a real
@@ -58,16 +59,25 @@ def consolidation_pairs(messages: list[BaseMessage]) -> list[dict[str, Any]] | N
     return prompt_block(messages, prompts.PAIRS_BEGIN, prompts.PAIRS_END)
 
 
+def directive_rules(messages: list[BaseMessage]) -> list[dict[str, Any]] | None:
+    """The ``{"rule", "text"}`` objects of a verdict-directive check prompt (``None`` if it is not one)."""
+    return prompt_block(messages, prompts.RULES_BEGIN, prompts.RULES_END)
+
+
 def default_responder(messages: list[BaseMessage], kwargs: dict[str, Any]) -> str:
-    """Answer judge, distillation and consolidation prompts deterministically.
+    """Answer judge, distillation, consolidation and verdict-directive check prompts deterministically.
 
     Judges with the first allowed value; distills one principle per record (the
     first sentence of its feedback), as many as the prompt allows ("at most N
-    principles"); calls every consolidation pair ``different``.
+    principles"); calls every consolidation pair ``different`` and every rule a rule
+    about the ``case`` (so only the text gate holds a directive).
     """
     pairs = consolidation_pairs(messages)
     if pairs is not None:
         return json.dumps({"verdicts": [{"pair": p["pair"], "relation": "different"} for p in pairs]})
+    rules = directive_rules(messages)
+    if rules is not None:
+        return json.dumps({"verdicts": [{"rule": r["rule"], "kind": "case"} for r in rules]})
     records = distill_records(messages)
     if records is not None:
         principles = []

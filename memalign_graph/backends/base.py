@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import re
 from abc import ABC, abstractmethod
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, NoReturn, NotRequired, TypedDict
@@ -102,32 +103,57 @@ class LoadedMemory:
     embeddings_info: dict[str, Any]
 
 
-def purge_checkpoint(checkpoint: dict[str, Any], record_ids: set[str]) -> dict[str, Any] | None:
+def purge_checkpoint(
+    checkpoint: dict[str, Any], record_ids: set[str], previous: Mapping[str, Any] | None = None
+) -> dict[str, Any] | None:
     """``checkpoint`` with these records erased from its ledger, principles and reason, or ``None`` if it has none.
 
     The reason loses the ids (see :func:`scrub_ids`). Principles and proposals (``proposed``)
     lose the ids from their sources and from their history (see
     :func:`memalign_graph.semantic.drop_sources`); those left with no source are dropped
     (hand-written ones have none to lose), and a principle a dropped one had superseded
-    comes back. The input is not modified.
+    comes back. Given ``previous`` (the ledger of the version before), a version whose every
+    added or changed record is forgotten (it aligned nothing else: one expert's review or
+    batch) loses its author and reason too (:data:`FORGOTTEN_AUTHOR`,
+    :data:`FORGOTTEN_REASON`): they would still say who gave the forgotten feedback, and when.
+    The input is not modified.
     """
     ledger = {k: v for k, v in checkpoint["records"].items() if k not in record_ids}
     principles, _ = drop_sources(checkpoint["principles"], record_ids)
     proposed, _ = drop_sources(checkpoint.get("proposed") or [], record_ids)
-    reason = checkpoint.get("reason")
+    reason, author = checkpoint.get("reason"), checkpoint.get("author")
     if isinstance(reason, str):  # e.g. "review of ID: correct" (the review graph's reason)
         reason = scrub_ids(reason, record_ids)
+    if previous is not None:
+        gained = {
+            rid
+            for rid, entry in checkpoint["records"].items()
+            if (previous.get(rid) or {}).get("hash") != entry["hash"]
+        }
+        if gained and gained <= record_ids:
+            author, reason = FORGOTTEN_AUTHOR, FORGOTTEN_REASON
     if (
         ledger == checkpoint["records"]
         and principles == checkpoint["principles"]
         and proposed == (checkpoint.get("proposed") or [])
         and reason == checkpoint.get("reason")
+        and author == checkpoint.get("author")
     ):
         return None
     out = {**checkpoint, "records": ledger, "principles": principles, "reason": reason}
+    if "author" in checkpoint:
+        out["author"] = author
     if "proposed" in checkpoint:
         out["proposed"] = proposed
     return out
+
+
+def purge_versions(checkpoints: Iterable[dict[str, Any]], record_ids: set[str]) -> Iterator[dict[str, Any] | None]:
+    """:func:`purge_checkpoint` of each of ``checkpoints`` (oldest first), each given the ledger of the one before."""
+    previous: Mapping[str, Any] = {}
+    for checkpoint in checkpoints:
+        yield purge_checkpoint(checkpoint, record_ids, previous)
+        previous = checkpoint["records"]
 
 
 class LostUpdateError(RuntimeError):
@@ -154,6 +180,10 @@ def refuse_moved(subject: str, current: int, version: int) -> None:
 
 FORGOTTEN = "[forgotten record]"
 """What a forgotten record's id becomes in a version's reason."""
+FORGOTTEN_AUTHOR = "[forgotten]"
+"""The author of a version that only aligned records since forgotten."""
+FORGOTTEN_REASON = "aligned records since forgotten"
+"""The reason of such a version."""
 
 
 def scrub_ids(text: str, record_ids: set[str]) -> str:

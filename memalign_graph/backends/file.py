@@ -26,26 +26,26 @@ can execute code).
 Confinement: nothing outside ``DIR`` is read, written or deleted. Every path is
 checked component by component below ``DIR`` and a symbolic link anywhere
 inside is refused (:class:`~memalign_graph.errors.MemoryFormatError` naming it);
-files are opened with ``O_NOFOLLOW``; cleanup deletes only files and folders of
+files are opened with ``O_NOFOLLOW`` and without blocking, and anything but a regular
+file (a FIFO, a socket, a device) is refused before it is read; the review database,
+the one file written in place, must have no other hard link and is kept ``0600``
+(:mod:`memalign_graph.backends.safe_files`); cleanup deletes only files and folders of
 the names above (never through a link, never a folder with foreign files in it).
 """
 
 from __future__ import annotations
 
 import contextlib
-import errno
 import fcntl
 import json
 import os
 import re
 import stat
 import tempfile
-import warnings
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import IO, Any, NoReturn
+from typing import Any, NoReturn
 
-from langchain_core.documents import Document
 from langchain_core.embeddings import Embeddings
 from langchain_core.vectorstores import VectorStore
 
@@ -55,46 +55,27 @@ from memalign_graph.backends.base import (
     MemoryBackend,
     PrinciplesCheckpoint,
     initial_checkpoint,
-    purge_checkpoint,
+    purge_versions,
     refuse_moved,
 )
+from memalign_graph.backends.faiss_episodes import FAISS, CompactDocstore, faiss_store, new_faiss
+from memalign_graph.backends.safe_files import (
+    atomic_file,
+    check_regular,
+    fsync_dir,
+    open_binary,
+    open_regular,
+    private_file,
+    read_text_nofollow,
+    refuse_link,
+    remove_file,
+)
 from memalign_graph.errors import MISSING_MEMORY_HINT, MemoryFormatError
-from memalign_graph.spec import case_text
-
-with warnings.catch_warnings():
-    warnings.simplefilter("ignore", DeprecationWarning)
-    from langchain_community.docstore.in_memory import InMemoryDocstore
-    from langchain_community.vectorstores import FAISS
-    from langchain_community.vectorstores.utils import DistanceStrategy
 
 MANIFEST = "memalign.json"
 REVIEW_DB = "review-checkpoints.sqlite"
 SNAPSHOT_FILES = ("index.faiss", "episodes.jsonl")
 """The files of one episode snapshot ``episodes/eNNNNNN/`` (the only files cleanup deletes there)."""
-
-
-def _refuse_link(path: Path, root: Path) -> None:
-    raise MemoryFormatError(
-        f"{path}: is a symbolic link inside the memory directory {root}; refused "
-        "(memalign reads, writes and deletes only inside its directory; replace the link by the real file or folder)"
-    )
-
-
-def read_text_nofollow(path: Path, root: Path) -> str:
-    """The UTF-8 text of ``path``, opened without following a symbolic link (``O_NOFOLLOW``).
-
-    Raises:
-        MemoryFormatError: if ``path`` is a symbolic link (naming it).
-        OSError: if it cannot be read (e.g. ``FileNotFoundError``).
-    """
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            _refuse_link(path, root)
-        raise
-    with os.fdopen(fd, "r", encoding="utf-8") as fh:
-        return fh.read()
 
 
 PRINCIPLE_VECTORS = "principle_vectors.npz"
@@ -103,150 +84,6 @@ CALIBRATION_FORMAT = "memalign-calibration-cache"
 CALIBRATION_MAX_BYTES = 512 * 1024 * 1024
 """Most bytes one array of ``calibration.npz`` may unpack to: a hostile file cannot exhaust memory
 (2000 episodes x 3 embedded fields x 3072 dimensions of float32 are 74 MB)."""
-
-
-def _single_threaded_search() -> None:
-    """One judgment searches one vector: OpenMP threads only add start-up and contend with the embedder.
-
-    Measured here: k=5 over 100 000 vectors, 14 ms with 2 threads, 6 ms with 1.
-    """
-    import faiss
-
-    faiss.omp_set_num_threads(1)
-
-
-def new_faiss(embeddings: Embeddings, dim: int) -> FAISS:
-    """An empty FAISS store scored by inner product (cosine: :class:`EpisodicMemory` stores unit vectors)."""
-    import faiss
-
-    _single_threaded_search()
-    return FAISS(
-        embedding_function=embeddings,
-        index=faiss.IndexFlatIP(dim),
-        docstore=CompactDocstore(),
-        index_to_docstore_id={},
-        normalize_L2=False,
-        distance_strategy=DistanceStrategy.MAX_INNER_PRODUCT,
-    )
-
-
-def faiss_from_vectors(embeddings: Embeddings, dim: int, ids: list[str], raw: list[str], vectors: Any) -> FAISS:
-    """A FAISS store of stored episodes, built from their stored vectors (nothing is embedded again).
-
-    Args:
-        embeddings: what the store embeds queries with.
-        dim: vector length.
-        ids: episode ids, in index order.
-        raw: each episode as JSON text (see :class:`CompactDocstore`), in the same order.
-        vectors: unit vectors, shape ``(len(ids), dim)``, float32.
-    """
-    vectorstore = new_faiss(embeddings, dim)
-    if ids:
-        vectorstore.index.add(vectors)
-        vectorstore.docstore = CompactDocstore(dict(zip(ids, raw)), list(ids))
-        vectorstore.index_to_docstore_id = dict(enumerate(ids))
-    return vectorstore
-
-
-def faiss_episodes(vectorstore: VectorStore) -> tuple[list[str], dict[str, str], Any]:
-    """``(ids in index order, id -> episode JSON text, FAISS index)`` of a store built by :func:`new_faiss`.
-
-    Raises:
-        TypeError: for any other vector store.
-    """
-    docstore = getattr(vectorstore, "docstore", None)
-    mapping = getattr(vectorstore, "index_to_docstore_id", None)
-    if not isinstance(docstore, CompactDocstore) or mapping is None:
-        raise TypeError(f"episodes must be in a FAISS store with a CompactDocstore, got {type(vectorstore).__name__}")
-    return [mapping[i] for i in range(len(mapping))], docstore.raw, vectorstore.index  # type: ignore[attr-defined]
-
-
-class CompactDocstore(InMemoryDocstore):
-    """Episodes kept as their JSON text, decoded only when retrieved.
-
-    A docstore for LangChain's ``FAISS`` that holds one string per episode
-    instead of a ``Document`` with nested dicts: about a fifth of the memory at
-    100 000 episodes, and loading needs no JSON decoding of every episode. The
-    document text (the case) is rebuilt from the episode on retrieval.
-
-    File form (``episodes.jsonl``): one line per episode in index order,
-    ``JSON(id) TAB JSON(episode)``.
-    """
-
-    def __init__(self, raw: dict[str, str] | None = None, order: list[str] | None = None) -> None:
-        super().__init__({})
-        self.raw: dict[str, str] = raw or {}
-        self.order: list[str] = order or list(self.raw)
-
-    @classmethod
-    def read(cls, path: Path) -> CompactDocstore:
-        """Load ``episodes.jsonl``.
-
-        Raises:
-            ValueError: for a line that is not ``JSON(id) TAB JSON``.
-        """
-        raw: dict[str, str] = {}
-        order: list[str] = []
-        with open(path, encoding="utf-8") as fh:
-            for lineno, line in enumerate(fh, start=1):
-                key, sep, episode = line.rstrip("\n").partition("\t")
-                if not sep:
-                    raise ValueError(f"{path}:{lineno}: not an episode line")
-                episode_id = json.loads(key)
-                raw[episode_id] = episode
-                order.append(episode_id)
-        return cls(raw, order)
-
-    def add(self, texts: dict[str, Document]) -> None:  # noqa: D102
-        overlapping = set(texts) & set(self.raw)
-        if overlapping:
-            raise ValueError(f"Tried to add ids that already exist: {overlapping}")
-        for episode_id, doc in texts.items():
-            self.raw[episode_id] = json.dumps(doc.metadata["episode"], ensure_ascii=False)
-
-    def delete(self, ids: list) -> None:  # noqa: D102
-        if not set(ids) & set(self.raw):
-            raise ValueError(f"Tried to delete ids that do not exist: {ids}")
-        for episode_id in ids:
-            self.raw.pop(episode_id, None)
-
-    def search(self, search: str) -> Document | str:  # noqa: D102
-        text = self.raw.get(search)
-        if text is None:
-            return f"ID {search} not found."
-        episode = json.loads(text)
-        return Document(id=search, page_content=case_text(episode), metadata={"episode": episode})
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-@contextlib.contextmanager
-def atomic_file(path: Path, mode: str = "w") -> Iterator[IO[Any]]:
-    """A new file to write ``path``'s content into (``mode`` ``"w"``: UTF-8 text, ``"wb"``: bytes).
-
-    A temp file beside ``path``; when the block ends without error it is flushed to disk and
-    renamed over ``path``, and the directory is flushed too. On any error the temp file is
-    removed and ``path`` is left as it was.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, mode, encoding=None if "b" in mode else "utf-8") as fh:
-            yield fh
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(path.parent)
 
 
 def atomic_write_text(path: Path, text: str | Iterable[str]) -> None:
@@ -293,7 +130,7 @@ class FileBackend(MemoryBackend):
             except FileNotFoundError:
                 break
             if stat.S_ISLNK(mode):
-                _refuse_link(path, self.path)
+                refuse_link(path, self.path)
         return self.path / rel
 
     def _check_layout(self) -> None:
@@ -395,7 +232,6 @@ class FileBackend(MemoryBackend):
     def load(self, embeddings: Embeddings) -> LoadedMemory:  # noqa: D102
         import faiss
 
-        _single_threaded_search()
         manifest = self._manifest()
         principles_file = self._inside(manifest["principles"])
         episodes_dir = self._inside(manifest["episodes"])
@@ -403,8 +239,10 @@ class FileBackend(MemoryBackend):
             self._inside(f"{manifest['episodes']}/{name}")
         checkpoint = _read_checkpoint(principles_file, manifest["version"], self.path)
         try:
-            store = CompactDocstore.read(episodes_dir / "episodes.jsonl")
-            index = faiss.read_index(str(episodes_dir / "index.faiss"))
+            with os.fdopen(open_regular(episodes_dir / "episodes.jsonl", self.path), encoding="utf-8") as fh:
+                store = CompactDocstore.read(fh, str(episodes_dir / "episodes.jsonl"))
+            with open_binary(episodes_dir / "index.faiss", self.path) as fh:  # faiss would open a FIFO and wait
+                index = faiss.read_index(faiss.PyCallbackIOReader(fh.read))
         except (OSError, RuntimeError, UnicodeDecodeError, ValueError) as exc:
             raise MemoryFormatError(f"{self.path}: version {manifest['version']} is unreadable ({exc})") from None
         ids = store.order
@@ -413,14 +251,7 @@ class FileBackend(MemoryBackend):
         dim = manifest["embeddings"].get("dim")
         if isinstance(dim, int) and index.d != dim:
             raise MemoryFormatError(f"{episodes_dir}: index vectors have {index.d} dimensions, the manifest says {dim}")
-        vectorstore = FAISS(
-            embedding_function=embeddings,
-            index=index,
-            docstore=store,
-            index_to_docstore_id=dict(enumerate(ids)),
-            normalize_L2=False,
-            distance_strategy=DistanceStrategy.MAX_INNER_PRODUCT,
-        )
+        vectorstore = faiss_store(embeddings, index, store)
         return LoadedMemory(
             spec=manifest["judge"],
             checkpoint=checkpoint,
@@ -453,7 +284,7 @@ class FileBackend(MemoryBackend):
         if os.path.lexists(target):  # left by a crash after this step but before the manifest
             _remove_snapshot(target)
         os.rename(tmp, target)
-        _fsync_dir(root)
+        fsync_dir(root)
         return f"episodes/{name}"
 
     write_errors = (OSError,)
@@ -498,9 +329,8 @@ class FileBackend(MemoryBackend):
     def load_principle_vectors(self) -> dict[str, Any]:  # noqa: D102
         import numpy as np
 
-        file = self.path / PRINCIPLE_VECTORS
         try:
-            with np.load(file, allow_pickle=False) as data:
+            with open_binary(self.path / PRINCIPLE_VECTORS, self.path) as fh, np.load(fh, allow_pickle=False) as data:
                 digests, vectors = data["digests"], data["vectors"]
         except (OSError, KeyError, ValueError, EOFError):  # absent or unreadable: a cache, embed again
             return {}
@@ -618,7 +448,7 @@ class FileBackend(MemoryBackend):
                     _remove_snapshot(child)
             folder = self._inside("principles")
             for child in folder.glob(".*.tmp") if folder.is_dir() else ():
-                _remove_file(child)
+                remove_file(child)
 
     def _recover(self) -> None:
         """Remove what a writer that died in the middle of a commit left behind; call with the writer lock held.
@@ -643,13 +473,13 @@ class FileBackend(MemoryBackend):
         current = manifest["version"]
         temps = (MANIFEST, PRINCIPLE_VECTORS, CALIBRATION)
         for tmp in [t for name in temps for t in self.path.glob(f".{name}.*.tmp")]:
-            _remove_file(tmp)
+            remove_file(tmp)
         for rel, pattern in (("principles", r"v(\d+)\.json"), ("episodes/log", r"v(\d+)\.jsonl")):
             folder = self._inside(rel)
             for child in folder.iterdir() if folder.is_dir() else ():
                 temp = child.name.startswith(".") and child.name.endswith(".tmp")
                 if temp or _number(child.name, pattern, default=-1) > current:
-                    _remove_file(child)
+                    remove_file(child)
         root = self._inside("episodes")
         for child in root.iterdir() if root.is_dir() else ():
             if f"episodes/{child.name}" == manifest["episodes"]:
@@ -704,8 +534,9 @@ class FileBackend(MemoryBackend):
         self._collect_garbage(keep={self._manifest()["episodes"]})
         self._purge_calibration(record_ids)
         self._purge_review_threads(record_ids)
-        for file in self._checkpoint_files():
-            cleaned = purge_checkpoint(json.loads(read_text_nofollow(file, self.path)), record_ids)
+        files = self._checkpoint_files()
+        stored = (json.loads(read_text_nofollow(file, self.path)) for file in files)
+        for file, cleaned in zip(files, purge_versions(stored, record_ids)):
             if cleaned is not None:
                 atomic_write_json(file, cleaned)
 
@@ -714,22 +545,30 @@ class FileBackend(MemoryBackend):
         folder = self._inside("principles")
         return sorted(folder.glob("v*.json")) if folder.is_dir() else []
 
-    def _review_db(self) -> Path:
-        """``DIR/review-checkpoints.sqlite``, after checking that neither it nor SQLite's side files are links.
+    def _review_db(self, *, create: bool = False) -> Path:
+        """``DIR/review-checkpoints.sqlite``, after checking it and SQLite's side files.
+
+        SQLite writes them in place, so none may be a link (symbolic or hard: another name for the
+        file may be outside ``DIR``) or other than a regular file; with ``create`` the database is
+        made ``0600`` if absent (it holds case and feedback text) and a looser mode is tightened.
 
         Raises:
-            MemoryFormatError: naming the link.
+            MemoryFormatError: naming the file and what is wrong with it.
         """
-        for suffix in ("-wal", "-shm", "-journal"):
-            self._inside(REVIEW_DB + suffix)
-        return self._inside(REVIEW_DB)
+        sides = [self._inside(REVIEW_DB + suffix) for suffix in ("-wal", "-shm", "-journal")]
+        db = self._inside(REVIEW_DB)
+        if create:
+            return private_file(db, self.path, sides)
+        for file in (db, *sides):
+            check_regular(file, self.path, single_link=True)
+        return db
 
     def _purge_review_threads(self, record_ids: set[str]) -> None:
         """Delete `memalign review` threads of these records and VACUUM so their bytes are gone."""
         import sqlite3
 
         db = self._review_db()
-        if not db.exists():
+        if not os.path.lexists(db):
             return
         from langgraph.checkpoint.sqlite import SqliteSaver
 
@@ -758,15 +597,15 @@ class FileBackend(MemoryBackend):
         """LangGraph's ``SqliteSaver`` on ``DIR/review-checkpoints.sqlite`` (closed on exit).
 
         Raises:
-            MemoryFormatError: if that file, one of SQLite's side files, or a folder of the memory is a
-                symbolic link.
+            MemoryFormatError: if that file or one of SQLite's side files is a link (symbolic or hard)
+                or not a regular file, or a folder of the memory is a symbolic link.
         """
         import sqlite3
 
         from langgraph.checkpoint.sqlite import SqliteSaver
 
         self._check_layout()
-        conn = sqlite3.connect(self._review_db(), check_same_thread=False)
+        conn = sqlite3.connect(self._review_db(create=True), check_same_thread=False)
         try:
             yield SqliteSaver(conn)
         finally:
@@ -780,17 +619,12 @@ class FileBackend(MemoryBackend):
         first removes what a dead writer left behind (see :meth:`_recover`).
 
         Raises:
-            MemoryFormatError: if ``.lock`` (or a folder :meth:`_recover` cleans) is a symbolic link.
+            MemoryFormatError: if ``.lock`` is a symbolic link or not a regular file, or a folder
+                :meth:`_recover` cleans is a symbolic link.
         """
         self.path.mkdir(parents=True, exist_ok=True)
         self._check_layout()
-        path = self._inside(".lock")
-        try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
-        except OSError as exc:
-            if exc.errno == errno.ELOOP:
-                _refuse_link(path, self.path)
-            raise
+        fd = open_regular(self._inside(".lock"), self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             try:
@@ -800,13 +634,6 @@ class FileBackend(MemoryBackend):
                 fcntl.flock(fd, fcntl.LOCK_UN)
         finally:
             os.close(fd)
-
-
-def _remove_file(path: Path) -> None:
-    """Delete ``path`` if it is a file or a symbolic link (the link itself, never its target)."""
-    with contextlib.suppress(FileNotFoundError):
-        if not stat.S_ISDIR(os.lstat(path).st_mode):
-            path.unlink()
 
 
 def _remove_snapshot(folder: Path) -> None:
@@ -821,7 +648,7 @@ def _remove_snapshot(folder: Path) -> None:
     except FileNotFoundError:
         return
     for name in SNAPSHOT_FILES:
-        _remove_file(folder / name)
+        remove_file(folder / name)
     with contextlib.suppress(OSError):
         folder.rmdir()
 

@@ -66,10 +66,10 @@ from memalign_graph.backends.base import (
     MemoryBackend,
     PrinciplesCheckpoint,
     initial_checkpoint,
-    purge_checkpoint,
+    purge_versions,
     refuse_moved,
 )
-from memalign_graph.backends.file import faiss_episodes, faiss_from_vectors
+from memalign_graph.backends.faiss_episodes import faiss_episodes, faiss_from_vectors
 from memalign_graph.errors import MISSING_MEMORY_HINT, MemoryFormatError, MissingDependencyError
 
 SCHEMES = ("postgresql://", "postgres://")
@@ -624,12 +624,12 @@ class PostgresBackend(MemoryBackend):
         with self._connection() as conn:
             with conn.transaction():
                 rows = conn.execute(
-                    "SELECT version, checkpoint::text FROM memalign_principles WHERE judge = %s FOR UPDATE",
+                    "SELECT version, checkpoint::text FROM memalign_principles WHERE judge = %s "
+                    "ORDER BY version FOR UPDATE",
                     (self.judge,),
                 ).fetchall()
-                for version, text in rows:
-                    data = json.loads(text)
-                    cleaned = purge_checkpoint(data, record_ids)
+                stored = (json.loads(text) for _, text in rows)
+                for (version, _), cleaned in zip(rows, purge_versions(stored, record_ids)):
                     if cleaned is not None:
                         conn.execute(
                             "UPDATE memalign_principles SET checkpoint = %s WHERE judge = %s AND version = %s",

@@ -80,10 +80,10 @@ from memalign_graph.backends.base import (
     MemoryBackend,
     PrinciplesCheckpoint,
     initial_checkpoint,
-    purge_checkpoint,
+    purge_versions,
     refuse_moved,
 )
-from memalign_graph.backends.file import faiss_episodes, faiss_from_vectors
+from memalign_graph.backends.faiss_episodes import faiss_episodes, faiss_from_vectors
 from memalign_graph.context import STORE_LOCATION
 from memalign_graph.errors import MemoryFormatError
 from memalign_graph.spec import case_text
@@ -412,9 +412,9 @@ class StoreBackend(MemoryBackend):
         self._purge_calibration(record_ids)
         self._purge_review_threads(record_ids)
         current = self._require_head()
-        keys = [item.key for item in self._items(self._sub("versions"))]
-        for key, value in zip(keys, self._get_many(self._sub("versions"), keys)):
-            cleaned = purge_checkpoint(value, record_ids) if value is not None else None
+        keys = sorted(item.key for item in self._items(self._sub("versions")))  # zero-padded: oldest first
+        stored = [(key, value) for key, value in zip(keys, self._get_many(self._sub("versions"), keys)) if value]
+        for (key, _), cleaned in zip(stored, purge_versions((value for _, value in stored), record_ids)):
             if cleaned is not None:
                 self._put(self._sub("versions"), key, cleaned)
         latest = self._get(self._sub("versions"), _key(current))

@@ -3,12 +3,16 @@
 Routes (all under ``/review``):
 
 - ``GET /review/``: the sign-in form, or the queue: cases waiting at the review interrupt, and
-  principles held for approval (shown to approvers, never to the expert whose review produced them);
+  (for approvers) each judge's principles held for approval that they may approve, never those
+  from their own feedback;
 - ``POST /review/sign-in``, ``POST /review/sign-out``: the token in an HttpOnly, SameSite=Strict cookie;
 - ``GET /review/case/{thread_id}``: one case (the case, the judgment, the principles and episodes the
-  judge saw) with accept / correct / skip, or the held principles with approve / reject, or what the
-  answer changed once it is answered;
+  judge saw) with accept / correct / skip, or what the answer changed once it is answered (with the
+  principles it had held for another expert's approval);
 - ``POST /review/case/{thread_id}``: the answer, which resumes the interrupt;
+- ``GET /review/principles/{judge}``: the judge's held principles the user may approve, with
+  approve / reject; ``POST`` applies the decisions through the served ``principles`` graph, which
+  checks them again (the approver role, never one's own feedback) before anything is written;
 - ``GET /review/static/...``: the style sheet and the script (keyboard shortcuts).
 
 Trust boundary: the page holds no authority of its own. Every read and write is a request to the
@@ -25,6 +29,7 @@ with the review graph's own answer model before it resumes the interrupt.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
@@ -181,8 +186,7 @@ class Guard:
 
     Fetch Metadata (``Sec-Fetch-Site``/``Sec-Fetch-Mode``, sent by every current browser): a
     request another site starts is served only when it is a plain top-level navigation, so no
-    other site can read the page through ``fetch`` (the server answers CORS requests with
-    ``Access-Control-Allow-Origin: *``) or send it a form.
+    other site can read the page through ``fetch`` or send it a form.
     """
 
     def __init__(self, app: ASGIApp) -> None:
@@ -330,12 +334,6 @@ def _first_interrupt(thread: dict[str, Any]) -> dict[str, Any] | None:
     return None
 
 
-def _author(thread: dict[str, Any]) -> str | None:
-    """Whose review a thread's held principles came from (the review graph records the authenticated reviewer)."""
-    review = (thread.get("values") or {}).get("review") or {}
-    return review.get("reviewer") or (thread.get("metadata") or {}).get("owner")
-
-
 async def _thread_judge(client: LangGraphClient, thread: dict[str, Any]) -> str | None:
     """The served judge of a review thread, so a resume uses the same one.
 
@@ -352,13 +350,14 @@ async def _thread_judge(client: LangGraphClient, thread: dict[str, Any]) -> str 
     return None
 
 
-async def _waiting(client: LangGraphClient, principal: Principal) -> tuple[list[dict], list[dict], bool]:
-    """``(cases, held, more)``: review threads waiting on ``principal``, oldest first.
+async def _waiting(client: LangGraphClient, principal: Principal) -> tuple[list[dict], bool]:
+    """``(cases, more)``: review threads waiting at the review question for ``principal``, oldest first.
 
-    ``cases`` wait at the review question (for reviewers), ``held`` at principles held for
-    approval (for approvers, never the expert whose review proposed them); each is
-    ``{"thread_id", "payload"}``. ``more``: the queue holds more than :data:`QUEUE_LIMIT`.
+    Each case is ``{"thread_id", "payload"}`` (none without the reviewer role). ``more``: the
+    queue holds more than :data:`QUEUE_LIMIT`.
     """
+    if not principal.can("reviewer"):
+        return [], False
     threads = await client.threads.search(
         metadata={"graph_id": "review"},
         status="interrupted",
@@ -366,28 +365,50 @@ async def _waiting(client: LangGraphClient, principal: Principal) -> tuple[list[
         sort_by="created_at",
         sort_order="asc",
     )
-    cases, held = [], []
+    cases = []
     for thread in threads[:QUEUE_LIMIT]:
-        pending = _first_interrupt(thread)
+        payload = (_first_interrupt(thread) or {}).get("value")
         judge = (thread.get("metadata") or {}).get("judge")
-        if pending is None or not isinstance(pending.get("value"), dict):
+        if not isinstance(payload, dict) or payload.get("kind") == "principles":  # held principles: see _held
             continue
         if isinstance(judge, str) and not may_use(principal.user, judge):
             continue
-        row = {"thread_id": thread["thread_id"], "payload": pending["value"]}
-        if pending["value"].get("kind") != "principles":
-            if principal.can("reviewer"):
-                cases.append(row)
-        elif principal.can("approver") and _author(thread) != principal.name:
-            held.append(row)
-    return cases, held, len(threads) > QUEUE_LIMIT
+        cases.append({"thread_id": thread["thread_id"], "payload": payload})
+    return cases, len(threads) > QUEUE_LIMIT
+
+
+async def _principles(client: LangGraphClient, judge: str, decisions: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The served ``principles`` graph's answer for ``judge``: ``{"decision", "pending"}``, or ``{"error": message}``.
+
+    ``decisions`` (``{"approve": [ids], "reject": [ids]}``) are applied first, with the signed-in
+    user's credentials: the server checks the user's roles before anything is written.
+    """
+    out = await client.runs.wait(None, "principles", input=decisions or {}, context={"judge": judge}, raise_error=False)
+    if not isinstance(out, dict) or "__error__" in out:
+        error = (out or {}).get("__error__") or {} if isinstance(out, dict) else {}
+        return {"error": f"{error.get('error', 'Error')}: {error.get('message', 'the server gave no answer')}"}
+    return out
+
+
+async def _held(client: LangGraphClient, principal: Principal) -> list[dict[str, Any]]:
+    """``[{"judge", "pending"}]``: per judge, the held principles ``principal`` may approve (approvers only)."""
+    if not principal.can("approver"):
+        return []
+    judges = [j for j in sorted(served_judges()) if may_use(principal.user, j)]
+    listed = await asyncio.gather(*(_principles(client, judge) for judge in judges))
+    held = []
+    for judge, answer in zip(judges, listed):
+        mine = [p for p in answer.get("pending") or () if p.get("may_approve")]
+        if mine:
+            held.append({"judge": judge, "pending": mine})
+    return held
 
 
 @page
 async def queue(request: Request, principal: Principal) -> Response:
     """The queue: cases waiting for review, and principles held for approval, oldest first."""
     async with api(request, principal) as client:
-        cases, held, more = await _waiting(client, principal)
+        (cases, more), held = await asyncio.gather(_waiting(client, principal), _held(client, principal))
     return render(
         request,
         "queue.html",
@@ -400,8 +421,8 @@ async def queue(request: Request, principal: Principal) -> Response:
 
 
 async def _next_case(client: LangGraphClient, principal: Principal, after: str) -> str | None:
-    cases, held, _ = await _waiting(client, principal)
-    return next((row["thread_id"] for row in cases + held if row["thread_id"] != after), None)
+    cases, _ = await _waiting(client, principal)
+    return next((row["thread_id"] for row in cases if row["thread_id"] != after), None)
 
 
 @page
@@ -416,8 +437,8 @@ async def case(request: Request, principal: Principal) -> Response:
         pending = _first_interrupt(thread)
         payload = (pending or {}).get("value") or {}
         held = payload.get("kind") == "principles"
-        if pending is None or (held and _author(thread) == principal.name):
-            # Answered, or waiting for another expert to approve what this expert's review proposed.
+        if pending is None or held:
+            # Answered; or its principles wait for another expert, who decides them on the judge's principles page.
             return render(
                 request,
                 "done.html",
@@ -427,11 +448,8 @@ async def case(request: Request, principal: Principal) -> Response:
                 held=payload.get("proposed") if held else None,
                 next_case=await _next_case(client, principal, thread_id),
             )
-    refused = _not_yours(principal, thread, payload)
-    if refused:
-        return _problem(request, principal, 403, refused)
-    if held:
-        return render(request, "principles.html", principal=principal, thread_id=thread_id, pending=pending)
+    if not principal.can("reviewer"):
+        return _problem(request, principal, 403, NOT_A_REVIEWER)
     return render(
         request,
         "case.html",
@@ -444,16 +462,7 @@ async def case(request: Request, principal: Principal) -> Response:
     )
 
 
-def _not_yours(principal: Principal, thread: dict[str, Any], payload: dict[str, Any]) -> str | None:
-    """Why ``principal`` may not answer this question (the roles of :mod:`memalign_graph.auth`), or ``None``."""
-    if payload.get("kind") == "principles":
-        if not principal.can("approver"):
-            return "Only an expert with the approver role decides on held principles."
-        if _author(thread) == principal.name:
-            return "These principles came from your own review: another expert approves them."
-    elif not principal.can("reviewer"):
-        return "Your token may use this judge but not review its judgments (no reviewer role)."
-    return None
+NOT_A_REVIEWER = "Your token may use this judge but not review its judgments (no reviewer role)."
 
 
 def _not_found(exc: httpx.HTTPStatusError) -> str:
@@ -514,26 +523,14 @@ async def answer(request: Request, principal: Principal) -> Response:
             )
         pending = interrupts[0]
         payload = pending.get("value") or {}
+        if payload.get("kind") == "principles":
+            return _problem(request, principal, 409, HELD_ELSEWHERE)
+        if not principal.can("reviewer"):
+            return _problem(request, principal, 403, NOT_A_REVIEWER)
         thread = await client.threads.get(thread_id)
-        refused = _not_yours(principal, thread, payload)
-        if refused:
-            return _problem(request, principal, 403, refused)
         try:
-            if payload.get("kind") == "principles":
-                ids = [p["id"] for p in payload.get("proposed", [])]
-                decisions = {i: form.get(f"decision-{i}") for i in ids}
-                resume = principles_answer_model(ids)(
-                    approve=[i for i, d in decisions.items() if d == "approve"],
-                    reject=[i for i, d in decisions.items() if d == "reject"],
-                ).model_dump(exclude_none=True)
-                if not resume["approve"] and not resume["reject"]:
-                    # Resuming with no decision would end the thread and leave nothing here to decide later.
-                    return _problem(request, principal, 422, "Approve or reject at least one principle.")
-            else:
-                resume = _review_answer(form, (payload.get("judge") or {}).get("values") or [])
+            resume = _review_answer(form, (payload.get("judge") or {}).get("values") or [])
         except ValidationError as exc:
-            if payload.get("kind") == "principles":
-                return _problem(request, principal, 422, "; ".join(_field_errors(exc)))
             return render(
                 request,
                 "case.html",
@@ -564,8 +561,59 @@ async def answer(request: Request, principal: Principal) -> Response:
     return RedirectResponse(request.url_for("case", thread_id=thread_id).path, status_code=303)
 
 
+HELD_ELSEWHERE = "Held principles are decided by another expert, on the judge's principles page."
+
+
+async def _judge_of(request: Request, principal: Principal) -> str | None:
+    """The path's judge, if it is served here and the user is an approver who may use it."""
+    judge = request.path_params["judge"]
+    if judge not in served_judges() or not may_use(principal.user, judge) or not principal.can("approver"):
+        return None
+    return judge
+
+
+@page
+async def held_principles(request: Request, principal: Principal) -> Response:
+    """A judge's principles held for approval that the user may approve, with approve / reject for each."""
+    judge = await _judge_of(request, principal)
+    if judge is None:
+        return _problem(request, principal, 404, "No held principles of this judge for you to decide.")
+    async with api(request, principal) as client:
+        answer = await _principles(client, judge)
+    if "error" in answer:
+        return _problem(request, principal, 502, f"The server could not list them ({answer['error']}).")
+    proposals = [p for p in answer.get("pending") or () if p.get("may_approve")]
+    return render(request, "principles.html", principal=principal, judge=judge, proposals=proposals)
+
+
+@page
+async def decide(request: Request, principal: Principal) -> Response:
+    """Apply the form's decisions through the served ``principles`` graph (which checks them); show what changed."""
+    judge = await _judge_of(request, principal)
+    if judge is None:
+        return _problem(request, principal, 404, "No held principles of this judge for you to decide.")
+    form: FormData = request.state.form
+    ids = [key.removeprefix("decision-") for key in form if key.startswith("decision-")]
+    try:
+        decisions = principles_answer_model(ids)(
+            approve=[i for i in ids if form.get(f"decision-{i}") == "approve"],
+            reject=[i for i in ids if form.get(f"decision-{i}") == "reject"],
+        ).model_dump(exclude_none=True)
+    except ValidationError as exc:
+        return _problem(request, principal, 422, "; ".join(_field_errors(exc)))
+    if not decisions["approve"] and not decisions["reject"]:
+        return _problem(request, principal, 422, "Approve or reject at least one principle.")
+    async with api(request, principal) as client:
+        answer = await _principles(client, judge, decisions)
+    if "error" in answer:
+        return _problem(request, principal, 403, f"The server refused the decisions ({answer['error']}).")
+    return render(request, "decided.html", principal=principal, judge=judge, decision=answer.get("decision") or {})
+
+
 routes = [
     Route("/", queue, name="queue", methods=["GET"]),
+    Route("/principles/{judge:str}", held_principles, name="principles", methods=["GET"]),
+    Route("/principles/{judge:str}", decide, name="decide", methods=["POST"]),
     Route("/sign-in", sign_in, name="sign_in", methods=["POST"]),
     Route("/sign-out", sign_out, name="sign_out", methods=["POST"]),
     Route("/case/{thread_id:str}", case, name="case", methods=["GET"]),

@@ -19,12 +19,13 @@ import pytest
 from langchain_core.embeddings import DeterministicFakeEmbedding
 
 from memalign_graph import Context, JudgmentParseError, Memory, build_align_graph, build_judge_graph
-from memalign_graph.distill import aclassify_pairs, adistill
+from memalign_graph.classify import aclassify_pairs
+from memalign_graph.distill import adistill
 from memalign_graph.errors import JudgeBatchError, JudgeError, MemAlignError
 from memalign_graph.evaluators import judge_many
 from memalign_graph.faults import RETRY_DEFAULTS, is_transient
 from memalign_graph.judge import arun_judge, run_judge
-from memalign_graph.testing import StubChatModel, StubTimeout, default_responder
+from memalign_graph.testing import StubChatModel, StubTimeout, consolidation_pairs, default_responder
 from tests.conftest import CATEGORICAL, KeywordEmbeddings, feedback, location_of
 
 BACKOFF_S = 0.02  # the first wait in these tests; later waits double (plus jitter)
@@ -370,7 +371,8 @@ async def test_align_graph_retries_timeouts_then_distills(mem, emb, mode):
     context = ctx(mem, model, emb)
     out = graph.invoke(payload, context=context) if mode == "sync" else await graph.ainvoke(payload, context=context)
     report = out["report"]
-    assert report["failed"] == {} and sorted(report["distilled"]) == ["r0", "r1"] and report["llm_calls"] == 3
+    # three distillation attempts (two timed out), then one verdict-directive check of both principles
+    assert report["failed"] == {} and sorted(report["distilled"]) == ["r0", "r1"] and report["llm_calls"] == 4
     mem.refresh()
     assert sorted(p["text"] for p in mem.principles) == ["Rule number 0 applies.", "Rule number 1 applies."]
 
@@ -422,15 +424,15 @@ def kw_memory(tmp_path):
 
 
 def consolidation(faults=None, relation="same"):
-    """Distillation answers normally; consolidation calls (the only prompts with "verdicts") get ``faults``."""
+    """Distillation and the verdict-directive check answer normally; consolidation calls get ``faults``."""
 
     def responder(messages, kwargs):
-        if '"verdicts"' in "\n".join(m.text for m in messages):
+        if consolidation_pairs(messages) is not None:
             return json.dumps({"verdicts": [{"pair": 1, "relation": relation}]})
         return default_responder(messages, kwargs)
 
     def fault(number, messages):
-        if faults is not None and '"verdicts"' in "\n".join(m.text for m in messages):
+        if faults is not None and consolidation_pairs(messages) is not None:
             return faults(number)
         return None
 
@@ -438,7 +440,7 @@ def consolidation(faults=None, relation="same"):
 
 
 def verdict_calls(model):
-    return sum('"verdicts"' in "\n".join(m.text for m in prompt) for prompt in model.prompts)
+    return sum(consolidation_pairs(prompt) is not None for prompt in model.prompts)
 
 
 @pytest.mark.parametrize(

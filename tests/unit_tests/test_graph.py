@@ -76,7 +76,7 @@ def test_expert_precedent_and_switches(memory, stub, context, embeddings):
     judge = build_judge_graph().compile()
     out = judge.invoke(CASE, context=context)["judgment"]
     assert out["value"] == "fail" and out["precedent"] == "r1" and out["model"] == "expert-precedent"
-    assert "Raw tables are banned." in out["rationale"] and stub.calls == 1  # only the distillation call
+    assert "Raw tables are banned." in out["rationale"] and stub.calls == 2  # distillation and its directive check
 
     off = Context(store=context.store, model=stub, embeddings=embeddings, precedent="off")
     assert judge.invoke(CASE, context=off)["judgment"]["precedent"] is None

@@ -31,7 +31,7 @@ def test_align_stores_episodes_and_principles_with_sources(memory, stub, embeddi
     assert report.version == 1 == memory.version
     assert sorted(report.added) == ["r1", "r2"]
     assert report.distilled == ["r1"]  # r2 agrees with the judge and says nothing: not salient
-    assert report.llm_calls == 1 and report.usage["total_tokens"] > 0
+    assert report.llm_calls == 2 and report.usage["total_tokens"] > 0  # distillation, the verdict-directive check
     assert [(p["text"], p["sources"]) for p in memory.principles] == [
         ("Prefer the certified view over raw tables.", ["r1"])
     ]
@@ -89,7 +89,7 @@ def test_invalid_batch_writes_nothing(memory, stub):
         memory.align([feedback("r2", "y"), feedback("r2", "z")], model=stub)
     with pytest.raises(RecordError, match="field 'id'"):
         memory.align([{"inputs": "q", "outputs": "a", "value": "pass"}], model=stub)
-    assert stored_state(memory) == before and stub.calls == 1
+    assert stored_state(memory) == before and stub.calls == 2  # the first alignment's two calls
 
 
 @FILE_ONLY

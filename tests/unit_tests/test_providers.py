@@ -24,7 +24,8 @@ from langchain_core.runnables import RunnableMap, RunnablePassthrough
 from langchain_core.utils.function_calling import convert_to_openai_tool
 
 from memalign_graph import Context, Memory, models
-from memalign_graph.distill import aclassify_pairs, adistill
+from memalign_graph.classify import aclassify_pairs
+from memalign_graph.distill import adistill
 from memalign_graph.embeddings import resolve_embeddings
 from memalign_graph.judge import arun_judge, run_judge
 from memalign_graph.structured import bind_structured, structured_method
