@@ -103,13 +103,13 @@ def run_example(
     memory = Memory.create(memory_dir, spec)
     judge = build_judge_graph().compile()
     # Precedent off: the similar cases are new, and their judgments should come from the model's memory.
-    plain = Context(memory_dir=memory_dir, model=args.model, precedent="off")
+    plain = Context(store=memory_dir, model=args.model, precedent="off")
     cases = [case for case, _ in similar]
     expected = [value for _, value in similar]
     before = [judge.invoke(case, context=plain)["judgment"] for case in cases]
 
     print(f"input: {first_input}")
-    context = Context(memory_dir=memory_dir, model=args.model, review="all")
+    context = Context(store=memory_dir, model=args.model, review="all")
     out = run_with_expert(agent, first_input, {"configurable": {"thread_id": "example-1"}}, context, correction)
     print(f"  {summarize(out)}")
 

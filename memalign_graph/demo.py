@@ -135,7 +135,7 @@ def run_demo(
         if memory_dir.exists():
             shutil.rmtree(memory_dir)
         memory = Memory.create(memory_dir, spec)
-        context = Context(memory_dir=str(memory_dir), model=model, precedent="off")
+        context = Context(store=str(memory_dir), model=model, precedent="off")
         sampler = random.Random(seed)
         rows: list[dict[str, Any]] = []
         without: float | None = None
