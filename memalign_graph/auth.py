@@ -451,16 +451,19 @@ async def read_assistants(ctx: Auth.types.AuthContext, value: Any) -> None:
 
 
 async def _stored_judge_labels() -> set[str]:
-    """The namespace labels of every judge in the server's store (read in-process, past every Auth handler)."""
-    global _loopback_client
-    if _loopback_client is None:
-        _loopback_client = get_client(url=None)
+    """The namespace labels of every judge in the server's store.
+
+    Read from the server's store object (this handler runs inside LangGraph Server): an
+    in-process API call to ``/store/namespaces`` from a store handler never returned under
+    ``langgraph dev`` (langgraph-api 0.16.7).
+    """
+    from langgraph_api.store import get_store
+
+    store = await get_store()
     labels: set[str] = set()
     offset, page = 0, 1000
     while True:
-        found = (
-            await _loopback_client.store.list_namespaces(prefix=["memalign"], max_depth=2, limit=page, offset=offset)
-        )["namespaces"]
+        found = await store.alist_namespaces(prefix=("memalign",), max_depth=2, limit=page, offset=offset)
         labels.update(ns[1] for ns in found if len(ns) >= 2)
         if len(found) < page:
             return labels
