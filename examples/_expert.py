@@ -153,7 +153,7 @@ def run_example(
     memory = Memory.create(memory_dir, spec)
     judge = build_judge_graph().compile()
     # Precedent off: the similar cases are new, and their judgments should come from the judge's memory.
-    plain = Context(memory_dir=memory_dir, model=args.model, precedent="off")
+    plain = Context(store=memory_dir, model=args.model, precedent="off")
     expected = [rule(case["outputs"]) for case in similar]
 
     def judged() -> list[dict[str, Any]]:
@@ -163,7 +163,7 @@ def run_example(
         return expert_answer(payload["judgment"], str(payload["case"]["outputs"]), rule, feedback, reviewer)
 
     stages = [("before", judged())]
-    context = Context(memory_dir=memory_dir, model=args.model, review="all", store_accepted=True)
+    context = Context(store=memory_dir, model=args.model, review="all", store_accepted=True)
     counts = {"correct": 0, "accept": 0}
     for number, state in enumerate(inputs, 1):
         print(f"run {number}, input: {state}")

@@ -365,7 +365,7 @@ def ours_align(url: str, workdir: Path, records: list[dict[str, Any]], cases: li
     embeddings = f"openai:{EMBED_MODEL}"
     memory = Memory.create(location, HALUEVAL_SPEC, embeddings=embeddings)
     graph = build_judge_graph().compile()
-    context = Context(memory_dir=str(location), model=CHAT_MODEL, base_url=url, embeddings=embeddings)
+    context = Context(store=str(location), model=CHAT_MODEL, base_url=url, embeddings=embeddings)
 
     def judging(case: dict[str, Any]) -> Any:
         output = graph.invoke({"inputs": case["inputs"], "outputs": case["outputs"]}, context=context)
@@ -392,7 +392,7 @@ def ours_reload(url: str, workdir: Path, case: dict[str, Any]) -> dict:
 
     imported = time.perf_counter()
     embeddings = f"openai:{EMBED_MODEL}"
-    context = Context(memory_dir=str(workdir / "memory"), model=CHAT_MODEL, base_url=url, embeddings=embeddings)
+    context = Context(store=str(workdir / "memory"), model=CHAT_MODEL, base_url=url, embeddings=embeddings)
     build_judge_graph().compile().invoke({"inputs": case["inputs"], "outputs": case["outputs"]}, context=context)
     return {"import_s": imported - started, "reload_judge_s": time.perf_counter() - imported}
 

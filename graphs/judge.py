@@ -1,6 +1,6 @@
 """The judge graph as LangGraph Server serves it (``langgraph.json``): no checkpointer or store of its own.
 
-A client's run context is a :class:`~memalign_graph.context.ServedContext` (a judge name
+A client's run context is a :class:`~memalign_graph.context.ServedJudgeContext` (a judge name
 and judging options); the model, base URL, embeddings and memory location come from the
 server's environment (``MEMALIGN_JUDGES`` or ``MEMALIGN_STORE``/``MEMALIGN_MEMORY_DIR``,
 ``MEMALIGN_MODEL``, ``MEMALIGN_BASE_URL``, ``MEMALIGN_EMBEDDINGS``). Keep memory directories

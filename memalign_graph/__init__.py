@@ -6,7 +6,7 @@ Quick start::
 
     memory = Memory.create("my-judge", JudgeSpec.categorical("qa", "Is the answer correct?", ["pass", "fail"]))
     graph = build_judge_graph().compile()
-    out = graph.invoke({"inputs": "2+2?", "outputs": "5"}, context=Context(memory_dir="my-judge"))
+    out = graph.invoke({"inputs": "2+2?", "outputs": "5"}, context=Context(store="my-judge"))
     memory.align([{"id": "fb-1", "inputs": "2+2?", "outputs": "5", "value": "fail", "feedback": "Wrong sum."}])
 """
 

@@ -58,7 +58,11 @@ Authorisation (anything not listed is denied, 403):
 - store: read only, in namespaces ``("memalign", J, ...)`` of the server's own store where a
   judge the user may use keeps its memory (``MEMALIGN_JUDGES`` location ``langgraph``: ``J`` is
   the judge's name, ``.`` and ``%`` percent-encoded; ``langgraph:NAME``: ``NAME``); a judge whose
-  memory is elsewhere has nothing to read there;
+  memory is elsewhere has nothing to read there. Listing namespaces above one judge (no prefix,
+  or ``["memalign"]``, as Studio's memory view does) lists the user's own judges' namespaces and
+  never names another judge: it is served whole when every judge in the store is the user's,
+  narrowed to the user's judge when the store holds one of theirs, and otherwise refused (403)
+  with the prefixes the user may list, ``["memalign", J]``, one per judge of theirs;
 - crons: denied.
 """
 
@@ -80,7 +84,7 @@ from urllib.parse import urlsplit
 import httpx
 from langgraph_sdk import Auth, get_client
 
-from memalign_graph.context import served_judge_name, served_store_judges
+from memalign_graph.context import served_judge_name, served_store_judges, store_judge_names
 from memalign_graph.duties import REVIEWER, ROLES
 
 auth = Auth()
@@ -483,12 +487,69 @@ async def read_assistants(ctx: Auth.types.AuthContext, value: Any) -> None:
     """The served graphs' assistants are public to authenticated users (their schemas, their defaults)."""
 
 
+async def _stored_judge_labels() -> set[str]:
+    """The namespace labels of every judge in the server's store.
+
+    Read from the server's store object (this handler runs inside LangGraph Server): an
+    in-process API call to ``/store/namespaces`` from a store handler never returned under
+    ``langgraph dev`` (langgraph-api 0.16.7).
+    """
+    from langgraph_api.store import get_store
+
+    store = await get_store()
+    labels: set[str] = set()
+    offset, page = 0, 1000
+    while True:
+        found = await store.alist_namespaces(prefix=("memalign",), max_depth=2, limit=page, offset=offset)
+        labels.update(ns[1] for ns in found if len(ns) >= 2)
+        if len(found) < page:
+            return labels
+        offset += page
+
+
+async def _list_own_judges(ctx: Auth.types.AuthContext, value: Any) -> bool:
+    """Let a listing above one judge through only as far as it shows the user's own judges (module docstring).
+
+    Raises:
+        Auth.exceptions.HTTPException: 403 naming the prefixes the user may list, when the store
+            holds several of the user's judges and others'.
+    """
+    from memalign_graph.backends.store import store_label
+
+    try:
+        judges = store_judge_names()
+    except ValueError:
+        return False
+    own = {store_label(stored) for name, stored in judges.items() if may_use(ctx, name)}
+    if not own:
+        return False
+    present = await _stored_judge_labels()
+    if present <= own:
+        value["namespace"] = ("memalign",)
+        return True
+    visible = sorted(own & present) or sorted(own)
+    if len(visible) == 1:
+        value["namespace"] = ("memalign", visible[0])
+        return True
+    prefixes = ", ".join(json.dumps(["memalign", label], ensure_ascii=False) for label in visible)
+    raise Auth.exceptions.HTTPException(
+        status_code=403, detail=f"list the namespaces of one of your judges at a time: prefix {prefixes}"
+    )
+
+
 @auth.on.store
 async def read_own_judges_store(ctx: Auth.types.AuthContext, value: Any) -> bool:
-    """Store access: read only, within ``("memalign", judge, ...)`` of a judge the user may use."""
+    """Store access: read only, within ``("memalign", judge, ...)`` of a judge the user may use.
+
+    Raises:
+        Auth.exceptions.HTTPException: 403 for a namespace listing above one judge that cannot
+            be narrowed to the user's own judges (see the module docstring).
+    """
     if ctx.action not in ("get", "search", "list_namespaces"):
         return False
     namespace = tuple(value.get("namespace") or ())
+    if ctx.action == "list_namespaces" and namespace in ((), ("memalign",)):
+        return await _list_own_judges(ctx, value)
     if len(namespace) < 2 or namespace[0] != "memalign":
         return False
     from memalign_graph.backends.store import judge_from_label

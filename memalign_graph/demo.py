@@ -242,7 +242,7 @@ def run_demo(
             shutil.rmtree(memory_dir)
         memory = Memory.create(memory_dir, spec, embeddings=embeddings)
         context = Context(
-            memory_dir=str(memory_dir), model=model, embeddings=embeddings, precedent="off", k=k, calibration="auto"
+            store=str(memory_dir), model=model, embeddings=embeddings, precedent="off", k=k, calibration="auto"
         )
         sampler = random.Random(seed)
         rows: list[dict[str, Any]] = []

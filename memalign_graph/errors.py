@@ -8,7 +8,7 @@ from __future__ import annotations
 
 MISSING_MEMORY_HINT = (
     "create it with `memalign init`, or point at an existing memory: the STORE argument of the CLI, "
-    "Context.store / Context.memory_dir in a graph, or MEMALIGN_STORE / MEMALIGN_MEMORY_DIR"
+    "Context.store in a graph, or MEMALIGN_STORE"
 )
 """Said wherever a memory is not found: where the location came from and how to make one."""
 

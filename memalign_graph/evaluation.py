@@ -198,7 +198,7 @@ def run_eval(
                         shutil.rmtree(memory_dir)
                     memory = Memory.create(memory_dir, spec, embeddings=config.embeddings)
                     context = Context(
-                        memory_dir=str(memory_dir),
+                        store=str(memory_dir),
                         model=config.model,
                         embeddings=config.embeddings,
                         k=config.k,

@@ -1,7 +1,8 @@
 """The aligned judge where other code evaluates: an evaluator function, a node for any graph, batches.
 
-- :func:`as_evaluator`: the judge as a LangSmith / openevals evaluator (``{"key", "score", "value",
-  "comment", "metadata"}``), the counterpart of the importers in :mod:`memalign_graph.importers`;
+- :func:`as_evaluator` / :func:`as_async_evaluator`: the judge as a LangSmith / openevals evaluator
+  (``{"key", "score", "value", "comment", "metadata"}``), the counterpart of the importers in
+  :mod:`memalign_graph.importers`;
 - :func:`evaluator_node`: a node that judges part of an agent graph's state;
 - :func:`judge_many`: many cases through a compiled judge graph, failures gathered.
 
@@ -11,7 +12,8 @@ graph makes: same working memory, same configuration (:class:`~memalign_graph.co
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import asyncio
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -22,11 +24,45 @@ from memalign_graph.errors import JudgeBatchError
 from memalign_graph.graph import build_judge_graph, build_review_graph
 from memalign_graph.importers import case_field
 from memalign_graph.judge import Judgment
+from memalign_graph.spec import JudgeSpec
 from memalign_graph.versions import shared_memory
+
+BOOLEAN_LABELS: tuple[tuple[str, str], ...] = (
+    ("pass", "fail"),
+    ("yes", "no"),
+    ("true", "false"),
+    ("correct", "incorrect"),
+    ("right", "wrong"),
+    ("good", "bad"),
+    ("valid", "invalid"),
+    ("accept", "reject"),
+    ("acceptable", "unacceptable"),
+    ("safe", "unsafe"),
+    ("supported", "unsupported"),
+    ("faithful", "unfaithful"),
+    ("compliant", "noncompliant"),
+)
+"""Label pairs ``(positive, negative)`` whose order is obvious: a judge with exactly these two labels (any case)
+gets a boolean ``score``, ``True`` for the first, as openevals' ``create_llm_as_judge`` returns for a yes/no judge."""
+
+
+def boolean_scores(spec: JudgeSpec) -> dict[str, bool] | None:
+    """``{label (lower case): score}`` for a categorical judge whose two labels are one of :data:`BOOLEAN_LABELS`.
+
+    Returns:
+        ``None`` for any other judge (numeric, pairwise, more labels, or labels without an obvious order).
+    """
+    if spec.kind != "categorical" or len(spec.labels) != 2:
+        return None
+    lowered = {label.lower() for label in spec.labels}
+    for positive, negative in BOOLEAN_LABELS:
+        if lowered == {positive, negative}:
+            return {positive: True, negative: False}
+    return None
 
 
 def as_evaluator(
-    store: str | Path,
+    store: str | Path | Any,
     *,
     model: Any = None,
     base_url: str | None = None,
@@ -42,17 +78,24 @@ def as_evaluator(
     ``langsmith.evaluate`` and openevals call evaluators) and judges the case through the
     judge graph with the memory's principles and episodes. ``inputs`` come from the run
     (else the example), ``outputs`` from the run, ``reference_outputs`` (the example's
-    outputs) become ``expectations``; each goes through :func:`case_field`.
+    outputs) become ``expectations``; each goes through :func:`case_field`. Under
+    ``langsmith.aevaluate`` it runs in a worker thread; :func:`as_async_evaluator` is the
+    same evaluator as a coroutine function.
 
     Args:
-        store: the memory (directory or ``postgresql://…?judge=NAME``).
+        store: the memory, as :class:`~memalign_graph.context.Context`'s ``store`` names it: a
+            directory, a ``postgresql://…?judge=NAME`` URL (``&store=langgraph`` for a judge in
+            LangGraph's ``PostgresStore``), a LangGraph ``BaseStore`` (judge ``default``) or a
+            ``MemoryBackend`` such as ``StoreBackend(store, NAME)``.
         model: judge chat model (see :func:`memalign_graph.models.resolve_chat_model`).
         base_url: OpenAI-compatible server URL (``model`` is then its model name).
         embeddings: the memory's embeddings (see :func:`memalign_graph.embeddings.resolve_embeddings`).
         key: the result's ``key`` (default: the judge's name).
         score_map: judge value -> numeric score, e.g. ``{"pass": 1, "fail": 0}``. Without it a
-            numeric judge's score is its value and other judges' score is ``None`` (the label
-            is in ``value``, LangSmith's field for categorical feedback).
+            numeric judge's score is its value, a judge whose two labels have an obvious order
+            (:data:`BOOLEAN_LABELS`: ``pass``/``fail``, ``yes``/``no``, ...) scores ``True`` or
+            ``False`` as openevals does, and other judges' score is ``None`` (the label is in
+            ``value``, LangSmith's field for categorical feedback).
         **context: other :class:`~memalign_graph.context.Context` fields (``k``, ``precedent``, …).
 
     Returns:
@@ -67,9 +110,7 @@ def as_evaluator(
         ValueError: (from the evaluator) if no outputs were given.
         JudgeError, JudgmentParseError: (from the evaluator) if the case could not be judged.
     """
-    ctx = Context(store=str(store), model=model, base_url=base_url, embeddings=embeddings, **context)
-    graph = build_judge_graph().compile()
-    scores = {str(k).lower(): v for k, v in (score_map or {}).items()}
+    judging = _Judging(store, model, base_url, embeddings, key, score_map, context)
 
     def evaluator(
         inputs: Any = None,
@@ -80,7 +121,78 @@ def as_evaluator(
         example: Any = None,
         **_: Any,
     ) -> dict[str, Any]:
-        spec = shared_memory(str(store), embeddings).spec
+        spec = judging.spec()
+        case = judging.case(spec, inputs, outputs, reference_outputs, run, example)
+        return judging.result(spec, judging.graph.invoke(case, context=judging.context)["judgment"])
+
+    return evaluator
+
+
+def as_async_evaluator(
+    store: str | Path | Any,
+    *,
+    model: Any = None,
+    base_url: str | None = None,
+    embeddings: Any = None,
+    key: str | None = None,
+    score_map: Mapping[str, float] | None = None,
+    **context: Any,
+) -> Callable[..., Awaitable[dict[str, Any]]]:
+    """:func:`as_evaluator` as a coroutine function, for ``langsmith.aevaluate`` and async openevals loops.
+
+    The judge graph runs with ``ainvoke``: the model call is awaited, memory reads run in
+    worker threads, so the event loop is never blocked. Arguments, result and errors are
+    :func:`as_evaluator`'s.
+    """
+    judging = _Judging(store, model, base_url, embeddings, key, score_map, context)
+
+    async def evaluator(
+        inputs: Any = None,
+        outputs: Any = None,
+        reference_outputs: Any = None,
+        *,
+        run: Any = None,
+        example: Any = None,
+        **_: Any,
+    ) -> dict[str, Any]:
+        spec = await asyncio.to_thread(judging.spec)
+        case = judging.case(spec, inputs, outputs, reference_outputs, run, example)
+        return judging.result(spec, (await judging.graph.ainvoke(case, context=judging.context))["judgment"])
+
+    return evaluator
+
+
+class _Judging:
+    """What :func:`as_evaluator` and :func:`as_async_evaluator` share: the context, the graph, the case, the result."""
+
+    def __init__(
+        self,
+        store: Any,
+        model: Any,
+        base_url: str | None,
+        embeddings: Any,
+        key: str | None,
+        score_map: Mapping[str, float] | None,
+        context: dict[str, Any],
+    ) -> None:
+        self.store = str(store) if isinstance(store, Path) else store
+        self.embeddings = embeddings
+        self.context = Context(store=self.store, model=model, base_url=base_url, embeddings=embeddings, **context)
+        self.graph = build_judge_graph().compile()
+        self.key = key
+        self.scores = {str(k).lower(): v for k, v in (score_map or {}).items()}
+
+    def spec(self) -> JudgeSpec:
+        return shared_memory(self.store, self.embeddings).spec
+
+    def case(
+        self, spec: JudgeSpec, inputs: Any, outputs: Any, reference_outputs: Any, run: Any, example: Any
+    ) -> dict[str, Any]:
+        """The judge's input from what LangSmith or openevals passed.
+
+        Raises:
+            ValueError: if there are no outputs to judge.
+        """
         if run is not None:
             inputs = run.inputs if run.inputs else inputs
             outputs = run.outputs if run.outputs else outputs
@@ -94,16 +206,19 @@ def as_evaluator(
             case["expectations"] = case_field(reference_outputs)
         if run is not None:
             case["id"] = str(run.id)
-        judgment = graph.invoke(case, context=ctx)["judgment"]
+        return case
+
+    def result(self, spec: JudgeSpec, judgment: Judgment) -> dict[str, Any]:
+        """The evaluator's result for ``judgment`` (see :func:`as_evaluator`)."""
         value = judgment["value"]
-        if scores:
-            score = scores.get(str(value).lower())
+        if self.scores:
+            score: Any = self.scores.get(str(value).lower())
         elif spec.kind == "numeric":
             score = value
         else:
-            score = None
+            score = (boolean_scores(spec) or {}).get(str(value).lower())
         return {
-            "key": key or spec.name,
+            "key": self.key or spec.name,
             "score": score,
             "value": value,
             "comment": " ".join(filter(None, [judgment["rationale"], calibration_comment(judgment)])),
@@ -117,8 +232,6 @@ def as_evaluator(
                 "calibration": judgment.get("calibration"),
             },
         }
-
-    return evaluator
 
 
 def calibration_comment(judgment: Judgment) -> str:
@@ -216,4 +329,12 @@ def judge_many(
     return results
 
 
-__all__ = ["as_evaluator", "calibration_comment", "evaluator_node", "judge_many"]
+__all__ = [
+    "BOOLEAN_LABELS",
+    "as_async_evaluator",
+    "as_evaluator",
+    "boolean_scores",
+    "calibration_comment",
+    "evaluator_node",
+    "judge_many",
+]

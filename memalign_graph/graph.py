@@ -12,10 +12,15 @@ distillation held principles for an expert; see :mod:`memalign_graph.governance`
 All are plain ``StateGraph`` s with JSON-like state and a :class:`Context`
 ``context_schema``; compile them with any checkpointer, or use them as a node
 in a larger graph. Built with ``served=True`` (the ``langgraph.json`` graphs)
-their context schema is :class:`ServedContext` instead: a client names a judge
-and judging options, every node sees the server's configuration for that judge
-(:func:`served_context`), and the authenticated user is the author of what the
-run stores. Nodes are thin: each reads state, calls one domain
+their context schema is a served one instead (:class:`ServedJudgeContext`,
+:class:`ServedContext` for review, :class:`ServedAlignContext` for alignment): a
+client names a judge and the options that apply to that graph, every node sees
+the server's configuration for that judge (:func:`served_context`), the
+authenticated user is the author of what the run stores, and a problem with the
+server's configuration of the judge reaches the client as a ``ValueError`` with
+the message (:class:`ServedJudgeError`; LangGraph Server shows clients the message
+of a ``ValueError`` only). A run without a context reads options a caller put
+under ``config["configurable"]`` (deprecated; :func:`run_context`). Nodes are thin: each reads state, calls one domain
 function and returns a partial update. Each node has a sync and an async form
 (:func:`node`): under ``ainvoke`` the model call is awaited and file or
 embedding work runs in a worker thread, so no blocking I/O reaches the event loop.
@@ -26,33 +31,40 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import functools
+import logging
 import os
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.runnables import RunnableLambda
+from langgraph.config import get_config
 from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime, get_runtime
 from langgraph.types import Send, interrupt
 
 from memalign_graph import alignment, duties, lifecycle
 from memalign_graph.alignment import Phases
-from memalign_graph.backends.postgres import is_postgres_url
+from memalign_graph.backends.postgres import is_postgres_url, redact
 from memalign_graph.backends.store import StoreBackend, is_store_location, store_judge
 from memalign_graph.context import (
     Context,
+    ServedAlignContext,
     ServedContext,
+    ServedJudgeContext,
+    context_from_configurable,
     judge_specs,
     memory_location,
     resolve_context,
     served_context,
 )
 from memalign_graph.episodic import ModelJudgment, episode_from_record
-from memalign_graph.errors import DutiesError, MemoryFormatError
+from memalign_graph.errors import DutiesError, MemAlignError, MemoryFormatError, MissingDependencyError
 from memalign_graph.governance import check_policy
 from memalign_graph.judge import JudgeSettings, Judgment, arun_judge, find_precedent, precedent_judgment, run_judge
+from memalign_graph.modelfiles import ModelFileError
 from memalign_graph.models import resolve_chat_model, run_sync
 from memalign_graph.review import (
     corrected_judgment,
@@ -93,6 +105,8 @@ from memalign_graph.working_memory import (
     finish_judgment,
     judge_settings,
 )
+
+logger = logging.getLogger(__name__)
 
 
 def memory_target(ctx: Context, store: Any) -> Any:
@@ -145,14 +159,38 @@ def _open(ctx: Context, target: Any, refresh: bool) -> VersionedMemory:
         ) from None
 
 
+def run_context(runtime: Runtime[Any]) -> Context:
+    """The :class:`Context` of this run: ``runtime.context`` (see :func:`resolve_context`).
+
+    A run given no context whose ``config["configurable"]`` holds :class:`Context` fields (how
+    options were passed before LangGraph 0.6) is read from there, with a deprecation warning
+    (:func:`~memalign_graph.context.context_from_configurable`), instead of silently falling
+    back to every default (memory in ``./.memalign``).
+    """
+    if runtime.context is None:
+        legacy = context_from_configurable(get_config().get("configurable"))
+        if legacy is not None:
+            return legacy
+    return resolve_context(runtime.context)
+
+
 def _memory(runtime: Runtime[Context], *, refresh: bool = True) -> tuple[Context, VersionedMemory]:
-    ctx = resolve_context(runtime.context)
+    ctx = run_context(runtime)
     target = memory_target(ctx, runtime.store)
     try:
         return ctx, _open(ctx, target, refresh)
     except MemoryFormatError:
-        if not (isinstance(target, StoreBackend) and create_store_judge(target, ctx.embeddings)):
+        if not isinstance(target, StoreBackend) or target.exists():
             raise
+        if not create_store_judge(target, ctx.embeddings):
+            judge = target.judge
+            raise MemoryFormatError(
+                f"no judge {judge!r} in the graph's LangGraph store, and MEMALIGN_JUDGE_SPECS defines none under that "
+                f'name to create it from: add {{"{judge}": {{"name": ..., "criterion": ..., "kind": "categorical", '
+                f'"labels": [...]}}}} to MEMALIGN_JUDGE_SPECS, or create the judge first '
+                f"(Memory.create(StoreBackend(store, {judge!r}), spec); for a PostgresStore "
+                f"`memalign init 'postgresql://…?judge={judge}&store=langgraph' --name ...`)"
+            ) from None
     return ctx, _open(ctx, target, refresh)
 
 
@@ -277,7 +315,7 @@ async def ajudge(state: JudgeState, runtime: Runtime[Context]) -> dict[str, Any]
     """
     # Without I/O (the first node of the judgment refreshed memory; an absolute path or a URL needs no
     # file system to be found) no worker-thread hop: under concurrency those queue behind embeddings.
-    location = memory_location(resolve_context(runtime.context))
+    location = memory_location(run_context(runtime))
     if (
         isinstance(location, str)
         and not is_store_location(location)
@@ -301,8 +339,42 @@ async def ajudge(state: JudgeState, runtime: Runtime[Context]) -> dict[str, Any]
     return _finish_judgment(state, case, judgment)
 
 
+class ServedJudgeError(MemAlignError, ValueError):
+    """The server's configuration of a served judge does not work; raised to the API client who ran the graph.
+
+    LangGraph Server shows a client the message of a ``ValueError`` (and a few other built-in
+    errors) and replaces any other error's with "An internal error occurred", keeping the real
+    one in its log. A missing judge, a memory that cannot be opened or an extra the server lacks
+    are the operator's to fix, but the client is the one who sees the run fail: the message says
+    what is wrong, with the judge's memory location left out (it may name a host, a path or a password).
+    """
+
+
+def _client_error(exc: BaseException, runtime: Runtime[Context]) -> ServedJudgeError:
+    """``exc`` as the client may read it: the served judge's name in place of its memory location.
+
+    The server's log keeps the original message (locations in it are password-free).
+    """
+    logger.error("served run: %s: %s", type(exc).__name__, exc)
+    text = str(exc)
+    location = memory_location(runtime.context)
+    if isinstance(location, str):
+        judge = store_judge(location) if is_store_location(location) else None
+        shown = f"judge {judge!r}" if judge else "the judge's memory"
+        spellings = {location, redact(location)} if is_postgres_url(location) else {location}
+        if not is_postgres_url(location) and not is_store_location(location):
+            spellings.add(str(Path(location).expanduser().resolve()))
+        for spelled in sorted(spellings, key=len, reverse=True):
+            text = text.replace(spelled, shown)
+    return ServedJudgeError(f"the server cannot run this judge: {text}")
+
+
+_SERVER_SIDE = (MemoryFormatError, MissingDependencyError, ModelFileError)
+"""Errors that say the server's configuration of the judge is wrong (see :class:`ServedJudgeError`)."""
+
+
 def served_runtime(runtime: Runtime[Any]) -> Runtime[Context]:
-    """``runtime`` with the client's :class:`ServedContext` replaced by the server's :class:`Context`.
+    """``runtime`` with the client's served context (e.g. :class:`ServedContext`) replaced by the server's.
 
     The author is the user LangGraph Server authenticated (``runtime.server_info.user``), and
     their roles (its ``role:*`` permissions, see :mod:`memalign_graph.auth`) decide what they may
@@ -324,7 +396,11 @@ def _serve(func: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(func)
     def wrapped(state: Any, runtime: Runtime[Any]) -> Any:
-        return func(state, served_runtime(runtime))
+        served = served_runtime(runtime)
+        try:
+            return func(state, served)
+        except _SERVER_SIDE as exc:
+            raise _client_error(exc, served) from exc
 
     return wrapped
 
@@ -334,7 +410,8 @@ def node(func: Callable[..., Any], afunc: Callable[..., Any] | None = None, *, s
 
     Without ``afunc`` the async form runs ``func`` in a worker thread, so blocking
     I/O never reaches the event loop (``langgraph dev`` forbids it). With ``served``
-    the node sees :func:`served_runtime` instead of the client's context.
+    the node sees :func:`served_runtime` instead of the client's context, and an error in the
+    server's configuration of the judge reaches the client as a :class:`ServedJudgeError`.
     """
 
     def current() -> Runtime[Any]:
@@ -342,13 +419,24 @@ def node(func: Callable[..., Any], afunc: Callable[..., Any] | None = None, *, s
         return served_runtime(runtime) if served else runtime
 
     def run(state: Any) -> Any:
-        return func(state, current())
+        runtime = current()
+        try:
+            return func(state, runtime)
+        except _SERVER_SIDE as exc:
+            if served:
+                raise _client_error(exc, runtime) from exc
+            raise
 
     async def arun(state: Any) -> Any:
         runtime = current()
-        if afunc is not None:
-            return await afunc(state, runtime)
-        return await asyncio.to_thread(func, state, runtime)
+        try:
+            if afunc is not None:
+                return await afunc(state, runtime)
+            return await asyncio.to_thread(func, state, runtime)
+        except _SERVER_SIDE as exc:
+            if served:
+                raise _client_error(exc, runtime) from exc
+            raise
 
     return RunnableLambda(run, afunc=arun, name=func.__name__)
 
@@ -367,11 +455,13 @@ def _add_judging(builder: StateGraph, served: bool) -> None:
     builder.add_edge("retrieve_episodes", "judge")
 
 
-def _judging_graph(state: type, output: type, served_output: type, served: bool) -> StateGraph:
+def _judging_graph(
+    state: type, output: type, served_output: type, served_context_schema: type, served: bool
+) -> StateGraph:
     """A graph of ``state`` that starts by judging (see :func:`_add_judging`), with its context and schemas."""
     builder = StateGraph(
         state,
-        context_schema=_context_schema(served),
+        context_schema=served_context_schema if served else Context,
         input_schema=JudgeInput,
         output_schema=served_output if served else output,
     )
@@ -379,19 +469,15 @@ def _judging_graph(state: type, output: type, served_output: type, served: bool)
     return builder
 
 
-def _context_schema(served: bool) -> type:
-    return ServedContext if served else Context
-
-
 def build_judge_graph(*, served: bool = False) -> StateGraph:
     """The judge graph, uncompiled: ``START → retrieve_principles → retrieve_episodes → judge → END``.
 
     Input: :class:`JudgeInput`; output: ``{"judgment": Judgment}``. Context: :class:`Context`,
-    or with ``served`` the client's :class:`ServedContext` (see the module docstring); served,
+    or with ``served`` the client's :class:`ServedJudgeContext` (see the module docstring); served,
     the output also carries the working memory (:class:`ServedJudgeOutput`), since LangGraph
     Server streams a node's update only for output keys.
     """
-    builder = _judging_graph(JudgeState, JudgeOutput, ServedJudgeOutput, served)
+    builder = _judging_graph(JudgeState, JudgeOutput, ServedJudgeOutput, ServedJudgeContext, served)
     builder.add_edge("judge", END)
     return builder
 
@@ -559,13 +645,13 @@ def build_align_graph(*, served: bool = False) -> StateGraph:
     change; ``commit`` goes back to ``episodes`` when another writer committed meanwhile.
 
     Input: :class:`AlignInput` (``{"feedback": [records]}``); output: ``{"report": {...}}``. With
-    ``served``: context :class:`ServedContext`, input :class:`ServedAlignInput` (no ``author``: the
-    author is the authenticated user), and the output also carries each step's result
+    ``served``: context :class:`ServedAlignContext` (a judge name only), input :class:`ServedAlignInput`
+    (no ``author``: the author is the authenticated user), and the output also carries each step's result
     (:class:`ServedAlignOutput`), since LangGraph Server streams a node's update only for output keys.
     """
     builder = StateGraph(
         AlignState,
-        context_schema=_context_schema(served),
+        context_schema=ServedAlignContext if served else Context,
         input_schema=ServedAlignInput if served else AlignInput,
         output_schema=ServedAlignOutput if served else AlignOutput,
     )
@@ -743,7 +829,7 @@ def build_review_graph(*, served: bool = False) -> StateGraph:
     the reviewer and approver are the authenticated user, and the output also carries
     the working memory (:class:`ServedReviewOutput`).
     """
-    builder = _judging_graph(ReviewState, ReviewOutput, ServedReviewOutput, served)
+    builder = _judging_graph(ReviewState, ReviewOutput, ServedReviewOutput, ServedContext, served)
     builder.add_node("collect_feedback", node(collect_feedback, served=served))
     builder.add_node("distill", node(distill_review, served=served))
     builder.add_conditional_edges("judge", _serve(route_review) if served else route_review, ["collect_feedback", END])

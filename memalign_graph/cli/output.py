@@ -31,7 +31,8 @@ ModelOpt = Annotated[
 BaseUrlOpt = Annotated[Optional[str], typer.Option("--base-url", help="OpenAI-compatible server URL.")]
 STORE_HELP = (
     "Where the judge's memory lives: a directory (file backend), or a PostgreSQL connection string "
-    "'postgresql://user:password@host:port/db?judge=NAME' (PostgreSQL + pgvector backend)."
+    "'postgresql://user:password@host:port/db?judge=NAME' (PostgreSQL + pgvector backend; add "
+    "'&store=langgraph' for a judge in LangGraph's PostgresStore)."
 )
 StoreArg = Annotated[str, typer.Argument(metavar="STORE", help=STORE_HELP, show_default=False)]
 EmbOpt = Annotated[

@@ -36,7 +36,7 @@ pytestmark = [
 
 def _judge_all(memory_dir, cases):
     graph = build_judge_graph().compile()
-    context = Context(memory_dir=str(memory_dir), model=MODEL, precedent="off")
+    context = Context(store=str(memory_dir), model=MODEL, precedent="off")
     return [graph.invoke({"inputs": c["inputs"], "outputs": c["outputs"]}, context=context)["judgment"] for c in cases]
 
 

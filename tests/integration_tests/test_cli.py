@@ -161,11 +161,11 @@ def test_missing_memory_names_where_the_location_came_from(tmp_path, emb):
     missing = tmp_path / "nowhere"
     result = invoke("principles", missing, code=2)
     assert f"{missing}: no such memory directory" in result.stderr
-    for name in ("memalign init", "STORE", "MEMALIGN_MEMORY_DIR", "memory_dir"):
+    for name in ("memalign init", "STORE", "MEMALIGN_STORE", "Context.store"):
         assert name in result.stderr.replace("\n", " "), name
-    with pytest.raises(MemoryFormatError, match=r"Context\.store / Context\.memory_dir .* MEMALIGN_MEMORY_DIR"):
+    with pytest.raises(MemoryFormatError, match=r"Context\.store in a graph, or MEMALIGN_STORE"):
         build_judge_graph().compile().invoke(
-            {"inputs": "q", "outputs": "a"}, context=Context(memory_dir=str(missing), model="stub", embeddings=emb)
+            {"inputs": "q", "outputs": "a"}, context=Context(store=str(missing), model="stub", embeddings=emb)
         )
 
 

@@ -59,7 +59,7 @@ FEEDBACK = [
 )
 def test_embedded_judge_gives_valid_traceable_judgments(tmp_path, spec, case):
     memory = Memory.create(tmp_path / "mem", spec)
-    judgment = build_judge_graph().compile().invoke(case, context=Context(memory_dir=str(tmp_path / "mem")))["judgment"]
+    judgment = build_judge_graph().compile().invoke(case, context=Context(store=str(tmp_path / "mem")))["judgment"]
     assert judgment["value"] in spec.values
     assert judgment["model"] == "SmolLM2-135M-Instruct" and judgment["usage"]["input_tokens"] > 0
     assert judgment["scores"] is None or abs(sum(judgment["scores"].values()) - 1) < 0.01
@@ -75,13 +75,13 @@ def test_embedded_alignment_then_judgment_uses_memory(tmp_path):
     assert not report.failed, report.failed  # grammar-constrained output always parses
     assert all(set(p["sources"]) <= {"fb-1", "fb-2"} for p in memory.principles)
     case = {"inputs": "Show revenue by week", "outputs": "SELECT week, sum(amount) FROM raw.payments GROUP BY 1"}
-    judgment = build_judge_graph().compile().invoke(case, context=Context(memory_dir=str(tmp_path / "mem")))["judgment"]
+    judgment = build_judge_graph().compile().invoke(case, context=Context(store=str(tmp_path / "mem")))["judgment"]
     assert judgment["episode_ids"][0] == "fb-1"  # the most similar past case is retrieved first
     assert judgment["principle_ids"] == [p["id"] for p in memory.principles]
     again = (
         build_judge_graph()
         .compile()
-        .invoke({k: FEEDBACK[0][k] for k in ("inputs", "outputs")}, context=Context(memory_dir=str(tmp_path / "mem")))[
+        .invoke({k: FEEDBACK[0][k] for k in ("inputs", "outputs")}, context=Context(store=str(tmp_path / "mem")))[
             "judgment"
         ]
     )

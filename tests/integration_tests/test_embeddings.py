@@ -126,7 +126,7 @@ def test_an_e5_memory_opens_with_e5_when_no_embeddings_are_named(new_location, m
 
     assert isinstance(Memory.open(location).embeddings, E5Embeddings)
     assert isinstance(open_memory(location).embeddings, E5Embeddings)
-    out = build_judge_graph().compile().invoke(CASE, context=Context(memory_dir=location, model=StubChatModel()))
+    out = build_judge_graph().compile().invoke(CASE, context=Context(store=location, model=StubChatModel()))
     assert out["judgment"]["episode_ids"] == ["r1"]
 
     # Named embeddings are never swapped: a mismatch is an error, as an argument or from the environment.

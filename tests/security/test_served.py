@@ -143,9 +143,11 @@ async def test_studio_forms_and_updates_through_the_sdk(served: Served) -> None:
         for kind in ("input_schema", "output_schema", "context_schema"):
             assert schemas[kind] and schemas[kind]["properties"], (graph, kind)
         context = schemas["context_schema"]["properties"]
-        assert set(context) >= {"judge", "k", "precedent", "review"}
+        # Each form holds what applies to its graph: alignment takes a judge only, judging no review options.
+        expected = {"align": {"judge"}, "judge": {"judge", "k", "precedent"}, "review": {"judge", "k", "review"}}
+        assert set(context) >= expected[graph] and context["judge"]["description"]
+        assert ("review" in context) is (graph == "review") and ("precedent" in context) is (graph != "align")
         assert not set(context) & {"model", "base_url", "embeddings", "memory_dir", "store", "author"}
-        assert context["precedent"]["enum"] == ["exact", "similar", "off"] and context["judge"]["description"]
     judge_input = (await client.assistants.get_schemas(by_graph["judge"]["assistant_id"]))["input_schema"]
     assert {"inputs", "outputs", "id"} <= set(judge_input["properties"])
     assert all(judge_input["properties"][k].get("description") for k in ("inputs", "outputs"))
@@ -257,7 +259,10 @@ async def test_store_passwords_never_reach_run_records_or_disk(served: Served) -
         broken["thread_id"], "judge", input=CASE, context={"judge": "broken"}, raise_error=False
     )
     seen = [json.dumps(judged), json.dumps(failed)]
-    assert failed["__error__"]["error"] == "MemoryFormatError"
+    # The client reads why (the server's configuration of that judge), without the judge's location.
+    assert failed["__error__"]["error"] == "ServedJudgeError"
+    assert "cannot connect to PostgreSQL" in failed["__error__"]["message"]
+    assert "no_such_database?" not in failed["__error__"]["message"]
     for thread in (ok, broken):
         runs = await client.runs.list(thread["thread_id"])
         seen += [json.dumps(runs), json.dumps(await client.threads.get_state(thread["thread_id"]))]
@@ -266,7 +271,7 @@ async def test_store_passwords_never_reach_run_records_or_disk(served: Served) -
     on_disk = b"".join(p.read_bytes() for p in state_dir.rglob("*") if p.is_file())
     log = (served.tmp / "server.log").read_text()
     assert b"pg-case-7" in on_disk, "the server's state on disk holds the run (else this check proves nothing)"
-    # The server logged the error with the location, redacted (the API answers "An internal error occurred").
+    # The server logged the error with the location, redacted.
     assert "no_such_database?password=***" in log
     for secret in SECRETS:
         assert not any(secret in text for text in seen), secret

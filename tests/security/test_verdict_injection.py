@@ -190,7 +190,7 @@ def test_injected_memory_through_the_judge_graph_changes_nothing_stored(tmp_path
     before = tree_bytes(tmp_path / "mem")
     stub = StubChatModel()
     case = {"inputs": f"orders query {ATTACKS['fake-case']}", "outputs": f"SELECT 1 {ATTACKS['fake-episode']}"}
-    context = Context(memory_dir=str(tmp_path / "mem"), model=stub, embeddings=KeywordEmbeddings(size=256), k=5)
+    context = Context(store=str(tmp_path / "mem"), model=stub, embeddings=KeywordEmbeddings(size=256), k=5)
     judgment = build_judge_graph().compile().invoke(case, context=context)["judgment"]
     assert tree_bytes(tmp_path / "mem") == before
     assert judgment["precedent"] is None and len(judgment["episode_ids"]) == 5

@@ -35,9 +35,14 @@ def test_compiled_graphs_have_typed_described_schemas(name: str, served: bool) -
         assert schema and schema["properties"], kind
         assert all(p.get("description") for p in schema["properties"].values()), (kind, schema["properties"])
     context = schemas["context"]["properties"]
-    assert context["precedent"]["enum"] == ["exact", "similar", "off"]
+    if served and name == "align":  # judging and review options do not apply to alignment
+        assert set(context) == {"judge"}
+    else:
+        assert context["precedent"]["enum"] == ["exact", "similar", "off"]
     if name == "review":
         assert context["review"]["enum"] == ["all", "none", "unsure", "sample"]
+    elif served:
+        assert "review" not in context and "store_accepted" not in context
     if served:
         assert "judge" in context and not SERVER_ONLY & set(context)
     else:
@@ -67,7 +72,7 @@ def test_context_forms_are_what_studio_showed_before(name: str, served: bool) ->
     """
     recorded = json.loads((Path(__file__).parent / "context_schemas.json").read_text(encoding="utf-8"))
     properties = BUILDERS[name](served=served).compile().get_context_jsonschema()["properties"]
-    expected = recorded["served" if served else "library"]
+    expected = recorded[f"served-{name}" if served else "library"]
     assert list(properties) == list(expected)
     assert properties == expected
 
@@ -89,7 +94,7 @@ def test_served_context_takes_only_judge_and_options_from_the_client(tmp_path: P
     }
     hostile = {"judge": "sql", "k": 2, "model": "x", "base_url": "http://attacker/v1", "store": str(tmp_path / "tone")}
     ctx = served_context(hostile, author="alice", environ=env)
-    assert (ctx.store, ctx.memory_dir) == (str(tmp_path / "sql"), str(tmp_path / "sql"))
+    assert (ctx.store, ctx.memory_dir) == (str(tmp_path / "sql"), None)
     assert (ctx.model, ctx.base_url, ctx.embeddings) == ("stub", "http://models.internal/v1", "minilm")
     assert (ctx.k, ctx.author) == (2, "alice")
     assert served_context(ServedContext(judge="tone"), environ=env).author == "anonymous"
@@ -279,6 +284,41 @@ async def test_store_access_is_read_only_within_allowed_judges(monkeypatch: pyte
     assert not await read_own_judges_store(ctx("get", ("alias",)), {"namespace": ("memalign", "alias")})
     assert not await read_own_judges_store(ctx("get", ("files",)), {"namespace": ("memalign", "files")})
     assert not await read_own_judges_store(ctx("get"), {"namespace": ("memalign", "tone")})
-    assert not await read_own_judges_store(ctx("list_namespaces"), {"namespace": ("memalign",)})
     assert not await read_own_judges_store(ctx("put"), {"namespace": ("memalign", "sql")})
     assert not await read_own_judges_store(ctx("delete"), {"namespace": ("memalign", "sql")})
+
+
+async def test_listing_namespaces_shows_only_the_users_own_judges(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Studio lists namespaces from ``["memalign"]`` (or none); each user sees their own judges, never others'."""
+    judges = {"sql": "langgraph", "tone": "langgraph", "v1.2": "langgraph", "alias": "langgraph:shared", "files": "/m"}
+    monkeypatch.setenv("MEMALIGN_JUDGES", json.dumps(judges))
+    stored = {"sql", "tone", "v1%2E2", "shared"}
+
+    async def stored_labels() -> set[str]:
+        return set(stored)
+
+    monkeypatch.setattr("memalign_graph.auth._stored_judge_labels", stored_labels)
+
+    async def listing(allowed: list[str], prefix: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        value = {"namespace": prefix, "suffix": None, "max_depth": 3, "limit": 100, "offset": 0}
+        assert await read_own_judges_store(
+            _auth_ctx("alice", allowed, resource="store", action="list_namespaces"), value
+        )
+        assert value["max_depth"] == 3
+        return value["namespace"]
+
+    assert await listing(["sql"], ("memalign",)) == ("memalign", "sql")  # narrowed to the user's judge
+    assert await listing(["sql"], None) == ("memalign", "sql")
+    assert await listing(["*"], ("memalign",)) == ("memalign",)  # every judge in the store is theirs
+    assert await listing(["alias", "files"], None) == ("memalign", "shared")
+    stored.add("secret")  # a judge in the store no served name reaches
+    for allowed, mine in ((["*"], ["shared", "sql", "tone", "v1%2E2"]), (["sql", "tone"], ["sql", "tone"])):
+        with pytest.raises(Auth.exceptions.HTTPException) as raised:
+            await listing(allowed, ("memalign",))
+        assert raised.value.status_code == 403
+        assert raised.value.detail == "list the namespaces of one of your judges at a time: prefix " + ", ".join(
+            json.dumps(["memalign", label]) for label in mine
+        )
+    files_only = _auth_ctx("alice", ["files"], resource="store", action="list_namespaces")
+    assert not await read_own_judges_store(files_only, {"namespace": ("memalign",)})
+    assert not await read_own_judges_store(files_only, {"namespace": ("other-app",)})

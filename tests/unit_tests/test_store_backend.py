@@ -51,7 +51,7 @@ def test_judge_is_created_from_its_definition_on_first_use(monkeypatch):
     assert ("memalign", "sql v1%2E2") in store.list_namespaces(prefix=("memalign",), max_depth=2)
     assert Memory.open(StoreBackend(store, "sql v1.2"), embeddings=EMB).spec == CATEGORICAL
     unknown = Context(store="langgraph:other", model=StubChatModel(), embeddings=EMB)
-    with pytest.raises(Exception, match="no judge 'other' in this store.*MEMALIGN_JUDGE_SPECS"):
+    with pytest.raises(Exception, match="no judge 'other' in the graph's LangGraph store, and MEMALIGN_JUDGE_SPECS"):
         build_judge_graph().compile(store=store).invoke(CASE, context=unknown)
 
 
