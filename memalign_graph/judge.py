@@ -298,11 +298,15 @@ def working_memory(
     """
     case_data = _case_data(case)
     episode_data = [_episode_data(e) for e in episodes]
+    budget = (context_tokens - answer_tokens) * PROMPT_CHARS_PER_TOKEN
+    messages = _render_messages(spec, case_data, principles, episode_data)
+    if sum(len(m.text) for m in messages) <= budget:  # the usual case: everything fits, nothing to size
+        return WorkingMemory(messages, False, [])
     items = [(case_data, _clippable(case_data, _EPISODE_TEXT_FIELDS), CASE_WEIGHT)]
     items += [(data, _clippable(data, _EPISODE_TEXT_FIELDS), 1) for data in episode_data]
     empty = [({**data, **dict.fromkeys(keys, "")}) for data, keys, _ in items]
     fixed = sum(len(m.text) for m in _render_messages(spec, empty[0], principles, empty[1:]))
-    available = (context_tokens - answer_tokens) * PROMPT_CHARS_PER_TOKEN - fixed
+    available = budget - fixed
     clipped = _fit(items, max(0, available))
     messages = _render_messages(spec, case_data, principles, episode_data)
     return WorkingMemory(messages, clipped[0], [str(e["id"]) for e, c in zip(episodes, clipped[1:]) if c])
@@ -369,7 +373,7 @@ def find_precedent(
             score >= ``threshold``), or ``"off"``.
         threshold: cosine similarity for ``"similar"`` mode.
     """
-    if mode == "off":
+    if mode == "off" or not any("value" in episode for episode in episodes):
         return None
     wanted = case_hash(case)
     for episode in episodes:
