@@ -31,7 +31,7 @@ from collections.abc import Callable
 from typing import Any
 
 from langchain_core.language_models import BaseChatModel
-from langchain_core.runnables import RunnableLambda
+from langchain_core.runnables import Runnable, RunnableConfig
 from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime, get_runtime
 from langgraph.types import Send, interrupt
@@ -275,28 +275,39 @@ def _serve(func: Callable[..., Any]) -> Callable[..., Any]:
     return wrapped
 
 
-def node(func: Callable[..., Any], afunc: Callable[..., Any] | None = None, *, served: bool = False) -> RunnableLambda:
-    """A graph node with sync and async forms, both called as ``(state, runtime)``.
+class _Node(Runnable[Any, Any]):
+    """A graph node's sync and async forms as one runnable (see :func:`node`).
+
+    A plain ``Runnable``: LangGraph's own step traces the node, and nothing here inspects
+    signatures or opens a callback run on every call, as a ``RunnableLambda`` would.
+    """
+
+    def __init__(self, func: Callable[..., Any], afunc: Callable[..., Any] | None, served: bool) -> None:
+        self.func, self.afunc, self.served = func, afunc, served
+        self.name = func.__name__
+
+    def _runtime(self) -> Runtime[Any]:
+        runtime = get_runtime()
+        return served_runtime(runtime) if self.served else runtime
+
+    def invoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:  # noqa: D102
+        return self.func(input, self._runtime())
+
+    async def ainvoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:  # noqa: D102
+        runtime = self._runtime()
+        if self.afunc is not None:
+            return await self.afunc(input, runtime)
+        return await asyncio.to_thread(self.func, input, runtime)
+
+
+def node(func: Callable[..., Any], afunc: Callable[..., Any] | None = None, *, served: bool = False) -> Runnable:
+    """A graph node with sync and async forms, both called as ``(state, runtime)``; named after ``func``.
 
     Without ``afunc`` the async form runs ``func`` in a worker thread, so blocking
     I/O never reaches the event loop (``langgraph dev`` forbids it). With ``served``
     the node sees :func:`served_runtime` instead of the client's context.
     """
-
-    def current() -> Runtime[Any]:
-        runtime = get_runtime()
-        return served_runtime(runtime) if served else runtime
-
-    def run(state: Any) -> Any:
-        return func(state, current())
-
-    async def arun(state: Any) -> Any:
-        runtime = current()
-        if afunc is not None:
-            return await afunc(state, runtime)
-        return await asyncio.to_thread(func, state, runtime)
-
-    return RunnableLambda(run, afunc=arun, name=func.__name__)
+    return _Node(func, afunc, served)
 
 
 def _add_judging(builder: StateGraph, served: bool) -> None:
