@@ -31,8 +31,8 @@ OpenAI-compatible models, which are asked for them unless they refuse), the judg
 also carries ``scores``: the probability of each allowed value, read from the tokens
 that spell the value (:func:`memalign_graph.scores.value_scores`), renormalised over the allowed values.
 
-**Pairwise** judges judge both orders by default (outputs as given and swapped);
-an order-inconsistent pair is a ``tie``, both answers kept in ``orders``.
+**Pairwise** judges judge both orders by default (outputs as given and swapped;
+:mod:`memalign_graph.pairwise`); an order-inconsistent pair is a ``tie``, both answers kept in ``orders``.
 
 **Expert precedent** (optional, on by default): if a retrieved episode is the
 same case (same normalised case hash; or, in ``"similar"`` mode, cosine
@@ -57,6 +57,7 @@ from memalign_graph.episodic import Episode
 from memalign_graph.errors import JudgeError, JudgmentParseError, RecordError
 from memalign_graph.faults import RETRY_DEFAULTS, CallCounter, describe_error, is_transient, retrying_call
 from memalign_graph.models import model_name
+from memalign_graph.pairwise import OrderJudgment, both_orders, swap_outputs
 from memalign_graph.scores import top_logprobs, value_scores
 from memalign_graph.semantic import Principle
 from memalign_graph.spec import JudgeSpec, Value, case_hash, clip, render
@@ -80,8 +81,8 @@ class Judgment(TypedDict):
         usage: tokens spent on this judgment.
         attempts: model calls made (1 + repairs + retries after transient errors).
         clipped: a field of the case at hand was clipped to fit the model's context window.
-        orders: pairwise judgments in both orders: the answer in each order (see :class:`OrderJudgment`);
-            when they disagree, ``value`` is ``tie``.
+        orders: pairwise judgments in both orders: the answer in each order (see
+            :class:`~memalign_graph.pairwise.OrderJudgment`); when they disagree, ``value`` is ``tie``.
     """
 
     value: Value
@@ -97,24 +98,6 @@ class Judgment(TypedDict):
     id: NotRequired[str]
     clipped: NotRequired[bool]
     orders: NotRequired[list[OrderJudgment]]
-
-
-class OrderJudgment(TypedDict):
-    """A pairwise judge's answer with the outputs in one order.
-
-    Attributes:
-        shown: ``"AB"`` (output A shown first, as given) or ``"BA"`` (swapped).
-        answer: the value as the model answered, in the labels of the order shown.
-        value: that answer in the case's own labels (``A`` is the first output given).
-        rationale: the model's rationale for this order.
-        scores: probabilities in the case's own labels, or ``None``.
-    """
-
-    shown: str
-    answer: Value
-    value: Value
-    rationale: str
-    scores: dict[str, float] | None
 
 
 # --- working memory: budgets from the model's context window, untrusted text JSON-escaped ------------------------
@@ -527,71 +510,6 @@ def _repair(spec: JudgeSpec, messages: list[BaseMessage], answer: BaseMessage, e
     ]
 
 
-_SWAP = {"A": "B", "B": "A", "tie": "tie"}
-
-
-def _swapped(case: dict[str, Any]) -> dict[str, Any]:
-    first, second = case["outputs"]
-    return {**case, "outputs": [second, first]}
-
-
-def _both_orders(spec: JudgeSpec, as_given: Judgment, swapped: Judgment) -> Judgment:
-    """One pairwise judgment from the answers with the outputs as given and swapped.
-
-    Agreeing answers (after mapping the swapped labels back) give that value; disagreeing answers
-    give ``tie`` (the preference followed the position, not the outputs). Scores are the mean of
-    both orders' scores in the case's own labels; usage and attempts are summed.
-    """
-    back = {str(k): v for k, v in _SWAP.items()}
-    swapped_scores = None
-    if swapped["scores"] is not None:
-        swapped_scores = {back[k]: p for k, p in swapped["scores"].items()}
-    orders = [
-        OrderJudgment(
-            shown="AB",
-            answer=as_given["value"],
-            value=as_given["value"],
-            rationale=as_given["rationale"],
-            scores=as_given["scores"],
-        ),
-        OrderJudgment(
-            shown="BA",
-            answer=swapped["value"],
-            value=_SWAP[str(swapped["value"])],
-            rationale=swapped["rationale"],
-            scores=swapped_scores,
-        ),
-    ]
-    consistent = orders[0]["value"] == orders[1]["value"]
-    value = orders[0]["value"] if consistent else "tie"
-    if consistent:
-        rationale = as_given["rationale"]
-    else:
-        rationale = (
-            f"Order-inconsistent, so tie: with A shown first the judge said {orders[0]['value']} "
-            f"({as_given['rationale']}); with B shown first it said {orders[1]['value']} ({swapped['rationale']})."
-        )
-    scores = None
-    if as_given["scores"] is not None and swapped_scores is not None:
-        scores = {str(v): round((as_given["scores"][str(v)] + swapped_scores[str(v)]) / 2, 4) for v in spec.values}
-    usage = empty_usage()
-    for part in (as_given, swapped):
-        for key in usage:
-            usage[key] += part["usage"][key]  # type: ignore[literal-required]
-    return Judgment(  # type: ignore[typeddict-item]
-        **{
-            **as_given,
-            "value": value,
-            "rationale": rationale,
-            "scores": scores,
-            "usage": usage,
-            "attempts": as_given["attempts"] + swapped["attempts"],
-            "clipped": bool(as_given.get("clipped") or swapped.get("clipped")),
-            "orders": orders,
-        }
-    )
-
-
 T = TypeVar("T")
 Ask = Callable[[Runnable, list[BaseMessage]], Awaitable[BaseMessage]]
 """How one round's call is made: ``runnable.invoke`` (synchronous judging) or ``runnable.ainvoke``."""
@@ -663,7 +581,7 @@ def run_judge(
     Working memory is sized to the model's context window (:func:`working_memory`); a judgment
     whose case had to be clipped says ``clipped: True``. A pairwise judge with
     ``pairwise_orders="both"`` (the default) judges the case twice, outputs as given and swapped,
-    to cancel position bias; see :func:`_both_orders` for how the two answers combine.
+    to cancel position bias; see :func:`memalign_graph.pairwise.both_orders` for how the two answers combine.
 
     Args:
         model: any LangChain chat model.
@@ -689,8 +607,8 @@ def run_judge(
     judgment = _run_now(_judge_once(model, spec, case, principles, episodes, cfg, _invoke))
     if spec.kind != "pairwise" or cfg["pairwise_orders"] != "both":
         return judgment
-    swapped = _run_now(_judge_once(model, spec, _swapped(case), principles, episodes, cfg, _invoke))
-    return _both_orders(spec, judgment, swapped)
+    swapped = _run_now(_judge_once(model, spec, swap_outputs(case), principles, episodes, cfg, _invoke))
+    return both_orders(spec, judgment, swapped)
 
 
 async def arun_judge(
@@ -713,6 +631,6 @@ async def arun_judge(
         return await _judge_once(model, spec, case, principles, episodes, cfg, _ainvoke)
     judgment, swapped = await asyncio.gather(
         _judge_once(model, spec, case, principles, episodes, cfg, _ainvoke),
-        _judge_once(model, spec, _swapped(case), principles, episodes, cfg, _ainvoke),
+        _judge_once(model, spec, swap_outputs(case), principles, episodes, cfg, _ainvoke),
     )
-    return _both_orders(spec, judgment, swapped)
+    return both_orders(spec, judgment, swapped)
