@@ -25,12 +25,13 @@ the same stub.
 
 The same work for both: the stub answers every distillation call, whoever asks, with
 ``--guidelines-per-call`` guidelines (principles): the first sentences of the expert feedback of
-the call's first records, in each side's format. The table reports how many each call returned
-and how many each side kept. The stub answers as OpenAI does where a client's cost depends on it:
-embeddings as base64 when the request asks for ``encoding_format: "base64"`` (the OpenAI SDK's
-default), else floats; and, when a request asks for ``logprobs``, every token of the answer with
-the ``top_logprobs`` alternatives asked for (memalign-graph asks, for its judgments' ``scores``;
-MLflow does not).
+the call's first records, in each side's format, each ending with a number the stub never gives
+twice (``" (rule 17)"``), so neither side can keep fewer by merging equal texts. The table
+reports how many each call returned and how many each side kept. The stub answers as OpenAI
+does where a client's cost depends on it: embeddings as base64 when the request asks for
+``encoding_format: "base64"`` (the OpenAI SDK's default), else floats; and, when a request asks
+for ``logprobs``, every token of the answer with the ``top_logprobs`` alternatives asked for
+(memalign-graph asks, for its judgments' ``scores``; MLflow does not).
 
 "Judge overhead" is a judgment's wall time minus the time the stub spent serving the requests it
 made (chat and embeddings: the latency slept and the stub's own parsing): the library's own work.
@@ -44,6 +45,7 @@ from __future__ import annotations
 import argparse
 import base64
 import hashlib
+import itertools
 import json
 import math
 import os
@@ -58,6 +60,7 @@ import tempfile
 import threading
 import time
 import urllib.request
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -90,6 +93,8 @@ ROWS = [
     ("align_embed_calls", "embeddings requests to align R records"),
     ("align_wall_s", "align R records, wall (s)"),
     ("add_wall_s", f"align {ADDED} more records, wall (s)"),
+    ("add_chat_calls", f"chat calls to align {ADDED} more records"),
+    ("add_embed_calls", f"embeddings requests to align {ADDED} more records"),
     ("delete_s", f"delete {DELETED} records (s)"),
     ("delete_embed_calls", f"embeddings requests to delete {DELETED} records"),
     ("reload_judge_s", "reload + first judgment, new process, after imports (s)"),
@@ -122,12 +127,13 @@ def _text(content: Any) -> str:
     return content or ""
 
 
-def mlflow_guidelines(prompt: str, per_call: int | None = None) -> str:
+def mlflow_guidelines(prompt: str, per_call: int | None = None, numbers: Iterator[int] | None = None) -> str:
     """MLflow's distillation answer: a guideline per record (its rationale's first sentence), the first ``per_call``.
 
     MLflow renders each record as ``{ "id": N, "<field>": "<value>", ... }`` (values unescaped,
     one per line) and parses ``{"guidelines": [{"guideline_text", "source_trace_ids": [N]}]}``.
-    ``per_call`` ``None``: one per record.
+    ``per_call`` ``None``: one per record. ``numbers``: each guideline ends with the next one
+    (``" (rule N)"``), so no two are the same text.
     """
     guidelines = []
     for block in re.finditer(r'^\{\n\s*"id": (\d+),\n(.*?)^\}', prompt, re.S | re.M):
@@ -136,17 +142,25 @@ def mlflow_guidelines(prompt: str, per_call: int | None = None) -> str:
             guidelines.append(
                 {"guideline_text": first_sentence(rationale.group(1)), "source_trace_ids": [int(block.group(1))]}
             )
-    return json.dumps({"guidelines": guidelines[:per_call]})
+    guidelines = guidelines[:per_call]
+    for guideline in guidelines if numbers is not None else []:
+        guideline["guideline_text"] += f" (rule {next(numbers)})"
+    return json.dumps({"guidelines": guidelines})
 
 
-def ours_principles(records: list[dict[str, Any]], per_call: int | None = None) -> list[dict[str, Any]]:
-    """memalign-graph's distillation answer, in its format: the same first sentences as :func:`mlflow_guidelines`."""
+def ours_principles(
+    records: list[dict[str, Any]], per_call: int | None = None, numbers: Iterator[int] | None = None
+) -> list[dict[str, Any]]:
+    """memalign-graph's distillation answer, in its format: the same as :func:`mlflow_guidelines` gives."""
     principles = []
     for record in records:
         feedback = str(record.get("feedback") or "").strip()
         if feedback and feedback != "none":
             principles.append({"text": first_sentence(feedback), "sources": [record["id"]]})
-    return principles[:per_call]
+    principles = principles[:per_call]
+    for principle in principles if numbers is not None else []:
+        principle["text"] += f" (rule {next(numbers)})"
+    return principles
 
 
 def logprobs(text: str, alternatives: int, values: list[Any]) -> dict[str, Any]:
@@ -179,7 +193,7 @@ def embedding(text: str, encoding_format: str | None) -> list[float] | str:
     return vector
 
 
-def answer(body: dict[str, Any], per_call: int | None) -> tuple[str, int | None]:
+def answer(body: dict[str, Any], per_call: int | None, numbers: Iterator[int] | None = None) -> tuple[str, int | None]:
     """The stub's chat answer, in the format the caller parses, and how many guidelines it holds (or None).
 
     * MLflow's distillation (response format ``Guidelines`` or its prompt): :func:`mlflow_guidelines`;
@@ -194,7 +208,7 @@ def answer(body: dict[str, Any], per_call: int | None) -> tuple[str, int | None]
     schema_info = response_format.get("json_schema") or {}
     properties = (schema_info.get("schema") or {}).get("properties") or {}
     if schema_info.get("name") == "Guidelines" or "distill a list of guidelines" in prompt:
-        text = mlflow_guidelines(prompt, per_call)
+        text = mlflow_guidelines(prompt, per_call, numbers)
         return text, len(json.loads(text)["guidelines"])
     if "result" in properties:
         return json.dumps({"result": "pass", "rationale": "stub judgment"}), None
@@ -206,7 +220,7 @@ def answer(body: dict[str, Any], per_call: int | None) -> tuple[str, int | None]
     chat = [roles.get(m.get("role"), HumanMessage)(_text(m.get("content"))) for m in messages]
     records = distill_records(chat)
     if records is not None:
-        principles = ours_principles(records, per_call)
+        principles = ours_principles(records, per_call, numbers)
         return json.dumps({"principles": principles}), len(principles)
     return default_responder(chat, {"response_format": response_format}), None
 
@@ -233,6 +247,7 @@ class StubServer(ThreadingHTTPServer):
         self.latency_s = latency_s
         self.embed_latency_s = embed_latency_s
         self.guidelines_per_call = guidelines_per_call
+        self.numbers = itertools.count(1)  # distinct guideline texts across sides and runs (next() holds the GIL)
         self.lock = threading.Lock()
         self.stats = {"chat": 0, "embed": 0, "served_s": 0.0, "prompt_tokens": 0, "distill_calls": 0, "guidelines": 0}
         self.url = f"http://127.0.0.1:{self.server_address[1]}/v1"
@@ -302,7 +317,7 @@ class _Handler(BaseHTTPRequestHandler):
         if not self.path.endswith("/chat/completions"):
             self._send(404, {"error": {"message": f"no route {self.path}", "type": "invalid_request_error"}})
             return
-        text, guidelines = answer(body, self.server.guidelines_per_call)
+        text, guidelines = answer(body, self.server.guidelines_per_call, self.server.numbers)
         time.sleep(self.server.latency_s)
         prompt_chars = sum(len(_text(m.get("content"))) for m in body.get("messages") or [])
         usage = {"prompt_tokens": prompt_chars // 4, "completion_tokens": len(text) // 4}
@@ -393,6 +408,10 @@ def _alignment(wall: float, calls: dict[str, float]) -> dict[str, float]:
     }
 
 
+def _added(wall: float, calls: dict[str, float]) -> dict[str, float]:
+    return {"add_wall_s": wall, "add_chat_calls": calls["chat"], "add_embed_calls": calls["embed"]}
+
+
 def _peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
@@ -439,7 +458,8 @@ def mlflow_align(url: str, workdir: Path, records: list[dict[str, Any]], cases: 
     figures |= _alignment(wall, calls)
     if not aligned._semantic_memory:
         raise RuntimeError("MLflow's alignment distilled no guideline: the stub's answers were not parsed")
-    aligned, figures["add_wall_s"], _ = _timed(url, lambda: aligned.align(traces=added, optimizer=optimizer))
+    aligned, wall, calls = _timed(url, lambda: aligned.align(traces=added, optimizer=optimizer))
+    figures |= _added(wall, calls)
     figures["guidelines"] = len(aligned._semantic_memory)
     figures |= _overhead(url, {"": judging(aligned)}, cases, "n")
     smaller, wall, calls = _timed(url, lambda: aligned.unalign(traces=traces[:DELETED]))
@@ -492,7 +512,8 @@ def ours_align(url: str, workdir: Path, records: list[dict[str, Any]], cases: li
     figures |= _alignment(wall, calls)
     if report.failed or not memory.principles:
         raise RuntimeError(f"memalign-graph's alignment failed: {report.failed!r}, {len(memory.principles)} principles")
-    _, figures["add_wall_s"], _ = _timed(url, lambda: memory.align(added, model=CHAT_MODEL, base_url=url))
+    _, wall, calls = _timed(url, lambda: memory.align(added, model=CHAT_MODEL, base_url=url))
+    figures |= _added(wall, calls)
     figures["guidelines"] = len(memory.principles)
     figures |= _overhead(url, judges, cases, "n")
     _, wall, calls = _timed(url, lambda: memory.forget([r["id"] for r in records[:DELETED]]))
