@@ -26,9 +26,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import os
-import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
@@ -50,7 +48,7 @@ from memalign_graph.context import (
     resolve_context,
     served_context,
 )
-from memalign_graph.episodic import Episode, episode_from_record
+from memalign_graph.episodic import episode_from_record
 from memalign_graph.errors import MemoryFormatError
 from memalign_graph.governance import check_policy
 from memalign_graph.judge import JudgeSettings, Judgment, arun_judge, find_precedent, precedent_judgment, run_judge
@@ -177,50 +175,6 @@ def retrieve_episodes(state: JudgeState, runtime: Runtime[Context]) -> dict[str,
         return {"episodes": []}
     handoff = state.get("query_handoff")
     return {"episodes": memory.retrieve_episodes(_validated_case(state), ctx.k, handoff=handoff)}
-
-
-PREFETCHED_KEPT = 256
-"""Most episode searches held between the two retrieval steps of async judgments (for runs stopped between them)."""
-_prefetched: OrderedDict[str, list[Episode]] = OrderedDict()
-_prefetched_lock = threading.Lock()
-
-
-def _principles_and_episodes(state: JudgeState, runtime: Runtime[Context]) -> dict[str, Any]:
-    """:func:`retrieve_principles`, then this judgment's episode search, held under its hand-off token."""
-    update = retrieve_principles(state, runtime)
-    ctx, memory = _memory(runtime, refresh=False)
-    if ctx.use_episodes:
-        episodes = memory.retrieve_episodes(_validated_case(update), ctx.k, handoff=update["query_handoff"])
-        token = update["query_handoff"] = update["query_handoff"] or memory.episodes.new_handoff()
-        with _prefetched_lock:
-            _prefetched[token] = episodes
-            while len(_prefetched) > PREFETCHED_KEPT:
-                _prefetched.popitem(last=False)
-    return update
-
-
-async def aretrieve_principles(state: JudgeState, runtime: Runtime[Context]) -> dict[str, Any]:
-    """Async :func:`retrieve_principles`: it and the episode search run in one worker thread.
-
-    The episodes found are held, under the judgment's random hand-off token, for
-    :func:`aretrieve_episodes`, which then returns them without a second thread hop; under
-    concurrency every hop queues for the event loop's few worker threads.
-
-    Raises:
-        RecordError: as :func:`retrieve_principles`.
-    """
-    return await asyncio.to_thread(_principles_and_episodes, state, runtime)
-
-
-async def aretrieve_episodes(state: JudgeState, runtime: Runtime[Context]) -> dict[str, Any]:
-    """Async :func:`retrieve_episodes`: the episodes the first step found, else a search in a worker thread."""
-    handoff = state.get("query_handoff")
-    if handoff:
-        with _prefetched_lock:
-            episodes = _prefetched.pop(handoff, None)
-        if episodes is not None:
-            return {"episodes": episodes}
-    return await asyncio.to_thread(retrieve_episodes, state, runtime)
 
 
 def _judge_inputs(state: JudgeState, runtime: Runtime[Context]) -> tuple[Context, Any, dict[str, Any], Any]:
@@ -358,9 +312,12 @@ def node(func: Callable[..., Any], afunc: Callable[..., Any] | None = None, *, s
 
 def _add_judging(builder: StateGraph, served: bool) -> None:
     """``START → retrieve_principles → retrieve_episodes → judge``, shared by the judge and review graphs."""
-    # With ``served`` the served runtime (server configuration, authenticated user) replaces the client's context.
-    builder.add_node("retrieve_principles", node(retrieve_principles, aretrieve_principles, served=served))
-    builder.add_node("retrieve_episodes", node(retrieve_episodes, aretrieve_episodes, served=served))
+    if served:  # the served runtime (server configuration, authenticated user) replaces the client's context
+        builder.add_node("retrieve_principles", node(retrieve_principles, served=True))
+        builder.add_node("retrieve_episodes", node(retrieve_episodes, served=True))
+    else:  # plain functions: LangGraph calls them directly, and in a worker thread under ``ainvoke``
+        builder.add_node("retrieve_principles", retrieve_principles)
+        builder.add_node("retrieve_episodes", retrieve_episodes)
     builder.add_node("judge", node(judge, ajudge, served=served))
     builder.add_edge(START, "retrieve_principles")
     builder.add_edge("retrieve_principles", "retrieve_episodes")

@@ -60,8 +60,7 @@ class JudgeState(JudgeInput, total=False):
     """The judgment."""
     query_handoff: str | None
     """Internal: this judgment's random token under which principle ranking held the case's query vector
-    for the episode search, and an async run's first step the episodes it found (null unless one of
-    them did; never in the output)."""
+    for the episode search (null unless principles were ranked; never in the output)."""
 
 
 @with_config(_DESCRIBED)

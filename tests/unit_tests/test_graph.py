@@ -71,40 +71,6 @@ async def test_async_invoke_and_checkpointer(context):
     assert state.values["judgment"] == out["judgment"] and state.values["principles"] == []
 
 
-async def test_an_async_judgment_makes_one_worker_thread_hop_and_finds_what_a_sync_one_finds(
-    tmp_path, stub, embeddings
-):
-    import asyncio
-    from concurrent.futures import ThreadPoolExecutor
-
-    from memalign_graph import Memory
-    from tests.conftest import CATEGORICAL
-
-    memory = Memory.create(tmp_path / "m", CATEGORICAL, embeddings=embeddings)
-    memory.align(
-        [feedback(f"r{i}", f"SELECT {i} FROM raw.orders", text=f"Rule {i}: use views.") for i in range(3)], model=stub
-    )
-    ctx = Context(memory_dir=str(tmp_path / "m"), model=stub, embeddings=embeddings, precedent="off")
-    graph = build_judge_graph().compile()
-    sync = graph.invoke(CASE, context=ctx)["judgment"]
-
-    class Counted(ThreadPoolExecutor):
-        hops = 0
-
-        def submit(self, *args, **kwargs):
-            Counted.hops += 1
-            return super().submit(*args, **kwargs)
-
-    asyncio.get_running_loop().set_default_executor(Counted(4))
-    out = (await graph.ainvoke(CASE, context=ctx))["judgment"]
-    assert Counted.hops == 1
-    from memalign_graph import graph as graph_module
-
-    assert not graph_module._prefetched  # the episodes found in the first step were taken by the second
-    assert out["episode_ids"] == sync["episode_ids"] and len(out["episode_ids"]) == 3
-    assert out["principle_ids"] == sync["principle_ids"] and out["value"] == sync["value"]
-
-
 def test_expert_precedent_and_switches(memory, stub, context, embeddings):
     memory.align([{"id": "r1", **CASE, "value": "fail", "feedback": "Raw tables are banned."}], model=stub)
     judge = build_judge_graph().compile()
