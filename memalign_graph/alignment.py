@@ -231,9 +231,10 @@ def has_work(plan: EpisodePlan) -> bool:
 
 
 def embed_episodes(embeddings: Embeddings, episodes: list[Episode], phases: Phases, chunk: int = 256) -> np.ndarray:
-    """Unit vectors of ``episodes`` (shape ``(n, dim)``, float32), embedded ``chunk`` texts per call.
+    """Unit vectors of ``episodes`` (shape ``(n, dim)``, float32), each distinct text embedded once, ``chunk`` per call.
 
-    Filled into one preallocated array, so 100 000 episodes cost 150 MB of vectors, not lists of floats.
+    Episodes with the same embedding text (the same case) share its vector. Filled into one
+    preallocated array, so 100 000 episodes cost 150 MB of vectors, not lists of floats.
 
     Raises:
         ValueError: if the embeddings return a shape other than one vector per text.
@@ -241,18 +242,26 @@ def embed_episodes(embeddings: Embeddings, episodes: list[Episode], phases: Phas
     phases.start("embed", len(episodes))
     if not episodes:
         return np.zeros((0, 0), dtype=np.float32)
+    texts = [embedding_text(e) for e in episodes]
+    distinct = list(dict.fromkeys(texts))
+    number = {text: i for i, text in enumerate(distinct)}
+    inverse = np.fromiter((number[t] for t in texts), dtype=np.int64, count=len(texts))
+    positions = np.argsort(inverse, kind="stable")  # episode positions grouped by distinct text, in text order
+    bounds = np.searchsorted(inverse[positions], np.arange(len(distinct) + 1))
     out: np.ndarray | None = None
     embed = getattr(embeddings, "embed_documents_array", None) or embeddings.embed_documents
-    for start in range(0, len(episodes), chunk):
-        part = episodes[start : start + chunk]
-        block = np.asarray(embed([embedding_text(e) for e in part]), dtype=np.float32)
+    for start in range(0, len(distinct), chunk):
+        part = distinct[start : start + chunk]
+        block = np.asarray(embed(part), dtype=np.float32)
         if block.ndim != 2 or len(block) != len(part):
             raise ValueError(f"embeddings returned {block.shape} for {len(part)} texts")
         if out is None:
             out = np.empty((len(episodes), block.shape[1]), dtype=np.float32)
         norms = np.linalg.norm(block, axis=1, keepdims=True)
-        out[start : start + len(part)] = block / np.where(norms == 0, 1.0, norms)
-        phases.advance("embed", len(part))
+        block /= np.where(norms == 0, 1.0, norms)
+        covered = positions[bounds[start] : bounds[start + len(part)]]
+        out[covered] = block[inverse[covered] - start]
+        phases.advance("embed", len(covered))
     assert out is not None
     return out
 

@@ -140,28 +140,35 @@ def bench_align(
     """Align ``n`` records into a fresh memory with a stub LLM of fixed latency.
 
     Returns:
-        ``align_wall_s_N`` (wall time), ``align_llm_calls_N`` (distillation, consolidation and the
-        verdict-directive check),
-        ``align_consolidation_pairs_N`` (pairs of similar principles sent to the LLM, at most 40
-        per call), ``align_tokens_sent_N`` (prompt tokens), ``align_non_llm_s_N`` (embedding,
-        indexing, merging and persistence: every phase but the LLM's), and each phase as
-        ``align_<phase>_N``; medians over ``runs``.
+        ``align_wall_s_N`` (wall time), ``align_cpu_s_N`` (this process's CPU time meanwhile, all
+        threads: with wall, how busy the machine was), ``align_llm_calls_N`` (distillation,
+        consolidation and the verdict-directive check), ``align_consolidation_pairs_N`` (pairs of similar principles sent to the LLM,
+        at most 40 per call), ``align_tokens_sent_N`` (prompt tokens), ``align_non_llm_s_N``
+        (embedding, indexing, merging and persistence: every phase but the LLM's), each phase as
+        ``align_<phase>_N``, and ``align_embed_texts_per_s_N`` (distinct episode texts embedded per
+        second of the embedding phase); medians over ``runs``.
     """
+    from memalign_graph.episodic import episode_from_record
     from memalign_graph.memory import Memory
+    from memalign_graph.spec import embedding_text
 
     data = records or synthetic_records(n)
+    distinct = len({embedding_text(episode_from_record(r)) for r in data[:n]})
     results: list[dict[str, float]] = []
     for _ in range(runs):
         with tempfile.TemporaryDirectory() as tmp:
             memory = Memory.create(Path(tmp) / "mem", SPEC, embeddings=embeddings)
             model = StubChatModel(latency_s=latency_s)
-            started = time.perf_counter()
+            cpu, started = time.process_time(), time.perf_counter()
             report = memory.align(data[:n], model=model, batch_size=batch_size, concurrency=concurrency)
-            wall = time.perf_counter() - started
+            wall, cpu = time.perf_counter() - started, time.process_time() - cpu
             phases = {k: v for k, v in report.timings.items() if k != "distill_s"}
+            embed_s = report.timings.get("embed_s", 0.0)
             results.append(
                 {
                     f"align_wall_s_{n}": wall,
+                    f"align_cpu_s_{n}": cpu,
+                    f"align_embed_texts_per_s_{n}": distinct / embed_s if embed_s else 0.0,
                     f"align_llm_calls_{n}": report.llm_calls,
                     f"align_consolidation_pairs_{n}": report.consolidation.get("pairs", 0),
                     f"align_tokens_sent_{n}": report.usage.get("input_tokens", 0),
@@ -275,8 +282,9 @@ def bench_judge_batch(
     """``n`` judgments through the judge graph (``abatch``, ``max_concurrency``) with a stub of fixed latency.
 
     Returns:
-        ``judge_batch_s_N`` (median wall seconds) and ``judge_batch_ideal_s_N``
-        (``ceil(n / concurrency) * latency``, the floor set by the model alone).
+        ``judge_batch_s_N`` (median wall seconds), ``judge_batch_cpu_s_N`` (median CPU seconds of this
+        process per batch, all threads: with wall, how busy the machine was) and
+        ``judge_batch_ideal_s_N`` (``ceil(n / concurrency) * latency``, the floor set by the model alone).
     """
     import asyncio
     import math
@@ -286,17 +294,19 @@ def bench_judge_batch(
 
     graph = build_judge_graph().compile()
     cases = _cases(n, seed=7)
-    walls = []
+    walls, cpus = [], []
     with tempfile.TemporaryDirectory() as tmp:
         _synthetic_memory(Path(tmp) / "mem", 1000)
         context = Context(store=str(Path(tmp) / "mem"), model=StubChatModel(latency_s=latency_s), precedent="off")
         graph.invoke(cases[0], context=context)  # warm up: memory load, embedder
         for _ in range(runs):
-            started = time.perf_counter()
+            cpu, started = time.process_time(), time.perf_counter()
             asyncio.run(graph.abatch(cases, {"max_concurrency": concurrency}, context=context))
             walls.append(time.perf_counter() - started)
+            cpus.append(time.process_time() - cpu)
     return {
         f"judge_batch_s_{n}": round(statistics.median(walls), 3),
+        f"judge_batch_cpu_s_{n}": round(statistics.median(cpus), 3),
         f"judge_batch_ideal_s_{n}": round(math.ceil(n / concurrency) * latency_s, 3),
     }
 
@@ -471,7 +481,8 @@ def bench_align_at_scale(n: int = 100_000, *, embeddings: str | None = None) -> 
     )
     figures = json.loads(out.stdout.strip().splitlines()[-1])
     peak = round(figures.pop("peak_rss_mib"), 1)
-    keep = {k: v for k, v in figures.items() if k.startswith(("align_wall_s_", "align_embed_s_", "align_distill_s_"))}
+    kept = ("align_wall_s_", "align_cpu_s_", "align_embed_s_", "align_embed_texts_per_s_", "align_distill_s_")
+    keep = {k: v for k, v in figures.items() if k.startswith(kept)}
     return {**keep, f"align_peak_rss_mib_{n}": peak}
 
 

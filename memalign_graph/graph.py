@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from langchain_core.language_models import BaseChatModel
-from langchain_core.runnables import RunnableLambda
+from langchain_core.runnables import Runnable, RunnableConfig
 from langgraph.config import get_config
 from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime, get_runtime
@@ -405,40 +405,51 @@ def _serve(func: Callable[..., Any]) -> Callable[..., Any]:
     return wrapped
 
 
-def node(func: Callable[..., Any], afunc: Callable[..., Any] | None = None, *, served: bool = False) -> RunnableLambda:
-    """A graph node with sync and async forms, both called as ``(state, runtime)``.
+class _Node(Runnable[Any, Any]):
+    """A graph node's sync and async forms as one runnable (see :func:`node`).
+
+    A plain ``Runnable``: LangGraph's own step traces the node, and nothing here inspects
+    signatures or opens a callback run on every call, as a ``RunnableLambda`` would.
+    """
+
+    def __init__(self, func: Callable[..., Any], afunc: Callable[..., Any] | None, served: bool) -> None:
+        self.func, self.afunc, self.served = func, afunc, served
+        self.name = func.__name__
+
+    def _runtime(self) -> Runtime[Any]:
+        runtime = get_runtime()
+        return served_runtime(runtime) if self.served else runtime
+
+    def invoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:  # noqa: D102
+        runtime = self._runtime()
+        try:
+            return self.func(input, runtime)
+        except _SERVER_SIDE as exc:
+            if self.served:
+                raise _client_error(exc, runtime) from exc
+            raise
+
+    async def ainvoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:  # noqa: D102
+        runtime = self._runtime()
+        try:
+            if self.afunc is not None:
+                return await self.afunc(input, runtime)
+            return await asyncio.to_thread(self.func, input, runtime)
+        except _SERVER_SIDE as exc:
+            if self.served:
+                raise _client_error(exc, runtime) from exc
+            raise
+
+
+def node(func: Callable[..., Any], afunc: Callable[..., Any] | None = None, *, served: bool = False) -> Runnable:
+    """A graph node with sync and async forms, both called as ``(state, runtime)``; named after ``func``.
 
     Without ``afunc`` the async form runs ``func`` in a worker thread, so blocking
     I/O never reaches the event loop (``langgraph dev`` forbids it). With ``served``
     the node sees :func:`served_runtime` instead of the client's context, and an error in the
     server's configuration of the judge reaches the client as a :class:`ServedJudgeError`.
     """
-
-    def current() -> Runtime[Any]:
-        runtime = get_runtime()
-        return served_runtime(runtime) if served else runtime
-
-    def run(state: Any) -> Any:
-        runtime = current()
-        try:
-            return func(state, runtime)
-        except _SERVER_SIDE as exc:
-            if served:
-                raise _client_error(exc, runtime) from exc
-            raise
-
-    async def arun(state: Any) -> Any:
-        runtime = current()
-        try:
-            if afunc is not None:
-                return await afunc(state, runtime)
-            return await asyncio.to_thread(func, state, runtime)
-        except _SERVER_SIDE as exc:
-            if served:
-                raise _client_error(exc, runtime) from exc
-            raise
-
-    return RunnableLambda(run, afunc=arun, name=func.__name__)
+    return _Node(func, afunc, served)
 
 
 def _add_judging(builder: StateGraph, served: bool) -> None:

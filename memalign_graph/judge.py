@@ -29,10 +29,10 @@ model and the number of attempts.
 Where the model returns log-probabilities (the embedded model; OpenAI and
 OpenAI-compatible models, which are asked for them unless they refuse), the judgment
 also carries ``scores``: the probability of each allowed value, read from the tokens
-that spell the value (:func:`value_scores`), renormalised over the allowed values.
+that spell the value (:func:`memalign_graph.scores.value_scores`), renormalised over the allowed values.
 
-**Pairwise** judges judge both orders by default (outputs as given and swapped);
-an order-inconsistent pair is a ``tie``, both answers kept in ``orders``.
+**Pairwise** judges judge both orders by default (outputs as given and swapped;
+:mod:`memalign_graph.pairwise`); an order-inconsistent pair is a ``tie``, both answers kept in ``orders``.
 
 **Expert precedent** (optional, on by default): if a retrieved episode is the
 same case (same normalised case hash; or, in ``"similar"`` mode, cosine
@@ -44,8 +44,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import math
-import re
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Literal, NamedTuple, NotRequired, TypeVar
 
@@ -59,6 +57,8 @@ from memalign_graph.episodic import Episode
 from memalign_graph.errors import JudgeError, JudgmentParseError, RecordError
 from memalign_graph.faults import RETRY_DEFAULTS, CallCounter, describe_error, is_transient, retrying_call
 from memalign_graph.models import model_name
+from memalign_graph.pairwise import OrderJudgment, both_orders, swap_outputs
+from memalign_graph.scores import top_logprobs, value_scores
 from memalign_graph.semantic import Principle
 from memalign_graph.spec import JudgeSpec, Value, case_hash, clip, render
 from memalign_graph.structured import Usage, add_usage, bind_structured, empty_usage, extract_json
@@ -81,8 +81,8 @@ class Judgment(TypedDict):
         usage: tokens spent on this judgment.
         attempts: model calls made (1 + repairs + retries after transient errors).
         clipped: a field of the case at hand was clipped to fit the model's context window.
-        orders: pairwise judgments in both orders: the answer in each order (see :class:`OrderJudgment`);
-            when they disagree, ``value`` is ``tie``.
+        orders: pairwise judgments in both orders: the answer in each order (see
+            :class:`~memalign_graph.pairwise.OrderJudgment`); when they disagree, ``value`` is ``tie``.
         model_value: the judge model's own value (``None`` when no model was called: an expert
             precedent); ``value`` differs from it only when the calibration head decided.
         calibration: what the calibration head said (see :func:`memalign_graph.calibration.calibrate`):
@@ -106,24 +106,6 @@ class Judgment(TypedDict):
     orders: NotRequired[list[OrderJudgment]]
     model_value: NotRequired[Value | None]
     calibration: NotRequired[dict[str, Any] | None]
-
-
-class OrderJudgment(TypedDict):
-    """A pairwise judge's answer with the outputs in one order.
-
-    Attributes:
-        shown: ``"AB"`` (output A shown first, as given) or ``"BA"`` (swapped).
-        answer: the value as the model answered, in the labels of the order shown.
-        value: that answer in the case's own labels (``A`` is the first output given).
-        rationale: the model's rationale for this order.
-        scores: probabilities in the case's own labels, or ``None``.
-    """
-
-    shown: str
-    answer: Value
-    value: Value
-    rationale: str
-    scores: dict[str, float] | None
 
 
 # --- working memory: budgets from the model's context window, untrusted text JSON-escaped ------------------------
@@ -307,11 +289,15 @@ def working_memory(
     """
     case_data = _case_data(case)
     episode_data = [_episode_data(e) for e in episodes]
+    budget = (context_tokens - answer_tokens) * PROMPT_CHARS_PER_TOKEN
+    messages = _render_messages(spec, case_data, principles, episode_data)
+    if sum(len(m.text) for m in messages) <= budget:  # the usual case: everything fits, nothing to size
+        return WorkingMemory(messages, False, [])
     items = [(case_data, _clippable(case_data, _EPISODE_TEXT_FIELDS), CASE_WEIGHT)]
     items += [(data, _clippable(data, _EPISODE_TEXT_FIELDS), 1) for data in episode_data]
     empty = [({**data, **dict.fromkeys(keys, "")}) for data, keys, _ in items]
     fixed = sum(len(m.text) for m in _render_messages(spec, empty[0], principles, empty[1:]))
-    available = (context_tokens - answer_tokens) * PROMPT_CHARS_PER_TOKEN - fixed
+    available = budget - fixed
     clipped = _fit(items, max(0, available))
     messages = _render_messages(spec, case_data, principles, episode_data)
     return WorkingMemory(messages, clipped[0], [str(e["id"]) for e, c in zip(episodes, clipped[1:]) if c])
@@ -366,141 +352,6 @@ def parse_judgment(spec: JudgeSpec, text: str) -> tuple[Value, str]:
     return value, rationale.strip() if isinstance(rationale, str) else ""
 
 
-_TERMINATORS = frozenset('",}] \t\r\n')
-
-
-def _value_span(text: str) -> tuple[int, int] | None:
-    """Where the top-level ``"value"`` of the first JSON object in ``text`` is written: ``(start, end)``.
-
-    The object is read key by key with the JSON scanner, so a ``"value":`` inside the rationale,
-    code fences, prose around the object or odd whitespace cannot mislead it. A repeated key counts
-    at its last occurrence, as :func:`json.loads` (and so :func:`parse_judgment`) reads it.
-    """
-    decoder = json.JSONDecoder()
-    space = re.compile(r"\s*")
-    for opening in re.finditer(r"\{", text):
-        pos, found = opening.end(), None
-        try:
-            pos = space.match(text, pos).end()  # type: ignore[union-attr]
-            if text[pos] == "}":
-                continue
-            while True:
-                if text[pos] != '"':
-                    raise ValueError("key expected")
-                key, pos = json.decoder.scanstring(text, pos + 1)
-                pos = space.match(text, pos).end()  # type: ignore[union-attr]
-                if text[pos] != ":":
-                    raise ValueError("colon expected")
-                start = space.match(text, pos + 1).end()  # type: ignore[union-attr]
-                _, pos = decoder.raw_decode(text, start)
-                if key == "value":
-                    found = (start, pos)
-                pos = space.match(text, pos).end()  # type: ignore[union-attr]
-                if text[pos] == ",":
-                    pos = space.match(text, pos + 1).end()  # type: ignore[union-attr]
-                    continue
-                if text[pos] == "}":
-                    break
-                raise ValueError("comma or brace expected")
-        except (ValueError, IndexError):
-            continue
-        return found
-    return None
-
-
-def _owners(spelled: str, names: list[str]) -> list[str]:
-    """The allowed values (lower-case ``names``) that the value text spelled so far can still become."""
-    return [n for n in names if n.startswith(spelled) or (spelled.startswith(n) and spelled[len(n)] in _TERMINATORS)]
-
-
-def _token_bytes(token: dict[str, Any]) -> bytes:
-    raw = token.get("bytes")
-    if isinstance(raw, list) and raw:
-        try:
-            return bytes(raw)
-        except (TypeError, ValueError):
-            pass
-    return str(token.get("token", "")).encode("utf-8")
-
-
-def value_scores(spec: JudgeSpec, message: BaseMessage) -> dict[str, float] | None:
-    """Probability of each allowed value, read from the log-probabilities of the tokens that spell it.
-
-    Works on the generated token stream itself (``response_metadata["logprobs"]["content"]``, the
-    OpenAI format, which llama.cpp and OpenAI-compatible servers return), so code fences, prose or
-    whitespace around the JSON cannot shift the reading:
-
-    1. the stream's text is rebuilt from the tokens (their ``bytes`` where given, so multi-byte
-       characters split across tokens keep offsets right), and the top-level ``"value"`` of the first
-       JSON object in it is located (:func:`_value_span`);
-    2. walking the tokens that spell the value (after its opening quote), each candidate in a
-       position's ``top_logprobs`` is appended to the value text spelled so far; a candidate that
-       leaves exactly one allowed value (case-insensitive prefix, or the whole value followed by a
-       quote, comma, brace or space) adds ``P(path so far) * P(candidate)`` to that value;
-    3. the walk stops at the first token after which a single value remains; where values share a
-       prefix (``1`` and ``10``, ``pass`` and ``partial``) it continues into later tokens, so values
-       spelled by several tokens are scored by the chain rule along the decoded path.
-
-    The result is renormalised over the allowed values. Under greedy decoding of values that part at
-    their first token (``pass``/``fail``, ``A``/``B``/``tie``, 1-9) its argmax is the decoded value.
-
-    Args:
-        spec: the judge (its allowed values).
-        message: the model's answer, with log-probabilities in ``response_metadata``.
-
-    Returns:
-        ``{str(value): probability}`` summing to 1 (4 decimals), or ``None`` if the answer carries no
-        log-probabilities, holds no JSON object with a ``"value"``, or no candidate named an allowed value.
-    """
-    logprobs = (getattr(message, "response_metadata", None) or {}).get("logprobs") or {}
-    tokens = [t for t in (logprobs.get("content") or []) if isinstance(t, dict)]
-    if not tokens:
-        return None
-    pieces = [_token_bytes(t) for t in tokens]
-    stream = b"".join(pieces)
-    text = stream.decode("utf-8", errors="replace")
-    span = _value_span(text)
-    if span is None:
-        return None
-    start, end = (len(text[: span[0]].encode("utf-8")), len(text[: span[1]].encode("utf-8")))
-    if stream[start : start + 1] == b'"':
-        start += 1
-    names = [str(v) for v in spec.values]
-    lower = [n.lower() for n in names]
-    mass = dict.fromkeys(lower, 0.0)
-    reach, offset = 1.0, 0
-    for token, piece in zip(tokens, pieces):
-        token_start, offset = offset, offset + len(piece)
-        if offset <= start:
-            continue
-        if token_start > end:
-            break
-        spelled = stream[start:token_start].decode("utf-8", errors="ignore").lower() if token_start > start else ""
-        lead = stream[token_start:start].decode("utf-8", errors="ignore") if token_start < start else ""
-        candidates = {str(c.get("token", "")): c.get("logprob") for c in token.get("top_logprobs") or []}
-        candidates.setdefault(str(token.get("token", "")), token.get("logprob"))
-        for candidate, logprob in candidates.items():
-            if not isinstance(logprob, (int, float)) or not candidate:
-                continue
-            if lead:
-                if candidate.startswith(lead):
-                    candidate = candidate[len(lead) :]
-                else:
-                    candidate = candidate.lstrip(' \t\r\n"')
-            owners = _owners(spelled + candidate.lower(), lower) if candidate else []
-            if len(owners) == 1:
-                mass[owners[0]] += reach * math.exp(logprob)
-        here = _owners(stream[start:offset].decode("utf-8", errors="ignore").lower(), lower)
-        chosen = token.get("logprob")
-        if len(here) <= 1 or not isinstance(chosen, (int, float)):
-            break
-        reach *= math.exp(chosen)
-    total = sum(mass.values())
-    if total <= 0:
-        return None
-    return {name: round(mass[low] / total, 4) for name, low in zip(names, lower)}
-
-
 def find_precedent(
     case: dict[str, Any], episodes: list[Episode], mode: PrecedentMode, threshold: float = 0.98
 ) -> Episode | None:
@@ -513,7 +364,7 @@ def find_precedent(
             score >= ``threshold``), or ``"off"``.
         threshold: cosine similarity for ``"similar"`` mode.
     """
-    if mode == "off":
+    if mode == "off" or not any("value" in episode for episode in episodes):
         return None
     wanted = case_hash(case)
     for episode in episodes:
@@ -618,6 +469,7 @@ def _model_call(model: BaseChatModel, spec: JudgeSpec, cfg: dict[str, Any], coun
         "judgment",
         cfg["structured_output"],
         max_tokens=cfg["rationale_max_chars"] + 48,
+        top_logprobs=top_logprobs(spec),
     )
     return retrying_call(
         bound,
@@ -668,72 +520,6 @@ def _repair(spec: JudgeSpec, messages: list[BaseMessage], answer: BaseMessage, e
         AIMessage(answer.text),
         HumanMessage(prompts.JUDGE_REPAIR.format(error=error, values=spec.describe_values())),
     ]
-
-
-_SWAP = {"A": "B", "B": "A", "tie": "tie"}
-
-
-def _swapped(case: dict[str, Any]) -> dict[str, Any]:
-    first, second = case["outputs"]
-    return {**case, "outputs": [second, first]}
-
-
-def _both_orders(spec: JudgeSpec, as_given: Judgment, swapped: Judgment) -> Judgment:
-    """One pairwise judgment from the answers with the outputs as given and swapped.
-
-    Agreeing answers (after mapping the swapped labels back) give that value; disagreeing answers
-    give ``tie`` (the preference followed the position, not the outputs). Scores are the mean of
-    both orders' scores in the case's own labels; usage and attempts are summed.
-    """
-    back = {str(k): v for k, v in _SWAP.items()}
-    swapped_scores = None
-    if swapped["scores"] is not None:
-        swapped_scores = {back[k]: p for k, p in swapped["scores"].items()}
-    orders = [
-        OrderJudgment(
-            shown="AB",
-            answer=as_given["value"],
-            value=as_given["value"],
-            rationale=as_given["rationale"],
-            scores=as_given["scores"],
-        ),
-        OrderJudgment(
-            shown="BA",
-            answer=swapped["value"],
-            value=_SWAP[str(swapped["value"])],
-            rationale=swapped["rationale"],
-            scores=swapped_scores,
-        ),
-    ]
-    consistent = orders[0]["value"] == orders[1]["value"]
-    value = orders[0]["value"] if consistent else "tie"
-    if consistent:
-        rationale = as_given["rationale"]
-    else:
-        rationale = (
-            f"Order-inconsistent, so tie: with A shown first the judge said {orders[0]['value']} "
-            f"({as_given['rationale']}); with B shown first it said {orders[1]['value']} ({swapped['rationale']})."
-        )
-    scores = None
-    if as_given["scores"] is not None and swapped_scores is not None:
-        scores = {str(v): round((as_given["scores"][str(v)] + swapped_scores[str(v)]) / 2, 4) for v in spec.values}
-    usage = empty_usage()
-    for part in (as_given, swapped):
-        for key in usage:
-            usage[key] += part["usage"][key]  # type: ignore[literal-required]
-    return Judgment(  # type: ignore[typeddict-item]
-        **{
-            **as_given,
-            "value": value,
-            "model_value": value,
-            "rationale": rationale,
-            "scores": scores,
-            "usage": usage,
-            "attempts": as_given["attempts"] + swapped["attempts"],
-            "clipped": bool(as_given.get("clipped") or swapped.get("clipped")),
-            "orders": orders,
-        }
-    )
 
 
 T = TypeVar("T")
@@ -807,7 +593,7 @@ def run_judge(
     Working memory is sized to the model's context window (:func:`working_memory`); a judgment
     whose case had to be clipped says ``clipped: True``. A pairwise judge with
     ``pairwise_orders="both"`` (the default) judges the case twice, outputs as given and swapped,
-    to cancel position bias; see :func:`_both_orders` for how the two answers combine.
+    to cancel position bias; see :func:`memalign_graph.pairwise.both_orders` for how the two answers combine.
 
     Args:
         model: any LangChain chat model.
@@ -833,8 +619,8 @@ def run_judge(
     judgment = _run_now(_judge_once(model, spec, case, principles, episodes, cfg, _invoke))
     if spec.kind != "pairwise" or cfg["pairwise_orders"] != "both":
         return judgment
-    swapped = _run_now(_judge_once(model, spec, _swapped(case), principles, episodes, cfg, _invoke))
-    return _both_orders(spec, judgment, swapped)
+    swapped = _run_now(_judge_once(model, spec, swap_outputs(case), principles, episodes, cfg, _invoke))
+    return both_orders(spec, judgment, swapped)
 
 
 async def arun_judge(
@@ -857,6 +643,6 @@ async def arun_judge(
         return await _judge_once(model, spec, case, principles, episodes, cfg, _ainvoke)
     judgment, swapped = await asyncio.gather(
         _judge_once(model, spec, case, principles, episodes, cfg, _ainvoke),
-        _judge_once(model, spec, _swapped(case), principles, episodes, cfg, _ainvoke),
+        _judge_once(model, spec, swap_outputs(case), principles, episodes, cfg, _ainvoke),
     )
-    return _both_orders(spec, judgment, swapped)
+    return both_orders(spec, judgment, swapped)

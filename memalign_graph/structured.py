@@ -28,11 +28,13 @@ import logging
 import re
 import sys
 import threading
+import weakref
+from collections import OrderedDict
 from typing import Any
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage
-from langchain_core.runnables import Runnable, RunnableConfig, RunnableLambda
+from langchain_core.runnables import Runnable, RunnableBinding, RunnableConfig, RunnableParallel, RunnableSequence
 from typing_extensions import TypedDict
 
 from memalign_graph.models import model_name
@@ -80,6 +82,9 @@ def extract_json(text: str) -> Any:
             return obj
     raise ValueError("no JSON object found in the answer")
 
+
+MAX_TOP_LOGPROBS = 20
+"""The most alternatives per token OpenAI's API returns with log-probabilities (``top_logprobs``)."""
 
 STRUCTURED_OUTPUT_MODES = ("auto", "json_schema", "function_calling", "json_mode", "prompt")
 # Request parameters a provider may refuse with HTTP 400 for some models (e.g. OpenAI's reasoning models refuse
@@ -198,18 +203,21 @@ def _refused_parameter(exc: BaseException, active: set[str]) -> str | None:
     return None
 
 
-def _as_answer(out: dict[str, Any]) -> BaseMessage:
-    """The structured call's raw message, with a tool call's arguments as its JSON text (for the repair loop)."""
-    raw: BaseMessage = out["raw"]
+def _as_answer(raw: BaseMessage, name: str, parsed: Any = None) -> BaseMessage:
+    """``raw`` with a tool call's arguments as its JSON text (for the repair loop); other answers unchanged.
+
+    The arguments are ``parsed`` where the provider's parser gave a dict, else those of the call
+    named ``name`` (the first call if none is).
+    """
     calls = getattr(raw, "tool_calls", None) or []
     invalid = getattr(raw, "invalid_tool_calls", None) or []
     if not calls and not invalid:
         return raw
-    parsed = out.get("parsed")
     if isinstance(parsed, dict):
         text = json.dumps(parsed, ensure_ascii=False)
     elif calls:
-        text = json.dumps(calls[0].get("args", {}), ensure_ascii=False)
+        call = next((c for c in calls if c.get("name") == name), calls[0])
+        text = json.dumps(call.get("args", {}), ensure_ascii=False)
     else:
         text = str(invalid[0].get("args") or "")
     return AIMessage(
@@ -220,11 +228,66 @@ def _as_answer(out: dict[str, Any]) -> BaseMessage:
     )
 
 
-class StructuredCall:
+def _bound_arguments(structured: Runnable) -> dict[str, Any] | None:
+    """The request arguments inside ``with_structured_output(..., include_raw=True)``, if it has LangChain's shape.
+
+    LangChain's providers return ``RunnableMap(raw=model.bind(**arguments)) | parser``. Called
+    through that map, every call starts two threads (one per ``RunnableParallel``) to parse a copy
+    of the answer that is not used here: the raw message's text is the answer. ``None`` for any
+    other shape.
+    """
+    if not isinstance(structured, RunnableSequence) or not isinstance(structured.first, RunnableParallel):
+        return None
+    steps = structured.first.steps__
+    raw = steps.get("raw") if len(steps) == 1 else None
+    if not isinstance(raw, RunnableBinding) or not isinstance(raw.bound, BaseChatModel):
+        return None
+    return dict(raw.kwargs)
+
+
+def _chat_completions_body(model: BaseChatModel, arguments: dict[str, Any]) -> dict[str, Any]:
+    """An OpenAI chat model's ``response_format`` moved into ``extra_body``: the same request, a lighter client path.
+
+    With ``response_format`` among its arguments, langchain-openai calls the OpenAI SDK's
+    ``chat.completions.parse``, which builds a typed copy of the answer that is not used here; in
+    ``extra_body`` the same JSON goes out through ``create``. Other models' arguments, and a
+    request LangChain would send to the Responses API (``text.format`` there), are returned as they are.
+    """
+    openai = sys.modules.get("langchain_openai.chat_models.base")
+    if openai is None or not isinstance(model, openai.BaseChatOpenAI) or "response_format" not in arguments:
+        return arguments
+    if model._use_responses_api({**model._default_params, **arguments}):
+        return arguments
+    moved = dict(arguments)
+    body = {**(model.extra_body or {}), **(moved.pop("extra_body", None) or {})}
+    moved["extra_body"] = {**body, "response_format": moved.pop("response_format")}
+    return moved
+
+
+class _Plan:
+    """How one model is asked for one schema: the method, and per set of accepted parameters the request arguments.
+
+    Holds no reference to the model, so keeping plans (:func:`bind_structured`) keeps no model alive.
+    """
+
+    def __init__(self, model: BaseChatModel, method: str | None) -> None:
+        self.model = weakref.ref(model)
+        self.method = method
+        self.arguments: dict[frozenset[str], dict[str, Any]] = {}
+
+
+_PLANS_KEPT = 64
+_plans: OrderedDict[tuple[Any, ...], _Plan] = OrderedDict()
+_plans_lock = threading.Lock()
+
+
+class StructuredCall(Runnable[Any, BaseMessage]):
     """One answer in a JSON schema from any chat model: ``invoke``/``ainvoke`` map messages to an ``AIMessage``.
 
     The answer's JSON is its ``text`` whatever the method (a tool call's arguments become the
     text), so one parser and one repair loop serve every provider. Built by :func:`bind_structured`.
+    The model is called with the request arguments LangChain's ``with_structured_output`` binds,
+    worked out once per model, schema and set of parameters the provider accepts.
     """
 
     def __init__(
@@ -232,15 +295,18 @@ class StructuredCall:
         model: BaseChatModel,
         schema: dict[str, Any],
         name: str,
-        method: str | None,
+        plan: _Plan,
         logprobs: bool,
         max_tokens: int | None,
+        top_logprobs: int,
     ) -> None:
-        self.model, self.schema, self.name, self.method = model, schema, name, method
-        self.logprobs, self.max_tokens = logprobs, max_tokens
+        self.model, self.schema, self.answer_name, self.plan = model, schema, name, plan
+        self.method = plan.method
+        self.logprobs, self.max_tokens, self.top_logprobs = logprobs, max_tokens, top_logprobs
+        self.name = f"{name}_call"
         self.key = _model_key(model)
 
-    def _active(self) -> set[str]:
+    def _active(self) -> frozenset[str]:
         with _refused_lock:
             refused = set(_refused.get(self.key, ()))
         active = set()
@@ -250,15 +316,30 @@ class StructuredCall:
             active.add("logprobs")
         if getattr(self.model, "temperature", None) is not None and "temperature" in type(self.model).model_fields:
             active.add("temperature")
-        return active - refused
+        return frozenset(active - refused)
 
-    def _runnable(self, active: set[str]) -> Runnable:
+    def _target(self, active: frozenset[str]) -> tuple[Runnable, dict[str, Any] | None]:
+        """What to call for ``active``: the model and its request arguments.
+
+        Arguments ``None``: a runnable whose output is LangChain's ``{"raw", "parsed"}`` dict instead
+        (a provider whose structured output has another shape).
+        """
         model = self.model
         if "temperature" not in active and getattr(model, "temperature", None) is not None:
             model = model.model_copy(update={"temperature": None})
+            return self._build(model, active)
+        arguments = self.plan.arguments.get(active)
+        if arguments is not None:
+            return model, arguments
+        target, arguments = self._build(model, active)
+        if arguments is not None:
+            self.plan.arguments[active] = arguments
+        return target, arguments
+
+    def _build(self, model: BaseChatModel, active: frozenset[str]) -> tuple[Runnable, dict[str, Any] | None]:
         extra: dict[str, Any] = {}
         if "logprobs" in active:
-            extra.update(logprobs=True, top_logprobs=20)
+            extra.update(logprobs=True, top_logprobs=self.top_logprobs)
         if self.method == "response_format":
             from memalign_graph.llamacpp import ChatLlamaCpp
 
@@ -267,18 +348,21 @@ class StructuredCall:
             if "structured" in active:
                 extra["response_format"] = {
                     "type": "json_schema",
-                    "json_schema": {"name": self.name, "schema": self.schema, "strict": False},
+                    "json_schema": {"name": self.answer_name, "schema": self.schema, "strict": False},
                 }
-            return model.bind(**extra) if extra else model
+            return model, _chat_completions_body(model, extra)
         if self.method is None or "structured" not in active:
-            return model.bind(**extra) if extra else model
-        titled = {"title": self.name, "description": f"The {self.name}, as JSON.", **self.schema}
+            return model, extra
+        titled = {"title": self.answer_name, "description": f"The {self.answer_name}, as JSON.", **self.schema}
         # BaseChatOpenAI passes extra keyword arguments (logprobs) through to the request.
         structured = model.with_structured_output(titled, method=self.method, include_raw=True, **extra)
-        return structured | RunnableLambda(_as_answer, name="structured_answer")
+        arguments = _bound_arguments(structured)
+        if arguments is None:
+            return structured, None
+        return model, _chat_completions_body(model, arguments)
 
-    def _refused(self, exc: BaseException, active: set[str]) -> bool:
-        parameter = _refused_parameter(exc, active)
+    def _refused(self, exc: BaseException, active: frozenset[str]) -> bool:
+        parameter = _refused_parameter(exc, set(active))
         if parameter is None:
             return False
         log.warning("model %r refused %s (HTTP 400); asking again without it", model_name(self.model), parameter)
@@ -286,25 +370,47 @@ class StructuredCall:
             _refused.setdefault(self.key, set()).add(parameter)
         return True
 
-    def invoke(self, messages: Any, config: RunnableConfig | None = None) -> BaseMessage:
+    def _answer(self, out: Any, arguments: dict[str, Any] | None) -> BaseMessage:
+        if arguments is None:
+            return _as_answer(out["raw"], self.answer_name, out.get("parsed"))
+        return _as_answer(out, self.answer_name)
+
+    def invoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> BaseMessage:
         """Ask once (again without a parameter the provider refused with HTTP 400)."""
         while True:
             active = self._active()
+            target, arguments = self._target(active)
             try:
-                return self._runnable(active).invoke(messages, config)
+                return self._answer(target.invoke(input, config, **(arguments or {}), **kwargs), arguments)
             except Exception as exc:
                 if not self._refused(exc, active):
                     raise
 
-    async def ainvoke(self, messages: Any, config: RunnableConfig | None = None) -> BaseMessage:
+    async def ainvoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> BaseMessage:
         """Async :meth:`invoke`."""
         while True:
             active = self._active()
+            target, arguments = self._target(active)
             try:
-                return await self._runnable(active).ainvoke(messages, config)
+                return self._answer(await target.ainvoke(input, config, **(arguments or {}), **kwargs), arguments)
             except Exception as exc:
                 if not self._refused(exc, active):
                     raise
+
+
+def _plan(model: BaseChatModel, schema: dict[str, Any], name: str, structured_output: str, *rest: Any) -> _Plan:
+    key = (id(model), json.dumps(schema, sort_keys=True), name, structured_output, *rest)
+    with _plans_lock:
+        plan = _plans.get(key)
+        if plan is not None and plan.model() is model:
+            _plans.move_to_end(key)
+            return plan
+    plan = _Plan(model, structured_method(model, structured_output))
+    with _plans_lock:
+        _plans[key] = plan
+        while len(_plans) > _PLANS_KEPT:
+            _plans.popitem(last=False)
+    return plan
 
 
 def bind_structured(
@@ -314,19 +420,26 @@ def bind_structured(
     structured_output: str = "auto",
     logprobs: bool = True,
     max_tokens: int | None = None,
+    top_logprobs: int = MAX_TOP_LOGPROBS,
 ) -> Runnable:
     """``model`` asked to answer in ``schema`` through LangChain's standard structured output.
 
-    Uses ``model.with_structured_output(schema, method=..., include_raw=True)`` with the method
-    :func:`structured_method` picks (JSON schema, tool calling or JSON mode, by what the model
-    supports); the in-process llama.cpp model keeps its grammar-constrained ``response_format``;
+    Uses what ``model.with_structured_output(schema, method=..., include_raw=True)`` binds, with
+    the method :func:`structured_method` picks (JSON schema, tool calling or JSON mode, by what the
+    model supports); the in-process llama.cpp model keeps its grammar-constrained ``response_format``;
     a model with none of them is asked through the prompt alone. Whatever the method, the result
     is an ``AIMessage`` whose text is the JSON answer, so the caller's parser and repair loop
-    (the fallback for every model) work unchanged. Log-probabilities are requested from
+    (the fallback for every model) work unchanged. The model is called with the request arguments
+    LangChain binds (the same request), not through the ``{"raw", "parsed"}`` map around them,
+    which starts two threads per call for a parse that is not used; a provider whose structured
+    output has another shape is called through it as it is. Log-probabilities are requested from
     OpenAI-compatible models (not reasoning models) and the llama.cpp model. If the provider
     refuses a parameter with HTTP 400 (``logprobs``, ``temperature``, ``response_format`` or tools),
     the call is made again without it (within the same attempt: a judgment's ``attempts`` does not
     count it) and the refusal is remembered for that model in this process.
+
+    The method and the request arguments are worked out once per model, schema and settings in
+    this process (the last :data:`_PLANS_KEPT` kept; no model is kept alive by them).
 
     Args:
         model: any LangChain chat model.
@@ -337,6 +450,8 @@ def bind_structured(
         max_tokens: generation cap for the in-process llama.cpp model only, large enough for the
             longest answer the schema allows. Hosted models get no cap, so a reasoning model's
             thinking is never cut short.
+        top_logprobs: alternatives asked for per token with the log-probabilities (OpenAI allows
+            up to :data:`MAX_TOP_LOGPROBS`; each costs the client time to read, on every token).
 
     Returns:
         A runnable (``invoke``/``ainvoke``: messages in, ``AIMessage`` out).
@@ -344,6 +459,5 @@ def bind_structured(
     Raises:
         ValueError: for an unknown ``structured_output`` or a method the model does not offer.
     """
-    method = structured_method(model, structured_output)
-    call = StructuredCall(model, schema, name, method, logprobs, max_tokens)
-    return RunnableLambda(call.invoke, afunc=call.ainvoke, name=f"{name}_call")
+    plan = _plan(model, schema, name, structured_output, logprobs, max_tokens, top_logprobs)
+    return StructuredCall(model, schema, name, plan, logprobs, max_tokens, top_logprobs)

@@ -3,8 +3,11 @@
 It keeps connections alive (HTTP/1.1), as every real server does, so a client bound to a
 closed event loop fails here as it would in production. Chat answers come from
 :func:`memalign_graph.testing.default_responder` (valid judgments, one principle per
-feedback record). Requested ``logprobs`` are returned in OpenAI's shape, with the judged
-value's token carrying ``top_logprobs`` for every allowed value. Models whose name
+feedback record). Requested ``logprobs`` are returned in OpenAI's shape: every token carries
+the ``top_logprobs`` alternatives asked for (OpenAI's default 0 when not asked), the judged
+value's token those of every allowed value first. Embeddings come as OpenAI sends them: floats,
+or base64 of little-endian float32 when the request says ``encoding_format: "base64"`` (the
+OpenAI SDK's default). Models whose name
 contains ``no-logprobs`` answer HTTP 400 to a request with ``logprobs``, and models
 whose name contains ``no-temperature`` answer HTTP 400 to a request with ``temperature``,
 the way OpenAI's reasoning models do. Every request body is recorded in ``requests``.
@@ -12,11 +15,13 @@ the way OpenAI's reasoning models do. Every request body is recorded in ``reques
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import math
 import re
 import socket
+import struct
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -40,23 +45,36 @@ def embed(text: str) -> list[float]:
     return [v / norm for v in vector]
 
 
-def _logprobs(text: str, values: list[Any]) -> dict[str, Any]:
-    """OpenAI-style ``logprobs.content``: one token per character run, alternatives at the value."""
+def _logprobs(text: str, values: list[Any], alternatives: int) -> dict[str, Any]:
+    """OpenAI-style ``logprobs.content``: one token per character run, ``alternatives`` per token.
+
+    At the value, 0.7 for the value answered and 0.3 shared by the other allowed values; the
+    alternatives beyond those are other tokens of negligible probability.
+    """
     tokens = re.findall(r"\w+|[^\w]", text)
     match = re.search(r'"value"\s*:\s*"?', text)
     content, offset = [], 0
     for token in tokens:
-        entry: dict[str, Any] = {"token": token, "logprob": 0.0, "bytes": None, "top_logprobs": []}
+        top = [{"token": token, "logprob": 0.0, "bytes": None}]
+        entry: dict[str, Any] = {"token": token, "logprob": 0.0, "bytes": None}
         if match is not None and offset == match.end() and values:
-            # 0.7 for the chosen value, the rest shared by the others
             rest = [v for v in values if str(v) != token]
             entry["logprob"] = math.log(0.7)
-            entry["top_logprobs"] = [{"token": token, "logprob": math.log(0.7), "bytes": None}] + [
+            top = [{"token": token, "logprob": math.log(0.7), "bytes": None}] + [
                 {"token": str(v), "logprob": math.log(0.3 / len(rest)), "bytes": None} for v in rest
             ]
+        top += [{"token": f"~{i}", "logprob": -20.0, "bytes": None} for i in range(max(0, alternatives - len(top)))]
+        entry["top_logprobs"] = top[:alternatives]
         content.append(entry)
         offset += len(token)
     return {"content": content, "refusal": None}
+
+
+def embedding(vector: list[float], encoding_format: str | None) -> list[float] | str:
+    """A vector as OpenAI returns it: floats, or base64 of little-endian float32 for ``"base64"``."""
+    if encoding_format == "base64":
+        return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode("ascii")
+    return vector
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -87,7 +105,11 @@ class _Handler(BaseHTTPRequestHandler):
             self.server.requests.append({"path": self.path, **body})
         if self.path.endswith("/embeddings"):
             texts = body["input"] if isinstance(body["input"], list) else [body["input"]]
-            data = [{"object": "embedding", "index": i, "embedding": embed(str(t))} for i, t in enumerate(texts)]
+            encoding = body.get("encoding_format")
+            data = [
+                {"object": "embedding", "index": i, "embedding": embedding(embed(str(t)), encoding)}
+                for i, t in enumerate(texts)
+            ]
             self._send(200, {"object": "list", "data": data, "model": body.get("model"), "usage": _usage(0, 0)})
             return
         if not self.path.endswith("/chat/completions"):
@@ -112,7 +134,7 @@ class _Handler(BaseHTTPRequestHandler):
         if body.get("logprobs"):
             schema = ((body.get("response_format") or {}).get("json_schema") or {}).get("schema") or {}
             values = schema.get("properties", {}).get("value", {}).get("enum") or []
-            choice["logprobs"] = _logprobs(text, values)
+            choice["logprobs"] = _logprobs(text, values, int(body.get("top_logprobs") or 0))
         self._send(
             200,
             {

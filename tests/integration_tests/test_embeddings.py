@@ -82,6 +82,37 @@ def test_queries_and_batches_from_many_threads_equal_one_at_a_time():
     assert len(results) > 80 and all(np.allclose(v, alone[t], atol=1e-5) for t, v in results)
 
 
+def test_no_more_inferences_run_at_once_than_there_are_cores(monkeypatch):
+    import time
+
+    from memalign_graph import embeddings as module
+
+    embeddings = MiniLMInt8Embeddings()
+    session, lock, running, most = embeddings._session, threading.Lock(), [0], [0]
+
+    class Counted:
+        def run(self, *args):
+            with lock:
+                running[0] += 1
+                most[0] = max(most[0], running[0])
+            time.sleep(0.02)  # long enough for every thread to try at once
+            try:
+                return session.run(*args)
+            finally:
+                with lock:
+                    running[0] -= 1
+
+    monkeypatch.setattr(embeddings, "_session", Counted())
+    monkeypatch.setattr(module, "ONNX_RUNS", threading.BoundedSemaphore(2))
+    threads = [threading.Thread(target=embeddings.embed_query, args=(TEXTS[i % 3],)) for i in range(6)]
+    threads += [threading.Thread(target=embeddings.embed_documents, args=(TEXTS,)) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert most[0] == 2  # eight callers, two at a time
+
+
 def _fake_package(tmp_path, monkeypatch, role: str, change) -> None:
     """A copy of one MiniLM int8 file's package, first on ``sys.path``, its file changed by ``change(bytes)``."""
     _, member, _ = MINILM_INT8_FILES[role]

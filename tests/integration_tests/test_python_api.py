@@ -136,3 +136,28 @@ def test_openai_embeddings_run_offline_without_a_tokenizer_download(server, memo
     assert len(vectors) == 2 and len(vectors[0]) == 64
     (request,) = [r for r in server.requests if r["path"].endswith("/embeddings")][-1:]
     assert request["input"] == ["first text", "second text"]  # text, not token ids
+
+
+def test_a_judgment_is_one_request_on_the_calling_thread(server, memory, monkeypatch):
+    import threading
+
+    case = {"inputs": "Count", "outputs": "SELECT 1"}
+    memory.judge(case, model="gpt-4.1-mini", base_url=server.url)  # connects; the server's thread starts here
+    started: list[str] = []
+    start = threading.Thread.start
+    monkeypatch.setattr(threading.Thread, "start", lambda self: started.append(self.name) or start(self))
+    judgment = memory.judge(case, model="gpt-4.1-mini", base_url=server.url)
+    assert judgment["scores"] == {"pass": 0.7, "fail": 0.3} and started == []
+    request = chats(server)[-1]
+    assert request["response_format"]["json_schema"]["name"] == "judgment"
+    assert request["logprobs"] is True and request["top_logprobs"] == len(CATEGORICAL.values) + 3
+
+
+def test_embeddings_travel_as_base64_and_read_back_the_same(server, memory):
+    from tests.openai_stub import embed
+
+    vectors = memory.embeddings.embed_documents(["first text", "second text"])
+    (request,) = [r for r in server.requests if r["path"].endswith("/embeddings")][-1:]
+    assert request["encoding_format"] == "base64"
+    for vector, text in zip(vectors, ["first text", "second text"], strict=True):
+        assert vector == pytest.approx(embed(text), abs=1e-6)

@@ -252,3 +252,29 @@ def test_episodes_added_in_chunks_are_the_episodes_added_at_once(tmp_path, embed
     assert once.get(["r4", "r6"]) == chunked.get(["r4", "r6"]) == [episodes[4], episodes[6]]
     case = {"inputs": "case number 4 about topic 1", "outputs": records[4]["outputs"]}
     assert once.search(case, 3) == chunked.search(case, 3)
+
+
+def test_each_distinct_case_is_embedded_once_and_shares_its_vector(embeddings):
+    """Alignment embeds each distinct episode text once, in chunks; every episode gets its own text's vector."""
+    import numpy as np
+
+    from memalign_graph.alignment import Phases, embed_episodes
+    from memalign_graph.episodic import episode_from_record
+    from memalign_graph.spec import embedding_text
+
+    cases = [f"case {i % 5} about topic {i % 5}" for i in range(12)]  # 12 episodes, 5 distinct texts
+    episodes = [episode_from_record(feedback(f"r{i}", case, inputs="same request")) for i, case in enumerate(cases)]
+    texts = [embedding_text(e) for e in episodes]
+    asked: list[list[str]] = []
+
+    class Recorded(type(embeddings)):
+        def embed_documents(self, batch):
+            asked.append(list(batch))
+            return super().embed_documents(batch)
+
+    vectors = embed_episodes(Recorded(size=32), episodes, Phases(), chunk=3)
+    assert len(set(texts)) == 5 and [t for batch in asked for t in batch] == list(dict.fromkeys(texts))
+    assert [len(batch) for batch in asked] == [3, 2]
+    expected = np.asarray(embeddings.embed_documents(texts), dtype=np.float32)
+    expected /= np.linalg.norm(expected, axis=1, keepdims=True)
+    assert np.allclose(vectors, expected, atol=1e-6)

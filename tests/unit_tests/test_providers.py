@@ -284,3 +284,49 @@ def test_memory_judge_applies_the_expert_precedent_and_uses_memory(tmp_path, emb
     assert other["id"] == "c2" and other["episode_ids"] == ["r1"] and stub.calls == 1
     assert other["principle_ids"] == [p["id"] for p in memory.principles]
     assert "Use the certified view." in stub.prompts[0][0].text
+
+
+class OwnShape(Recording):
+    """A provider whose structured output is not LangChain's ``RunnableMap(raw=...) | parser``."""
+
+    def with_structured_output(self, schema=None, *, method: Literal["json_mode"] = "json_mode", **kwargs):
+        from langchain_core.runnables import RunnableLambda
+
+        llm = self.bind(response_format={"type": "json_object"})
+        return RunnableLambda(lambda messages: {"raw": llm.invoke(messages), "parsed": None}, name="own_shape")
+
+
+def test_a_provider_with_its_own_structured_output_shape_is_called_through_it():
+    model = OwnShape(responses=[AIMessage(json.dumps(judgment("fail")))], seen=[])
+    result = run_judge(model, CATEGORICAL, CASE, [], [])
+    assert result["value"] == "fail" and model.seen[0]["kwargs"]["response_format"] == {"type": "json_object"}
+
+
+def test_the_tool_call_named_for_the_schema_is_the_answer():
+    other = {"name": "lookup", "args": {"table": "orders"}, "id": "call-0", "type": "tool_call"}
+    answer = AIMessage(content="", tool_calls=[other, tool_call(judgment("fail")).tool_calls[0]])
+    result = run_judge(ToolsOnly(responses=[answer], seen=[]), CATEGORICAL, CASE, [], [])
+    assert result["value"] == "fail" and result["attempts"] == 1
+
+
+def test_structured_plans_keep_no_model_alive():
+    import gc
+    import weakref
+
+    model = ToolsOnly(responses=[tool_call(judgment("pass"))], seen=[])
+    bind_structured(model, {"type": "object"}, "judgment").invoke("judge")
+    gone = weakref.ref(model)
+    del model
+    gc.collect()
+    assert gone() is None
+
+
+def test_a_model_is_planned_once_per_schema_and_again_for_another():
+    answers = [AIMessage(json.dumps(judgment("fail")))] * 3 + [AIMessage(json.dumps(judgment(4)))]
+    model = SchemaAndTools(responses=answers, seen=[], profile={"structured_output": True})
+    values = [run_judge(model, CATEGORICAL, CASE, [], [])["value"] for _ in range(3)]
+    values.append(run_judge(model, NUMERIC, CASE, [], [])["value"])
+    assert values == ["fail", "fail", "fail", 4]
+    assert [call for call in model.seen if "method" in call] == [{"method": "json_schema"}] * 2
+    sent = [c["kwargs"]["output_format"]["schema"]["properties"]["value"]["enum"] for c in model.seen if "kwargs" in c]
+    assert sent == [["pass", "fail"]] * 3 + [NUMERIC.values]
