@@ -139,3 +139,15 @@ def test_timed_rows_carry_the_process_cpu_beside_wall():
     assert 0 < aligned["align_cpu_s_12"] and aligned["align_embed_texts_per_s_12"] > 0
     batch = bench_judge_batch(10, latency_s=0.01, concurrency=5, runs=1)
     assert 0 < batch["judge_batch_cpu_s_10"]
+
+
+def test_calibration_rows_report_named_figures():
+    from memalign_graph.bench import TARGETS, bench_calibration_head, bench_open_calibrated
+
+    head = bench_calibration_head(20, judgments=3, runs=1)
+    rows = {"calibration_head_ms_p50_statistics", "calibration_head_ms_p50_outputs", "calibration_fit_s_20"}
+    assert set(head) == rows
+    assert 0 < head["calibration_head_ms_p50_statistics"] < head["calibration_head_ms_p50_outputs"]
+    assert "calibration_head_ms_p50_outputs" in TARGETS
+    opened = bench_open_calibrated(300, runs=1)  # raises if the reopened memory did not read the stored head
+    assert set(opened) == {"open_s_300_calibrated", "calibration_read_ms_300", "calibration_fit_s_300"}
