@@ -312,7 +312,8 @@ class VersionedMemory:
             head = CalibrationHead.from_dict(stored["head"], self.spec.values)
             check_head(head, self.spec, self.spec.calibration_groups, self._dim)
         except CalibrationHeadError as exc:
-            warnings.warn(f"{self.backend.location}: stored calibration head refused ({exc}); refitting", stacklevel=3)
+            said = f"{self.backend.location}: stored calibration head refused ({exc}); refitting"
+            warnings.warn(said, RuntimeWarning, stacklevel=3)
             return False, None
         return True, head
 
