@@ -32,15 +32,10 @@ CASE = {"id": "q-1", "inputs": "Active customers", "outputs": "SELECT * FROM raw
 
 def queue_from_the_command_line(url: str, tmp_path) -> dict:
     """``memalign queue CASES --url URL``, twice: the second run queues nothing again."""
-    import typer
     from langgraph_sdk import get_sync_client
     from typer.testing import CliRunner
 
-    from memalign_graph.webreview.command import queue
-
-    app = typer.Typer()
-    app.command()(queue)
-    app.command("other")(lambda: None)  # two commands: `queue` is named on the command line, as under `memalign`
+    from memalign_graph.cli import app
     cases = tmp_path / "cases.jsonl"
     cases.write_text(json.dumps(CASE) + "\n\n")
     first = CliRunner().invoke(app, ["queue", str(cases), "--url", url])

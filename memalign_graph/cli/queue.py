@@ -1,6 +1,6 @@
 """``memalign queue``: queue a JSONL file of cases for expert review on a LangGraph Server (reviewed at ``/review``).
 
-Registered in the ``memalign`` app as ``app.command()(queue)``.
+Registered in the ``memalign`` app (:mod:`memalign_graph.cli`).
 """
 
 from __future__ import annotations
