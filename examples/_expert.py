@@ -37,6 +37,16 @@ def run_with_expert(
     actions = []
     while "__interrupt__" in out:
         payload = out["__interrupt__"][0].value
+        if payload.get("kind") == "principles":  # distilled principles the governance gate held for approval
+            held = [p for p in payload["proposed"] if p.get("held")]
+            decision = {
+                "approve": [p["id"] for p in payload["proposed"] if not p.get("held")],
+                "reject": [p["id"] for p in held],  # the expert rejects what the gate held (e.g. verdict directives)
+            }
+            for p in payload["proposed"]:
+                print(f"  [principles] {'rejected' if p.get('held') else 'approved'}: {p['text']!r}")
+            out = app.invoke(Command(resume=decision), config, context=context)
+            continue
         judgment = payload["judgment"]
         reply = answer(payload)
         print(f"  [review] judge said {judgment['value']!r}: {judgment['rationale']}")
@@ -94,8 +104,11 @@ def report_change(
         print("mean absolute error against the rule: " + "; ".join(f"{s[0]} {e:.2f}" for s, e in zip(stages, errors)))
     last = stages[-1][1]
     principles = {p["id"]: p for p in memory.principles}
-    for pid in last[0]["principle_ids"] if last else []:
+    shown_ids = last[0]["principle_ids"] if last else []
+    for pid in shown_ids:
         print(f"  principle in working memory: {principles[pid]['text']}  (from {principles[pid]['sources']})")
+    if not shown_ids:  # the small embedded models often distil nothing the vetting keeps (printed above)
+        print("  principle in working memory: none stored (distillation gave nothing that passed vetting)")
     for eid in last[0]["episode_ids"][:1] if last else []:
         episode = memory.episodes.get([eid])[0]
         print(f"  most similar episode: {eid}, expert value {episode.get('value')!r}: {episode.get('feedback')}")

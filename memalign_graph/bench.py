@@ -142,11 +142,13 @@ def bench_align(
     Returns:
         ``align_wall_s_N`` (wall time), ``align_cpu_s_N`` (this process's CPU time meanwhile, all
         threads: with wall, how busy the machine was), ``align_llm_calls_N`` (distillation,
-        consolidation and the verdict-directive check), ``align_consolidation_pairs_N`` (pairs of similar principles sent to the LLM,
-        at most 40 per call), ``align_tokens_sent_N`` (prompt tokens), ``align_non_llm_s_N``
+        consolidation and the verdict-directive check), ``align_consolidation_pairs_N`` (pairs of
+        similar principles sent to the LLM, at most 40 per call), ``align_tokens_sent_N`` (prompt tokens),
+        ``align_non_llm_s_N``
         (embedding, indexing, merging and persistence: every phase but the LLM's), each phase as
         ``align_<phase>_N``, and ``align_embed_texts_per_s_N`` (distinct episode texts embedded per
-        second of the embedding phase); medians over ``runs``.
+        second of the embedding phase; 0 when that phase took under the timings' 1 ms resolution);
+        medians over ``runs``.
     """
     from memalign_graph.episodic import episode_from_record
     from memalign_graph.memory import Memory

@@ -57,6 +57,16 @@ from typing import Any, Literal, NamedTuple
 import numpy as np
 
 from memalign_graph.errors import MemAlignError
+from memalign_graph.spec import (  # the options a JudgeSpec names, re-exported here
+    CALIBRATION_MODES,
+    DEFAULT_GROUPS,  # noqa: F401
+    EMBEDDED_GROUPS,
+    SPEC_GROUPS,
+    STATISTICS,
+    CalibrationMode,
+    check_groups,  # noqa: F401
+    check_mode,  # noqa: F401
+)
 
 DEFAULT_MARGIN = 0.05
 """Agreement the head's cross-validated agreement must beat the baseline by (0..1).
@@ -79,16 +89,10 @@ REGULARISATION_C = 1.0
 """Inverse L2 strength of the logistic regression, on standardised features."""
 FORMAT = "memalign-calibration-head"
 FORMAT_VERSION = 1
-STATISTICS = "statistics"
-"""The feature group of :func:`text_statistics`."""
 SCORES = "scores"
 """The feature group of the judge model's label probabilities under one fixed prompt."""
 FIELDS = (STATISTICS, "outputs", "inputs", "expectations", SCORES)
 """Feature groups a head may use: the case statistics, an embedded case field, the model's scores."""
-DEFAULT_GROUPS = (STATISTICS, "outputs")
-"""The groups :func:`select_head` chooses among by default (each alone, then together)."""
-CalibrationMode = Literal["auto", "off", "on"]
-CALIBRATION_MODES: tuple[str, ...] = ("auto", "off", "on")
 
 
 class CalibrationHeadError(MemAlignError, ValueError):
@@ -733,39 +737,8 @@ def _cross_validated(x: np.ndarray, y: np.ndarray, classes: list[str], kind: str
 
 CALIBRATION_SEED = 0
 """Seed of every memory's head: its training sample and its folds (a head is a function of its episodes)."""
-EMBEDDED_GROUPS = ("outputs", "inputs", "expectations")
-"""Feature groups that are a case field embedded on its own (with the memory's embeddings)."""
-SPEC_GROUPS = (STATISTICS, *EMBEDDED_GROUPS)
-"""Groups a judge may name in ``JudgeSpec.calibration_groups``. The model's ``scores`` are not among them:
-measured on both tasks they add nothing (``examples/calibration_study.py --parts features``), and using them
-would cost one more model call per judgment with a fixed prompt (scores under working memory drift)."""
 STATISTICS_WIDTH = 3
 """Columns of the :data:`STATISTICS` group (:func:`text_statistics`)."""
-
-
-def check_mode(mode: Any, where: str = "calibration") -> CalibrationMode:
-    """``mode`` if it is one of :data:`CALIBRATION_MODES`.
-
-    Raises:
-        ValueError: naming ``where`` and the allowed modes.
-    """
-    if mode not in CALIBRATION_MODES:
-        raise ValueError(f"{where}: {mode!r} is not one of {', '.join(map(repr, CALIBRATION_MODES))}")
-    return mode  # type: ignore[no-any-return]
-
-
-def check_groups(groups: Any, where: str = "calibration_groups") -> tuple[str, ...]:
-    """``groups`` as a tuple, if they are distinct names of :data:`SPEC_GROUPS` (at least one).
-
-    Raises:
-        ValueError: naming ``where`` and what is wrong.
-    """
-    if isinstance(groups, str) or not isinstance(groups, (list, tuple)) or not groups:
-        raise ValueError(f"{where}: expected a list of feature groups from {SPEC_GROUPS!r}, got {groups!r}")
-    out = tuple(groups)
-    if not set(out) <= set(SPEC_GROUPS) or len(set(out)) != len(out):
-        raise ValueError(f"{where}: {list(out)!r} are not distinct names of {SPEC_GROUPS!r}")
-    return out
 
 
 def held_records(proposed: Sequence[Mapping[str, Any]]) -> set[str]:

@@ -250,7 +250,6 @@ class Context:
         },
     )
 
-
     def __post_init__(self) -> None:
         if self.memory_dir is not None:
             warnings.warn(

@@ -135,21 +135,24 @@ _storage = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_pref
 
 
 def _open(ctx: Context, target: Any, refresh: bool) -> VersionedMemory:
-    """:func:`shared_memory` for ``target``; on a served judge (``ctx.roles`` set), within :data:`STORAGE_TIMEOUT_S`.
+    """The memory of a run's first node (``refresh``) or a later one; on a served judge, within a time bound.
 
-    A storage that never answers (a stuck network file system, a lock held by a dead host) must
-    not hold a served run, and the server's worker with it, forever: the open runs in a small
-    pool of its own and the run fails when the bound passes (the open's thread is left to finish).
-    The later nodes of a run (``refresh=False``) use the memory its first node opened, so they
-    need no storage and no bound.
+    On a served judge (``ctx.roles`` set) a storage that never answers (a stuck network file
+    system, a lock held by a dead host) must not hold the run, and the server's worker with it,
+    forever: the open (creating a store judge from ``MEMALIGN_JUDGE_SPECS`` when the server's
+    store has none yet, and reading the current version's calibration head) runs in a small pool
+    of its own, and the run fails when :data:`STORAGE_TIMEOUT_S` passes (the open's thread is left
+    to finish). The later nodes of a run (``refresh=False``) use the memory its first node opened,
+    so they need no storage and no bound.
 
     Raises:
         TimeoutError: on a served judge, when the memory did not open within the bound.
+        MemoryFormatError: when there is no judge at ``target`` (see :func:`_open_or_create`).
     """
     if ctx.roles is None or not refresh:  # library use: the caller's own process waits as long as its storage does
-        return shared_memory(target, ctx.embeddings, refresh=refresh)
+        return _open_or_create(ctx, target, refresh)
     limit = float(os.environ.get("MEMALIGN_STORAGE_TIMEOUT_S") or STORAGE_TIMEOUT_S)
-    opening = _storage.submit(shared_memory, target, ctx.embeddings, refresh=refresh)
+    opening = _storage.submit(_open_served, ctx, target)
     try:
         return opening.result(timeout=limit)
     except concurrent.futures.TimeoutError:
@@ -157,6 +160,45 @@ def _open(ctx: Context, target: Any, refresh: bool) -> VersionedMemory:
             f"the judge's memory did not open within {limit:g} s (MEMALIGN_STORAGE_TIMEOUT_S): its storage is not "
             "answering; nothing was written"
         ) from None
+
+
+def _open_served(ctx: Context, target: Any) -> VersionedMemory:
+    """:func:`_open_or_create`, then the calibration head read (or refitted) now, inside the served bound.
+
+    The judge node would otherwise read it from storage, and may take the writer lock to store a
+    refit, outside the bound.
+    """
+    memory = _open_or_create(ctx, target, True)
+    if memory.spec.kind != "pairwise" and calibration_mode(memory, ctx.calibration) != "off":
+        try:
+            memory.calibration_head()
+        except Exception:  # noqa: BLE001 - the judge node reports a head it cannot use, as in library use
+            pass
+    return memory
+
+
+def _open_or_create(ctx: Context, target: Any, refresh: bool) -> VersionedMemory:
+    """:func:`shared_memory` for ``target``; a judge missing from the server's LangGraph store is created first.
+
+    Raises:
+        MemoryFormatError: no judge at ``target``; for the server's store, when ``MEMALIGN_JUDGE_SPECS``
+            defines none under that name either (the message says how to create it).
+    """
+    try:
+        return shared_memory(target, ctx.embeddings, refresh=refresh)
+    except MemoryFormatError:
+        if not isinstance(target, StoreBackend) or target.exists():
+            raise
+        if not create_store_judge(target, ctx.embeddings):
+            judge = target.judge
+            raise MemoryFormatError(
+                f"no judge {judge!r} in the graph's LangGraph store, and MEMALIGN_JUDGE_SPECS defines none under that "
+                f'name to create it from: add {{"{judge}": {{"name": ..., "criterion": ..., "kind": "categorical", '
+                f'"labels": [...]}}}} to MEMALIGN_JUDGE_SPECS, or create the judge first '
+                f"(Memory.create(StoreBackend(store, {judge!r}), spec); for a PostgresStore "
+                f"`memalign init 'postgresql://…?judge={judge}&store=langgraph' --name ...`)"
+            ) from None
+    return shared_memory(target, ctx.embeddings, refresh=refresh)
 
 
 def run_context(runtime: Runtime[Any]) -> Context:
@@ -176,22 +218,7 @@ def run_context(runtime: Runtime[Any]) -> Context:
 
 def _memory(runtime: Runtime[Context], *, refresh: bool = True) -> tuple[Context, VersionedMemory]:
     ctx = run_context(runtime)
-    target = memory_target(ctx, runtime.store)
-    try:
-        return ctx, _open(ctx, target, refresh)
-    except MemoryFormatError:
-        if not isinstance(target, StoreBackend) or target.exists():
-            raise
-        if not create_store_judge(target, ctx.embeddings):
-            judge = target.judge
-            raise MemoryFormatError(
-                f"no judge {judge!r} in the graph's LangGraph store, and MEMALIGN_JUDGE_SPECS defines none under that "
-                f'name to create it from: add {{"{judge}": {{"name": ..., "criterion": ..., "kind": "categorical", '
-                f'"labels": [...]}}}} to MEMALIGN_JUDGE_SPECS, or create the judge first '
-                f"(Memory.create(StoreBackend(store, {judge!r}), spec); for a PostgresStore "
-                f"`memalign init 'postgresql://…?judge={judge}&store=langgraph' --name ...`)"
-            ) from None
-    return ctx, _open(ctx, target, refresh)
+    return ctx, _open(ctx, memory_target(ctx, runtime.store), refresh)
 
 
 def create_store_judge(backend: StoreBackend, embeddings: Any) -> bool:
@@ -889,12 +916,12 @@ def build_principles_graph(*, served: bool = False) -> StateGraph:
 
     Input: :class:`PrinciplesInput` (``{"approve": [ids], "reject": [ids], "reason"?}``, or ``{}``
     to list only); output: :class:`PrinciplesOutput` (``{"decision", "pending"}``). With
-    ``served``: context :class:`ServedContext`, and the decider is the authenticated user, whose
-    roles the decisions must allow (see :func:`decide_held`).
+    ``served``: context :class:`ServedAlignContext` (the judge's name only), and the decider is the
+    authenticated user, whose roles the decisions must allow (see :func:`decide_held`).
     """
     builder = StateGraph(
         PrinciplesState,
-        context_schema=_context_schema(served),
+        context_schema=ServedAlignContext if served else Context,
         input_schema=PrinciplesInput,
         output_schema=PrinciplesOutput,
     )

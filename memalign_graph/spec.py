@@ -36,12 +36,52 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, NotRequired, TypedDict, Union
 
-from memalign_graph.calibration import DEFAULT_GROUPS, check_groups, check_mode
 from memalign_graph.errors import RecordError
 
 JudgmentKind = Literal["categorical", "numeric", "pairwise"]
 Value = Union[str, int]
 PAIRWISE_LABELS: tuple[str, str, str] = ("A", "B", "tie")
+
+# The calibration head's options, as a JudgeSpec names them (the head itself: memalign_graph.calibration).
+STATISTICS = "statistics"
+"""The feature group of :func:`memalign_graph.calibration.text_statistics`."""
+EMBEDDED_GROUPS = ("outputs", "inputs", "expectations")
+"""Feature groups that are a case field embedded on its own (with the memory's embeddings)."""
+SPEC_GROUPS = (STATISTICS, *EMBEDDED_GROUPS)
+"""Groups a judge may name in ``JudgeSpec.calibration_groups``. The model's ``scores`` are not among them:
+measured on both tasks they add nothing (``examples/calibration_study.py --parts features``), and using them
+would cost one more model call per judgment with a fixed prompt (scores under working memory drift)."""
+DEFAULT_GROUPS = (STATISTICS, "outputs")
+"""The groups :func:`memalign_graph.calibration.select_head` chooses among by default (each alone, then together)."""
+CalibrationMode = Literal["auto", "off", "on"]
+CALIBRATION_MODES: tuple[str, ...] = ("auto", "off", "on")
+
+
+def check_mode(mode: Any, where: str = "calibration") -> CalibrationMode:
+    """``mode`` if it is one of :data:`CALIBRATION_MODES`.
+
+    Raises:
+        ValueError: naming ``where`` and the allowed modes.
+    """
+    if mode not in CALIBRATION_MODES:
+        raise ValueError(f"{where}: {mode!r} is not one of {', '.join(map(repr, CALIBRATION_MODES))}")
+    return mode  # type: ignore[no-any-return]
+
+
+def check_groups(groups: Any, where: str = "calibration_groups") -> tuple[str, ...]:
+    """``groups`` as a tuple, if they are distinct names of :data:`SPEC_GROUPS` (at least one).
+
+    Raises:
+        ValueError: naming ``where`` and what is wrong.
+    """
+    if isinstance(groups, str) or not isinstance(groups, (list, tuple)) or not groups:
+        raise ValueError(f"{where}: expected a list of feature groups from {SPEC_GROUPS!r}, got {groups!r}")
+    out = tuple(groups)
+    if not set(out) <= set(SPEC_GROUPS) or len(set(out)) != len(out):
+        raise ValueError(f"{where}: {list(out)!r} are not distinct names of {SPEC_GROUPS!r}")
+    return out
+
+
 MAX_FIELD_CHARS = 200_000
 """Most characters in one field of a record (``inputs``, an output, ``expectations``, ``feedback``)."""
 MAX_ID_CHARS = 512
@@ -87,7 +127,7 @@ class JudgeSpec:
             ``Context.calibration`` overrides it (see :mod:`memalign_graph.calibration`). Pairwise judges
             never fit a head.
         calibration_groups: what the head may look at, chosen among by cross-validation
-            (:data:`memalign_graph.calibration.SPEC_GROUPS`): ``"statistics"`` (how much of the output
+            (:data:`SPEC_GROUPS`): ``"statistics"`` (how much of the output
             the inputs hold, and its length), ``"outputs"``, ``"inputs"``, ``"expectations"`` (each
             embedded on its own).
 

@@ -356,15 +356,16 @@ class FileBackend(MemoryBackend):
         """These arrays of ``calibration.npz``; ``None`` if it is absent, a link, unreadable, or one is too large.
 
         Read with ``allow_pickle=False`` (an object array is refused, never unpickled), through a
-        descriptor opened with ``O_NOFOLLOW``, each array's unpacked size checked before it is read.
+        descriptor opened without following a link or waiting on a FIFO (:func:`open_regular`), each
+        array's unpacked size checked before it is read.
         """
         import zipfile
 
         import numpy as np
 
         try:
-            fd = os.open(self._inside(CALIBRATION), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-        except (OSError, MemoryFormatError):
+            fd = open_regular(self._inside(CALIBRATION), self.path)
+        except (OSError, MemoryFormatError):  # absent, a link, a FIFO or another non-regular file: a cache, refit
             return None
         with os.fdopen(fd, "rb") as fh:
             try:

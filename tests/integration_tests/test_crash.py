@@ -195,8 +195,11 @@ def assert_version_1_intact(mem: Path, before: dict[str, bytes], v1: Memory) -> 
 
 
 def committed_layout(version: int, episode_dirs: list[int], logs: list[int]) -> set[str]:
-    # principle_vectors.npz: the principles' vectors (a cache, written after each commit that has principles)
-    out = {"memalign.json", "principle_vectors.npz"} | {f"principles/v{v:06d}.json" for v in range(version + 1)}
+    # principle_vectors.npz: the principles' vectors (a cache, written after each commit that has principles);
+    # calibration.npz: the current version's calibration head (a cache, written after each commit whose episodes
+    # carry expert values, as every batch here does)
+    out = {"memalign.json", "principle_vectors.npz", "calibration.npz"}
+    out |= {f"principles/v{v:06d}.json" for v in range(version + 1)}
     for e in episode_dirs:
         out |= {f"episodes/e{e:06d}/index.faiss", f"episodes/e{e:06d}/episodes.jsonl"}
     return out | {f"episodes/log/v{v:06d}.jsonl" for v in logs}

@@ -82,7 +82,7 @@ def test_site_builds_strict(tmp_path: Path) -> None:
     assert '<span class="doc-section-title">Raises:</span>' in api  # Google docstrings parsed into sections
     assert re.search(r'id="memalign_graph\.memory\.Memory\.judge"', api), "Memory.judge documented"
     configuration = (site / "reference/configuration/index.html").read_text()
-    assert "<!-- fields:" not in configuration and "MEMALIGN_MEMORY_DIR" in configuration
+    assert "<!-- fields:" not in configuration and "MEMALIGN_STORE" in configuration
     for page in site.rglob("*.html"):
         # Nothing is fetched from elsewhere when a page is viewed: no web fonts, scripts or style sheets.
         html = page.read_text()

@@ -36,6 +36,7 @@ def queue_from_the_command_line(url: str, tmp_path) -> dict:
     from typer.testing import CliRunner
 
     from memalign_graph.cli import app
+
     cases = tmp_path / "cases.jsonl"
     cases.write_text(json.dumps(CASE) + "\n\n")
     first = CliRunner().invoke(app, ["queue", str(cases), "--url", url])

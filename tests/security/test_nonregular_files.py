@@ -273,3 +273,18 @@ async def test_the_served_judge_answers_again_once_the_file_is_back(served_fifo:
     assert judged["judgment"]["id"] == "c-1"
     log = (tmp / "server.log").read_text()
     assert "memalign.json: is not a regular file (a FIFO)" in log
+
+
+def test_a_fifo_for_the_calibration_cache_is_read_as_absent_at_once(store: Path) -> None:
+    """``calibration.npz`` is a cache: a FIFO there is never waited on, it reads as no stored head (refit)."""
+    import concurrent.futures
+
+    target = store / "calibration.npz"
+    target.unlink(missing_ok=True)
+    os.mkfifo(target)
+    before = tree_bytes(store)
+    backend = FileBackend(store)
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        reads = [pool.submit(backend.load_calibration), pool.submit(backend.load_calibration_vectors)]
+        assert [read.result(timeout=LIMIT_S) for read in reads] == [None, {}]
+    assert tree_bytes(store) == before and stat.S_ISFIFO(os.lstat(target).st_mode)

@@ -11,7 +11,7 @@ from langsmith.schemas import Example, Run
 
 from memalign_graph import JudgeSpec, Memory
 from memalign_graph.backends.store import StoreBackend
-from memalign_graph.evaluators import as_async_evaluator, as_evaluator, boolean_scores
+from memalign_graph.evaluators import as_evaluator, boolean_scores
 from tests.conftest import NUMERIC, PAIRWISE, feedback, new_store
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
