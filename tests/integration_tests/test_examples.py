@@ -35,7 +35,9 @@ def test_example_runs_and_memory_changes(script, tmp_path):
         r"\d/5.*; after run 3 \(\d corrected, \d accepted\) \d/5",
         out,
     )
-    assert "calibration head: 6 episodes" in out  # three reviewed runs, two reviews each
+    # every review leaves an episode with the expert's value (the same case reviewed twice leaves one); the tests'
+    # embedded model (smollm2-135m) judges at chance, so how many reviews each run takes varies
+    assert re.search(r"calibration head: [1-6] episodes \(\{", out)
 
 
 def test_rule_probe_judges_every_condition():

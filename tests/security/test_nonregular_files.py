@@ -263,7 +263,9 @@ async def test_the_served_judge_answers_again_once_the_file_is_back(served_fifo:
     client = get_client(url=url)
     started = time.monotonic()
     failed = await client.runs.wait(None, "judge", input=CASE, context={"judge": "sql"}, raise_error=False)
-    assert failed["__error__"]["error"] == "MemoryFormatError" and time.monotonic() - started < LIMIT_S
+    assert failed["__error__"]["error"] == "ServedJudgeError" and time.monotonic() - started < LIMIT_S
+    shown = failed["__error__"]["message"]
+    assert "memalign.json: is not a regular file (a FIFO)" in shown and str(judges["sql"]) not in shown
     other = await client.runs.wait(None, "judge", input=CASE, context={"judge": "tone"})
     assert other["judgment"]["id"] == "c-1"  # the server's worker is not stuck
     manifest = judges["sql"] / "memalign.json"

@@ -80,7 +80,7 @@ def test_forget_deletes_an_unambiguous_legacy_thread(postgres, embeddings) -> No
 
 
 def test_forgotten_id_leaves_the_version_reasons(memory: Memory, embeddings, all_bytes) -> None:
-    """Every backend: "review of rv-secret: correct" loses the id when rv-secret is forgotten."""
+    """Every backend: "review of rv-secret: correct" goes when rv-secret is forgotten, and so does the id."""
     lg_store = getattr(memory.backend, "store", None)  # a LangGraph store: the graph runs with it
     graph = build_review_graph().compile(checkpointer=InMemorySaver(), store=lg_store)
     store = getattr(memory.backend, "url", memory.backend.location)  # langgraph:JUDGE for a LangGraph store
@@ -96,7 +96,8 @@ def test_forgotten_id_leaves_the_version_reasons(memory: Memory, embeddings, all
     assert b"rv-secret" in all_bytes(memory)
     memory.forget(["rv-secret"], reason="privacy request for rv-secret")
     reasons = [v["reason"] for v in memory.backend.versions()]
-    assert reasons[1] == "review of [forgotten record]: correct"
+    # version 1 aligned only the forgotten record: its reason (and author) go with it (issue 21)
+    assert reasons[1] == "aligned records since forgotten"
     assert reasons[-1] == "privacy request for [forgotten record]"
     assert not any("rv-secret" in json.dumps(v) for v in memory.backend.versions())
     assert b"rv-secret" not in all_bytes(memory)
