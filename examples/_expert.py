@@ -112,11 +112,17 @@ def report_change(
     for eid in last[0]["episode_ids"][:1] if last else []:
         episode = memory.episodes.get([eid])[0]
         print(f"  most similar episode: {eid}, expert value {episode.get('value')!r}: {episode.get('feedback')}")
-    head = memory.calibration_report()["head"]
+    calibration = memory.calibration_report()
+    head = calibration["head"]
     if head:
         print(
             f"  calibration head: {head['episodes']} episodes ({head['label_counts']}), features "
             f"{', '.join(head['fields'])}; {head['reason']}"
+        )
+    else:
+        print(
+            f"  calibration head: none fitted ({calibration['episodes_with_values']} episodes with an expert value, "
+            f"{len(calibration['held_records'])} held by governance; a head needs two labels)"
         )
     wrong = [i + 1 for i, (j, e) in enumerate(zip(last, expected)) if not _agrees(j["value"], e)]
     if wrong:

@@ -37,7 +37,7 @@ def test_example_runs_and_memory_changes(script, tmp_path):
     )
     # every review leaves an episode with the expert's value (the same case reviewed twice leaves one); the tests'
     # embedded model (smollm2-135m) judges at chance, so how many reviews each run takes varies
-    assert re.search(r"calibration head: [1-6] episodes \(\{", out)
+    assert re.search(r"calibration head: ([1-6] episodes \(\{|none fitted \([0-6] episodes with an expert value)", out)
 
 
 def test_rule_probe_judges_every_condition():
