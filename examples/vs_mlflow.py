@@ -76,11 +76,15 @@ CRITERION = (
 )
 ADDED = 10
 GUIDELINES_PER_CALL = 2
+CALIBRATION_ENV = "VS_MLFLOW_CALIBRATION"
+"""How memalign-graph's side sets its judge's calibration head (``--calibration``) in its child processes."""
 ROWS = [
     ("judge_overhead_ms_p50_0", "judge overhead beyond the stub's time, no memory (ms, p50)"),
     ("judge_overhead_ms_p50_0_memory", "the same, memalign-graph through Memory.judge (ms, p50)"),
     ("judge_cpu_ms_p50_0", "client CPU per judgment, no memory (ms, p50)"),
     ("judge_cpu_ms_p50_0_memory", "the same, memalign-graph through Memory.judge (ms, p50)"),
+    ("judge_overhead_ms_p50_0_bare", "floor: one bare LangChain ChatOpenAI call, JSON answer, no graph (ms, p50)"),
+    ("judge_cpu_ms_p50_0_bare", "client CPU of that bare call (ms, p50)"),
     ("judge_requests_0", "chat + embeddings requests per judgment, no memory"),
     ("judge_prompt_tokens_0", "prompt tokens per judgment, no memory (characters / 4)"),
     ("judge_overhead_ms_p50_n", "judge overhead beyond the stub's time, N episodes (ms, p50)"),
@@ -489,10 +493,14 @@ def ours_align(url: str, workdir: Path, records: list[dict[str, Any]], cases: li
     from memalign_graph.datasets import HALUEVAL_SPEC
     from memalign_graph.graph import build_judge_graph
     from memalign_graph.memory import Memory
+    from memalign_graph.spec import JudgeSpec
 
     location = workdir / "memory"
     embeddings = f"openai:{EMBED_MODEL}"
-    memory = Memory.create(location, HALUEVAL_SPEC, embeddings=embeddings)
+    # calibration (see --calibration): "off", MemAlign's work only, as MLflow does it; "auto", the head refitted
+    # by every commit too (the judge as users get it by default)
+    spec = JudgeSpec.from_dict({**HALUEVAL_SPEC.to_dict(), "calibration": os.environ.get(CALIBRATION_ENV, "off")})
+    memory = Memory.create(location, spec, embeddings=embeddings)
     graph = build_judge_graph().compile()
     context = Context(store=str(location), model=CHAT_MODEL, base_url=url, embeddings=embeddings)
 
@@ -505,8 +513,28 @@ def ours_align(url: str, workdir: Path, records: list[dict[str, Any]], cases: li
             "value"
         ]
 
+    from langchain_openai import ChatOpenAI
+
+    bare = ChatOpenAI(model=CHAT_MODEL, base_url=url).bind(
+        response_format={
+            "type": "json_schema",
+            "json_schema": {
+                "name": "Judgment",
+                "schema": {
+                    "type": "object",
+                    "properties": {"result": {"type": "string"}, "rationale": {"type": "string"}},
+                },
+            },
+        }
+    )
+
+    def bare_call(case: dict[str, Any]) -> Any:
+        """The floor under any LangChain judge: one chat call, its JSON read, nothing else."""
+        prompt = f"{CRITERION}\n\nQuestion and knowledge:\n{case['inputs']}\n\nAnswer:\n{case['outputs']}"
+        return json.loads(bare.invoke(prompt).content)["result"]
+
+    figures = _overhead(url, {"": through_graph, "_memory": through_memory, "_bare": bare_call}, cases, "0")
     judges = {"": through_graph, "_memory": through_memory}
-    figures = _overhead(url, judges, cases, "0")
     first, added = records[:-ADDED], records[-ADDED:]
     report, wall, calls = _timed(url, lambda: memory.align(first, model=CHAT_MODEL, base_url=url))
     figures |= _alignment(wall, calls)
@@ -599,6 +627,7 @@ def run_child(python: str, side: str, phase: str, url: str, workdir: Path, timeo
 
 def compare(args: argparse.Namespace) -> dict[str, Any]:
     """Run every side ``args.runs`` times; returns ``{"config", "data", "runs": {side: [figures]}, "median"}``."""
+    os.environ[CALIBRATION_ENV] = args.calibration  # read by memalign-graph's child processes (child_env copies it)
     records, source = load_records(args.records + ADDED, args.judgments)
     pythons = {"mlflow": args.mlflow_python, "ours": sys.executable}
     runs: dict[str, list[dict[str, float]]] = {side: [] for side in args.sides}
@@ -631,8 +660,9 @@ def _fmt(value: float | None) -> str:
 def table(result: dict[str, Any]) -> str:
     """The comparison as a Markdown table; ratio = MLflow / memalign-graph (every measure: lower is better).
 
-    Rows for memalign-graph's ``Memory.judge`` (keys ending ``_memory``) compare it with MLflow's
-    one judge, the same figure as the row above them.
+    Rows for memalign-graph's ``Memory.judge`` (keys ending ``_memory``) and for a bare LangChain
+    chat call (``_bare``, the floor under any LangChain-based judge) compare them with MLflow's one
+    judge, the same figure as the row above them.
     """
     config, median = result["config"], result["median"]
     mlflow, ours = median.get("mlflow", {}), median.get("ours", {})
@@ -640,7 +670,8 @@ def table(result: dict[str, Any]) -> str:
     lines = [
         f"{config['records']} records ({result['data']}), stub {config['latency_ms']:g} ms per chat request, "
         f"{config['embed_latency_ms']:g} ms per embeddings request, {per_call} guidelines per distillation call, "
-        f"medians of {config['runs']} run(s), load average at the end {result.get('load_average', '?')}",
+        f"medians of {config['runs']} run(s), load average at the end {result.get('load_average', '?')}; "
+        f"memalign-graph's calibration head: {config.get('calibration', 'auto')}",
         "",
         "ratio = MLflow / memalign-graph; every measure is lower-is-better, so a ratio above 1 is memalign-graph ahead",
         "",
@@ -649,7 +680,7 @@ def table(result: dict[str, Any]) -> str:
     ]
     sizes = {"R ": f"{config['records']} ", "N ": f"{config['records'] + ADDED} "}
     for key, label in ROWS:
-        a, b = mlflow.get(key.removesuffix("_memory")), ours.get(key)
+        a, b = mlflow.get(key.removesuffix("_memory").removesuffix("_bare")), ours.get(key)
         ratio = f"{a / b:.2f}" if a is not None and b else "—"
         for placeholder, size in sizes.items():
             label = label.replace(placeholder, size)
@@ -690,6 +721,13 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument(
         "--sides", default="mlflow,ours", help="comma-separated sides to run: mlflow, ours (default both)"
+    )
+    parser.add_argument(
+        "--calibration",
+        choices=["off", "auto"],
+        default="off",
+        help="memalign-graph's calibration head: off (default: the same work as MLflow's MemAlign, which has no "
+        "head) or auto (refitted by every commit, as users get it by default; its cost shows in the align rows)",
     )
     parser.add_argument("--timeout-s", type=float, default=1800, help="limit per child process (default 1800)")
     parser.add_argument("--out", help="also write every run's figures and the medians to this JSON file")

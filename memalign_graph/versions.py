@@ -476,8 +476,12 @@ class VersionedMemory:
         Refitted on the draft when the training episodes change: episodes changed, or governance
         holds other records (a decision approved or rejected a proposal, a forget dropped a source).
         Otherwise the current head carries over. ``None`` if fitting failed (warned; the cache is
-        then cleared after the commit, and the head is refitted on first use).
+        then cleared after the commit, and the head is refitted on first use), and for a judge whose
+        own setting is ``calibration="off"``: its commits fit nothing (a judgment that asks for the
+        head with ``calibration="on"`` fits it then).
         """
+        if self.spec.calibration == "off":
+            return None
         same_holds = held_records(checkpoint.get("proposed") or []) == held_records(self.proposed_principles)
         try:
             if not episodes_changed and same_holds:

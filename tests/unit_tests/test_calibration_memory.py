@@ -282,9 +282,12 @@ def test_the_judges_own_setting_and_the_runs(tmp_path, embeddings):
     memory = Memory.create(tmp_path / "m", off, embeddings=embeddings)
     memory.align(citation_records(12), model=StubChatModel())
     assert Memory.open(tmp_path / "m", embeddings=embeddings).spec.calibration == "off"
+    # a judge set to 'off' fits nothing when it commits (its alignment costs what MemAlign's does) ...
+    assert not memory.versioned.calibration_loaded() and (memory.backend.load_calibration() or {}).get("head") is None
     case = cited("new", 99, False)
     assert memory.judge(case, model=StubChatModel())["calibration"] is None
-    assert memory.judge(case, model=StubChatModel(), calibration="on")["value"] == "fail"
+    assert memory.judge(case, model=StubChatModel(), calibration="on")["value"] == "fail"  # ... 'on' fits it then
+    assert memory.versioned.calibration_loaded()
     with pytest.raises(ValueError, match="calibration"):
         memory.judge(case, model=StubChatModel(), calibration="maybe")
     precedent = memory.judge(citation_records(12)[1], model=StubChatModel(), calibration="on")
