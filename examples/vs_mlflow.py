@@ -83,7 +83,7 @@ ROWS = [
     ("judge_overhead_ms_p50_0_memory", "the same, memalign-graph through Memory.judge (ms, p50)"),
     ("judge_cpu_ms_p50_0", "client CPU per judgment, no memory (ms, p50)"),
     ("judge_cpu_ms_p50_0_memory", "the same, memalign-graph through Memory.judge (ms, p50)"),
-    ("judge_overhead_ms_p50_0_bare", "floor: one bare LangChain ChatOpenAI call, its answer read as JSON, no graph (ms, p50)"),
+    ("judge_overhead_ms_p50_0_bare", "floor: a bare LangChain ChatOpenAI call read as JSON, no graph (ms, p50)"),
     ("judge_cpu_ms_p50_0_bare", "client CPU of that bare call (ms, p50)"),
     ("judge_requests_0", "chat + embeddings requests per judgment, no memory"),
     ("judge_prompt_tokens_0", "prompt tokens per judgment, no memory (characters / 4)"),
