@@ -36,10 +36,11 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from memalign_graph.calibration import DEFAULT_GROUPS, Verdict, case_row, fit_memory_head
+from memalign_graph.calibration import DEFAULT_GROUPS
 from memalign_graph.datasets import CITATION_SPEC, QUOTE_SPEC, load_citation_policy, load_quote_policy
 from memalign_graph.embeddings import resolve_embeddings
 from memalign_graph.judge import run_judge
+from memalign_graph.memory_head import Verdict, case_row, fit_memory_head
 from memalign_graph.models import resolve_chat_model
 from memalign_graph.spec import JudgeSpec
 

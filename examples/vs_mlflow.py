@@ -491,7 +491,7 @@ def ours_align(url: str, workdir: Path, records: list[dict[str, Any]], cases: li
     """memalign-graph's align process (see the module docstring); returns its figures."""
     from memalign_graph.context import Context
     from memalign_graph.datasets import HALUEVAL_SPEC
-    from memalign_graph.graph import build_judge_graph
+    from memalign_graph.judge_graph import build_judge_graph
     from memalign_graph.memory import Memory
     from memalign_graph.spec import JudgeSpec
 
@@ -554,7 +554,7 @@ def ours_reload(url: str, workdir: Path, case: dict[str, Any]) -> dict:
     """memalign-graph's reload process: imports, open the memory, compile the graph, one judgment."""
     started = time.perf_counter()
     from memalign_graph.context import Context
-    from memalign_graph.graph import build_judge_graph
+    from memalign_graph.judge_graph import build_judge_graph
 
     imported = time.perf_counter()
     embeddings = f"openai:{EMBED_MODEL}"

@@ -22,7 +22,7 @@ Each step's result is plain JSON-like data, the TypedDicts of :mod:`memalign_gra
 (``EpisodePlan``, ``Distillation``, ``Consolidation``, ``Governance``), so the alignment graph
 keeps it in its state.
 :func:`aalign` (``Memory.aalign``) runs the steps holding the writer locks throughout, and embeds
-episodes while the LLM distills. The alignment graph (:func:`memalign_graph.graph.build_align_graph`)
+episodes while the LLM distills. The alignment graph (:func:`memalign_graph.align_graph.build_align_graph`)
 runs them as nodes; its commit node takes the locks and starts again if the memory moved.
 """
 
@@ -301,7 +301,8 @@ async def judge_new_records(
     Returns:
         Record id -> ``{"value", "scores", "model", "via": "alignment"}``.
     """
-    from memalign_graph.calibration import CALIBRATION_SEED, MAX_TRAINING_EPISODES, held_records, training_sample
+    from memalign_graph.calibration import MAX_TRAINING_EPISODES, training_sample
+    from memalign_graph.memory_head import CALIBRATION_SEED, held_records
     from memalign_graph.working_memory import ajudge
 
     added = set(plan["added"])

@@ -292,7 +292,7 @@ def bench_judge_batch(
     import math
 
     from memalign_graph.context import Context
-    from memalign_graph.graph import build_judge_graph
+    from memalign_graph.judge_graph import build_judge_graph
 
     graph = build_judge_graph().compile()
     cases = _cases(n, seed=7)
@@ -327,7 +327,7 @@ def bench_judge_overhead(
         over ``judgments`` (after one warm-up judgment).
     """
     from memalign_graph.context import Context
-    from memalign_graph.graph import build_judge_graph
+    from memalign_graph.judge_graph import build_judge_graph
     from memalign_graph.memory import Memory
 
     graph = build_judge_graph().compile()
@@ -394,7 +394,7 @@ _FIRST_JUDGMENT = """
 import json, resource, sys, time
 started = time.perf_counter()
 from memalign_graph.context import Context
-from memalign_graph.graph import build_judge_graph
+from memalign_graph.judge_graph import build_judge_graph
 from memalign_graph.testing import StubChatModel
 imported = time.perf_counter()
 graph = build_judge_graph().compile()
@@ -548,7 +548,7 @@ def bench_calibration_head(
 
     A head is fitted on ``episodes`` records, once with only the ``statistics`` group and once with
     only ``outputs`` (the output embedded with ``embeddings``, default the offline embedder); then
-    :func:`memalign_graph.calibration.calibrate` runs in mode ``"on"`` on ``judgments`` unseen cases:
+    :func:`memalign_graph.memory_head.calibrate` runs in mode ``"on"`` on ``judgments`` unseen cases:
     the case's features (statistics, or one embedding of its output) and the head's decision.
 
     Returns:
@@ -556,9 +556,9 @@ def bench_calibration_head(
         ``runs`` of each run's median), and ``calibration_fit_s_N`` (fitting both heads' candidates,
         embedding included).
     """
-    from memalign_graph.calibration import Verdict, calibrate, fit_memory_head
     from memalign_graph.datasets import load_citation_policy
     from memalign_graph.embeddings import resolve_embeddings
+    from memalign_graph.memory_head import Verdict, calibrate, fit_memory_head
 
     emb = resolve_embeddings(embeddings)
     pool = load_citation_policy(episodes + judgments, seed=0)

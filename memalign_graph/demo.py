@@ -36,7 +36,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from memalign_graph.calibration import calibrate
 from memalign_graph.context import Context
 from memalign_graph.datasets import (
     CITATION_SPEC,
@@ -46,8 +45,9 @@ from memalign_graph.datasets import (
     load_halueval_qa,
     load_quote_policy,
 )
-from memalign_graph.graph import build_judge_graph
+from memalign_graph.judge_graph import build_judge_graph
 from memalign_graph.memory import Memory
+from memalign_graph.memory_head import calibrate
 from memalign_graph.metrics import exact_match
 from memalign_graph.spec import JudgeSpec
 

@@ -158,7 +158,7 @@ class EpisodicMemory:
     def verdicts(self, held: set[str] | frozenset[str] = frozenset()) -> list[tuple[str, Value, Value | None]]:
         """``(id, expert value, recorded model value or None)`` of every episode with an expert value, by id.
 
-        What a calibration head is fitted on (:func:`memalign_graph.calibration.fit_memory_head`); the
+        What a calibration head is fitted on (:func:`memalign_graph.memory_head.fit_memory_head`); the
         model value is the ``model_judgment`` this library recorded, never a file's ``judge_value``.
 
         Args:

@@ -168,7 +168,7 @@ class JudgeError(MemAlignError):
 
 
 class JudgeBatchError(MemAlignError):
-    """Some cases of a batch could not be judged (see :func:`memalign_graph.graph.judge_many`).
+    """Some cases of a batch could not be judged (see :func:`memalign_graph.judge_graph.judge_many`).
 
     The other cases were judged; their judgments are kept here.
 

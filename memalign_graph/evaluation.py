@@ -37,8 +37,7 @@ from typing import Any
 
 from memalign_graph.context import Context
 from memalign_graph.episodic import ModelJudgment
-from memalign_graph.evaluators import judge_many
-from memalign_graph.graph import build_judge_graph
+from memalign_graph.judge_graph import build_judge_graph, judge_many
 from memalign_graph.memory import Memory
 from memalign_graph.metrics import ccc, cohen_kappa, confusion, exact_match
 from memalign_graph.spec import FeedbackRecord, JudgeSpec

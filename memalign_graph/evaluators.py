@@ -4,9 +4,10 @@
   (``{"key", "score", "value", "comment", "metadata"}``), the counterpart of the importers in
   :mod:`memalign_graph.importers`;
 - :func:`evaluator_node`: a node that judges part of an agent graph's state;
-- :func:`judge_many`: many cases through a compiled judge graph, failures gathered.
+- :func:`judge_many` (from :mod:`memalign_graph.judge_graph`): many cases through a compiled judge
+  graph, failures gathered.
 
-All run the judge graph (:mod:`memalign_graph.graph`), so a judgment made here is the one the
+All run the judge graph (:mod:`memalign_graph.judge_graph`), so a judgment made here is the one the
 graph makes: same working memory, same configuration (:class:`~memalign_graph.context.Context`).
 """
 
@@ -20,10 +21,10 @@ from typing import Any
 from langgraph.runtime import Runtime
 
 from memalign_graph.context import Context
-from memalign_graph.errors import JudgeBatchError
-from memalign_graph.graph import build_judge_graph, build_review_graph
 from memalign_graph.importers import case_field
 from memalign_graph.judge import Judgment
+from memalign_graph.judge_graph import build_judge_graph, judge_many
+from memalign_graph.review_graph import build_review_graph
 from memalign_graph.spec import JudgeSpec
 from memalign_graph.versions import shared_memory
 
@@ -282,51 +283,6 @@ def evaluator_node(
         return {output_key: out["judgment"]}
 
     return evaluate
-
-
-def judge_many(
-    graph: Any,
-    cases: list[dict[str, Any]],
-    context: Any,
-    concurrency: int = 2,
-    on_done: Callable[[], None] | None = None,
-) -> list[Judgment]:
-    """Judge ``cases`` with a compiled judge graph, ``concurrency`` at a time.
-
-    Only ``id``, ``inputs``, ``outputs`` and ``expectations`` reach the judge (an
-    expert's value in the record is never shown to it). A case that fails does not
-    stop the others; the failures are raised together once every case has run.
-
-    Returns:
-        The judgments, in the order of ``cases``.
-
-    Raises:
-        JudgeBatchError: if any case could not be judged (e.g. a
-            :class:`~memalign_graph.errors.JudgeError` after its retries, or a
-            :class:`~memalign_graph.errors.JudgmentParseError`); it names every failed
-            case id (``"#N"`` for the N-th case when it has no id), carries each error,
-            and the judgments of the cases that succeeded. The first error is its ``__cause__``.
-    """
-    inputs = [{k: c[k] for k in ("id", "inputs", "outputs", "expectations") if k in c} for c in cases]
-    results: list[Any] = [None] * len(inputs)
-    errors: dict[int, BaseException] = {}
-    for index, output in graph.batch_as_completed(
-        inputs, {"max_concurrency": concurrency}, return_exceptions=True, context=context
-    ):
-        if isinstance(output, BaseException):
-            errors[index] = output
-            continue
-        results[index] = output["judgment"]
-        if on_done:
-            on_done()
-    if errors:
-        named: dict[str, BaseException] = {}
-        for index in sorted(errors):
-            rid = str(inputs[index].get("id", f"#{index}"))
-            named[rid if rid not in named else f"{rid}#{index}"] = errors[index]
-        failed = {rid: str(exc) for rid, exc in named.items()}
-        raise JudgeBatchError(failed, named, results) from errors[min(errors)]
-    return results
 
 
 __all__ = [

@@ -85,7 +85,7 @@ class Judgment(TypedDict):
             :class:`~memalign_graph.pairwise.OrderJudgment`); when they disagree, ``value`` is ``tie``.
         model_value: the judge model's own value (``None`` when no model was called: an expert
             precedent); ``value`` differs from it only when the calibration head decided.
-        calibration: what the calibration head said (see :func:`memalign_graph.calibration.calibrate`):
+        calibration: what the calibration head said (see :func:`memalign_graph.memory_head.calibrate`):
             ``{"used", "probabilities", "cv_agreement", "model_agreement", "majority_agreement",
             "episodes", "fields", "open", "reason"}``; ``None`` for an expert precedent, a pairwise
             judge, calibration ``"off"``, or a memory without a head.

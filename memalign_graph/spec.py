@@ -322,6 +322,10 @@ def _check_field(value: Any, name: str, where: str) -> Any:
     raise RecordError(where, f"field {name!r} must be a string or a JSON object, got {_json_type(value)}")
 
 
+CASE_KEYS = ("id", "inputs", "outputs", "expectations")
+"""The fields of a case that reach the judge (anything else in a record, such as the expert's value, does not)."""
+
+
 def parse_record(
     obj: Any, spec: JudgeSpec, *, where: str, feedback: bool = False, require_id: bool = False
 ) -> FeedbackRecord:

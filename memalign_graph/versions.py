@@ -43,22 +43,15 @@ from langchain_core.embeddings import Embeddings
 
 from memalign_graph.backends.base import LedgerEntry, MemoryBackend, PrinciplesCheckpoint, principle_digest
 from memalign_graph.backends.location import backend_for, location_key
-from memalign_graph.calibration import (
-    CalibrationHead,
-    CalibrationHeadError,
-    StoredVectors,
-    Verdict,
-    check_head,
-    fit_memory_head,
-    held_records,
-)
+from memalign_graph.calibration import CalibrationHead, CalibrationHeadError
 from memalign_graph.distill import estimate_tokens
 from memalign_graph.embeddings import embeddings_name, embeddings_named, offline_embeddings_spec, resolve_embeddings
 from memalign_graph.episodic import Episode, EpisodicMemory
 from memalign_graph.errors import MemoryFormatError
 from memalign_graph.governance import pending
+from memalign_graph.memory_head import StoredVectors, Verdict, check_head, fit_memory_head, held_records
 from memalign_graph.semantic import Principle, PrincipleVectors, SemanticMemory, now_iso
-from memalign_graph.spec import JudgeSpec, embedding_text
+from memalign_graph.spec import CalibrationMode, JudgeSpec, check_mode, embedding_text
 
 
 def embeddings_for(backend: MemoryBackend, embeddings: str | Embeddings | None) -> Embeddings:
@@ -259,7 +252,7 @@ class VersionedMemory:
         """What the calibration head of the loaded version is, and why it decides or not (JSON-like).
 
         Returns:
-            ``{"version", "mode", "groups", "head": calibration.report(head) or None, "episodes_with_values",
+            ``{"version", "mode", "groups", "head": memory_head.report(head) or None, "episodes_with_values",
             "held_records", "model_judgments"}``: the judge's stored mode and feature groups; the
             episodes with an expert value, the ones governance holds out of training, and how many
             carry the model's own recorded judgment (the gate's evidence about the model).
@@ -267,7 +260,7 @@ class VersionedMemory:
         Raises:
             CalibrationHeadError: as :meth:`calibration_head`.
         """
-        from memalign_graph.calibration import report
+        from memalign_graph.memory_head import report
 
         checkpoint, episodes = self.checkpoint, self.episodes
         held = held_records(checkpoint.get("proposed") or [])
@@ -593,4 +586,14 @@ def shared_memory(
     return memory
 
 
-__all__ = ["VersionedMemory", "embeddings_for", "shared_memory"]
+def calibration_mode(memory: VersionedMemory, mode: Any) -> CalibrationMode:
+    """The calibration mode of a judgment: ``mode`` (a run's setting) if given, else the judge's own.
+
+    Raises:
+        ValueError: for a mode other than ``auto``/``off``/``on`` (from ``MEMALIGN_CALIBRATION`` too).
+    """
+    where = "calibration (Context.calibration, MEMALIGN_CALIBRATION)"
+    return check_mode(memory.spec.calibration if mode is None else mode, where)
+
+
+__all__ = ["VersionedMemory", "calibration_mode", "embeddings_for", "shared_memory"]

@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 
 from langchain_core.language_models import BaseChatModel
 
-from memalign_graph.calibration import CalibrationMode, calibrate, check_mode, needs_embedding
+from memalign_graph.calibration import CalibrationMode, check_mode
 from memalign_graph.episodic import Episode
 from memalign_graph.judge import (
     JudgeSettings,
@@ -34,14 +34,13 @@ from memalign_graph.judge import (
     precedent_judgment,
     run_judge,
 )
+from memalign_graph.memory_head import calibrate, needs_embedding
 from memalign_graph.models import resolve_chat_model
 from memalign_graph.semantic import Principle
-from memalign_graph.spec import parse_record
-from memalign_graph.versions import VersionedMemory
+from memalign_graph.spec import CASE_KEYS, parse_record
+from memalign_graph.versions import VersionedMemory, calibration_mode
 
 PRECEDENT_MODES = ("exact", "similar", "off")
-CASE_KEYS = ("id", "inputs", "outputs", "expectations")
-"""The fields of a case that reach the judge (anything else in a record, such as the expert's value, does not)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -113,23 +112,13 @@ def judge_settings(
     return settings
 
 
-def calibration_mode(memory: VersionedMemory, mode: Any) -> CalibrationMode:
-    """The calibration mode of a judgment: ``mode`` (a run's setting) if given, else the judge's own.
-
-    Raises:
-        ValueError: for a mode other than ``auto``/``off``/``on`` (from ``MEMALIGN_CALIBRATION`` too).
-    """
-    where = "calibration (Context.calibration, MEMALIGN_CALIBRATION)"
-    return check_mode(memory.spec.calibration if mode is None else mode, where)
-
-
 def calibrate_judgment(
     memory: VersionedMemory, case: dict[str, Any], judgment: Judgment, mode: CalibrationMode, model: Any
 ) -> Judgment:
     """``judgment`` (the model's) with its final value: the memory's calibration head's where it decides.
 
     ``model_value`` keeps the model's value; ``calibration`` says what the head said and why (see
-    :func:`memalign_graph.calibration.calibrate`), or is ``None`` (mode ``off``, a pairwise judge, no
+    :func:`memalign_graph.memory_head.calibrate`), or is ``None`` (mode ``off``, a pairwise judge, no
     head). Under ``auto`` a hosted model with no recorded judgments on the episodes keeps its value:
     a model that follows instructions may beat the head, and nothing measured says otherwise.
 

@@ -2,4 +2,5 @@
 
 from memalign_graph.cli import main
 
-main()
+if __name__ == "__main__":  # not on import (the API reference's build imports every module)
+    main()

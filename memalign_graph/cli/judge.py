@@ -88,8 +88,7 @@ def judge(
 
     from memalign_graph.context import Context
     from memalign_graph.errors import JudgeBatchError
-    from memalign_graph.evaluators import judge_many
-    from memalign_graph.graph import build_judge_graph
+    from memalign_graph.judge_graph import build_judge_graph, judge_many
     from memalign_graph.memory import open_memory
     from memalign_graph.spec import read_jsonl
 

@@ -156,9 +156,9 @@ def review(
 
     from memalign_graph.context import Context
     from memalign_graph.errors import RecordError
-    from memalign_graph.graph import build_review_graph
     from memalign_graph.memory import open_memory
     from memalign_graph.review import review_answer_model
+    from memalign_graph.review_graph import build_review_graph
     from memalign_graph.spec import read_jsonl
 
     check_base_url(model, base_url)

@@ -14,13 +14,12 @@ from typing import Any
 
 import httpx
 
-from memalign_graph.spec import case_hash
+from memalign_graph.spec import CASE_KEYS, case_hash
 
 QUEUE_TAG = "memalign_queue"
 """Thread metadata key of a queued review; its value is :func:`queue_key` (a label to find it by, no authority)."""
 
 _KEY_NAMESPACE = uuid.UUID("0b6f3c52-8d0e-4c1a-9a57-3d4e8b7f6a21")
-_CASE_KEYS = ("id", "inputs", "outputs", "expectations")
 
 
 def case_id(case: Mapping[str, Any]) -> str:
@@ -51,7 +50,7 @@ def refusal(response: httpx.Response) -> str:
 def _case(case: Any, position: int) -> dict[str, Any]:
     if not isinstance(case, Mapping) or "inputs" not in case or "outputs" not in case:
         raise ValueError(f"case {position}: expected an object with 'inputs' and 'outputs'")
-    return {k: case[k] for k in _CASE_KEYS if k in case}
+    return {k: case[k] for k in CASE_KEYS if k in case}
 
 
 async def aqueue_cases(

@@ -17,7 +17,7 @@ from langchain_core.embeddings import DeterministicFakeEmbedding
 from typer.testing import CliRunner
 
 import memalign_graph.cli.output as cli_output
-import memalign_graph.graph as graph_module
+import memalign_graph.nodes as nodes_module
 import memalign_graph.versions as memory_module
 from memalign_graph import Context, Memory, build_judge_graph
 from memalign_graph.cli import app
@@ -63,7 +63,7 @@ def test_judge_output_keeps_every_success_and_lists_the_failures(mem, tmp_path, 
         return ValueError("provider refused the request") if "BAD-CASE" in messages[-1].text else None
 
     model = StubChatModel(faults=fail_on_bad_case)
-    monkeypatch.setattr(graph_module, "resolve_chat_model", lambda *a, **k: model)
+    monkeypatch.setattr(nodes_module, "resolve_chat_model", lambda *a, **k: model)
     cases = write_jsonl(
         tmp_path / "cases.jsonl",
         [
@@ -274,7 +274,7 @@ def test_quiet_keeps_results_and_errors_only(mem, tmp_path):
 TERMINAL_DRIVER = """
 import json, sys
 from langchain_core.embeddings import DeterministicFakeEmbedding
-import memalign_graph.graph as graph_module
+import memalign_graph.nodes as nodes_module
 import memalign_graph.versions as memory_module
 from memalign_graph.cli import main
 from memalign_graph.testing import StubChatModel
@@ -283,7 +283,7 @@ emb = DeterministicFakeEmbedding(size=32)
 memory_module.resolve_embeddings = lambda embeddings=None: emb
 rationale = sys.argv.pop(1)
 model = StubChatModel(responder=lambda messages, kwargs: json.dumps({"rationale": rationale, "value": "pass"}))
-graph_module.resolve_chat_model = lambda *a, **k: model
+nodes_module.resolve_chat_model = lambda *a, **k: model
 sys.argv[0] = "memalign"
 main()
 """

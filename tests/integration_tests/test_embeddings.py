@@ -18,7 +18,7 @@ from memalign_graph.embeddings import (
     resolve_embeddings,
 )
 from memalign_graph.errors import MemoryFormatError, MissingDependencyError
-from memalign_graph.graph import build_judge_graph
+from memalign_graph.judge_graph import build_judge_graph
 from memalign_graph.memory import open_memory
 from memalign_graph.modelfiles import ModelFileError
 from memalign_graph.testing import StubChatModel

@@ -215,17 +215,17 @@ def test_a_world_readable_review_database_is_made_private(store: Path) -> None:
 
 def test_a_served_run_does_not_wait_forever_on_its_storage(store: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A storage that never answers (here: an open that sleeps) fails a served run within the bound, and says so."""
-    import memalign_graph.graph as graph_module
+    import memalign_graph.nodes as nodes_module
     from memalign_graph import Context, build_judge_graph
 
-    real = graph_module.shared_memory
+    real = nodes_module.shared_memory
 
     def stuck(*args, **kwargs):
         time.sleep(3)
         return real(*args, **kwargs)
 
     monkeypatch.setenv("MEMALIGN_STORAGE_TIMEOUT_S", "0.3")
-    monkeypatch.setattr(graph_module, "shared_memory", stuck)
+    monkeypatch.setattr(nodes_module, "shared_memory", stuck)
     judge = build_judge_graph().compile()
     started = time.monotonic()
     with pytest.raises(TimeoutError, match=r"did not open within 0.3 s \(MEMALIGN_STORAGE_TIMEOUT_S\)"):

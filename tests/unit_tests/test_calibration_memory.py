@@ -17,10 +17,11 @@ import numpy as np
 import pytest
 
 from memalign_graph import Context, JudgeSpec, Memory, build_judge_graph, build_review_graph
-from memalign_graph.calibration import CalibrationHead, Verdict, fit_memory_head
+from memalign_graph.calibration import CalibrationHead
 from memalign_graph.context import ServedContext, served_context
 from memalign_graph.errors import RecordError
 from memalign_graph.evaluators import as_evaluator
+from memalign_graph.memory_head import Verdict, fit_memory_head
 from memalign_graph.testing import StubChatModel
 from tests.conftest import location_of
 

@@ -22,9 +22,9 @@ from memalign_graph import Context, JudgmentParseError, Memory, build_align_grap
 from memalign_graph.classify import aclassify_pairs
 from memalign_graph.distill import adistill
 from memalign_graph.errors import JudgeBatchError, JudgeError, MemAlignError
-from memalign_graph.evaluators import judge_many
 from memalign_graph.faults import RETRY_DEFAULTS, is_transient
 from memalign_graph.judge import arun_judge, run_judge
+from memalign_graph.judge_graph import judge_many
 from memalign_graph.testing import StubChatModel, StubTimeout, consolidation_pairs, default_responder
 from tests.conftest import CATEGORICAL, KeywordEmbeddings, feedback, location_of
 
