@@ -94,6 +94,7 @@ def test_site_builds_strict(tmp_path: Path) -> None:
 @pytest.mark.parametrize("page, line, code", RUNNABLE, ids=[f"{page}:{line}" for page, line, _ in RUNNABLE])
 def test_block_runs(page: str, line: int, code: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MEMALIGN_")}
+    env["TMPDIR"] = str(tmp_path)  # the blocks' tempfile.mkdtemp(...) memories go where pytest cleans up
     if 'os.environ["MEMALIGN_STORE"]' in code:
         from tests.conftest import fresh_database
 

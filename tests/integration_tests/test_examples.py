@@ -1,6 +1,7 @@
 """The example agents run offline and show the expert's correction reaching memory."""
 
 import importlib.util
+import os
 import re
 import subprocess
 import sys
@@ -40,10 +41,11 @@ def test_example_runs_and_memory_changes(script, tmp_path):
     assert re.search(r"calibration head: ([1-6] episodes \(\{|none fitted \([0-6] episodes with an expert value)", out)
 
 
-def test_rule_probe_judges_every_condition():
+def test_rule_probe_judges_every_condition(tmp_path):
     """The probe judges the held-out cases under all four working memories and prints one row each, then the head."""
     result = subprocess.run(
         [sys.executable, str(EXAMPLES / "rule_probe.py"), "--cases", "2"],
+        env={**os.environ, "TMPDIR": str(tmp_path)},  # its memories go where pytest cleans up
         capture_output=True,
         text=True,
         timeout=600,
