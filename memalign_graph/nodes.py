@@ -193,7 +193,11 @@ def create_store_judge(backend: StoreBackend, embeddings: Any) -> bool:
 
 
 def read_case(state: JudgeState, memory: Any) -> dict[str, Any]:
-    """The case, validated against the judge (for nodes that may run first, e.g. on resume)."""
+    """The case in ``state``, validated against the judge (for nodes that may run first, e.g. on resume).
+
+    Raises:
+        RecordError: if the case is malformed, naming the field (``where="judge input"``).
+    """
     raw = {k: state[k] for k in CASE_KEYS if k in state}  # type: ignore[literal-required]
     return dict(parse_record(raw, memory.spec, where="judge input"))
 
