@@ -731,3 +731,42 @@ def _cross_validated(x: np.ndarray, y: np.ndarray, classes: list[str], kind: str
         )  # fmt: skip
         predicted[test] = np.asarray(classes, dtype=object)[np.argmax(fold.predict_proba(x[test]), axis=1)]
     return _agreement(predicted, y)
+
+
+_MOVED_TO_MEMORY_HEAD = frozenset(
+    {
+        "CALIBRATION_SEED",
+        "STATISTICS_WIDTH",
+        "StoredVectors",
+        "Verdict",
+        "calibrate",
+        "case_groups",
+        "case_row",
+        "check_head",
+        "embed_texts",
+        "field_text",
+        "fit_memory_head",
+        "held_records",
+        "needs_embedding",
+        "report",
+        "text_digest",
+    }
+)
+
+
+def __getattr__(name: str) -> Any:
+    """Names that moved to :mod:`memalign_graph.memory_head`, still importable from here with a ``DeprecationWarning``.
+
+    Raises:
+        AttributeError: for any other name.
+    """
+    if name in _MOVED_TO_MEMORY_HEAD:
+        import importlib
+
+        warnings.warn(
+            f"memalign_graph.calibration.{name} moved to memalign_graph.memory_head.{name}",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return getattr(importlib.import_module("memalign_graph.memory_head"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -31,8 +31,25 @@ node has a sync and an async form (:func:`node`): under ``ainvoke`` the model ca
 file or embedding work runs in a worker thread, so no blocking I/O reaches the event loop.
 """
 
-from memalign_graph.align_graph import MAX_ALIGN_PASSES, build_align_graph
-from memalign_graph.judge_graph import build_judge_graph
+from memalign_graph.align_graph import (
+    MAX_ALIGN_PASSES,
+    align_commit,
+    align_consolidate,
+    align_distill,
+    align_episodes,
+    align_govern,
+    build_align_graph,
+    route_commit,
+    route_plan,
+)
+from memalign_graph.judge_graph import (
+    ajudge,
+    build_judge_graph,
+    judge,
+    judge_many,
+    retrieve_episodes,
+    retrieve_principles,
+)
 from memalign_graph.nodes import (
     STORAGE_TIMEOUT_S,
     ServedJudgeError,
@@ -42,20 +59,52 @@ from memalign_graph.nodes import (
     run_context,
     served_runtime,
 )
-from memalign_graph.review_graph import build_batch_review_graph, build_principles_graph, build_review_graph
+from memalign_graph.review_graph import (
+    approve_principles,
+    build_batch_review_graph,
+    build_principles_graph,
+    build_review_graph,
+    collect_feedback,
+    decide_held,
+    distill_review,
+    fan_out,
+    review_case,
+    route_principles,
+    route_review,
+)
 
 __all__ = [
     "MAX_ALIGN_PASSES",
     "STORAGE_TIMEOUT_S",
     "ServedJudgeError",
+    "ajudge",
+    "align_commit",
+    "align_consolidate",
+    "align_distill",
+    "align_episodes",
+    "align_govern",
+    "approve_principles",
     "build_align_graph",
     "build_batch_review_graph",
     "build_judge_graph",
     "build_principles_graph",
     "build_review_graph",
+    "collect_feedback",
     "create_store_judge",
+    "decide_held",
+    "distill_review",
+    "fan_out",
+    "judge",
+    "judge_many",
     "memory_target",
     "node",
+    "retrieve_episodes",
+    "retrieve_principles",
+    "review_case",
+    "route_commit",
+    "route_plan",
+    "route_principles",
+    "route_review",
     "run_context",
     "served_runtime",
 ]

@@ -237,7 +237,9 @@ _SERVER_SIDE = (MemoryFormatError, MissingDependencyError, ModelFileError)
 
 
 def served_runtime(runtime: Runtime[Any]) -> Runtime[Context]:
-    """``runtime`` with the client's served context (e.g. :class:`ServedContext`) replaced by the server's.
+    """``runtime`` with the client's served context replaced by the server's.
+
+    The client's context is a served one (e.g. :class:`~memalign_graph.context.ServedContext`).
 
     The author is the user LangGraph Server authenticated (``runtime.server_info.user``), and
     their roles (its ``role:*`` permissions, see :mod:`memalign_graph.auth`) decide what they may

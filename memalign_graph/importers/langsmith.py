@@ -124,19 +124,21 @@ def langsmith_records(
         runs: ``Run`` objects (e.g. from ``Client.list_runs``).
         feedback: ``Feedback`` objects (e.g. from ``Client.list_feedback``).
         spec: the judge the records are for.
-        feedback_name: the feedback ``key`` to import (default: as in :func:`from_mlflow`).
-        resolve: ``"newest"`` or ``"majority"`` (see the module docstring).
-        value_map: feedback value or score -> judge value (see :func:`from_mlflow`).
+        feedback_name: the feedback ``key`` to import (default: as in :func:`~memalign_graph.importers.from_mlflow`).
+        resolve: ``"newest"`` or ``"majority"`` (see :mod:`memalign_graph.importers`).
+        value_map: feedback value or score -> judge value (see :func:`~memalign_graph.importers.from_mlflow`).
         source: named in error messages.
-        ledger: the memory's ledger, to recognise records keyed by the bare run id (see :func:`from_mlflow`).
+        ledger: the memory's ledger, to recognise records keyed by the bare run id (see
+            :func:`~memalign_graph.importers.from_mlflow`).
 
     Returns:
-        An :class:`ImportResult`, records in the order of ``runs``, ids from :func:`record_key`;
-        feedback on a run that is not among ``runs`` is listed in ``skipped``.
+        An :class:`~memalign_graph.importers.ImportResult`, records in the order of ``runs``, ids from
+        :func:`~memalign_graph.importers.record_key`; feedback on a run that is not among ``runs`` is listed
+        in ``skipped``.
 
     Raises:
         ValueError: for a pairwise judge or an unknown ``resolve``.
-        RecordError: as :func:`from_mlflow`, naming the run and the feedback id (a numeric
+        RecordError: as :func:`~memalign_graph.importers.from_mlflow`, naming the run and the feedback id (a numeric
             score on a categorical judge: with the ``--value-map`` that would map it).
     """
     opts = _options(spec, source, feedback_name, resolve, value_map, ledger)
@@ -212,13 +214,13 @@ def from_langsmith(
     Args:
         paths: one file or several.
         spec: the judge the records are for.
-        feedback_name: the feedback ``key`` to import (default: as in :func:`from_mlflow`).
-        resolve: ``"newest"`` or ``"majority"`` (see the module docstring).
-        value_map: feedback value or score -> judge value (see :func:`from_mlflow`).
-        ledger: the memory's ledger (see :func:`from_mlflow`).
+        feedback_name: the feedback ``key`` to import (default: as in :func:`~memalign_graph.importers.from_mlflow`).
+        resolve: ``"newest"`` or ``"majority"`` (see :mod:`memalign_graph.importers`).
+        value_map: feedback value or score -> judge value (see :func:`~memalign_graph.importers.from_mlflow`).
+        ledger: the memory's ledger (see :func:`~memalign_graph.importers.from_mlflow`).
 
     Returns:
-        An :class:`ImportResult` (see :func:`langsmith_records`).
+        An :class:`~memalign_graph.importers.ImportResult` (see :func:`langsmith_records`).
 
     Raises:
         FileNotFoundError: for a missing file.
@@ -283,15 +285,15 @@ def from_langsmith_project(
         spec: the judge the records are for.
         client: a ``langsmith.Client``; ``None``: a new one, which reads ``LANGSMITH_API_KEY``
             and ``LANGSMITH_ENDPOINT`` (a self-hosted server) from the environment.
-        feedback_name: the feedback ``key`` to import (default: as in :func:`from_mlflow`); given,
-            only feedback with that key is fetched.
-        resolve: ``"newest"`` or ``"majority"`` (see the module docstring).
-        value_map: feedback value or score -> judge value (see :func:`from_mlflow`).
+        feedback_name: the feedback ``key`` to import (default: as in
+            :func:`~memalign_graph.importers.from_mlflow`); given, only feedback with that key is fetched.
+        resolve: ``"newest"`` or ``"majority"`` (see :mod:`memalign_graph.importers`).
+        value_map: feedback value or score -> judge value (see :func:`~memalign_graph.importers.from_mlflow`).
         max_runs: read at most this many root runs per project (newest first); ``None``: all.
-        ledger: the memory's ledger (see :func:`from_mlflow`).
+        ledger: the memory's ledger (see :func:`~memalign_graph.importers.from_mlflow`).
 
     Returns:
-        An :class:`ImportResult` (see :func:`langsmith_records`).
+        An :class:`~memalign_graph.importers.ImportResult` (see :func:`langsmith_records`).
 
     Raises:
         ValueError: naming the server and the project, for a project that does not exist, a

@@ -103,19 +103,19 @@ def from_mlflow(
         experiments: experiment names or ids to read; empty: every experiment in the store.
         feedback_name: the assessment name to import; ``None``: the judge's name if present
             (feedback or expectation), else the only human feedback name found, else the only
-            expectation name (several: :class:`RecordError` listing them).
+            expectation name (several: :class:`~memalign_graph.errors.RecordError` listing them).
         resolve: ``"newest"`` or ``"majority"`` for several human verdicts on one trace
-            (see the module docstring).
+            (see :mod:`memalign_graph.importers`).
         value_map: assessment value -> judge value, keys lower-case text (``{"true": "pass"}``;
             ``True``, ``"True"`` and ``"true"`` all match ``"true"``); feedback values not in it
             must already be allowed values.
         max_traces: read at most this many traces (newest first); ``None``: all.
         ledger: the ledger of the memory the records go to (``Memory.records``), to recognise
-            records an earlier import keyed by the bare trace id (see the module docstring).
+            records an earlier import keyed by the bare trace id (see :mod:`memalign_graph.importers`).
 
     Returns:
-        An :class:`ImportResult`; records in the order MLflow lists the traces (newest first),
-        ids from :func:`record_key`.
+        An :class:`~memalign_graph.importers.ImportResult`; records in the order MLflow lists the traces (newest first),
+        ids from :func:`~memalign_graph.importers.record_key`.
 
     Raises:
         ImportError: if mlflow is not installed (names the extra).

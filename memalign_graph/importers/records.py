@@ -73,7 +73,7 @@ class ImportResult:
         disagreements: record id -> ``{value: count}`` where experts gave different values.
         source: ``"mlflow"`` or ``"langsmith"``.
         legacy_ids: ids of records that kept the bare trace or run id an earlier import gave
-            them (see the module docstring).
+            them (see :mod:`memalign_graph.importers`).
     """
 
     records: list[FeedbackRecord]
