@@ -47,8 +47,8 @@ use an ordinal head (cumulative logits, one ``LogisticRegression`` per threshold
 from __future__ import annotations
 
 import hashlib
+import importlib
 import math
-import re
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -56,7 +56,8 @@ from typing import Any, Literal
 
 import numpy as np
 
-from memalign_graph.errors import MemAlignError
+from memalign_graph.errors import CalibrationHeadError
+from memalign_graph.head_features import build_features, text_statistics  # noqa: F401 - text_statistics re-exported
 from memalign_graph.spec import (  # the options a JudgeSpec names, re-exported here
     CALIBRATION_MODES,
     DEFAULT_GROUPS,  # noqa: F401
@@ -93,43 +94,6 @@ SCORES = "scores"
 """The feature group of the judge model's label probabilities under one fixed prompt."""
 FIELDS = (STATISTICS, "outputs", "inputs", "expectations", SCORES)
 """Feature groups a head may use: the case statistics, an embedded case field, the model's scores."""
-
-
-class CalibrationHeadError(MemAlignError, ValueError):
-    """Calibration data is malformed: features of the wrong shape, or a stored head that fails validation.
-
-    The message names the field and what is wrong with it.
-    """
-
-
-def build_features(vectors: Sequence[Any], scores: Any | None = None) -> np.ndarray:
-    """The head's feature matrix: field vectors side by side, then the model's label probabilities.
-
-    Args:
-        vectors: one array per embedded field (``outputs``, ``inputs``...), each ``(n, d_i)``.
-        scores: the judge model's label probabilities under the fixed prompt, ``(n, n_labels)``
-            in the judge's label order, or ``None`` to leave them out.
-
-    Returns:
-        ``(n, sum(d_i) + n_labels)`` float64 array.
-
-    Raises:
-        CalibrationHeadError: if a part is not 2-D, the parts differ in rows, nothing is given,
-            or a value is not finite.
-    """
-    parts = [np.asarray(v, dtype=np.float64) for v in vectors]
-    if scores is not None:
-        parts.append(np.asarray(scores, dtype=np.float64))
-    if not parts:
-        raise CalibrationHeadError("features: no field vectors and no scores given")
-    for i, part in enumerate(parts):
-        if part.ndim != 2:
-            raise CalibrationHeadError(f"features: part {i} has shape {part.shape}, expected (cases, dims)")
-        if part.shape[0] != parts[0].shape[0]:
-            raise CalibrationHeadError(f"features: part {i} has {part.shape[0]} rows, part 0 has {parts[0].shape[0]}")
-        if not np.isfinite(part).all():
-            raise CalibrationHeadError(f"features: part {i} holds a value that is not finite")
-    return np.concatenate(parts, axis=1)
 
 
 def _rank(seed: int, episode_id: str) -> str:
@@ -606,38 +570,6 @@ def fit_head(
     return head
 
 
-_WORD = re.compile(r"\w+")
-
-
-def _grams(words: list[str], n: int) -> set[tuple[str, ...]]:
-    return {tuple(words[i : i + n]) for i in range(len(words) - n + 1)}
-
-
-def text_statistics(inputs: str, outputs: str) -> list[float]:
-    """Three numbers about a case that a rule relating the output to its inputs can be learned from.
-
-    ``coverage_1`` and ``coverage_3``: the share of the output's distinct word unigrams and trigrams
-    (lower-cased runs of letters, digits and underscores) that also occur in the inputs, a lexical form
-    of extractive coverage (Grusky, Naaman and Artzi, *Newsroom*, NAACL 2018); ``log_words``:
-    ``log(1 + words in the output)``.
-    An output with no trigram has ``coverage_3`` 0.
-
-    Args:
-        inputs: the case's inputs as text (rendered the way the judge sees them).
-        outputs: the case's outputs as text.
-
-    Returns:
-        ``[coverage_1, coverage_3, log_words]``.
-    """
-    out = [w.lower() for w in _WORD.findall(outputs)]
-    source = [w.lower() for w in _WORD.findall(inputs)]
-    stats = []
-    for n in (1, 3):
-        grams = _grams(out, n)
-        stats.append(len(grams & _grams(source, n)) / len(grams) if grams else 0.0)
-    return [*stats, math.log1p(len(out))]
-
-
 def select_head(
     groups: Mapping[str, Any],
     labels: Sequence[Any],
@@ -734,39 +666,18 @@ def _cross_validated(x: np.ndarray, y: np.ndarray, classes: list[str], kind: str
 
 
 _MOVED_TO_MEMORY_HEAD = frozenset(
-    {
-        "CALIBRATION_SEED",
-        "STATISTICS_WIDTH",
-        "StoredVectors",
-        "Verdict",
-        "calibrate",
-        "case_groups",
-        "case_row",
-        "check_head",
-        "embed_texts",
-        "field_text",
-        "fit_memory_head",
-        "held_records",
-        "needs_embedding",
-        "report",
-        "text_digest",
-    }
+    "CALIBRATION_SEED STATISTICS_WIDTH StoredVectors Verdict calibrate case_groups case_row check_head embed_texts "
+    "field_text fit_memory_head held_records needs_embedding report text_digest".split()
 )
 
 
 def __getattr__(name: str) -> Any:
-    """Names that moved to :mod:`memalign_graph.memory_head`, still importable from here with a ``DeprecationWarning``.
+    """Names that moved to :mod:`memalign_graph.memory_head`, still found here with a ``DeprecationWarning``.
 
     Raises:
         AttributeError: for any other name.
     """
-    if name in _MOVED_TO_MEMORY_HEAD:
-        import importlib
-
-        warnings.warn(
-            f"memalign_graph.calibration.{name} moved to memalign_graph.memory_head.{name}",
-            DeprecationWarning,
-            stacklevel=2,
-        )
-        return getattr(importlib.import_module("memalign_graph.memory_head"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    if name not in _MOVED_TO_MEMORY_HEAD:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    warnings.warn(f"memalign_graph.calibration.{name} moved to memalign_graph.memory_head", DeprecationWarning, 2)
+    return getattr(importlib.import_module("memalign_graph.memory_head"), name)

@@ -194,3 +194,10 @@ class JudgeBatchError(MemAlignError):
 def _rebuild(cls: type, args: tuple, kwargs: dict) -> BaseException:
     """Unpickle an error whose constructor takes more than its message."""
     return cls(*args, **kwargs)
+
+
+class CalibrationHeadError(MemAlignError, ValueError):
+    """Calibration data is malformed: features of the wrong shape, or a stored head that fails validation.
+
+    The message names the field and what is wrong with it.
+    """

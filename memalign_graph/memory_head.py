@@ -21,11 +21,10 @@ from memalign_graph.calibration import (
     MAX_TRAINING_EPISODES,
     CalibrationHead,
     CalibrationHeadError,
-    build_features,
     select_head,
-    text_statistics,
     training_sample,
 )
+from memalign_graph.head_features import build_features, text_statistics
 from memalign_graph.spec import (
     EMBEDDED_GROUPS,
     SPEC_GROUPS,

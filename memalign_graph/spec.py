@@ -44,7 +44,7 @@ PAIRWISE_LABELS: tuple[str, str, str] = ("A", "B", "tie")
 
 # The calibration head's options, as a JudgeSpec names them (the head itself: memalign_graph.calibration).
 STATISTICS = "statistics"
-"""The feature group of :func:`memalign_graph.calibration.text_statistics`."""
+"""The feature group of :func:`memalign_graph.head_features.text_statistics`."""
 EMBEDDED_GROUPS = ("outputs", "inputs", "expectations")
 """Feature groups that are a case field embedded on its own (with the memory's embeddings)."""
 SPEC_GROUPS = (STATISTICS, *EMBEDDED_GROUPS)

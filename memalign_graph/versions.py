@@ -43,11 +43,11 @@ from langchain_core.embeddings import Embeddings
 
 from memalign_graph.backends.base import LedgerEntry, MemoryBackend, PrinciplesCheckpoint, principle_digest
 from memalign_graph.backends.location import backend_for, location_key
-from memalign_graph.calibration import CalibrationHead, CalibrationHeadError
+from memalign_graph.calibration import CalibrationHead
 from memalign_graph.distill import estimate_tokens
 from memalign_graph.embeddings import embeddings_name, embeddings_named, offline_embeddings_spec, resolve_embeddings
 from memalign_graph.episodic import Episode, EpisodicMemory
-from memalign_graph.errors import MemoryFormatError
+from memalign_graph.errors import CalibrationHeadError, MemoryFormatError
 from memalign_graph.governance import pending
 from memalign_graph.memory_head import StoredVectors, Verdict, check_head, fit_memory_head, held_records
 from memalign_graph.semantic import Principle, PrincipleVectors, SemanticMemory, now_iso
