@@ -14,22 +14,24 @@ optionally sleeping per call like a remote embeddings API) stands in for it.
 from __future__ import annotations
 
 import json
-import random
-import re
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import zlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-from langchain_core.embeddings import Embeddings
-
-from memalign_graph.spec import JudgeSpec
+from memalign_graph.bench.calibration import bench_calibrated_judgment, bench_calibration_head, bench_open_calibrated
+from memalign_graph.bench.synthetic import (
+    SPEC,
+    HashEmbeddings,
+    principle_texts,
+    synthetic_cases,
+    synthetic_memory,
+    synthetic_records,
+)
 from memalign_graph.testing import StubChatModel
 
 TARGETS: dict[str, float] = {
@@ -48,44 +50,6 @@ TARGETS: dict[str, float] = {
 """Upper bounds (inclusive) of the figures ``memalign bench`` checks, with their sizes (2 cores, stub model)."""
 
 
-class HashEmbeddings(Embeddings):
-    """Deterministic embeddings from hashed words (feature hashing), optionally sleeping per call.
-
-    Texts that share words get similar vectors, so retrieval and de-duplication
-    behave like with a real model while costing microseconds; ``latency_s`` makes
-    each ``embed_documents``/``embed_query`` call wait like a request to a remote API.
-
-    Args:
-        latency_s: seconds slept per call.
-        dim: vector length.
-    """
-
-    def __init__(self, latency_s: float = 0.0, dim: int = 384) -> None:
-        self.latency_s = latency_s
-        self.dim = dim
-        self.calls = 0
-        self.name = f"bench:hashed-{dim}"
-
-    def _vector(self, text: str) -> list[float]:
-        hashes = np.array([zlib.crc32(w.encode("utf-8")) for w in re.findall(r"\w+", text.lower())], dtype=np.int64)
-        signs = np.where(hashes & 0x80000000, 1.0, -1.0)
-        vec = np.bincount(hashes % self.dim, weights=signs, minlength=self.dim) if len(hashes) else np.zeros(self.dim)
-        norm = float(np.linalg.norm(vec))
-        return (vec / norm if norm else vec).tolist()
-
-    def embed_documents(self, texts: list[str]) -> list[list[float]]:  # noqa: D102
-        self.calls += 1
-        if self.latency_s:
-            time.sleep(self.latency_s)
-        return [self._vector(t) for t in texts]
-
-    def embed_query(self, text: str) -> list[float]:  # noqa: D102
-        self.calls += 1
-        if self.latency_s:
-            time.sleep(self.latency_s)
-        return self._vector(text)
-
-
 def checks(figures: dict[str, float]) -> list[dict[str, Any]]:
     """Each figure with its target: ``[{"key", "value", "target", "ok"}]``; ``target``, ``ok``: ``None`` without one."""
     rows = []
@@ -93,38 +57,6 @@ def checks(figures: dict[str, float]) -> list[dict[str, Any]]:
         target = TARGETS.get(key)
         rows.append({"key": key, "value": value, "target": target, "ok": None if target is None else value <= target})
     return rows
-
-
-SPEC = JudgeSpec.categorical("bench", "Does the SQL follow the house rules?", ["pass", "fail"])
-_TABLES = ["orders", "payments", "customers", "refunds", "sessions", "invoices", "shipments", "tickets"]
-_RULES = [
-    "Use the certified view, never raw tables.",
-    "Filter out cancelled orders.",
-    "Convert amounts to EUR before summing.",
-    "Name every column; never SELECT star.",
-    "Open with reassurance and close with an offer of support.",
-]
-
-
-def synthetic_records(n: int, seed: int = 0) -> list[dict[str, Any]]:
-    """``n`` feedback records shaped like real ones (a request, a query, a verdict, a sentence of feedback)."""
-    rng = random.Random(seed)
-    records = []
-    for i in range(n):
-        table = rng.choice(_TABLES)
-        metric = rng.choice(["count", "sum of amount", "average amount", "distinct customers"])
-        period = rng.choice(["day", "week", "month", "quarter"])
-        records.append(
-            {
-                "id": f"bench-{i}",
-                "inputs": f"Report the {metric} of {table} per {period} for region {rng.randint(1, 40)}.",
-                "outputs": f"SELECT {period}, {metric.split()[0]}(*) FROM raw.{table} "
-                f"WHERE region = {rng.randint(1, 40)} GROUP BY {period}",
-                "value": rng.choice(["pass", "fail"]),
-                "feedback": f"{rng.choice(_RULES)} Case {i}: the query reads raw.{table}.",
-            }
-        )
-    return records
 
 
 def bench_align(
@@ -181,56 +113,6 @@ def bench_align(
     return {key: round(statistics.median(r[key] for r in results), 3) for key in results[0]}
 
 
-def _synthetic_memory(
-    path: str | Path,
-    n: int,
-    seed: int = 0,
-    *,
-    principles: int = 5,
-    embeddings: str | Embeddings | None = None,
-) -> Any:
-    """A memory of ``n`` episodes and ``principles`` principles with random unit vectors.
-
-    Vectors are random so 100 000 episodes take seconds, not an hour of embedding; the
-    principles' vectors are stored with the memory as an alignment leaves them.
-    """
-    from memalign_graph.backends.base import PrinciplesCheckpoint, principle_digest
-    from memalign_graph.episodic import episode_from_record
-    from memalign_graph.memory import Memory
-    from memalign_graph.semantic import new_principle, now_iso
-
-    memory = Memory.create(path, SPEC, embeddings=embeddings)
-    dim = memory.backend.load(memory.embeddings).embeddings_info["dim"]
-    rng = np.random.default_rng(seed)
-    records = synthetic_records(n, seed)
-    for start in range(0, n, 20_000):
-        chunk = records[start : start + 20_000]
-        vectors = rng.standard_normal((len(chunk), dim)).astype(np.float32)
-        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-        memory.episodes.upsert_with_vectors([episode_from_record(r) for r in chunk], vectors)
-    texts = [_RULES[i] if i < len(_RULES) else f"{_RULES[i % len(_RULES)]} (rule {i})" for i in range(principles)]
-    rules = [new_principle(text, [f"bench-{i % max(n, 1)}"], "bench") for i, text in enumerate(texts)]
-    ledger = {r["id"]: {"hash": episode_from_record(r)["record_hash"], "distilled": True} for r in records}
-    checkpoint = PrinciplesCheckpoint(
-        version=1,
-        created_at=now_iso(),
-        author="bench",
-        reason=f"{n} synthetic episodes",
-        principles=rules,
-        records=ledger,  # type: ignore[typeddict-item]
-    )
-    memory.backend.commit(checkpoint, memory.episodes.vectorstore, embeddings_changed=True)
-    vectors = rng.standard_normal((len(texts), dim)).astype(np.float32)
-    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-    memory.backend.save_principle_vectors({principle_digest(t): v for t, v in zip(texts, vectors)})
-    memory.refresh()
-    return memory
-
-
-def _cases(count: int, seed: int = 1) -> list[dict[str, Any]]:
-    return [{"inputs": r["inputs"], "outputs": r["outputs"]} for r in synthetic_records(count, seed)]
-
-
 def bench_retrieval(sizes: Sequence[int] = (100, 10_000, 100_000), *, queries: int = 50) -> dict[str, float]:
     """Working-memory assembly per judgment: embed the case (for real), vector search (k=5), load principles.
 
@@ -243,10 +125,10 @@ def bench_retrieval(sizes: Sequence[int] = (100, 10_000, 100_000), *, queries: i
     from memalign_graph.memory import Memory
 
     figures: dict[str, float] = {}
-    cases = _cases(queries)
+    cases = synthetic_cases(queries)
     for size in sizes:
         with tempfile.TemporaryDirectory() as tmp:
-            _synthetic_memory(Path(tmp) / "mem", size)
+            synthetic_memory(Path(tmp) / "mem", size)
             memory = Memory.open(Path(tmp) / "mem")
             memory.retrieve_episodes(cases[0], 5)  # warm the embedder
             times = []
@@ -295,10 +177,10 @@ def bench_judge_batch(
     from memalign_graph.judge_graph import build_judge_graph
 
     graph = build_judge_graph().compile()
-    cases = _cases(n, seed=7)
+    cases = synthetic_cases(n, seed=7)
     walls, cpus = [], []
     with tempfile.TemporaryDirectory() as tmp:
-        _synthetic_memory(Path(tmp) / "mem", 1000)
+        synthetic_memory(Path(tmp) / "mem", 1000)
         context = Context(store=str(Path(tmp) / "mem"), model=StubChatModel(latency_s=latency_s), precedent="off")
         graph.invoke(cases[0], context=context)  # warm up: memory load, embedder
         for _ in range(runs):
@@ -331,14 +213,14 @@ def bench_judge_overhead(
     from memalign_graph.memory import Memory
 
     graph = build_judge_graph().compile()
-    cases = _cases(judgments, seed=3)
+    cases = synthetic_cases(judgments, seed=3)
     figures: dict[str, float] = {}
     for size in sizes:
         embeddings = HashEmbeddings()
         with tempfile.TemporaryDirectory() as tmp:
             location = Path(tmp) / "mem"
             if size:
-                _synthetic_memory(location, size, principles=principles, embeddings=embeddings)
+                synthetic_memory(location, size, principles=principles, embeddings=embeddings)
             else:
                 Memory.create(location, SPEC, embeddings=embeddings)
             context = Context(store=str(location), model=StubChatModel(), embeddings=embeddings)
@@ -355,12 +237,6 @@ def bench_judge_overhead(
     return figures
 
 
-def _principle_texts(n: int, seed: int) -> list[str]:
-    rng = random.Random(seed)
-    words = ["view", "raw", "table", "order", "refund", "currency", "column", "filter", "region", "tone", "customer"]
-    return [f"Rule {i}: {' '.join(rng.choices(words, k=8))}." for i in range(n)]
-
-
 def bench_merge(n: int = 4000, *, runs: int = 3) -> dict[str, float]:
     """Consolidation and merge of ``n`` new principles into ``n`` existing ones (the writer-lock part of alignment).
 
@@ -374,8 +250,8 @@ def bench_merge(n: int = 4000, *, runs: int = 3) -> dict[str, float]:
     """
     from memalign_graph.semantic import PrincipleVectors, merge_principles, new_principle, related_pairs
 
-    existing = [new_principle(t, [f"old-{i}"], "bench") for i, t in enumerate(_principle_texts(n, 1))]
-    texts = _principle_texts(n, 2)
+    existing = [new_principle(t, [f"old-{i}"], "bench") for i, t in enumerate(principle_texts(n, 1))]
+    texts = principle_texts(n, 2)
     for i in range(0, n, 10):
         texts[i] = existing[i]["text"]
     candidates = [new_principle(t, [f"new-{i}"], "bench") for i, t in enumerate(texts)]
@@ -430,7 +306,7 @@ def bench_first_judgment(
     """
     walls, imports = [], []
     with tempfile.TemporaryDirectory() as tmp:
-        _synthetic_memory(Path(tmp) / "mem", episodes, principles=n)
+        synthetic_memory(Path(tmp) / "mem", episodes, principles=n)
         for _ in range(runs):
             out = subprocess.run(
                 [sys.executable, "-c", _FIRST_JUDGMENT, str(Path(tmp) / "mem"), json.dumps(token_budget)],
@@ -509,7 +385,7 @@ def bench_postgres(url: str, sizes: Sequence[int] = (10_000, 100_000), *, align_
     for size in sizes:
         location = f"{base}{sep}judge=bench-{uuid.uuid4().hex[:8]}"
         started = time.perf_counter()
-        memory = _synthetic_memory(location, size)
+        memory = synthetic_memory(location, size)
         figures[f"pg_write_s_{size}"] = round(time.perf_counter() - started, 3)
         try:
             loads = []
@@ -533,151 +409,6 @@ def bench_postgres(url: str, sizes: Sequence[int] = (10_000, 100_000), *, align_
             memory.backend.drop()  # type: ignore[attr-defined]
             memory.backend.close()  # type: ignore[attr-defined]
     return figures
-
-
-def _calibration_spec(groups: tuple[str, ...]) -> JudgeSpec:
-    from memalign_graph.datasets import CITATION_SPEC
-
-    return JudgeSpec.from_dict({**CITATION_SPEC.to_dict(), "calibration_groups": list(groups)})
-
-
-def bench_calibration_head(
-    episodes: int = 100, *, judgments: int = 50, runs: int = 3, embeddings: str | Embeddings | None = None
-) -> dict[str, float]:
-    """The calibration head's own cost per judgment, on the house-rule task (``load_citation_policy``).
-
-    A head is fitted on ``episodes`` records, once with only the ``statistics`` group and once with
-    only ``outputs`` (the output embedded with ``embeddings``, default the offline embedder); then
-    :func:`memalign_graph.memory_head.calibrate` runs in mode ``"on"`` on ``judgments`` unseen cases:
-    the case's features (statistics, or one embedding of its output) and the head's decision.
-
-    Returns:
-        ``calibration_head_ms_p50_statistics`` and ``calibration_head_ms_p50_outputs`` (median over
-        ``runs`` of each run's median), and ``calibration_fit_s_N`` (fitting both heads' candidates,
-        embedding included).
-    """
-    from memalign_graph.datasets import load_citation_policy
-    from memalign_graph.embeddings import resolve_embeddings
-    from memalign_graph.memory_head import Verdict, calibrate, fit_memory_head
-
-    emb = resolve_embeddings(embeddings)
-    pool = load_citation_policy(episodes + judgments, seed=0)
-    train, cases = pool[:episodes], pool[episodes:]
-    by_id = {r["id"]: r for r in train}
-    verdicts = [Verdict(r["id"], r["value"], None) for r in train]
-    figures: dict[str, float] = {}
-    fit_s = 0.0
-    for group in ("statistics", "outputs"):
-        spec = _calibration_spec((group,))
-        started = time.perf_counter()
-        head, _ = fit_memory_head(spec, verdicts, lambda ids: [by_id[i] for i in ids], emb, groups=(group,))
-        fit_s += time.perf_counter() - started
-        assert head is not None
-        calibrate(head, cases[0], "pass", "on", emb)  # warm up the embedder
-        medians = []
-        for _ in range(runs):
-            times = []
-            for case in cases:
-                started = time.perf_counter()
-                calibrate(head, case, "pass", "on", emb)
-                times.append((time.perf_counter() - started) * 1000)
-            medians.append(statistics.median(times))
-        figures[f"calibration_head_ms_p50_{group}"] = round(statistics.median(medians), 3)
-    figures[f"calibration_fit_s_{episodes}"] = round(fit_s, 3)
-    return figures
-
-
-def bench_open_calibrated(n: int = 100_000, *, runs: int = 3) -> dict[str, float]:
-    """``Memory.open`` of ``n`` episodes whose calibration head is stored, and the head's first read.
-
-    The memory is :func:`_synthetic_memory`'s (default embedder); its head is fitted once on its
-    stratified sample (at most 2000 episodes: their outputs embedded, their statistics computed) and
-    stored, as a commit leaves it.
-
-    Returns:
-        ``open_s_N_calibrated`` (``Memory.open``, median of ``runs``; compare ``load_s_N``),
-        ``calibration_read_ms_N`` (the first :meth:`~memalign_graph.memory.Memory.calibration_head` after
-        it: the stored head read and validated, median) and ``calibration_fit_s_N`` (the one fit).
-    """
-    from memalign_graph.memory import Memory
-
-    figures: dict[str, float] = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        memory = _synthetic_memory(Path(tmp) / "mem", n)
-        started = time.perf_counter()
-        fitted = memory.calibration_head()
-        figures[f"calibration_fit_s_{n}"] = round(time.perf_counter() - started, 3)
-        opens, reads = [], []
-        for _ in range(runs):
-            started = time.perf_counter()
-            reopened = Memory.open(Path(tmp) / "mem")
-            opened = time.perf_counter()
-            head = reopened.calibration_head()
-            reads.append((time.perf_counter() - opened) * 1000)
-            opens.append(opened - started)
-            if (head is None) != (fitted is None) or (head is not None and head.to_dict() != fitted.to_dict()):
-                raise RuntimeError("bench_open_calibrated: the reopened memory did not read the stored head")
-        figures[f"open_s_{n}_calibrated"] = round(statistics.median(opens), 3)
-        figures[f"calibration_read_ms_{n}"] = round(statistics.median(reads), 2)
-    return figures
-
-
-def bench_calibrated_judgment(
-    model: str = "embedded", *, episodes: int = 40, judgments: int = 10, k: int = 5
-) -> dict[str, float]:
-    """Judgment latency with and without the calibration head, on the citation task, with a real model.
-
-    Not part of :func:`run_all` (it needs the model and takes minutes). A memory of ``episodes``
-    records (aligned with the stub: no principles, so the figure is the judgment's), default embedder;
-    the ``judgments`` unseen cases are judged once each, alternately with ``calibration="off"`` and ``"on"``
-    (``k`` episodes in working memory, precedent off). The head's own part is timed inside the judgment
-    (:func:`~memalign_graph.working_memory.calibrate_judgment`).
-
-    Returns:
-        ``judgment_p50_s_calibration_off``, ``judgment_p50_s_calibration_on``, ``calibration_in_judgment_ms_p50``,
-        ``calibration_head_fields_outputs`` (1 when the chosen head embeds the output, 0 for statistics only).
-    """
-    from memalign_graph import working_memory
-    from memalign_graph.datasets import CITATION_SPEC, load_citation_policy
-    from memalign_graph.memory import Memory
-    from memalign_graph.models import resolve_chat_model
-
-    chat = resolve_chat_model(model)
-    pool = load_citation_policy(episodes + judgments, seed=0)
-    head_ms: list[float] = []
-    calibrate = working_memory.calibrate_judgment
-
-    def timed(*args: Any) -> Any:
-        started = time.perf_counter()
-        try:
-            return calibrate(*args)
-        finally:
-            if args[3] == "on":
-                head_ms.append((time.perf_counter() - started) * 1000)
-
-    walls: dict[str, list[float]] = {"off": [], "on": []}
-    with tempfile.TemporaryDirectory() as tmp:
-        memory = Memory.create(Path(tmp) / "mem", CITATION_SPEC)
-        memory.align(pool[:episodes], model=StubChatModel(), score_feedback=False)
-        head = memory.calibration_head()
-        working_memory.calibrate_judgment = timed  # type: ignore[assignment]
-        try:
-            memory.judge(pool[0], model=chat, k=k, precedent="off", calibration="off")  # warm up, on a case not timed
-            # each case judged once, the modes alternating: a case judged again, even a pass later, lets the
-            # embedded server reuse its cached prompt (measured: 8.4 s off, then 2.5 s on for the same case)
-            for index, case in enumerate(pool[episodes:]):
-                mode = ("off", "on")[index % 2]
-                started = time.perf_counter()
-                memory.judge(case, model=chat, k=k, precedent="off", calibration=mode)
-                walls[mode].append(time.perf_counter() - started)
-        finally:
-            working_memory.calibrate_judgment = calibrate  # type: ignore[assignment]
-    return {
-        "judgment_p50_s_calibration_off": round(statistics.median(walls["off"]), 3),
-        "judgment_p50_s_calibration_on": round(statistics.median(walls["on"]), 3),
-        "calibration_in_judgment_ms_p50": round(statistics.median(head_ms), 3),
-        "calibration_head_fields_outputs": float(head is not None and "outputs" in head.fields),
-    }
 
 
 def run_all(
@@ -753,7 +484,9 @@ def main(argv: list[str] | None = None) -> None:
     """``python -m memalign_graph.bench``: the alignment-at-scale figures (see ``memalign bench``)."""
     import argparse
 
-    parser = argparse.ArgumentParser(description="Alignment at scale with a sleeping stub LLM")
+    parser = argparse.ArgumentParser(
+        prog="python -m memalign_graph.bench", description="Alignment at scale with a sleeping stub LLM"
+    )
     parser.add_argument("--records", type=int, default=1000)
     parser.add_argument("--latency", type=float, default=1.0, help="stub LLM seconds per call")
     parser.add_argument("--runs", type=int, default=1)
@@ -764,9 +497,6 @@ def main(argv: list[str] | None = None) -> None:
     figures = bench_align(args.records, latency_s=args.latency, runs=args.runs, embeddings=args.embeddings)
     print(json.dumps(figures, indent=1))
 
-
-if __name__ == "__main__":
-    main()
 
 __all__ = [
     "TARGETS",
