@@ -514,7 +514,7 @@ async def _list_own_judges(ctx: Auth.types.AuthContext, value: Any) -> bool:
         Auth.exceptions.HTTPException: 403 naming the prefixes the user may list, when the store
             holds several of the user's judges and others'.
     """
-    from memalign_graph.backends.store import store_label
+    from memalign_graph.backends.names import store_label
 
     try:
         judges = store_judge_names()
@@ -552,7 +552,7 @@ async def read_own_judges_store(ctx: Auth.types.AuthContext, value: Any) -> bool
         return await _list_own_judges(ctx, value)
     if len(namespace) < 2 or namespace[0] != "memalign":
         return False
-    from memalign_graph.backends.store import judge_from_label
+    from memalign_graph.backends.names import judge_from_label
 
     try:
         served = served_store_judges(judge_from_label(namespace[1]))

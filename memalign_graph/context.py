@@ -36,17 +36,15 @@ from typing import Annotated, Any, Literal, NamedTuple, get_args
 
 from pydantic import WithJsonSchema
 
+from memalign_graph.backends.names import DEFAULT_JUDGE, STORE_LOCATION
 from memalign_graph.duties import feedback_policy
 
 Precedent = Literal["exact", "similar", "off"]
 StructuredOutput = Literal["auto", "json_schema", "function_calling", "json_mode", "prompt"]
 ReviewPolicy = Literal["all", "none", "unsure", "sample"]
 
-DEFAULT_JUDGE = "default"
 DEFAULT_STORE = ".memalign"
 """Where memory lives when nothing says otherwise: a directory in the working directory."""
-STORE_LOCATION = "langgraph"
-"""A memory location meaning the LangGraph store the graph runs with (see :class:`Context`'s ``store``)."""
 
 
 class MemAlignDeprecationWarning(DeprecationWarning):

@@ -16,8 +16,7 @@ from langchain_core.language_models import BaseChatModel
 from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
 
-from memalign_graph.backends.postgres import is_postgres_url
-from memalign_graph.backends.store import is_store_location
+from memalign_graph.backends.names import is_postgres_url, is_store_location
 from memalign_graph.context import (
     Context,
     ServedJudgeContext,

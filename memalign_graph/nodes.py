@@ -24,8 +24,8 @@ from langchain_core.runnables import Runnable, RunnableConfig
 from langgraph.config import get_config
 from langgraph.runtime import Runtime, get_runtime
 
-from memalign_graph.backends.postgres import is_postgres_url, redact
-from memalign_graph.backends.store import StoreBackend, is_store_location, store_judge
+from memalign_graph.backends.names import is_postgres_url, is_store_location, redact, store_judge
+from memalign_graph.backends.store import StoreBackend
 from memalign_graph.context import (
     Context,
     context_from_configurable,

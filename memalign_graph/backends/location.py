@@ -11,14 +11,10 @@ from langgraph.store.base import BaseStore
 
 from memalign_graph.backends.base import MemoryBackend
 from memalign_graph.backends.file import FileBackend
-from memalign_graph.backends.postgres import PostgresBackend, is_postgres_url
-from memalign_graph.backends.store import (
-    DEFAULT_JUDGE,
-    PostgresStoreBackend,
-    StoreBackend,
-    is_store_location,
-    is_store_url,
-)
+from memalign_graph.backends.names import DEFAULT_JUDGE, is_postgres_url, is_store_location, is_store_url
+from memalign_graph.backends.pg_store import PostgresStoreBackend
+from memalign_graph.backends.postgres import PostgresBackend
+from memalign_graph.backends.store import StoreBackend
 
 
 def backend_for(location: str | Path | MemoryBackend | BaseStore) -> MemoryBackend:
@@ -31,7 +27,7 @@ def backend_for(location: str | Path | MemoryBackend | BaseStore) -> MemoryBacke
             ``postgresql://…?judge=NAME`` connection string
             (:class:`~memalign_graph.backends.postgres.PostgresBackend`), with ``&store=langgraph``
             for a judge in LangGraph's ``PostgresStore``
-            (:class:`~memalign_graph.backends.store.PostgresStoreBackend`); or a directory
+            (:class:`~memalign_graph.backends.pg_store.PostgresStoreBackend`); or a directory
             (:class:`~memalign_graph.backends.file.FileBackend`, the default).
 
     Raises:

@@ -49,12 +49,9 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import re
 import threading
-import unicodedata
 from collections.abc import Iterator
 from typing import Any
-from urllib.parse import parse_qsl, unquote_plus, urlencode, urlsplit, urlunsplit
 
 import numpy as np
 from langchain_core.embeddings import Embeddings
@@ -70,12 +67,17 @@ from memalign_graph.backends.base import (
     refuse_moved,
 )
 from memalign_graph.backends.faiss_episodes import faiss_episodes, faiss_from_vectors
+from memalign_graph.backends.names import (  # noqa: F401 - re-exported: where they lived before
+    DEFAULT_JUDGE,
+    MAX_JUDGE_CHARS,
+    SCHEMES,
+    JudgeNameError,
+    check_judge_name,
+    is_postgres_url,
+    redact,
+    split_url,
+)
 from memalign_graph.errors import MISSING_MEMORY_HINT, MemoryFormatError, MissingDependencyError
-
-SCHEMES = ("postgresql://", "postgres://")
-DEFAULT_JUDGE = "default"
-MAX_JUDGE_CHARS = 200
-"""Most characters in a judge name (``?judge=NAME``)."""
 
 _SCHEMA = """
 CREATE EXTENSION IF NOT EXISTS vector;
@@ -135,85 +137,6 @@ CREATE TABLE IF NOT EXISTS memalign_calibration_vector (
 # Any constant 64-bit number: the key of the transaction lock that serialises the DDL above
 # (concurrent CREATE TABLE IF NOT EXISTS can fail with a unique violation in PostgreSQL).
 _SCHEMA_LOCK = 0x6D656D616C69676E
-
-
-def is_postgres_url(location: object) -> bool:
-    """Whether ``location`` is a PostgreSQL connection string (``postgresql://`` or ``postgres://``)."""
-    return isinstance(location, str) and location.startswith(SCHEMES)
-
-
-class JudgeNameError(MemoryFormatError, ValueError):
-    """A PostgreSQL URL names no valid judge (``?judge=NAME``): empty, too long, or with control characters."""
-
-
-def split_url(url: str) -> tuple[str, str]:
-    """``(libpq connection string, judge name)`` from a memalign PostgreSQL URL.
-
-    A judge name is 1 to :data:`MAX_JUDGE_CHARS` characters of percent-encoded
-    UTF-8 without control or format characters (NUL, newline, bidi overrides...)
-    and not only spaces.
-
-    Raises:
-        JudgeNameError: (a ``ValueError``) naming the redacted URL and what is wrong with the judge name.
-    """
-    parts = urlsplit(url)
-    try:
-        query = parse_qsl(parts.query, keep_blank_values=True, errors="strict")
-    except UnicodeDecodeError:
-        raise JudgeNameError(
-            f"{redact(url)}: the judge name (?judge=NAME) or another parameter is not percent-encoded UTF-8"
-        ) from None
-    judge = DEFAULT_JUDGE
-    rest = []
-    for key, value in query:
-        if key == "judge":
-            judge = value
-        else:
-            rest.append((key, value))
-    _check_judge_name(judge, url)
-    return urlunsplit(parts._replace(query=urlencode(rest))), judge
-
-
-_SECRET_PARAMS = frozenset({"password", "sslpassword"})
-
-
-def _check_judge_name(judge: str, url: str) -> None:
-    """Raise :class:`JudgeNameError` unless ``judge`` is a valid judge name (see :func:`split_url`)."""
-    problem = None
-    if not judge.strip():
-        problem = "is empty"
-    elif len(judge) > MAX_JUDGE_CHARS:
-        problem = f"has {len(judge)} characters, more than {MAX_JUDGE_CHARS}"
-    else:
-        bad = next((c for c in judge if unicodedata.category(c) in ("Cc", "Cf", "Cs", "Co", "Cn")), None)
-        if bad is not None:
-            problem = f"contains the control character U+{ord(bad):04X} at position {judge.index(bad)}"
-    if problem:
-        shown = judge if len(judge) <= 40 else judge[:40] + "..."
-        raise JudgeNameError(f"{redact(url)}: the judge name (?judge=NAME) {ascii(shown)} {problem}")
-
-
-def redact(url: str) -> str:
-    """``url`` with every password replaced by ``***`` (for messages, logs and run records).
-
-    Covers the user part (``postgresql://user:PASSWORD@host``) and the libpq query
-    parameters ``password`` and ``sslpassword`` (any case, percent-encoded names too).
-    A string that does not parse as a URL is redacted by pattern instead.
-    """
-    try:
-        parts = urlsplit(url)
-        password = parts.password
-    except ValueError:
-        masked = re.sub(r"(?i)((?:ssl)?password=)[^&#\s]*", r"\1***", url)
-        return re.sub(r"(://[^:/@\s]*):[^@/\s]*@", r"\1:***@", masked)
-    netloc = parts.netloc if password is None else parts.netloc.replace(f":{password}@", ":***@", 1)
-    query = "&".join(
-        f"{item.partition('=')[0]}=***"
-        if unquote_plus(item.partition("=")[0]).strip().lower() in _SECRET_PARAMS
-        else item
-        for item in parts.query.split("&")
-    )
-    return urlunsplit(parts._replace(netloc=netloc, query=query))
 
 
 def _digest(text: str) -> str:

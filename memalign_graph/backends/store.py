@@ -77,11 +77,9 @@ import hashlib
 import json
 import threading
 import time
-import unicodedata
 import weakref
 from collections.abc import Iterator
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import numpy as np
 from langchain_core.embeddings import Embeddings
@@ -96,60 +94,31 @@ from memalign_graph.backends.base import (
     refuse_moved,
 )
 from memalign_graph.backends.faiss_episodes import faiss_episodes, faiss_from_vectors
-from memalign_graph.backends.postgres import is_postgres_url, redact, split_url
-from memalign_graph.context import STORE_LOCATION
-from memalign_graph.errors import MemoryFormatError, MissingDependencyError
+from memalign_graph.backends.names import (  # noqa: F401 - re-exported: where they lived before
+    DEFAULT_JUDGE,
+    MAX_JUDGE_CHARS,
+    STORE_PARAM,
+    is_postgres_url,
+    is_store_location,
+    judge_from_label,
+    redact,
+    split_url,
+    store_judge,
+    store_label,
+)
+from memalign_graph.errors import MemoryFormatError
 from memalign_graph.spec import case_text
 
 ROOT = "memalign"
 """First label of every namespace this backend writes."""
 STORE_FORMAT_VERSION = 2
 """A judge's format in a store: 2 keeps episode vectors in ``episode_vectors``, 1 (migrated on open) in the episodes."""
-STORE_PARAM = "store"
-"""The URL parameter that names LangGraph's ``PostgresStore``: ``&store=langgraph`` (:class:`PostgresStoreBackend`)."""
-DEFAULT_JUDGE = "default"
-MAX_JUDGE_CHARS = 200
 PAGE = 500
 """Items per ``search``/``batch`` call."""
 
 _locks: weakref.WeakKeyDictionary[Any, dict[str, threading.Lock]] = weakref.WeakKeyDictionary()
 _locks_guard = threading.Lock()
 _savers: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
-
-
-def is_store_location(location: object) -> bool:
-    """Whether ``location`` is ``"langgraph"`` or ``"langgraph:NAME"`` (a judge in the graph's LangGraph store)."""
-    return isinstance(location, str) and (location == STORE_LOCATION or location.startswith(STORE_LOCATION + ":"))
-
-
-def store_judge(location: str, default: str = DEFAULT_JUDGE) -> str:
-    """The judge name in a ``langgraph[:NAME]`` location: ``NAME``, or ``default`` when none is given."""
-    name = location[len(STORE_LOCATION) + 1 :] if location.startswith(STORE_LOCATION + ":") else ""
-    return name or default
-
-
-def store_label(judge: str) -> str:
-    """The namespace label of ``judge``: its name with ``%`` and ``.`` percent-encoded (``"v1.2"`` -> ``"v1%2E2"``).
-
-    Raises:
-        ValueError: for a name that is empty, only spaces, longer than :data:`MAX_JUDGE_CHARS`,
-            or holds a control or format character (NUL, newline, bidi overrides...).
-    """
-    if not isinstance(judge, str) or not judge.strip():
-        raise ValueError(f"LangGraph store: the judge name must be a non-empty string, got {judge!r}")
-    if len(judge) > MAX_JUDGE_CHARS:
-        raise ValueError(f"LangGraph store: the judge name has {len(judge)} characters, more than {MAX_JUDGE_CHARS}")
-    bad = next((c for c in judge if unicodedata.category(c) in ("Cc", "Cf", "Cs", "Co", "Cn")), None)
-    if bad is not None:
-        raise ValueError(
-            f"LangGraph store: the judge name {ascii(judge)} contains the control character U+{ord(bad):04X}"
-        )
-    return judge.replace("%", "%25").replace(".", "%2E")
-
-
-def judge_from_label(label: str) -> str:
-    """The judge name a namespace label stands for (the inverse of :func:`store_label`)."""
-    return label.replace("%2E", ".").replace("%25", "%")
 
 
 def _key(version: int) -> str:
@@ -703,90 +672,6 @@ class StoreBackend(MemoryBackend):
             if len(page) < PAGE:
                 return out
             offset += len(page)
-
-
-def is_store_url(location: object) -> bool:
-    """Whether ``location`` is a ``postgresql://`` URL with ``store=...`` (a judge in LangGraph's ``PostgresStore``)."""
-    if not is_postgres_url(location):
-        return False
-    try:
-        query = parse_qsl(urlsplit(str(location)).query, keep_blank_values=True)
-    except ValueError:
-        return False
-    return any(key == STORE_PARAM for key, _ in query)
-
-
-_SETUP_LOCK = 0x6D656D616C696773
-"""Key of the advisory lock that serialises ``PostgresStore.setup()`` (concurrent DDL can fail in PostgreSQL)."""
-
-
-class PostgresStoreBackend(StoreBackend):
-    """A judge in LangGraph's ``PostgresStore``, opened from its location string.
-
-    ``postgresql://user:password@host:port/db?judge=NAME&store=langgraph`` names judge ``NAME``
-    (default ``default``) in the ``PostgresStore`` of that database: the store a LangGraph
-    deployment keeps long-term memory in, where a graph at ``MEMALIGN_STORE=langgraph`` keeps the
-    judge. Every other URL parameter goes to libpq. The store's tables are set up if missing
-    (``PostgresStore.setup()``, under an advisory lock); writers take the same PostgreSQL advisory
-    lock per judge as every :class:`StoreBackend` on a ``PostgresStore`` (:meth:`StoreBackend.lock`),
-    so a command run from a shell and the server never write at once. The store is opened
-    without a vector index: items written here are not embedded for ``store.search(query=...)``.
-
-    Args:
-        url: the location string above.
-        max_connections: most pooled connections this process opens.
-
-    Raises:
-        MissingDependencyError: (an ``ImportError``) if the ``postgres`` extra is not installed.
-        ValueError: for a ``store`` parameter other than ``langgraph``, or an invalid judge name
-            (:class:`~memalign_graph.backends.postgres.JudgeNameError`).
-        MemoryFormatError: if PostgreSQL cannot be reached (the password-free URL and the server's reason).
-    """
-
-    def __init__(self, url: str, *, max_connections: int = 4) -> None:
-        try:
-            import psycopg
-            from langgraph.store.postgres import PostgresStore
-            from psycopg.rows import dict_row
-            from psycopg_pool import ConnectionPool
-        except ImportError as exc:  # pragma: no cover - depends on the install
-            raise MissingDependencyError(
-                "a judge in LangGraph's PostgresStore needs the 'postgres' extra: "
-                "pip install 'memalign-graph[postgres]'"
-            ) from exc
-        parts = urlsplit(url)
-        query = parse_qsl(parts.query, keep_blank_values=True)
-        kinds = [value for key, value in query if key == STORE_PARAM]
-        if kinds != [STORE_LOCATION]:
-            raise ValueError(f"{redact(url)}: store={','.join(kinds)!s} is not known; use store={STORE_LOCATION}")
-        conninfo, judge = split_url(
-            urlunsplit(parts._replace(query=urlencode([(key, value) for key, value in query if key != STORE_PARAM])))
-        )
-        location = redact(url)
-        try:
-            with psycopg.connect(conninfo, autocommit=True, connect_timeout=10, row_factory=dict_row) as conn:
-                conn.execute("SELECT pg_advisory_lock(%s)", (_SETUP_LOCK,))
-                PostgresStore(conn).setup()
-        except psycopg.Error as exc:
-            reason = " ".join(str(exc).split())
-            raise MemoryFormatError(f"{location}: cannot connect to PostgreSQL ({reason})") from None
-        pool = ConnectionPool(
-            conninfo,
-            min_size=1,
-            max_size=max_connections,
-            kwargs={"autocommit": True, "prepare_threshold": 0, "row_factory": dict_row},
-            open=False,
-            name=f"memalign-store:{judge}",
-        )
-        pool.open(wait=True, timeout=10)
-        super().__init__(PostgresStore(pool), judge)
-        self.url = url
-        self.location = location
-        self._pool = pool
-
-    def close(self) -> None:
-        """Close this process's connections to the store."""
-        self._pool.close()
 
 
 def _with_vector(item: dict[str, Any] | None, vector: dict[str, Any] | None) -> dict[str, Any] | None:

@@ -376,7 +376,7 @@ def bench_postgres(url: str, sizes: Sequence[int] = (10_000, 100_000), *, align_
     """
     import uuid
 
-    from memalign_graph.backends.postgres import split_url
+    from memalign_graph.backends.names import split_url
     from memalign_graph.memory import Memory
 
     base, _ = split_url(url)

@@ -14,7 +14,8 @@ from typer.testing import CliRunner
 
 from memalign_graph import Context, Memory, build_align_graph
 from memalign_graph.backends.location import backend_for
-from memalign_graph.backends.store import PostgresStoreBackend, StoreBackend
+from memalign_graph.backends.pg_store import PostgresStoreBackend
+from memalign_graph.backends.store import StoreBackend
 from memalign_graph.cli import app
 from memalign_graph.errors import MemoryFormatError
 from memalign_graph.testing import StubChatModel

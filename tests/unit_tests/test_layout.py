@@ -88,6 +88,16 @@ def test_names_that_moved_rooms_are_still_found_where_they_were() -> None:
                 assert getattr(graph, name) is getattr(module, name), name
     assert {"judge", "retrieve_principles", "align_commit", "collect_feedback", "decide_held"} <= set(graph.__all__)
     assert importers.from_mlflow.__module__ == "memalign_graph.importers.mlflow"
+    from memalign_graph.backends import names, postgres, store
+
+    for name in ("redact", "split_url", "is_postgres_url", "JudgeNameError", "MAX_JUDGE_CHARS"):
+        assert getattr(postgres, name) is getattr(names, name), name
+    for name in ("store_label", "judge_from_label", "is_store_location", "store_judge", "STORE_PARAM"):
+        assert getattr(store, name) is getattr(names, name), name
+    from memalign_graph import calibration, head_features
+
+    assert calibration.build_features is head_features.build_features
+    assert calibration.text_statistics is head_features.text_statistics
 
     calibration = importlib.import_module("memalign_graph.calibration")
     for name in ("fit_memory_head", "calibrate", "Verdict", "report"):
