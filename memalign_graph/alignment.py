@@ -30,16 +30,21 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 from langchain_core.embeddings import Embeddings
 from langchain_core.language_models import BaseChatModel
 
+from memalign_graph.alignment_report import (
+    AlignmentReport,
+    Phases,
+    alignment_report,
+    default_reason,
+    seconds_since,
+)
 from memalign_graph.backends.base import LedgerEntry
 from memalign_graph.classify import aclassify_directives, aclassify_pairs, text_key
 from memalign_graph.distill import CallCounter, adistill, is_salient
@@ -53,119 +58,11 @@ from memalign_graph.spec import FeedbackRecord, JudgeSpec, embedding_text, parse
 from memalign_graph.state import AlignmentSteps, Consolidation, Distillation, EpisodePlan, Governance
 from memalign_graph.versions import VersionedMemory
 
-
-@dataclass
-class AlignmentReport:
-    """What one alignment did.
-
-    Attributes:
-        version: memory version after it (unchanged if it was a no-op).
-        added: ids of new episodes.
-        replaced: ids whose content changed (episode replaced, principles re-derived).
-        unchanged: ids already aligned with the same content (no-op).
-        distilled: ids whose feedback went through distillation successfully.
-        failed: id -> error, for records whose distillation failed (retried next time).
-        new_principles: ids of principles added.
-        merged_principles: candidate id -> id of the existing principle it repeated.
-        removed_principles: ids of principles whose only sources were replaced.
-        proposed_principles: id -> why it was held: the pending proposals this alignment made or
-            added sources to, outside working memory until an expert approves them (see
-            :mod:`memalign_graph.governance`).
-        refused_principles: principles distillation gave but refused (placeholders, prompt echoes,
-            case copies, cut-short names): ``{"text", "sources", "reason"}``.
-        scored: ids of records aligned with the judge model's own judgment of their case (their
-            ``model_judgment``, the calibration gate's evidence): judged first (:func:`judge_new_records`),
-            or judged before an expert's review.
-        unchecked_principles: ids of new principles (added or held) the LLM's verdict-directive
-            check could not classify (its call failed, or the answer left them out): only the
-            text gate judged them (see :mod:`memalign_graph.governance`).
-        llm_calls: LLM calls made (distillation, consolidation and the verdict-directive check,
-            retries included).
-        usage: tokens spent.
-        consolidation: pairs of similar principles sent to the LLM and its verdicts.
-        timings: seconds per phase: ``score_s`` (judging new records first, when asked), ``distill_s``
-            (LLM, overlapped with ``embed_s`` in :func:`aalign`), ``embed_s``, ``consolidate_embed_s``,
-            ``merge_s``, ``index_s``, ``persist_s``.
-        seconds: wall time of the alignment (in the alignment graph: from its last ``episodes`` step).
-    """
-
-    version: int
-    added: list[str] = field(default_factory=list)
-    replaced: list[str] = field(default_factory=list)
-    unchanged: list[str] = field(default_factory=list)
-    distilled: list[str] = field(default_factory=list)
-    failed: dict[str, str] = field(default_factory=dict)
-    new_principles: list[str] = field(default_factory=list)
-    merged_principles: dict[str, str] = field(default_factory=dict)
-    removed_principles: list[str] = field(default_factory=list)
-    proposed_principles: dict[str, str] = field(default_factory=dict)
-    refused_principles: list[dict[str, Any]] = field(default_factory=list)
-    scored: list[str] = field(default_factory=list)
-    unchecked_principles: list[str] = field(default_factory=list)
-    llm_calls: int = 0
-    usage: dict[str, int] = field(default_factory=dict)
-    consolidation: dict[str, int] = field(default_factory=dict)
-    timings: dict[str, float] = field(default_factory=dict)
-    seconds: float = 0.0
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form."""
-        return asdict(self)
-
-
 CONSOLIDATE_THRESHOLD = 0.85
 """Cosine similarity from which a candidate and its most similar principle go to the LLM (see :func:`consolidate`)."""
 
 ProgressCallback = Callable[[str, int, int], None]
 """``progress(phase, done, total)``, see :func:`aalign`."""
-
-
-class Phases:
-    """Alignment progress to a sink: ``sink(phase, done, total)``, or ``sink.update(n)`` for distillation only.
-
-    Args:
-        sink: a :data:`ProgressCallback`, an object with ``update(n)`` (e.g. a tqdm bar), or ``None``.
-    """
-
-    def __init__(self, sink: Any = None) -> None:
-        self._sink = sink
-        self._totals: dict[str, int] = {}
-        self._done: dict[str, int] = {}
-        self._lock = threading.Lock()
-
-    def start(self, phase: str, total: int) -> None:
-        """Phase ``phase`` begins with ``total`` items to do."""
-        with self._lock:
-            self._totals[phase], self._done[phase] = total, 0
-        if callable(self._sink):
-            self._sink(phase, 0, total)
-
-    def advance(self, phase: str, n: int) -> None:
-        """``n`` more items of ``phase`` are done."""
-        with self._lock:
-            self._done[phase] = self._done.get(phase, 0) + n
-            done, total = self._done[phase], self._totals.get(phase, 0)
-        if callable(self._sink):
-            self._sink(phase, done, total)
-        elif phase == "distill" and self._sink is not None:
-            self._sink.update(n)
-
-    def sink(self, phase: str) -> Any:
-        """An ``update(n)`` object that advances ``phase`` (``None`` without a sink)."""
-        return _PhaseSink(self, phase) if self._sink is not None else None
-
-
-@dataclass
-class _PhaseSink:
-    phases: Phases
-    phase: str
-
-    def update(self, n: int) -> None:
-        self.phases.advance(self.phase, n)
-
-
-def _seconds(started: float) -> float:
-    return round(time.perf_counter() - started, 3)
 
 
 # 1. validate
@@ -379,7 +276,7 @@ async def distill(
         refused=result.refused,
         llm_calls=result.calls,
         usage=dict(result.usage),
-        timings={"distill_s": _seconds(started)},
+        timings={"distill_s": seconds_since(started)},
     )
 
 
@@ -415,7 +312,7 @@ async def consolidate(
     started = time.perf_counter()
     phases.start("consolidate", len(candidates))
     pairs = await asyncio.to_thread(related_pairs, principles, candidates, vectors, threshold=threshold)
-    embed_s = _seconds(started)
+    embed_s = seconds_since(started)
     phases.advance("consolidate", len(candidates))
     texts = {p["id"]: p["text"] for p in principles + candidates}
     calls, usage = CallCounter(), {}
@@ -503,7 +400,7 @@ def govern(
         merged_principles=absorbed,
         proposed=proposed,
         proposed_principles={i: held.get(i) or reasons[i] for i in pending_ids},
-        timings={"merge_s": _seconds(started)},
+        timings={"merge_s": seconds_since(started)},
     )
     phases.advance("merge", len(candidates))
     return governance
@@ -550,7 +447,7 @@ def commit(
             author=author,
             via=via,
         )
-    index_s = _seconds(started)
+    index_s = seconds_since(started)
     phases.advance("index", len(episodes))
     started = time.perf_counter()
     phases.start("persist", 1)
@@ -560,7 +457,7 @@ def commit(
         governance["principles"],
         ledger,
         author=author,
-        reason=reason or _default_reason(report),
+        reason=reason or default_reason(report),
         episodes_changed=bool(plan["fresh"]),
         episodes=draft,
         new_episodes=episodes,
@@ -568,52 +465,9 @@ def commit(
         details={"usage": dict(report.usage), "prompt_version": PROMPT_VERSION},
         embed_all=True,
     )
-    report.timings["persist_s"] = _seconds(started)
+    report.timings["persist_s"] = seconds_since(started)
     phases.advance("persist", 1)
     return report
-
-
-def alignment_report(steps: AlignmentSteps, *, version: int, timings: dict[str, float]) -> AlignmentReport:
-    """The report of the steps run so far (only ``plan`` for a no-op)."""
-    plan = steps["plan"]
-    report = AlignmentReport(
-        version=version,
-        added=plan["added"],
-        replaced=plan["replaced"],
-        unchanged=plan["unchanged"],
-        removed_principles=plan["removed_principles"],
-    )
-    distillation, consolidation, governance = (
-        steps.get("distillation"),
-        steps.get("consolidation"),
-        steps.get("governance"),
-    )
-    if distillation is None or consolidation is None or governance is None:
-        return report
-    report.distilled, report.failed = distillation["distilled"], distillation["failed"]
-    report.refused_principles = distillation["refused"]
-    decided = set(governance["new_principles"]) | set(governance["proposed_principles"])
-    report.unchecked_principles = [i for i in consolidation["unchecked"] if i in decided]
-    report.llm_calls = distillation["llm_calls"] + consolidation["llm_calls"]
-    spent = (distillation["usage"], consolidation["usage"])
-    report.usage = {key: sum(u.get(key, 0) for u in spent) for key in dict.fromkeys([*spent[0], *spent[1]])}
-    report.consolidation = consolidation["counts"]
-    report.new_principles, report.merged_principles = governance["new_principles"], governance["merged_principles"]
-    report.proposed_principles = governance["proposed_principles"]
-    order = ("score_s", "embed_s", "distill_s", "consolidate_embed_s", "merge_s", "index_s", "persist_s")
-    measured = {**timings, **distillation["timings"], **consolidation["timings"], **governance["timings"]}
-    report.timings = {key: measured[key] for key in order if key in measured}
-    return report
-
-
-def _default_reason(report: AlignmentReport) -> str:
-    parts = [f"aligned {len(report.added)} new"]
-    if report.replaced:
-        parts.append(f"{len(report.replaced)} replaced")
-    parts.append(f"{len(report.distilled)} distilled")
-    if report.failed:
-        parts.append(f"{len(report.failed)} failed")
-    return ", ".join(parts) + " feedback records"
 
 
 # The pipeline, as one call
@@ -726,13 +580,13 @@ async def aalign(
                     skip=set(recorded),
                 )  # fmt: skip
                 recorded.update(scored)
-                timings["score_s"] = _seconds(began)
+                timings["score_s"] = seconds_since(began)
             episodes = [episode_from_record(r, recorded.get(r["id"])) for r in plan["fresh"]]
 
             def embed() -> np.ndarray:
                 began = time.perf_counter()
                 vectors = embed_episodes(memory.embeddings, episodes, phases)
-                timings["embed_s"] = _seconds(began)
+                timings["embed_s"] = seconds_since(began)
                 return vectors
 
             embedding = asyncio.create_task(asyncio.to_thread(embed))  # overlaps the LLM's distillation
@@ -779,7 +633,7 @@ async def aalign(
                 )
 
             report = await asyncio.to_thread(govern_and_commit)
-    report.seconds = _seconds(started)
+    report.seconds = seconds_since(started)
     return report
 
 

@@ -94,7 +94,9 @@ def test_names_that_moved_rooms_are_still_found_where_they_were() -> None:
         assert getattr(postgres, name) is getattr(names, name), name
     for name in ("store_label", "judge_from_label", "is_store_location", "store_judge", "STORE_PARAM"):
         assert getattr(store, name) is getattr(names, name), name
-    from memalign_graph import calibration, head_features
+    from memalign_graph import alignment, alignment_report, calibration, head_features
+
+    assert alignment.AlignmentReport is alignment_report.AlignmentReport and alignment.Phases is alignment_report.Phases
 
     assert calibration.build_features is head_features.build_features
     assert calibration.text_statistics is head_features.text_statistics
